@@ -1,0 +1,1 @@
+"""Chronos Ingest service: CLI, API, workers, converters, chunkers, embedders, configuration."""

@@ -1,0 +1,8 @@
+"""Subcommand modules of ``chronos``; each has ``register(subparsers)``. Add new ones here."""
+
+COMMAND_MODULES: list[str] = [
+    "db",
+    "migrate",
+    "events",
+    "bench",
+]

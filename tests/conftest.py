@@ -1,0 +1,94 @@
+"""Test harness: a real PostgreSQL with pgvector; a fresh database per test, cloned from a
+migrated template (CREATE DATABASE ... TEMPLATE), so tests never see each other's rows."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from app.db import with_database
+from events.blobs import PgBlobStore
+from events.connection import create_pool
+from events.migrations import migrate
+from events.store import EventStore
+from tests.pg import server_dsn
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    with server_dsn() as dsn:
+        yield dsn
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_db(pg_admin_dsn: str) -> AsyncIterator[str]:
+    name = f"chronos_tpl_{os.getpid()}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(with_database(pg_admin_dsn, name))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    try:
+        yield name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """A freshly migrated database of its own for one test."""
+    name = f"chronos_t{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(pg_admin_dsn, name)
+    finally:
+        admin = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(dsn, min_size=1, max_size=10)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def store(pool: asyncpg.Pool) -> AsyncIterator[EventStore]:
+    s = EventStore(pool)
+    yield s
+    await s.notifier.flush()
+
+
+@pytest.fixture
+def blobs(pool: asyncpg.Pool) -> PgBlobStore:
+    return PgBlobStore(pool)
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared corpus is missing at {CORPUS}")
+    return CORPUS
