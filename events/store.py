@@ -133,7 +133,9 @@ class EventStore:
         if found:
             if len(found) == len(ids) and all(r["stream_id"] == stream_id for r in found.values()):
                 rows = [found[i] for i in ids]
-                return AppendResult([r["position"] for r in rows], max(r["stream_version"] for r in rows))
+                return AppendResult(
+                    [r["position"] for r in rows], max(r["stream_version"] for r in rows), duplicate=True
+                )
             raise IdempotencyConflict(
                 f"{len(found)} of {len(ids)} event ids are already stored"
                 + ("" if all(r["stream_id"] == stream_id for r in found.values()) else " in another stream")

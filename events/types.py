@@ -83,6 +83,8 @@ class AppendResult:
 
     positions: list[int]
     stream_version: int
+    duplicate: bool = False
+    """True when every event id was already stored: an idempotent retry that wrote nothing."""
 
     @property
     def last_position(self) -> int:
