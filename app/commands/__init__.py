@@ -5,4 +5,6 @@ COMMAND_MODULES: list[str] = [
     "migrate",
     "events",
     "bench",
+    "ingest",
+    "worker",
 ]

@@ -1,0 +1,1 @@
+"""The ingestion pipeline: intake, the stage work queue, the workers that run the stages."""

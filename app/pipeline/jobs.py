@@ -1,0 +1,101 @@
+"""The stage work queue (table ``jobs``): enqueue, claim under a lease, extend, finish, retry."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from app import domain
+from events.sqlfiles import query
+
+JOBS_CHANNEL = "chronos_jobs"
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: uuid.UUID
+    document_id: uuid.UUID
+    stage: str
+    trigger_event_id: uuid.UUID
+    trigger_position: int
+    params: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+    @property
+    def key(self) -> str:
+        return str(self.job_id)
+
+    @property
+    def stream(self) -> str:
+        return domain.stream_for(self.document_id)
+
+    def result_id(self, kind: str) -> uuid.UUID:
+        """Deterministic id of this job's result event of ``kind`` (see domain.result_event_id)."""
+        return domain.result_event_id(self.key, kind)
+
+
+def job_id_for(trigger_event_id: uuid.UUID, stage: str) -> uuid.UUID:
+    return uuid.uuid5(domain.DOCUMENT_NAMESPACE, f"job:{trigger_event_id}:{stage}")
+
+
+async def enqueue(
+    conn: asyncpg.Connection,
+    *,
+    document_id: str,
+    stage: str,
+    trigger_event_id: uuid.UUID,
+    trigger_position: int,
+    params: dict[str, Any] | None = None,
+    max_attempts: int = 4,
+) -> uuid.UUID:
+    job_id = job_id_for(trigger_event_id, stage)
+    await conn.execute(
+        query("jobs", "enqueue"),
+        job_id, uuid.UUID(document_id), stage, trigger_event_id, trigger_position, params or {}, max_attempts,
+    )
+    return job_id
+
+
+def _job(row: asyncpg.Record) -> Job:
+    return Job(
+        job_id=row["job_id"],
+        document_id=row["document_id"],
+        stage=row["stage"],
+        trigger_event_id=row["trigger_event_id"],
+        trigger_position=row["trigger_position"],
+        params=row["params"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+    )
+
+
+async def claim(pool: asyncpg.Pool, stages: list[str], owner: str, lease_s: float, limit: int = 1) -> list[Job]:
+    rows = await pool.fetch(query("jobs", "claim"), stages, owner, float(lease_s), limit)
+    return [_job(r) for r in rows]
+
+
+async def extend(pool: asyncpg.Pool, job: Job, owner: str, lease_s: float) -> bool:
+    return await pool.fetchval(query("jobs", "extend"), job.job_id, owner, float(lease_s)) is not None
+
+
+async def finish(conn: asyncpg.Connection, job: Job, owner: str, status: str, error: str | None = None) -> bool:
+    return await conn.fetchval(query("jobs", "finish"), job.job_id, owner, status, error) is not None
+
+
+async def retry_later(conn: asyncpg.Connection, job: Job, owner: str, error: str, delay_s: float) -> bool:
+    return await conn.fetchval(query("jobs", "retry_later"), job.job_id, owner, error, float(delay_s)) is not None
+
+
+async def release(pool: asyncpg.Pool, job: Job, owner: str) -> bool:
+    return await pool.fetchval(query("jobs", "release"), job.job_id, owner) is not None
+
+
+async def queue_depth(pool: asyncpg.Pool) -> dict[str, dict[str, int]]:
+    depth: dict[str, dict[str, int]] = {}
+    for row in await pool.fetch(query("jobs", "queue_depth")):
+        depth.setdefault(row["stage"], {})[row["status"]] = row["n"]
+    return depth

@@ -1,0 +1,296 @@
+"""The three stages as job handlers: each turns a job into result events (or a failure).
+
+A handler never writes: it returns an ``Outcome`` (events to append and how the job ends) and the
+worker commits the events and the job's end in one transaction. Result event ids are derived
+from the job, so a retried job can never record its result twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app import domain
+from app.costs import CostLine, local_cpu, modal_gpu
+from app.pipeline.history import DocumentHistory
+from app.pipeline.jobs import Job
+from app.runtime import Runtime
+from events.sqlfiles import query
+from events.types import NewEvent
+
+logger = logging.getLogger(__name__)
+
+_RESULT_KIND = {"convert": "converted", "chunk": "chunked", "embed": "embedded"}
+_FAILED_TYPE = {
+    "convert": domain.CONVERSION_FAILED,
+    "chunk": domain.CHUNKING_FAILED,
+    "embed": domain.EMBEDDING_FAILED,
+}
+
+
+class StageFailure(Exception):
+    """A stage could not produce its result; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, error_class: str, message: str, *, retryable: bool, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.retryable = retryable
+        self.backend = backend
+
+
+@dataclass
+class Outcome:
+    status: str  # "done" | "failed" | "retry" | "cancelled"
+    events: list[NewEvent] = field(default_factory=list)
+    error: str | None = None
+    retry_in: float = 0.0
+
+
+def _meta(job: Job, actor: str) -> dict[str, Any]:
+    return {"actor": actor, "causation_id": str(job.trigger_event_id), "job_id": str(job.job_id)}
+
+
+def _cost_events(job: Job, actor: str, stage: str, caused_by: uuid.UUID, lines: list[CostLine]) -> list[NewEvent]:
+    out = []
+    for i, line in enumerate(lines):
+        if line.quantity <= 0:
+            continue
+        data = line.event_data(str(job.document_id), stage, str(caused_by))
+        out.append(NewEvent(domain.COST_INCURRED, dict(data), _meta(job, actor), event_id=job.result_id(f"cost:{i}")))
+    return out
+
+
+def failure_outcome(job: Job, actor: str, failure: StageFailure, backoff_base: float = 2.0) -> Outcome:
+    """A failure event; retried later with exponential backoff unless final."""
+    final = (not failure.retryable) or job.attempts >= job.max_attempts
+    data: domain.StageFailedData = {
+        "document_id": str(job.document_id),
+        "stage": job.stage,
+        "error_class": failure.error_class,
+        "message": failure.message,
+        "attempt": job.attempts,
+        "retryable": failure.retryable,
+        "final": final,
+        "backend": failure.backend,
+    }
+    event = NewEvent(
+        _FAILED_TYPE[job.stage], dict(data), _meta(job, actor), event_id=job.result_id(f"failed:{job.attempts}")
+    )
+    if final:
+        return Outcome("failed", [event], f"{failure.error_class}: {failure.message}")
+    delay = min(backoff_base * 2 ** (job.attempts - 1), 300.0)
+    return Outcome("retry", [event], f"{failure.error_class}: {failure.message}", retry_in=delay)
+
+
+async def run_stage(rt: Runtime, job: Job, actor: str) -> Outcome:
+    """Run one job's stage; returns what to record. Already-recorded work is not done again."""
+    history = DocumentHistory.of(await rt.store.read_stream(job.stream, limit=1_000_000))
+    if history.deleted:
+        return Outcome("cancelled", error="document deleted")
+    if history.uploaded is None:
+        return failure_outcome(job, actor, StageFailure("UnknownDocument", "no DocumentUploaded in the stream", retryable=False))
+    if history.has_event(job.result_id(_RESULT_KIND[job.stage])):
+        return Outcome("done")  # recorded by an earlier attempt: never call Docling/Modal/OpenAI again
+    try:
+        if job.stage == "convert":
+            return await _convert(rt, job, actor, history)
+        if job.stage == "chunk":
+            return await _chunk(rt, job, actor, history)
+        if job.stage == "embed":
+            return await _embed(rt, job, actor, history)
+        raise StageFailure("UnknownStage", f"no stage {job.stage!r}", retryable=False)
+    except StageFailure as failure:
+        return failure_outcome(job, actor, failure)
+
+
+# --- convert ---------------------------------------------------------------------------------
+
+
+async def _blob_to_file(rt: Runtime, sha256: str, directory: Path, suffix: str) -> Path:
+    path = directory / f"input{suffix}"
+    with path.open("wb") as handle:
+        async for piece in rt.blobs.open(sha256):
+            await asyncio.to_thread(handle.write, piece)
+    return path
+
+
+def _suffix(media_type: str) -> str:
+    return {
+        "application/pdf": ".pdf",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+        "text/html": ".html",
+        "text/markdown": ".md",
+        "text/csv": ".csv",
+    }.get(media_type, ".bin")
+
+
+async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
+    from app.convert import SUPPORTED_MEDIA_TYPES, ConversionFailure, ConvertOptions, convert_file
+
+    up = history.uploaded
+    assert up is not None
+    media_type = up["media_type"]
+    if media_type not in SUPPORTED_MEDIA_TYPES:
+        raise StageFailure(
+            "UnsupportedMediaType",
+            f"{up['filename']}: content is {media_type}, which Chronos cannot convert "
+            "(supported: PDF, DOCX, PPTX, XLSX, HTML, Markdown, CSV)",
+            retryable=False,
+        )
+    params = job.params
+    options = ConvertOptions(backend=params.get("backend") or "auto", pipeline=params.get("pipeline") or "default")
+    settings_hash = options.settings_hash()
+    result_id = job.result_id("converted")
+    meta = _meta(job, actor)
+
+    reused = await rt.pool.fetchrow(query("jobs", "find_conversion"), up["sha256"], settings_hash)
+    explicit_backend = params.get("backend") not in (None, "auto")
+    if reused is not None and not (explicit_backend and reused["data"]["backend"] != params.get("backend")):
+        earlier = reused["data"]
+        data = dict(earlier)
+        data.update(
+            {
+                "document_id": str(job.document_id),
+                "conversion_id": str(result_id),
+                "reused_from": earlier["conversion_id"],
+                "fallback": None,
+            }
+        )
+        return Outcome("done", [NewEvent(domain.DOCUMENT_CONVERTED, data, meta, event_id=result_id)])
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="chronos-convert-") as tmp:
+        path = await _blob_to_file(rt, up["sha256"], Path(tmp), _suffix(media_type))
+        try:
+            output = await convert_file(path, filename=up["filename"], media_type=media_type, options=options)
+        except ConversionFailure as exc:
+            raise StageFailure(exc.error_class, exc.message, retryable=exc.retryable, backend=options.backend) from exc
+    docling_ref = await rt.blobs.put_bytes(output.docling_json, "application/json")
+    markdown_ref = await rt.blobs.put_bytes(output.markdown.encode("utf-8"), "text/markdown")
+    data_out: domain.DocumentConvertedData = {
+        "document_id": str(job.document_id),
+        "conversion_id": str(result_id),
+        "input_sha256": up["sha256"],
+        "backend": output.backend,
+        "pipeline": output.pipeline,
+        "docling_version": output.docling_version,
+        "page_count": output.page_count,
+        "durations": {"total_s": round(time.perf_counter() - started, 3), "convert_s": round(output.convert_s, 3)},
+        "docling_json": {"sha256": docling_ref.sha256, "size": docling_ref.size, "media_type": "application/json"},
+        "markdown": {"sha256": markdown_ref.sha256, "size": markdown_ref.size, "media_type": "text/markdown"},
+        "settings_hash": settings_hash,
+        "fallback": output.fallback,
+        "reused_from": None,
+        "slices": output.slices,
+        "gpu": output.gpu,
+    }
+    lines: list[CostLine] = []
+    if output.gpu_s > 0 and output.gpu:
+        lines.append(modal_gpu(output.gpu_s, output.gpu))
+    if output.cpu_s > 0:
+        lines.append(local_cpu(output.cpu_s))
+    events = [NewEvent(domain.DOCUMENT_CONVERTED, dict(data_out), meta, event_id=result_id)]
+    events += _cost_events(job, actor, "convert", result_id, lines)
+    return Outcome("done", events)
+
+
+# --- chunk -----------------------------------------------------------------------------------
+
+
+def _stable_hash(value: object) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
+    from app.chunking import chunk_document
+    from app.embedders import get_embedder
+
+    conversion = history.conversions.get(job.params.get("conversion_id", "")) or history.latest_conversion
+    if conversion is None:
+        raise StageFailure("NoConversion", "the document has no conversion to chunk yet", retryable=False)
+    request = history.chunk_request or {}
+    chunk_size = job.params.get("chunk_size", request.get("chunk_size"))
+    chunk_overlap = job.params.get("chunk_overlap", request.get("chunk_overlap"))
+    embedder = await asyncio.to_thread(get_embedder, history.model, rt.settings)
+    docling_json = await rt.blobs.get_bytes(conversion["docling_json"]["sha256"])
+    markdown = (await rt.blobs.get_bytes(conversion["markdown"]["sha256"])).decode("utf-8")
+    chunks, parameters = await asyncio.to_thread(
+        chunk_document,
+        docling_json,
+        markdown,
+        embedder_max_tokens=embedder.max_tokens,
+        count_tokens=embedder.count_tokens,
+        tokenizer_name=embedder.tokenizer_name(),
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+    )
+    if not chunks:
+        raise StageFailure(
+            "NoText",
+            f"{history.uploaded['filename'] if history.uploaded else 'document'}: no text could be extracted "
+            "(a scanned PDF needs OCR: reprocess with --backend modal or the standard pipeline)",
+            retryable=False,
+        )
+    chunk_set_id = uuid.uuid5(domain.CHUNK_NAMESPACE, conversion["conversion_id"] + ":" + _stable_hash(parameters))
+    result_id = job.result_id("chunked")
+    data: domain.DocumentChunkedData = {
+        "document_id": str(job.document_id),
+        "chunk_set_id": str(chunk_set_id),
+        "conversion_id": conversion["conversion_id"],
+        "parameters": parameters,
+        "chunks": chunks,
+    }
+    return Outcome("done", [NewEvent(domain.DOCUMENT_CHUNKED, dict(data), _meta(job, actor), event_id=result_id)])
+
+
+# --- embed -----------------------------------------------------------------------------------
+
+
+async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
+    from app.embedders import EmbeddingError, embed_with_cache, get_embedder
+
+    chunk_set = history.chunk_sets.get(job.params.get("chunk_set_id", "")) or history.latest_chunk_set
+    if chunk_set is None:
+        raise StageFailure("NoChunks", "the document has no chunk set to embed yet", retryable=False)
+    model = job.params.get("model") or history.model
+    try:
+        embedder = await asyncio.to_thread(get_embedder, model, rt.settings)
+    except (ValueError, KeyError) as exc:
+        raise StageFailure("UnknownModel", str(exc), retryable=False) from exc
+    texts = [c["text"] for c in chunk_set["chunks"]]
+    try:
+        result = await embed_with_cache(rt.pool, embedder, texts)
+    except EmbeddingError as exc:
+        raise StageFailure(
+            type(exc).__name__, str(exc), retryable=bool(getattr(exc, "retryable", True)), backend=embedder.provider
+        ) from exc
+    vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
+    ref = await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")
+    result_id = job.result_id("embedded")
+    data: domain.ChunksEmbeddedData = {
+        "document_id": str(job.document_id),
+        "chunk_set_id": chunk_set["chunk_set_id"],
+        "model": embedder.model,
+        "provider": embedder.provider,
+        "dimensions": int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else embedder.dimensions,
+        "vectors": {"sha256": ref.sha256, "size": ref.size, "media_type": "application/x-float32"},
+        "chunk_count": len(texts),
+        "reused_count": result.reused_count,
+        "tokens": result.tokens,
+    }
+    events = [NewEvent(domain.CHUNKS_EMBEDDED, dict(data), _meta(job, actor), event_id=result_id)]
+    events += _cost_events(job, actor, "embed", result_id, list(result.cost))
+    return Outcome("done", events)

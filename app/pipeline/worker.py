@@ -1,0 +1,195 @@
+"""Stage workers: claim jobs under a lease, run the stage, commit results and the job's end together.
+
+* Any number of worker processes share the queue (``FOR UPDATE SKIP LOCKED``); each job is held by
+  one worker at a time under a lease that a heartbeat extends while the stage runs.
+* A killed worker's job is claimed again once its lease expires; its result event ids are
+  deterministic, so a job that did record its result is never recorded (or paid for) twice.
+* Retries back off exponentially up to ``max_attempts``, then a final failure event is appended.
+* SIGTERM: stop claiming, let in-flight jobs finish for ``grace_s``, release the rest, exit.
+* Every worker also runs the dispatcher subscription (events -> jobs) and, unless disabled, the
+  projections, so a single ``chronos worker`` is a complete back end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+
+from app.pipeline import dispatcher, jobs
+from app.pipeline.jobs import Job
+from app.pipeline.stages import Outcome, run_stage
+from app.runtime import Runtime
+from events.listener import listen_forever, wait_any
+from events.subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+StageRunner = Callable[[Runtime, Job, str], Awaitable[Outcome]]
+
+
+def default_owner() -> str:
+    return f"worker:{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        stages: tuple[str, ...] = ("convert", "chunk", "embed"),
+        concurrency: int = 2,
+        owner: str | None = None,
+        lease_s: float = 120.0,
+        poll_interval: float = 1.0,
+        grace_s: float = 30.0,
+        run_projections: bool = True,
+        runner: StageRunner = run_stage,
+    ) -> None:
+        self.rt = rt
+        self.stages = list(stages)
+        self.concurrency = concurrency
+        self.owner = owner or default_owner()
+        self.lease_s = lease_s
+        self.poll_interval = poll_interval
+        self.grace_s = grace_s
+        self.run_projections = run_projections
+        self.runner = runner
+        self.wake = asyncio.Event()
+        self.processed = 0
+        self.in_flight: set[Job] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then finish or release in-flight work and return."""
+        claiming_stop = asyncio.Event()
+        background: list[asyncio.Task[None]] = [
+            asyncio.create_task(self._dispatch(stop), name="dispatcher"),
+            asyncio.create_task(
+                listen_forever(
+                    self.rt.dsn, jobs.JOBS_CHANNEL, lambda _p: self.wake.set(), stop,
+                    on_connect=self.wake.set, name=f"jobs:{self.owner}",
+                ),
+                name="jobs-listener",
+            ),
+        ]
+        if self.run_projections:
+            background.append(asyncio.create_task(self._projections(stop), name="projections"))
+        slots = [asyncio.create_task(self._slot(claiming_stop), name=f"slot-{i}") for i in range(self.concurrency)]
+        try:
+            await stop.wait()
+        finally:
+            claiming_stop.set()
+            done, pending = await asyncio.wait(slots, timeout=self.grace_s)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for job in list(self.in_flight):
+                with contextlib.suppress(Exception):
+                    await jobs.release(self.rt.pool, job, self.owner)
+            stop.set()
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _dispatch(self, stop: asyncio.Event) -> None:
+        sub = Subscription(self.rt.store, dispatcher.NAME, dispatcher.dispatch, dsn=self.rt.dsn,
+                           poll_interval=self.poll_interval)
+        await sub.run(stop)
+
+    async def _projections(self, stop: asyncio.Event) -> None:
+        try:
+            from projections.runner import run_projections
+        except ImportError:  # projections not installed in this build
+            logger.warning("projections are not available; run them elsewhere")
+            return
+        await run_projections(self.rt, stop)
+
+    async def _slot(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                claimed = await jobs.claim(self.rt.pool, self.stages, self.owner, self.lease_s, 1)
+            except Exception as exc:  # database down: wait and try again, never die
+                logger.warning("could not claim a job: %s", exc, extra={"action": "claim", "error": str(exc)})
+                await wait_any(stop, stop, min(self.poll_interval * 5, 10.0))
+                continue
+            if not claimed:
+                self.wake.clear()
+                await wait_any(self.wake, stop, self.poll_interval)
+                continue
+            for job in claimed:
+                await self._work(job)
+
+    async def _work(self, job: Job) -> None:
+        self.in_flight.add(job)
+        heartbeat = asyncio.create_task(self._heartbeat(job))
+        try:
+            try:
+                outcome = await self.runner(self.rt, job, self.owner)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an infrastructure error: retry later, keep running
+                logger.exception(
+                    "stage %s failed unexpectedly for %s", job.stage, job.document_id,
+                    extra={"action": job.stage, "document_id": str(job.document_id), "attempt": job.attempts},
+                )
+                from app.pipeline.stages import StageFailure, failure_outcome
+
+                outcome = failure_outcome(
+                    job, self.owner, StageFailure("InternalError", f"{type(exc).__name__}: {exc}", retryable=True)
+                )
+            try:
+                await self._record(job, outcome)
+                self.processed += 1
+            except _LeaseLost:
+                logger.warning("job %s was taken over by another worker; its result is theirs to record", job.job_id)
+            except Exception as exc:  # database unreachable: the lease expires and the job is retried
+                logger.warning("could not record job %s: %s", job.job_id, exc, extra={"error": str(exc)})
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.in_flight.discard(job)
+
+    async def _record(self, job: Job, outcome: Outcome) -> None:
+        """Append the outcome's events and end the job in one transaction (append first)."""
+        async with self.rt.pool.acquire() as conn:
+            async with conn.transaction():
+                last = 0
+                if outcome.events:
+                    result = await self.rt.store.append(job.stream, outcome.events, conn=conn)
+                    last = result.last_position
+                if outcome.status == "retry":
+                    ok = await jobs.retry_later(conn, job, self.owner, outcome.error or "", outcome.retry_in)
+                else:
+                    ok = await jobs.finish(conn, job, self.owner, outcome.status, outcome.error)
+                if not ok:
+                    # Our lease was lost (we were too slow and another worker took the job): record
+                    # nothing; the current holder records the result.
+                    raise _LeaseLost()
+        if last:
+            self.rt.store.committed(last)
+        logger.info(
+            "%s %s: %s", job.stage, job.document_id, outcome.status,
+            extra={"action": job.stage, "document_id": str(job.document_id), "status": outcome.status},
+        )
+
+    async def _heartbeat(self, job: Job) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                if not await jobs.extend(self.rt.pool, job, self.owner, self.lease_s):
+                    logger.warning("lost the lease on job %s", job.job_id)
+                    return
+            except Exception as exc:
+                logger.warning("could not extend the lease on job %s: %s", job.job_id, exc)
+
+
+class _LeaseLost(Exception):
+    pass

@@ -1,0 +1,66 @@
+-- name: enqueue
+INSERT INTO jobs (job_id, document_id, stage, trigger_event_id, trigger_position, params, max_attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (job_id) DO NOTHING;
+
+-- name: claim
+-- FOR UPDATE SKIP LOCKED: concurrent workers each take different rows without waiting on each
+-- other. A 'running' job whose lease expired belongs to a worker that died: take it over.
+UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2,
+       lease_until = now() + make_interval(secs => $3), updated_at = now()
+WHERE job_id IN (
+    SELECT job_id FROM jobs
+    WHERE stage = ANY ($1::text[])
+      AND ((status = 'queued' AND not_before <= now())
+           OR (status = 'running' AND lease_until < now()))
+    ORDER BY not_before, trigger_position
+    FOR UPDATE SKIP LOCKED
+    LIMIT $4
+)
+RETURNING job_id, document_id, stage, trigger_event_id, trigger_position, params, attempts, max_attempts;
+
+-- name: extend
+UPDATE jobs SET lease_until = now() + make_interval(secs => $3), updated_at = now()
+WHERE job_id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING job_id;
+
+-- name: finish
+-- Only the current lease holder may finish a job.
+UPDATE jobs SET status = $3, lease_owner = NULL, lease_until = NULL, last_error = $4,
+       updated_at = now(), finished_at = now()
+WHERE job_id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING job_id;
+
+-- name: retry_later
+UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL, last_error = $3,
+       not_before = now() + make_interval(secs => $4), updated_at = now()
+WHERE job_id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING job_id;
+
+-- name: release
+-- Give a job back without counting the attempt (worker shutting down).
+UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL,
+       attempts = greatest(attempts - 1, 0), updated_at = now()
+WHERE job_id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING job_id;
+
+-- name: cancel_document
+UPDATE jobs SET status = 'cancelled', lease_owner = NULL, lease_until = NULL, updated_at = now(),
+       finished_at = now()
+WHERE document_id = $1 AND status IN ('queued', 'running');
+
+-- name: job_status
+SELECT status FROM jobs WHERE job_id = $1;
+
+-- name: queue_depth
+SELECT stage, status, count(*) AS n FROM jobs GROUP BY stage, status ORDER BY stage, status;
+
+-- name: find_conversion
+SELECT stream_id, data FROM events
+WHERE type = 'DocumentConverted'
+  AND data ->> 'input_sha256' = $1 AND data ->> 'settings_hash' = $2
+ORDER BY position DESC
+LIMIT 1;
+
+-- name: event_exists
+SELECT position FROM events WHERE event_id = $1;
