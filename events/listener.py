@@ -43,7 +43,7 @@ async def listen_forever(
         try:
             conn = await asyncpg.connect(dsn, server_settings={"application_name": name})
             lost = asyncio.Event()
-            conn.add_termination_listener(lambda _c: lost.set())
+            conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             await conn.add_listener(channel, lambda _c, _pid, _ch, payload: on_notify(payload))
             if on_connect is not None:
                 on_connect()
@@ -51,7 +51,7 @@ async def listen_forever(
                 await wait_any(lost, stop, health_interval)
                 if not (lost.is_set() or stop.is_set()):
                     await conn.execute("SELECT 1")
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             logger.info("%s lost its connection: %s", name, exc)
         finally:
             if conn is not None and not conn.is_closed():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import asyncpg
 
 from events.errors import AppendOnlyViolation, EventStoreError, IdempotencyConflict, WrongExpectedVersion
 from events.notifier import Notifier
 from events.sqlfiles import query
-from events.types import AppendResult, Cursor, NewEvent, RecordedEvent
+from events.types import AppendResult, Cursor, DbConn, NewEvent, RecordedEvent
 
 ANY = None
 """``expected_version`` that accepts any current version."""
@@ -63,7 +62,7 @@ class EventStore:
         events: Sequence[NewEvent],
         expected_version: int | None = ANY,
         *,
-        conn: asyncpg.Connection | None = None,
+        conn: DbConn | None = None,
     ) -> AppendResult:
         """Append ``events`` to ``stream_id`` atomically; one round trip on the success path.
 
@@ -85,7 +84,7 @@ class EventStore:
         return result
 
     async def _append_on(
-        self, conn: asyncpg.Connection, stream_id: str, events: Sequence[NewEvent], expected: int | None
+        self, conn: DbConn, stream_id: str, events: Sequence[NewEvent], expected: int | None
     ) -> AppendResult:
         try:
             if len(events) == 1:
@@ -125,7 +124,7 @@ class EventStore:
         return await self._explain_empty(conn, stream_id, events, expected)
 
     async def _explain_empty(
-        self, conn: asyncpg.Connection, stream_id: str, events: Sequence[NewEvent], expected: int | None
+        self, conn: DbConn, stream_id: str, events: Sequence[NewEvent], expected: int | None
     ) -> AppendResult:
         """Nothing was inserted: an idempotent retry, or the stream is not at the expected version."""
         ids = [e.event_id for e in events]
@@ -150,7 +149,7 @@ class EventStore:
         """Tell listeners that a transaction which appended up to ``position`` has committed."""
         self.notifier.poke(position)
 
-    async def stream_version(self, stream_id: str, *, conn: asyncpg.Connection | None = None) -> int:
+    async def stream_version(self, stream_id: str, *, conn: DbConn | None = None) -> int:
         target = conn if conn is not None else self.pool
         value = await target.fetchval(query("events", "stream_version"), stream_id)
         return int(value)
@@ -178,7 +177,7 @@ class EventStore:
             position = page[-1].position
 
     async def read_safe(
-        self, after: Cursor, limit: int = 1000, *, conn: asyncpg.Connection | None = None
+        self, after: Cursor, limit: int = 1000, *, conn: DbConn | None = None
     ) -> list[RecordedEvent]:
         """Events after ``after`` that can never be preceded by a later commit (gap-free tail)."""
         target = conn if conn is not None else self.pool

@@ -48,11 +48,11 @@ import asyncpg
 from events.notifier import CHANNEL
 from events.sqlfiles import query
 from events.store import EventStore
-from events.types import Cursor, RecordedEvent
+from events.types import Cursor, DbConn, RecordedEvent
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[asyncpg.Connection, list[RecordedEvent]], Awaitable[None]]
+Handler = Callable[[DbConn, list[RecordedEvent]], Awaitable[None]]
 
 _PENDING = "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint))"
 
@@ -163,7 +163,7 @@ class Subscription:
             try:
                 conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"listen:{self.name}"})
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_args: self._wake.set())
                 if not first:
                     self.reconnects += 1
@@ -174,7 +174,7 @@ class Subscription:
                     await _wait_any(lost, stop, self.poll_interval * 5)
                     if not (lost.is_set() or stop.is_set()):
                         await conn.execute("SELECT 1")  # notice a dead connection early
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 logger.info("listener for %s lost its connection: %s", self.name, exc)
             finally:
                 self.listening.clear()

@@ -8,9 +8,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 JSON = dict[str, Any]
+
+if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+DbConn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+"""A connection as handed out by asyncpg: direct, or a pool's proxy. Accept this in signatures."""
 
 
 def uuid7() -> uuid.UUID:

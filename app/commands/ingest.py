@@ -37,7 +37,11 @@ def collect(paths: list[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts[len(path.parts):]))
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and not any(part.startswith(".") for part in p.parts[len(path.parts) :])
+                )
             )
         elif path.is_file():
             files.append(path)
@@ -46,7 +50,9 @@ def collect(paths: list[Path]) -> list[Path]:
     return files
 
 
-async def upload_all(rt: Runtime, files: list[Path], force: bool, quiet: bool) -> tuple[list[IntakeResult], list[dict[str, Any]]]:
+async def upload_all(
+    rt: Runtime, files: list[Path], force: bool, quiet: bool
+) -> tuple[list[IntakeResult], list[dict[str, Any]]]:
     results: list[IntakeResult] = []
     rejected: list[dict[str, Any]] = []
     with tqdm(total=len(files), desc="upload", unit="doc", disable=quiet) as bar:
@@ -54,8 +60,14 @@ async def upload_all(rt: Runtime, files: list[Path], force: bool, quiet: bool) -
             try:
                 results.append(
                     await ingest_stream(
-                        rt.store, rt.blobs, aiter_file(path), filename=path.name, source="cli",
-                        source_ref=str(path), actor="cli", force=force,
+                        rt.store,
+                        rt.blobs,
+                        aiter_file(path),
+                        filename=path.name,
+                        source="cli",
+                        source_ref=str(path),
+                        actor="cli",
+                        force=force,
                     )
                 )
             except UploadRejected as exc:
@@ -64,9 +76,7 @@ async def upload_all(rt: Runtime, files: list[Path], force: bool, quiet: bool) -
     return results, rejected
 
 
-async def wait_until_final(
-    rt: Runtime, ids: list[str], quiet: bool, timeout: float | None
-) -> dict[str, DocProgress]:
+async def wait_until_final(rt: Runtime, ids: list[str], quiet: bool, timeout: float | None) -> dict[str, DocProgress]:
     deadline = None if timeout is None else time.monotonic() + timeout
     bars = {
         name: tqdm(total=len(ids), desc=name, unit="doc", disable=quiet, position=i, leave=True)
@@ -106,8 +116,10 @@ async def run(args: argparse.Namespace) -> int:
         results, rejected = await upload_all(rt, files, args.force, quiet)
         new = sum(1 for r in results if r.created)
         if not quiet:
-            print(f"uploaded {len(results)} documents ({new} new, {len(results) - new} already stored)"
-                  + (f", {len(rejected)} rejected" if rejected else ""))
+            print(
+                f"uploaded {len(results)} documents ({new} new, {len(results) - new} already stored)"
+                + (f", {len(rejected)} rejected" if rejected else "")
+            )
         ids = list(dict.fromkeys(r.document_id for r in results))
         state: dict[str, DocProgress] = {}
         if args.wait and ids:
@@ -136,7 +148,9 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if not_final else 0
 
 
-def _summary(results: list[IntakeResult], rejected: list[dict[str, Any]], state: dict[str, DocProgress]) -> list[dict[str, Any]]:
+def _summary(
+    results: list[IntakeResult], rejected: list[dict[str, Any]], state: dict[str, DocProgress]
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for r in results:
@@ -144,15 +158,17 @@ def _summary(results: list[IntakeResult], rejected: list[dict[str, Any]], state:
             continue
         seen.add(r.document_id)
         p = state.get(r.document_id)
-        rows.append({
-            "document_id": r.document_id,
-            "filename": r.filename,
-            "media_type": r.media_type,
-            "size": r.size,
-            "created": r.created,
-            "status": p.status if p else "uploaded",
-            "reason": p.failure if p and p.status == "failed" else None,
-        })
+        rows.append(
+            {
+                "document_id": r.document_id,
+                "filename": r.filename,
+                "media_type": r.media_type,
+                "size": r.size,
+                "created": r.created,
+                "status": p.status if p else "uploaded",
+                "reason": p.failure if p and p.status == "failed" else None,
+            }
+        )
     return rows + rejected
 
 

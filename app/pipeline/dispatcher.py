@@ -6,12 +6,10 @@ jobs are inserted in the same transaction as the checkpoint, so each event yield
 
 from __future__ import annotations
 
-import asyncpg
-
 from app import domain
 from app.pipeline import jobs
 from events.sqlfiles import query
-from events.types import RecordedEvent
+from events.types import DbConn, RecordedEvent
 
 NAME = "dispatcher"
 
@@ -33,7 +31,7 @@ _PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
-async def dispatch(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+async def dispatch(conn: DbConn, events: list[RecordedEvent]) -> None:
     """Subscription handler: enqueue one job per work-asking event; cancel work of deleted documents."""
     enqueued = 0
     for event in events:

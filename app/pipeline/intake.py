@@ -142,21 +142,36 @@ async def ingest_stream(
             )
             created = not result.duplicate  # duplicate: an idempotent retry of this very upload
             logger.info(
-                "recorded upload %s as %s", name, document_id,
+                "recorded upload %s as %s",
+                name,
+                document_id,
                 extra={"action": "upload", "document_id": str(document_id), "media_type": media_type},
             )
-            return IntakeResult(str(document_id), created, name, media_type, ref.size, ref.sha256,
-                                result.last_position)
+            return IntakeResult(str(document_id), created, name, media_type, ref.size, ref.sha256, result.last_position)
         except WrongExpectedVersion:
             existing = await store.read_stream(stream, limit=100_000)
             if existing and existing[0].event_id == event_id:
                 first = existing[0]
-                return IntakeResult(str(document_id), False, first.data["filename"], first.data["media_type"],
-                                    ref.size, ref.sha256, first.position)
+                return IntakeResult(
+                    str(document_id),
+                    False,
+                    first.data["filename"],
+                    first.data["media_type"],
+                    ref.size,
+                    ref.sha256,
+                    first.position,
+                )
             if existing and not any(e.type == domain.DOCUMENT_DELETED for e in existing):
                 first = existing[0]
-                return IntakeResult(str(document_id), False, first.data["filename"], first.data["media_type"],
-                                    ref.size, ref.sha256, first.position)
+                return IntakeResult(
+                    str(document_id),
+                    False,
+                    first.data["filename"],
+                    first.data["media_type"],
+                    ref.size,
+                    ref.sha256,
+                    first.position,
+                )
             # The earlier document with this content was deleted: this upload is a new document.
             document_id = uuid.uuid4()
     raise ChronosError(f"{name}: could not record the upload after 3 attempts")

@@ -10,6 +10,7 @@ import asyncpg
 
 from app import domain
 from events.sqlfiles import query
+from events.types import DbConn
 
 JOBS_CHANNEL = "chronos_jobs"
 
@@ -43,7 +44,7 @@ def job_id_for(trigger_event_id: uuid.UUID, stage: str) -> uuid.UUID:
 
 
 async def enqueue(
-    conn: asyncpg.Connection,
+    conn: DbConn,
     *,
     document_id: str,
     stage: str,
@@ -55,7 +56,13 @@ async def enqueue(
     job_id = job_id_for(trigger_event_id, stage)
     await conn.execute(
         query("jobs", "enqueue"),
-        job_id, uuid.UUID(document_id), stage, trigger_event_id, trigger_position, params or {}, max_attempts,
+        job_id,
+        uuid.UUID(document_id),
+        stage,
+        trigger_event_id,
+        trigger_position,
+        params or {},
+        max_attempts,
     )
     return job_id
 
@@ -82,11 +89,11 @@ async def extend(pool: asyncpg.Pool, job: Job, owner: str, lease_s: float) -> bo
     return await pool.fetchval(query("jobs", "extend"), job.job_id, owner, float(lease_s)) is not None
 
 
-async def finish(conn: asyncpg.Connection, job: Job, owner: str, status: str, error: str | None = None) -> bool:
+async def finish(conn: DbConn, job: Job, owner: str, status: str, error: str | None = None) -> bool:
     return await conn.fetchval(query("jobs", "finish"), job.job_id, owner, status, error) is not None
 
 
-async def retry_later(conn: asyncpg.Connection, job: Job, owner: str, error: str, delay_s: float) -> bool:
+async def retry_later(conn: DbConn, job: Job, owner: str, error: str, delay_s: float) -> bool:
     return await conn.fetchval(query("jobs", "retry_later"), job.job_id, owner, error, float(delay_s)) is not None
 
 

@@ -99,7 +99,9 @@ async def run_stage(rt: Runtime, job: Job, actor: str) -> Outcome:
     if history.deleted:
         return Outcome("cancelled", error="document deleted")
     if history.uploaded is None:
-        return failure_outcome(job, actor, StageFailure("UnknownDocument", "no DocumentUploaded in the stream", retryable=False))
+        return failure_outcome(
+            job, actor, StageFailure("UnknownDocument", "no DocumentUploaded in the stream", retryable=False)
+        )
     if history.has_event(job.result_id(_RESULT_KIND[job.stage])):
         return Outcome("done")  # recorded by an earlier attempt: never call Docling/Modal/OpenAI again
     try:

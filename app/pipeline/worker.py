@@ -60,7 +60,7 @@ class Worker:
         self.runner = runner
         self.wake = asyncio.Event()
         self.processed = 0
-        self.in_flight: set[Job] = set()
+        self.in_flight: dict[object, Job] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then finish or release in-flight work and return."""
@@ -69,8 +69,12 @@ class Worker:
             asyncio.create_task(self._dispatch(stop), name="dispatcher"),
             asyncio.create_task(
                 listen_forever(
-                    self.rt.dsn, jobs.JOBS_CHANNEL, lambda _p: self.wake.set(), stop,
-                    on_connect=self.wake.set, name=f"jobs:{self.owner}",
+                    self.rt.dsn,
+                    jobs.JOBS_CHANNEL,
+                    lambda _p: self.wake.set(),
+                    stop,
+                    on_connect=self.wake.set,
+                    name=f"jobs:{self.owner}",
                 ),
                 name="jobs-listener",
             ),
@@ -82,13 +86,13 @@ class Worker:
             await stop.wait()
         finally:
             claiming_stop.set()
-            done, pending = await asyncio.wait(slots, timeout=self.grace_s)
+            _done, pending = await asyncio.wait(slots, timeout=self.grace_s)
             for task in pending:
                 task.cancel()
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            for job in list(self.in_flight):
+            for job in list(self.in_flight.values()):
                 with contextlib.suppress(Exception):
                     await jobs.release(self.rt.pool, job, self.owner)
             stop.set()
@@ -99,8 +103,9 @@ class Worker:
                     await task
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
-        sub = Subscription(self.rt.store, dispatcher.NAME, dispatcher.dispatch, dsn=self.rt.dsn,
-                           poll_interval=self.poll_interval)
+        sub = Subscription(
+            self.rt.store, dispatcher.NAME, dispatcher.dispatch, dsn=self.rt.dsn, poll_interval=self.poll_interval
+        )
         await sub.run(stop)
 
     async def _projections(self, stop: asyncio.Event) -> None:
@@ -124,19 +129,29 @@ class Worker:
                 await wait_any(self.wake, stop, self.poll_interval)
                 continue
             for job in claimed:
-                await self._work(job)
+                try:
+                    await self._work(job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # never let one job take a slot down
+                    logger.exception("worker slot failed on job %s", job.job_id)
 
     async def _work(self, job: Job) -> None:
-        self.in_flight.add(job)
+        self.in_flight[job.job_id] = job
         heartbeat = asyncio.create_task(self._heartbeat(job))
         try:
             try:
                 outcome = await self.runner(self.rt, job, self.owner)
             except asyncio.CancelledError:
+                # Shutting down past the grace period: give the job back for another worker.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(jobs.release(self.rt.pool, job, self.owner))
                 raise
             except Exception as exc:  # a bug or an infrastructure error: retry later, keep running
                 logger.exception(
-                    "stage %s failed unexpectedly for %s", job.stage, job.document_id,
+                    "stage %s failed unexpectedly for %s",
+                    job.stage,
+                    job.document_id,
                     extra={"action": job.stage, "document_id": str(job.document_id), "attempt": job.attempts},
                 )
                 from app.pipeline.stages import StageFailure, failure_outcome
@@ -155,28 +170,30 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            self.in_flight.discard(job)
+            self.in_flight.pop(job.job_id, None)
 
     async def _record(self, job: Job, outcome: Outcome) -> None:
         """Append the outcome's events and end the job in one transaction (append first)."""
-        async with self.rt.pool.acquire() as conn:
-            async with conn.transaction():
-                last = 0
-                if outcome.events:
-                    result = await self.rt.store.append(job.stream, outcome.events, conn=conn)
-                    last = result.last_position
-                if outcome.status == "retry":
-                    ok = await jobs.retry_later(conn, job, self.owner, outcome.error or "", outcome.retry_in)
-                else:
-                    ok = await jobs.finish(conn, job, self.owner, outcome.status, outcome.error)
-                if not ok:
-                    # Our lease was lost (we were too slow and another worker took the job): record
-                    # nothing; the current holder records the result.
-                    raise _LeaseLost()
+        async with self.rt.pool.acquire() as conn, conn.transaction():
+            last = 0
+            if outcome.events:
+                result = await self.rt.store.append(job.stream, outcome.events, conn=conn)
+                last = result.last_position
+            if outcome.status == "retry":
+                ok = await jobs.retry_later(conn, job, self.owner, outcome.error or "", outcome.retry_in)
+            else:
+                ok = await jobs.finish(conn, job, self.owner, outcome.status, outcome.error)
+            if not ok:
+                # Our lease was lost (we were too slow and another worker took the job): record
+                # nothing; the current holder records the result.
+                raise _LeaseLost()
         if last:
             self.rt.store.committed(last)
         logger.info(
-            "%s %s: %s", job.stage, job.document_id, outcome.status,
+            "%s %s: %s",
+            job.stage,
+            job.document_id,
+            outcome.status,
             extra={"action": job.stage, "document_id": str(job.document_id), "status": outcome.status},
         )
 
