@@ -7,4 +7,5 @@ COMMAND_MODULES: list[str] = [
     "bench",
     "ingest",
     "worker",
+    "check",
 ]

@@ -104,15 +104,21 @@ async def ingest_stream(
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
 ) -> IntakeResult:
-    """Store the bytes and record the upload. Raises UploadRejected subclasses for refused input."""
+    """Store the bytes and record the upload. Raises UploadRejected subclasses for refused input.
+
+    ``reject_unsupported`` (the API): refuse empty and unconvertible content up front. Without it
+    (the CLI) such files are recorded and end in a ConversionFailed event with the reason, so a
+    folder ingest reports every file.
+    """
     from app.convert import SUPPORTED_MEDIA_TYPES, sniff_media_type
 
     name = safe_filename(filename)
     sniffer = _Sniffer(chunks, max_bytes)
     ref = await blobs.put_stream(sniffer)
-    if ref.size == 0:
+    if ref.size == 0 and reject_unsupported:
         raise EmptyUpload(f"{name}: the upload is empty (0 bytes)")
-    media_type = sniff_media_type(bytes(sniffer.head), name)
+    # An empty file the caller chose to record (CLI) fails at conversion with a clear reason.
+    media_type = sniff_media_type(bytes(sniffer.head), name) if ref.size else "application/x-empty"
     if reject_unsupported and media_type not in SUPPORTED_MEDIA_TYPES:
         raise UnsupportedMediaType(
             f"{name}: content looks like {media_type}; supported are PDF, DOCX, PPTX, XLSX, HTML, Markdown, CSV"

@@ -145,6 +145,8 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
     up = history.uploaded
     assert up is not None
     media_type = up["media_type"]
+    if up["size"] == 0:
+        raise StageFailure("EmptyFile", f"{up['filename']}: the file is empty (0 bytes)", retryable=False)
     if media_type not in SUPPORTED_MEDIA_TYPES:
         raise StageFailure(
             "UnsupportedMediaType",

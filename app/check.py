@@ -1,0 +1,132 @@
+"""``chronos check``: integrity of the log, the blob store and the projections in a live database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from events.sqlfiles import query
+
+
+@dataclass
+class Finding:
+    severity: str  # "error" | "warning"
+    check: str
+    message: str
+    examples: list[Any] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "check": self.check,
+            "message": self.message,
+            "examples": [str(e) for e in self.examples[:10]],
+        }
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    def add(self, severity: str, check: str, message: str, examples: list[Any] | None = None) -> None:
+        self.findings.append(Finding(severity, check, message, examples or []))
+
+
+async def _table_exists(pool: asyncpg.Pool, name: str) -> bool:
+    return bool(await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
+
+
+async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
+    report = Report()
+    report.stats["events"] = await pool.fetchval("SELECT count(*) FROM events")
+    report.stats["streams"] = await pool.fetchval("SELECT count(DISTINCT stream_id) FROM events")
+
+    gaps = await pool.fetch(query("check", "stream_gaps"))
+    if gaps:
+        report.add(
+            "error",
+            "stream_versions",
+            f"{len(gaps)} stream(s) have gaps in their versions",
+            [f"{r['stream_id']}: {r['events']} events, max version {r['max_version']}" for r in gaps],
+        )
+    dups = await pool.fetch(query("check", "duplicate_results"))
+    if dups:
+        report.add(
+            "error",
+            "duplicate_results",
+            f"{len(dups)} job(s) recorded a result more than once",
+            [f"job {r['job_id']}: {r['n']}× {r['type']}" for r in dups],
+        )
+    cost_dups = await pool.fetch(query("check", "duplicate_costs"))
+    if cost_dups:
+        report.add(
+            "error",
+            "duplicate_costs",
+            f"{len(cost_dups)} result(s) have duplicated cost entries",
+            [f"{r['caused_by']} {r['resource']}: {r['n']}" for r in cost_dups],
+        )
+
+    refs = [r["ref"] for r in await pool.fetch(query("check", "referenced_blobs"))]
+    report.stats["referenced_blobs"] = len(refs)
+    missing = [r["ref"] for r in await pool.fetch(query("check", "missing_blobs"), refs)]
+    if missing:
+        report.add(
+            "error",
+            "missing_blobs",
+            f"{len(missing)} blob(s) referenced by events are missing (replay would fail for them)",
+            missing,
+        )
+    unreferenced = await pool.fetch(query("check", "unreferenced_blobs"), refs)
+    if unreferenced:
+        size = sum(r["size"] for r in unreferenced)
+        report.add(
+            "warning",
+            "unreferenced_blobs",
+            f"{len(unreferenced)} blob(s) ({size} bytes) are referenced by no event (garbage)",
+            [r["sha256"] for r in unreferenced],
+        )
+    orphans = await pool.fetchval(query("check", "orphan_chunks"))
+    if orphans:
+        report.add(
+            "warning",
+            "orphan_chunks",
+            f"{orphans} interrupted upload(s) left chunks behind (removed by blob garbage collection)",
+        )
+
+    behind: dict[str, int] = {}
+    for sub in await pool.fetch(query("check", "subscriptions")):
+        n = await pool.fetchval(query("check", "behind"), str(sub["tx_id"]), sub["position"])
+        behind[sub["name"]] = n
+        if n > behind_warn:
+            report.add("warning", "subscription_behind", f"subscription {sub['name']} is {n} event(s) behind the log")
+    report.stats["subscriptions_behind"] = behind
+
+    if await _table_exists(pool, "jobs"):
+        stale = await pool.fetch(query("check", "stale_jobs"))
+        if stale:
+            report.add(
+                "warning",
+                "stale_jobs",
+                f"{len(stale)} job(s) hold a lease that expired over 10 minutes ago (no worker is running?)",
+                [f"{r['stage']} {r['document_id']}" for r in stale],
+            )
+    if await _table_exists(pool, "documents"):
+        absent = await pool.fetch(query("check", "documents_missing"))
+        projectors = [name for name in behind if name != "dispatcher"]
+        caught_up = bool(projectors) and not any(behind[name] > 0 for name in projectors)
+        if absent and caught_up:
+            report.add(
+                "error",
+                "documents_projection",
+                f"{len(absent)} document(s) in the log have no row in "
+                "documents although the projections are caught up (run chronos replay)",
+                [r["document_id"] for r in absent],
+            )
+    return report

@@ -1,0 +1,62 @@
+-- name: stream_gaps
+-- Stream versions must run 1..n without gaps (unique (stream, version) + max = count).
+SELECT stream_id, count(*) AS events, max(stream_version) AS max_version
+FROM events GROUP BY stream_id HAVING max(stream_version) <> count(*) OR min(stream_version) <> 1
+LIMIT 100;
+
+-- name: duplicate_results
+-- One result event of each kind per job: a second one means a job recorded (or paid) twice.
+SELECT metadata ->> 'job_id' AS job_id, type, count(*) AS n
+FROM events
+WHERE metadata ? 'job_id' AND type IN ('DocumentConverted', 'DocumentChunked', 'ChunksEmbedded')
+GROUP BY 1, 2 HAVING count(*) > 1
+LIMIT 100;
+
+-- name: duplicate_costs
+SELECT data ->> 'caused_by' AS caused_by, data ->> 'resource' AS resource, count(*) AS n
+FROM events WHERE type = 'CostIncurred'
+GROUP BY 1, 2 HAVING count(*) > 1
+LIMIT 100;
+
+-- name: referenced_blobs
+-- Every blob an event points at (uploads, conversion outputs, vectors).
+SELECT DISTINCT ref FROM (
+    SELECT data -> 'blob' ->> 'sha256' AS ref FROM events WHERE type = 'DocumentUploaded'
+    UNION ALL SELECT data -> 'docling_json' ->> 'sha256' FROM events WHERE type = 'DocumentConverted'
+    UNION ALL SELECT data -> 'markdown' ->> 'sha256' FROM events WHERE type = 'DocumentConverted'
+    UNION ALL SELECT data -> 'vectors' ->> 'sha256' FROM events WHERE type = 'ChunksEmbedded'
+) refs WHERE ref IS NOT NULL;
+
+-- name: missing_blobs
+SELECT r.ref FROM unnest($1::text[]) AS r(ref) LEFT JOIN blobs b ON b.sha256 = r.ref WHERE b.sha256 IS NULL;
+
+-- name: unreferenced_blobs
+SELECT sha256, size FROM blobs WHERE NOT (sha256 = ANY ($1::text[]));
+
+-- name: orphan_chunks
+-- Chunks of content never published and not being uploaded right now.
+SELECT count(*) FROM (
+    SELECT DISTINCT c.content_id FROM blob_chunks c
+    LEFT JOIN blobs b ON b.content_id = c.content_id
+    LEFT JOIN blob_uploads u ON u.content_id = c.content_id
+    WHERE b.content_id IS NULL AND u.content_id IS NULL
+) o;
+
+-- name: subscriptions
+SELECT name, tx_id::text::bigint AS tx_id, position, updated_at FROM subscriptions ORDER BY name;
+
+-- name: behind
+SELECT count(*) FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint);
+
+-- name: stale_jobs
+SELECT job_id, stage, document_id, lease_owner, lease_until FROM jobs
+WHERE status = 'running' AND lease_until < now() - interval '10 minutes'
+LIMIT 100;
+
+-- name: documents_missing
+-- Documents in the log (uploaded, not deleted) without a row in the documents projection.
+SELECT substr(u.stream_id, 10) AS document_id
+FROM (SELECT DISTINCT stream_id FROM events WHERE type = 'DocumentUploaded') u
+WHERE NOT EXISTS (SELECT 1 FROM events d WHERE d.stream_id = u.stream_id AND d.type = 'DocumentDeleted')
+  AND NOT EXISTS (SELECT 1 FROM documents p WHERE p.document_id::text = substr(u.stream_id, 10))
+LIMIT 100;
