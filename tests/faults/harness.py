@@ -1,0 +1,231 @@
+"""Fault-suite harness: real worker processes ingesting generated documents while faults are injected.
+
+A scenario uploads documents into its own embedded PostgreSQL (CHRONOS_HOME in a temp dir, so the
+server can be stopped and started like a real one), runs `chronos worker` processes, injects its
+fault, and then verifies the outcome with ``verify``: every document final (searchable, or failed
+with a reason), no duplicated result or cost, log integrity (``chronos check``), and projections
+equal to what a fresh replay produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from app import domain
+from app.check import run_checks
+from app.config import Settings
+from app.db import resolve_dsn
+from app.pipeline.intake import ingest_stream
+from app.pipeline.progress import progress
+from app.runtime import Runtime, open_runtime
+from events.blobs import aiter_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG = os.environ.get("CHRONOS_FAULTS_LONG") == "1"
+
+WORDS = [
+    "ledger",
+    "invoice",
+    "turbine",
+    "glacier",
+    "orchid",
+    "harbor",
+    "quantum",
+    "saffron",
+    "meadow",
+    "copper",
+    "lantern",
+    "violet",
+    "canyon",
+    "falcon",
+    "ember",
+    "prism",
+    "willow",
+    "basalt",
+    "cobalt",
+    "tundra",
+    "nebula",
+    "juniper",
+    "marble",
+    "zephyr",
+]
+
+
+def make_document(i: int, rng: random.Random) -> tuple[str, bytes]:
+    """A small unique document: Markdown, HTML or CSV, a few paragraphs."""
+    kind = i % 3
+    words = lambda n: " ".join(rng.choice(WORDS) for _ in range(n))  # noqa: E731
+    if kind == 0:
+        body = f"# Report {i}\n\n" + "\n\n".join(f"## Part {p}\n\n{words(60)} (doc {i})." for p in range(3))
+        return f"doc-{i}.md", body.encode()
+    if kind == 1:
+        paras = "".join(f"<h2>Section {p}</h2><p>{words(50)} (doc {i}).</p>" for p in range(3))
+        return f"doc-{i}.html", f"<html><body><h1>Page {i}</h1>{paras}</body></html>".encode()
+    rows = "\n".join(f"{r},{rng.choice(WORDS)},{rng.randint(1, 999)},doc {i}" for r in range(20))
+    return f"doc-{i}.csv", f"id,name,value,note\n{rows}\n".encode()
+
+
+@dataclass
+class Scenario:
+    home: Path
+    documents: int
+    env: dict[str, str] = field(default_factory=dict)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    faults: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(home=self.home)
+
+    def worker_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "OPENAI_API_KEY")}
+        env.update(CHRONOS_HOME=str(self.home), PYTHONUNBUFFERED="1")
+        env.update(self.env)
+        return env
+
+    def start_worker(self, *extra: str) -> subprocess.Popen[bytes]:
+        log = self.home / f"worker-{len(self.logs)}.log"
+        self.logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--lease", "6", "--concurrency", "2", *extra],
+            cwd=ROOT,
+            env=self.worker_env(),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [w for w in self.workers if w.poll() is None]
+
+    def kill_random_worker(self, rng: random.Random) -> bool:
+        alive = self.alive()
+        if not alive:
+            return False
+        victim = rng.choice(alive)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        self.faults += 1
+        return True
+
+    def stop_workers(self, timeout: float = 60) -> None:
+        for w in self.alive():
+            w.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            try:
+                w.wait(timeout)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait(10)
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=ROOT,
+            env=self.worker_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def tail_logs(self, n: int = 3000) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-n:]}" for p in self.logs if p.exists())
+
+
+async def upload_documents(scenario: Scenario, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    async with open_runtime(scenario.settings) as rt:
+        for i in range(scenario.documents):
+            name, body = make_document(i, rng)
+            result = await ingest_stream(
+                rt.store, rt.blobs, aiter_bytes(body), filename=name, source="faults", actor="faults"
+            )
+            scenario.ids.append(result.document_id)
+    return scenario.ids
+
+
+async def wait_final(scenario: Scenario, timeout: float, tick: Any = None) -> dict[str, str]:
+    """Poll until every document is final; ``tick`` (async, gets elapsed seconds) injects faults meanwhile."""
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    state: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        try:
+            async with open_runtime(scenario.settings, max_size=2) as rt:
+                while time.monotonic() < deadline:
+                    prog = await progress(rt.pool, scenario.ids)
+                    state = {d: p.status for d, p in prog.items()}
+                    if len(state) == len(scenario.ids) and all(p.final for p in prog.values()):
+                        return state
+                    if tick is not None:
+                        await tick(time.monotonic() - started)
+                    await asyncio.sleep(0.5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await asyncio.sleep(1)  # the database is being restarted by the scenario
+    counts: dict[str, int] = {}
+    for s in state.values():
+        counts[s] = counts.get(s, 0) + 1
+    raise AssertionError(f"not every document final after {timeout:.0f}s: {counts}\n{scenario.tail_logs()}")
+
+
+async def projection_fingerprint(rt: Runtime) -> dict[str, str]:
+    """A content hash per projection table, independent of physical row order."""
+    out: dict[str, str] = {}
+    for table in ("documents", "chunks", "vectors", "cost_ledger"):
+        out[table] = await rt.pool.fetchval(
+            f"SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY md5(t::text)), '')) FROM {table} t"
+        )
+    return out
+
+
+async def verify(scenario: Scenario) -> dict[str, Any]:
+    """Everything the fault suite promises, checked after a scenario; returns figures for the report."""
+    async with open_runtime(scenario.settings) as rt:
+        prog = await progress(rt.pool, scenario.ids)
+        statuses = {d: p.status for d, p in prog.items()}
+        assert len(statuses) == len(scenario.ids)
+        assert all(s in domain.FINAL_STATUSES for s in statuses.values()), statuses
+        failed = {d: p.failure for d, p in prog.items() if p.status == "failed"}
+        assert all(reason for reason in failed.values()), failed
+        report = await run_checks(rt.pool)
+        assert not report.errors, [f.to_json() for f in report.errors]
+        per_doc = await rt.pool.fetch(
+            """SELECT stream_id, type, count(*) AS n FROM events
+               WHERE type IN ('DocumentConverted', 'DocumentChunked', 'ChunksEmbedded')
+               GROUP BY stream_id, type HAVING count(*) > 1"""
+        )
+        assert not per_doc, [dict(r) for r in per_doc]
+        dup_chunks = await rt.pool.fetchval(
+            "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks GROUP BY 1, 2 HAVING count(*) > 1) d"
+        )
+        assert dup_chunks == 0
+        dup_costs = await rt.pool.fetchval("SELECT count(*) - count(DISTINCT event_id) FROM cost_ledger")
+        assert dup_costs == 0
+        before = await projection_fingerprint(rt)
+    replay = scenario.cli("replay", "--all")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    async with open_runtime(scenario.settings) as rt:
+        after = await projection_fingerprint(rt)
+    assert before == after, {"before": before, "after": after}
+    counts: dict[str, int] = {}
+    for s in statuses.values():
+        counts[s] = counts.get(s, 0) + 1
+    return {"documents": len(statuses), "faults": scenario.faults, "final_states": counts, "duplicates": 0}
+
+
+async def server_dsn(scenario: Scenario) -> str:
+    return await resolve_dsn(scenario.settings)
