@@ -1,0 +1,411 @@
+"""Local Docling in child processes: a warm pool with a per-document timeout and a memory cap.
+
+Importing Docling (and torch) takes ~10 s, so a *fork server* imports it once
+(``multiprocessing`` forkserver with ``app.convert.engine`` preloaded) and every converter process is
+forked from it: starting or restarting one costs well under a second. Each converter process serves
+documents one at a time and is reused; it is killed and replaced after a timeout, a memory overrun, a
+crash or a Docling error, and recycled after ``max_documents`` documents (Docling leaks memory).
+
+Limits, enforced by the parent while it waits for an answer:
+* time: ``timeout_s`` per document, then SIGKILL;
+* memory: the child's resident set (RSS, polled every 0.1 s) above ``memory_mb`` → SIGKILL. RSS is
+  used because RLIMIT_AS alone is a poor cap here: importing Docling + torch already maps ~0.9 GB of
+  address space for ~0.37 GB resident. A generous RLIMIT_AS (``address_space_mb``: twice the cap,
+  at least cap + 2 GB) still stops a runaway allocation between two polls; Python then raises
+  MemoryError in the child, which reports ``MemoryLimit`` and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import functools
+import logging
+import multiprocessing
+import multiprocessing.context
+import os
+import signal
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.convert import child, errors
+from app.convert.options import ConversionOutput, ConvertOptions, docling_version
+
+log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = float(os.environ.get("CHRONOS_CONVERT_STARTUP_TIMEOUT", "300"))
+POLL_S = 0.1
+
+
+def address_space_mb(memory_mb: int) -> int:
+    return max(2 * memory_mb, memory_mb + 2048)
+
+
+def default_pool_size() -> int:
+    raw = os.environ.get("CHRONOS_CONVERT_PROCESSES")
+    if raw:
+        return max(1, int(raw))
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+_context_lock = threading.Lock()
+_context: multiprocessing.context.ForkServerContext | None = None
+
+
+def _forkserver() -> multiprocessing.context.ForkServerContext:
+    global _context
+    with _context_lock:
+        if _context is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["app.convert.engine"])
+            _context = ctx
+        return _context
+
+
+class Cancelled(Exception):
+    """The caller gave up on the conversion (task cancelled); the child was killed."""
+
+
+class ConverterProcess:
+    """One forked converter process and the parent's end of its pipe."""
+
+    def __init__(self, memory_mb: int, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        ctx = _forkserver()
+        self.memory_mb = memory_mb
+        self.address_space_mb = address_space_mb(memory_mb)
+        self.documents = 0
+        fd, self.log_path = tempfile.mkstemp(prefix="chronos-converter-", suffix=".log")
+        os.close(fd)
+        parent_end, child_end = ctx.Pipe()
+        self.conn: Connection = parent_end
+        self.process = ctx.Process(
+            target=child.serve, args=(child_end, self.address_space_mb, self.log_path),
+            name="chronos-converter", daemon=True,
+        )
+        started = time.perf_counter()
+        self.process.start()
+        child_end.close()
+        self.ps = psutil.Process(self.process.pid)
+        try:
+            ready = self._receive(time.monotonic() + startup_timeout_s, None, starting=True)
+        except errors.ConversionFailure as failure:
+            self.kill()
+            raise errors.ConversionFailure(
+                errors.DOCLING_ERROR,
+                f"the local Docling converter did not start ({failure.message}); is the `local` extra "
+                f"installed? log: {self.log_tail()}",
+                retryable=False,
+            ) from failure
+        self.ready = ready
+        self.startup_s = time.perf_counter() - started
+        log.info("converter process started", extra={"pid": self.process.pid, "startup_s": self.startup_s,
+                                                      "rss_mb": ready.get("rss_mb")})
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid or 0)
+
+    def request(
+        self, message: dict[str, Any], timeout_s: float, cancel: threading.Event | None
+    ) -> tuple[dict[str, Any], float, int | None]:
+        """Send one request; return (reply, cpu seconds, page count if reported). Kills on any limit."""
+        self.documents += 1
+        cpu_before = self._cpu()
+        self.conn.send(message)
+        page_count: list[int | None] = [None]
+        reply = self._receive(time.monotonic() + timeout_s, cancel, page_count=page_count, timeout_s=timeout_s,
+                              cpu_before=cpu_before)
+        return reply, max(0.0, self._cpu() - cpu_before), page_count[0]
+
+    def _receive(
+        self,
+        deadline: float,
+        cancel: threading.Event | None,
+        *,
+        starting: bool = False,
+        page_count: list[int | None] | None = None,
+        timeout_s: float = 0.0,
+        cpu_before: float = 0.0,
+    ) -> dict[str, Any]:
+        pages: int | None = None
+        while True:
+            if cancel is not None and cancel.is_set():
+                self.kill()
+                raise Cancelled("conversion cancelled by the caller")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                cpu = self._cpu() - cpu_before
+                self.kill()
+                what = "start" if starting else f"finish within its {timeout_s:g} s per-document limit"
+                raise errors.ConversionFailure(
+                    errors.TIMEOUT,
+                    f"the conversion did not {what} (CPU used: {cpu:.1f} s); the converter process was killed",
+                    page_count=pages,
+                )
+            try:
+                ready = self.conn.poll(min(POLL_S, remaining))
+                message = self.conn.recv() if ready else None
+            except (EOFError, OSError):
+                message = None
+                self.process.join(1.0)
+                if self.process.is_alive():
+                    self.kill()
+                raise self._death(pages) from None
+            if message is not None:
+                if message.get("event") == "inspected":
+                    pages = message.get("page_count")
+                    if page_count is not None:
+                        page_count[0] = pages
+                    continue
+                return dict(message)
+            rss = self._rss_mb()
+            if rss > self.memory_mb:
+                self.kill()
+                raise errors.ConversionFailure(
+                    errors.MEMORY_LIMIT,
+                    f"the converter process used {rss:.0f} MB, over its {self.memory_mb} MB cap, and was killed",
+                    page_count=pages,
+                )
+            if not self.process.is_alive():
+                raise self._death(pages)
+
+    def _death(self, pages: int | None) -> errors.ConversionFailure:
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with status {code}"
+        if code == -signal.SIGKILL:  # not by us: the kernel's OOM killer
+            return errors.ConversionFailure(
+                errors.MEMORY_LIMIT, f"the converter process {how} (out of memory?)", page_count=pages
+            )
+        return errors.ConversionFailure(
+            errors.CRASHED,
+            f"the converter process {how} while converting this document; log: {self.log_tail()}",
+            retryable=False,
+            page_count=pages,
+        )
+
+    def _rss_mb(self) -> float:
+        try:
+            return float(self.ps.memory_info().rss) / (1024 * 1024)
+        except psutil.Error:
+            return 0.0
+
+    def _cpu(self) -> float:
+        try:
+            t = self.ps.cpu_times()
+            return float(t.user + t.system)
+        except psutil.Error:
+            return 0.0
+
+    def rss_mb(self) -> float:
+        return self._rss_mb()
+
+    def log_tail(self, size: int = 600) -> str:
+        try:
+            data = Path(self.log_path).read_bytes()[-size:]
+        except OSError:
+            return "(no log)"
+        return data.decode("utf-8", "replace").strip().replace("\n", " | ") or "(empty)"
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5.0)
+        self.conn.close()
+        Path(self.log_path).unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        try:
+            if self.process.is_alive():
+                self.conn.send({"op": "exit"})
+                self.process.join(2.0)
+        except OSError:
+            pass
+        self.kill()
+
+
+# Failures after which the process is still trusted with the next document (checked before Docling ran,
+# or Docling returned normally).
+_CLEAN_FAILURES = frozenset({errors.PASSWORD_PROTECTED, errors.NO_TEXT, errors.MODELS_UNAVAILABLE,
+                             errors.UNSUPPORTED_MEDIA_TYPE, errors.EMPTY_FILE})
+
+
+class ConverterPool:
+    """Up to ``size`` warm converter processes shared by every conversion in this process."""
+
+    def __init__(self, size: int | None = None, max_documents: int = 200) -> None:
+        self.size = size or default_pool_size()
+        self.max_documents = max_documents
+        self._idle: list[ConverterProcess] = []
+        self._live = 0
+        self._cond = threading.Condition()
+        self.started = 0  # processes started so far (for tests and the bench)
+        self.startup_s: list[float] = []
+
+    def warm(self, memory_mb: int = ConvertOptions().memory_mb) -> None:
+        """Start a converter process now (e.g. before a benchmark) instead of at the first document."""
+        proc = self._acquire(memory_mb)
+        self._release(proc, healthy=True)
+
+    def convert(
+        self,
+        path: Path,
+        media_type: str,
+        options: ConvertOptions,
+        page_range: tuple[int, int] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ConversionOutput:
+        started = time.perf_counter()
+        message = {"op": "convert", "path": str(path), "media_type": media_type, "pipeline": options.pipeline,
+                   "page_range": list(page_range) if page_range else None}
+        reply, cpu_s, pages = self._run(message, options, cancel)
+        if not reply.get("ok"):
+            failure = errors.ConversionFailure.from_dict(reply["failure"], backend="local")
+            if failure.page_count is None:
+                failure.page_count = pages
+            raise failure
+        return ConversionOutput(
+            docling_json=reply["docling_json"], markdown=reply["markdown"], page_count=int(reply["page_count"]),
+            backend="local", pipeline=reply["pipeline"], docling_version=reply["docling_version"],
+            convert_s=float(reply["convert_s"]), total_s=time.perf_counter() - started, cpu_s=cpu_s,
+            gpu_s=0.0, gpu=None, media_type=media_type, warnings=list(reply.get("warnings") or []),
+            slices=[list(page_range)] if page_range else None,
+        )
+
+    def merge(self, json_docs: list[bytes], options: ConvertOptions) -> tuple[bytes, str, int, float]:
+        reply, cpu_s, _ = self._run({"op": "merge", "json_docs": json_docs}, options, None)
+        if not reply.get("ok"):
+            raise errors.ConversionFailure.from_dict(reply["failure"], backend="local")
+        return reply["docling_json"], reply["markdown"], int(reply["page_count"]), cpu_s
+
+    def inspect(self, path: Path, options: ConvertOptions) -> int | None:
+        reply, _, _ = self._run({"op": "inspect", "path": str(path)}, options, None)
+        return reply.get("page_count") if reply.get("ok") else None
+
+    def _run(
+        self, message: dict[str, Any], options: ConvertOptions, cancel: threading.Event | None
+    ) -> tuple[dict[str, Any], float, int | None]:
+        proc = self._acquire(options.memory_mb)
+        healthy = False
+        try:
+            reply, cpu_s, pages = proc.request(message, options.timeout_s, cancel)
+            failure = reply.get("failure") or {}
+            healthy = reply.get("ok", False) or failure.get("error_class") in _CLEAN_FAILURES
+            return reply, cpu_s, pages
+        finally:
+            self._release(proc, healthy)
+
+    def _acquire(self, memory_mb: int) -> ConverterProcess:
+        evict: ConverterProcess | None = None
+        with self._cond:
+            while True:
+                for proc in self._idle:
+                    if proc.memory_mb == memory_mb:
+                        self._idle.remove(proc)
+                        return proc
+                if self._live < self.size:
+                    self._live += 1
+                    break
+                if self._idle:  # a process with other limits: replace it
+                    evict = self._idle.pop(0)
+                    break
+                self._cond.wait()
+        if evict is not None:
+            evict.stop()
+        try:
+            proc = ConverterProcess(memory_mb)
+        except BaseException:
+            with self._cond:
+                self._live -= 1
+                self._cond.notify()
+            raise
+        self.started += 1
+        self.startup_s.append(proc.startup_s)
+        return proc
+
+    def _release(self, proc: ConverterProcess, healthy: bool) -> None:
+        keep = (healthy and proc.alive() and proc.documents < self.max_documents
+                and proc.rss_mb() < 0.8 * proc.memory_mb)
+        if not keep:
+            proc.kill()
+        with self._cond:
+            if keep:
+                self._idle.append(proc)
+            else:
+                self._live -= 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._live -= len(idle)
+            self._cond.notify_all()
+        for proc in idle:
+            proc.stop()
+
+
+_pool: ConverterPool | None = None
+_pool_lock = threading.Lock()
+_executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="chronos-convert")
+
+
+def default_pool() -> ConverterPool:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ConverterPool()
+            atexit.register(_pool.close)
+        return _pool
+
+
+async def convert_local(
+    path: Path,
+    media_type: str,
+    options: ConvertOptions,
+    page_range: tuple[int, int] | None = None,
+    pool: ConverterPool | None = None,
+) -> ConversionOutput:
+    """Convert one file with local Docling in a converter process; raises ``ConversionFailure``."""
+    target = pool or default_pool()
+    cancel = threading.Event()
+    call = functools.partial(target.convert, path, media_type, options, page_range, cancel)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_executor, call)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+
+
+async def pdf_page_count(path: Path, options: ConvertOptions, pool: ConverterPool | None = None) -> int | None:
+    """Pages of a PDF, counted by PDFium in a converter process (never in the service process)."""
+    target = pool or default_pool()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _executor, functools.partial(target.inspect, path, options)
+        )
+    except errors.ConversionFailure:
+        return None
+
+
+async def merge_local(
+    json_docs: list[bytes], options: ConvertOptions, pool: ConverterPool | None = None
+) -> tuple[bytes, str, int, float]:
+    target = pool or default_pool()
+    call = functools.partial(target.merge, json_docs, options)
+    return await asyncio.get_running_loop().run_in_executor(_executor, call)
+
+
+__all__ = ["ConverterPool", "ConverterProcess", "convert_local", "default_pool", "docling_version", "merge_local",
+           "pdf_page_count"]
