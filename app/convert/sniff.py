@@ -76,10 +76,14 @@ def extension_for(media_type: str) -> str:
 
 
 def _sniff_zip(head: bytes) -> str:
-    try:  # the whole file fits in head: read the central directory
-        names = zipfile.ZipFile(io.BytesIO(head)).namelist()
-    except zipfile.BadZipFile:
-        names = _local_header_names(head)
+    # Member names in file order from the local headers; the outer package's parts come first (an
+    # embedded workbook inside a DOCX comes later, and its own directory may be the only one in head).
+    names = _local_header_names(head)
+    if not names:
+        try:
+            names = zipfile.ZipFile(io.BytesIO(head)).namelist()
+        except zipfile.BadZipFile:
+            return ZIP
     return _ooxml_from_names(names)
 
 
@@ -104,9 +108,12 @@ def _sniff_zip_file(path: Path) -> str:
 
 
 def _ooxml_from_names(names: list[str]) -> str:
-    if "[Content_Types].xml" in names or any(n.startswith(("word/", "ppt/", "xl/")) for n in names):
+    """The first member under word/, ppt/ or xl/ names the package (embedded parts come later)."""
+    if "[Content_Types].xml" not in names[:3] and not any(n.startswith(("word/", "ppt/", "xl/")) for n in names):
+        return ZIP
+    for name in names:
         for prefix, media_type in _OOXML_DIRS:
-            if any(n.startswith(prefix) for n in names):
+            if name.startswith(prefix):
                 return media_type
     return ZIP
 
