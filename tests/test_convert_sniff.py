@@ -10,8 +10,19 @@ from pathlib import Path
 import pytest
 
 from app.convert.sniff import (
-    CSV, DOCX, HTML, MARKDOWN, PDF, PPTX, SUPPORTED_MEDIA_TYPES, TEXT, UNKNOWN, XLSX, ZIP,
-    sniff_media_type, sniff_path,
+    CSV,
+    DOCX,
+    HTML,
+    MARKDOWN,
+    PDF,
+    PPTX,
+    SUPPORTED_MEDIA_TYPES,
+    TEXT,
+    UNKNOWN,
+    XLSX,
+    ZIP,
+    sniff_media_type,
+    sniff_path,
 )
 from tests.conftest import CORPUS
 
