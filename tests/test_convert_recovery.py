@@ -1,0 +1,120 @@
+"""The recovery policy: a document that fails for time or memory is not retried the same way forever."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.convert import ConversionFailure, ConvertOptions, convert_file, convert_with_recovery
+from app.convert.backends import modal_breaker
+from app.convert.local import ConverterPool
+from app.convert.options import ConversionOutput
+from app.convert.sniff import PDF
+from app.modal_app import convert_batch as modal_convert_batch
+from tests.conftest import CORPUS
+
+pytestmark = pytest.mark.local_models
+
+MULTI = CORPUS / "pdf" / "multi_page.pdf"  # 5 pages
+LOCAL = ConvertOptions(backend="local")
+TINY = 0.02  # seconds: no conversion finishes in time
+
+
+@pytest.fixture
+def tiny_timeout_above(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Inject a tiny timeout into real local conversions of more than ``pages`` pages (or whole files)."""
+
+    def install(pages: int) -> list[tuple[int, int] | None]:
+        seen: list[tuple[int, int] | None] = []
+        real = ConverterPool.convert
+
+        def convert(self: ConverterPool, path: Path, media_type: str, options: ConvertOptions,
+                    page_range: tuple[int, int] | None = None,
+                    cancel: threading.Event | None = None) -> ConversionOutput:
+            seen.append(page_range)
+            if page_range is None or page_range[1] - page_range[0] + 1 > pages:
+                options = dataclasses.replace(options, timeout_s=TINY)
+            return real(self, path, media_type, options, page_range, cancel)
+
+        monkeypatch.setattr(ConverterPool, "convert", convert)
+        return seen
+
+    return install
+
+
+async def test_time_failure_is_retried_in_page_slices(tiny_timeout_above: Any) -> None:
+    whole = await convert_file(MULTI, filename="m.pdf", media_type=PDF, options=LOCAL)
+    seen = tiny_timeout_above(2)
+    out = await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF, options=LOCAL)
+    # whole (killed) → 1-3 (killed) → 1-2, 3 → 4-5
+    assert seen == [None, (1, 3), (1, 2), (3, 3), (4, 5)]
+    assert out.slices == [[1, 2], [3, 3], [4, 5]]
+    assert out.page_count == 5 and out.backend == "local"
+    assert out.markdown == whole.markdown  # the merged slices are the same document
+    doc = json.loads(out.docling_json)
+    assert sorted(int(p) for p in doc["pages"]) == [1, 2, 3, 4, 5]
+    assert out.cpu_s > 0 and out.total_s >= out.convert_s
+
+
+async def test_nothing_works_ends_in_a_final_failure(
+    tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tiny_timeout_above(0)  # even a single page times out
+    with pytest.raises(ConversionFailure) as info:
+        await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF, options=LOCAL)
+    failure = info.value
+    assert seen == [None, (1, 3), (1, 2), (1, 1)]  # halves down to one page, then stops
+    assert failure.error_class == "Timeout" and failure.final and not failure.retryable
+    assert "gave up after 4 attempts" in failure.message and "local page 1: Timeout" in failure.message
+    assert len(failure.attempts) == 4
+    monkeypatch.undo()  # no more injected timeouts: the converter still works for the next document
+    out = await convert_file(MULTI, filename="m.pdf", media_type=PDF, options=LOCAL)
+    assert out.page_count == 5
+
+
+async def test_attempt_budget_is_respected(tiny_timeout_above: Any) -> None:
+    seen = tiny_timeout_above(0)
+    with pytest.raises(ConversionFailure) as info:
+        await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF, options=LOCAL, max_attempts=2)
+    assert info.value.final and len(seen) == 3  # whole + 2 slice attempts
+
+
+async def test_input_failures_are_final_at_once(tiny_timeout_above: Any) -> None:
+    seen = tiny_timeout_above(100)
+    with pytest.raises(ConversionFailure) as info:
+        await convert_with_recovery(CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf", filename="p.pdf",
+                                    media_type=PDF, options=LOCAL)
+    assert info.value.error_class == "PasswordProtected" and info.value.final and len(seen) == 1
+
+
+async def test_single_file_formats_go_to_the_other_backend(
+    tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local times out on a DOCX (no pages to slice): with Modal configured, Modal converts it."""
+    import modal
+
+    calls: list[int] = []
+
+    class Deployed:
+        remote = None
+
+        async def aio(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            calls.append(len(items))
+            return list(modal_convert_batch.local(items))
+
+    deployed = Deployed()
+    deployed.remote = deployed  # type: ignore[assignment]
+    monkeypatch.setattr(modal.Function, "from_name", lambda *a, **k: deployed)
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
+    modal_breaker.reset()
+    tiny_timeout_above(0)
+    docx = CORPUS / "docx" / "word_sample.docx"
+    out = await convert_with_recovery(docx, filename="w.docx", media_type="application/octet-stream",
+                                      options=LOCAL)
+    assert out.backend == "modal" and calls == [1] and out.markdown.strip()
