@@ -232,3 +232,13 @@ async def test_default_pool_survives_many_documents() -> None:
     outs = await asyncio.gather(*(convert(p) for p in sorted((CORPUS / "html").iterdir())[:8]))
     assert all(o.markdown for o in outs)
     assert default_pool().started - before <= default_pool().size
+
+
+def test_bad_alloc_pages_are_a_memory_failure_not_a_short_document() -> None:
+    # Seen under RLIMIT_AS = 1 GB: docling-parse fails page by page and Docling says PARTIAL_SUCCESS
+    # with 3 of 18 pages. That must be MemoryLimit (retried in slices), never a truncated success.
+    from app.convert.engine import memory_exhausted
+
+    seen = "Page failed to parse: Error rendering page 10 of key=2f6b…: std::bad_alloc"
+    assert memory_exhausted(["Page failed to parse: font missing", seen])
+    assert not memory_exhausted(["Page failed to parse: page references /Resources/Font/TT6 11 0 R"])

@@ -132,11 +132,22 @@ class Engine:
             result = self._run(data, media_type, "native", page_range)
         convert_s = time.perf_counter() - start
         messages = [e.error_message for e in result.errors]
+        if memory_exhausted(messages):
+            # Under an address-space cap docling-parse fails page by page with std::bad_alloc and
+            # Docling reports PARTIAL_SUCCESS: a silently truncated document, never accepted.
+            failed = sum(1 for m in messages if memory_exhausted([m]))
+            raise errors.ConversionFailure(
+                errors.MEMORY_LIMIT,
+                f"Docling ran out of memory on {failed} page(s) ({messages[0][:160]})",
+                page_count=page_count,
+            )
         if result.status == ConversionStatus.FAILURE or result.document is None:
             raise _failure_for(media_type, messages, pdfium_error, page_count)
         if result.status != ConversionStatus.SUCCESS:
             warnings.extend(f"{result.status.value}: {m}" for m in messages)
         doc = result.document
+        if media_type == PDF and page_count and doc.num_pages() < _expected_pages(page_count, page_range):
+            warnings.append(f"converted {doc.num_pages()} of {_expected_pages(page_count, page_range)} pages")
         markdown = doc.export_to_markdown()
         if not markdown.replace(_IMAGE_PLACEHOLDER, "").strip():
             pages = f" on {doc.num_pages()} page(s)" if media_type == PDF else ""
@@ -244,6 +255,19 @@ def _failure_for(
         errors.DOCLING_ERROR, f"Docling could not convert the document: {detail}", retryable=False,
         page_count=page_count,
     )
+
+
+_MEMORY_MARKERS = ("std::bad_alloc", "MemoryError", "Cannot allocate memory", "out of memory")
+
+
+def memory_exhausted(messages: list[str]) -> bool:
+    return any(marker in m for m in messages for marker in _MEMORY_MARKERS)
+
+
+def _expected_pages(page_count: int, page_range: tuple[int, int] | None) -> int:
+    if page_range is None:
+        return page_count
+    return max(0, min(page_range[1], page_count) - page_range[0] + 1)
 
 
 def _is_missing_model(exc: BaseException) -> bool:
