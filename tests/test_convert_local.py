@@ -242,3 +242,11 @@ def test_bad_alloc_pages_are_a_memory_failure_not_a_short_document() -> None:
     seen = "Page failed to parse: Error rendering page 10 of key=2f6b…: std::bad_alloc"
     assert memory_exhausted(["Page failed to parse: font missing", seen])
     assert not memory_exhausted(["Page failed to parse: page references /Resources/Font/TT6 11 0 R"])
+
+
+async def test_a_child_that_died_while_idle_is_replaced(pool: ConverterPool) -> None:
+    pid = idle_pid(pool)
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.to_thread(wait_gone, pid)
+    out = await convert_local(MULTI, PDF, LOCAL, pool=pool)
+    assert out.page_count == 5 and idle_pid(pool) != pid and pool.started == 2

@@ -118,3 +118,27 @@ async def test_single_file_formats_go_to_the_other_backend(
     out = await convert_with_recovery(docx, filename="w.docx", media_type="application/octet-stream",
                                       options=LOCAL)
     assert out.backend == "modal" and calls == [1] and out.markdown.strip()
+
+
+async def test_after_a_modal_fallback_local_slices_are_next(
+    tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Modal down → local whole document times out → not Modal again, but local page slices."""
+    import modal
+    import modal.exception as mex
+
+    def from_name(*_: Any, **__: Any) -> Any:
+        raise mex.ConnectionError("Could not connect to the Modal server.")
+
+    monkeypatch.setattr(modal.Function, "from_name", from_name)
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
+    modal_breaker.reset()
+    seen = tiny_timeout_above(3)
+    try:
+        out = await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF, options=ConvertOptions())
+    finally:
+        modal_breaker.reset()
+    assert seen == [None, (1, 3), (4, 5)]
+    assert out.backend == "local" and out.slices == [[1, 3], [4, 5]]
+    assert out.fallback is not None and out.fallback["reason"] == "unreachable"

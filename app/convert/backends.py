@@ -158,6 +158,7 @@ async def _local(
         output = await convert_local(path, media_type, options, page_range)
     except ConversionFailure as failure:
         failure.backend = "local"
+        failure.fallback = fallback
         return failure
     output.fallback = fallback
     output.total_s = time.perf_counter() - started
@@ -207,6 +208,10 @@ async def _call_modal(
     try:
         function = _lookup_function()
         replies = await asyncio.wait_for(function.remote.aio(payload), timeout=options.modal_timeout_s)
+    except ImportError as exc:
+        raise ModalUnavailable(
+            "error", f"the modal package is not installed ({exc}); install the `cloud` extra"
+        ) from exc
     except Exception as exc:
         down = classify_modal_error(exc)
         modal_breaker.trip(down)

@@ -43,6 +43,7 @@ class ConversionFailure(Exception):
         self.page_count = page_count  # when known (PDFs are inspected before conversion)
         self.final = final  # True when the recovery policy has nothing left to try
         self.attempts = list(attempts or [])
+        self.fallback: dict[str, str] | None = None  # set when Modal was unavailable and local failed
 
     def to_dict(self) -> dict[str, object]:
         return {

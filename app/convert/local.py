@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import multiprocessing
@@ -118,7 +119,11 @@ class ConverterProcess:
         """Send one request; return (reply, cpu seconds, page count if reported). Kills on any limit."""
         self.documents += 1
         cpu_before = self._cpu()
-        self.conn.send(message)
+        try:
+            self.conn.send(message)
+        except OSError:  # died while idle
+            self.process.join(1.0)
+            raise self._death(None) from None
         page_count: list[int | None] = [None]
         reply = self._receive(time.monotonic() + timeout_s, cancel, page_count=page_count, timeout_s=timeout_s,
                               cpu_before=cpu_before)
@@ -285,13 +290,13 @@ class ConverterPool:
         )
 
     def merge(self, json_docs: list[bytes], options: ConvertOptions) -> tuple[bytes, str, int, float]:
-        reply, cpu_s, _ = self._run({"op": "merge", "json_docs": json_docs}, options, None)
+        reply, cpu_s, _ = self._run({"op": "merge", "json_docs": json_docs}, _housekeeping(options), None)
         if not reply.get("ok"):
             raise errors.ConversionFailure.from_dict(reply["failure"], backend="local")
         return reply["docling_json"], reply["markdown"], int(reply["page_count"]), cpu_s
 
     def inspect(self, path: Path, options: ConvertOptions) -> int | None:
-        reply, _, _ = self._run({"op": "inspect", "path": str(path)}, options, None)
+        reply, _, _ = self._run({"op": "inspect", "path": str(path)}, _housekeeping(options), None)
         return reply.get("page_count") if reply.get("ok") else None
 
     def _run(
@@ -311,6 +316,10 @@ class ConverterPool:
         evict: ConverterProcess | None = None
         with self._cond:
             while True:
+                for proc in [p for p in self._idle if not p.alive()]:
+                    self._idle.remove(proc)  # died while idle (e.g. killed from outside)
+                    proc.kill()
+                    self._live -= 1
                 for proc in self._idle:
                     if proc.memory_mb == memory_mb:
                         self._idle.remove(proc)
@@ -354,6 +363,11 @@ class ConverterPool:
             self._cond.notify_all()
         for proc in idle:
             proc.stop()
+
+
+def _housekeeping(options: ConvertOptions) -> ConvertOptions:
+    """Counting pages and merging slices get at least a minute, whatever the per-document limit."""
+    return dataclasses.replace(options, timeout_s=max(options.timeout_s, 60.0))
 
 
 _pool: ConverterPool | None = None

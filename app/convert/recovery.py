@@ -3,7 +3,7 @@
 Policy (``convert_with_recovery``), each step only while the failure is Timeout or MemoryLimit:
 1. convert as asked (``options.backend``);
 2. on the other backend: Modal → local always; local → Modal only when Modal is configured and was not
-   just found unavailable;
+   just found unavailable (skipped when Modal already fell back to local for this document);
 3. PDFs of more than one page: locally in page slices, halving every slice that fails for time or
    memory down to single pages (at most ``max_attempts`` conversions), then merging the slices into
    one DoclingDocument;
@@ -41,14 +41,15 @@ async def convert_with_recovery(
         return await convert_file(path, filename=filename, media_type=media_type, options=options)
     except ConversionFailure as failure:
         last = failure
-        attempts.append(f"{backend} whole document: {_short(failure)}")
+        attempts.append(f"{failure.backend or backend} whole document: {_short(failure)}")
         if failure.error_class not in errors.RESOURCE_LIMITS:
             raise _finish(failure, attempts, final=not failure.retryable) from None
     page_count = last.page_count
+    ran_on = last.backend or backend  # Modal may have fallen back to local already
     if page_count is None and media_type == PDF:
         page_count = await pdf_page_count(path, options)
 
-    other = _other_backend(backend, options)
+    other = None if last.fallback else _other_backend(ran_on)  # after a fallback both were tried
     if other is not None:
         try:
             output = await convert_file(path, filename=filename, media_type=media_type,
@@ -72,6 +73,7 @@ async def convert_with_recovery(
             raise _finish(failure, attempts, final=True) from None
         output = await _merge(parts, options)
         output.total_s = time.perf_counter() - started
+        output.fallback = output.fallback or last.fallback
         log.info("converted in page slices", extra={"file_name": filename, "slices": output.slices})
         return output
     raise _finish(last, attempts, final=True)
@@ -85,8 +87,8 @@ def check_input_or_final(path: Path, filename: str, media_type: str) -> str:
         raise
 
 
-def _other_backend(backend: str, options: ConvertOptions) -> str | None:
-    if backend == "modal":
+def _other_backend(ran_on: str) -> str | None:
+    if ran_on == "modal":
         return "local"
     from app.convert.backends import modal_breaker
 
