@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from tests.conftest import CORPUS
 
 pytestmark = pytest.mark.local_models
 
+ROOT = Path(__file__).resolve().parent.parent
 ALL_FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file())
 LOCAL = ConvertOptions(backend="local")
 REDP = CORPUS / "pdf" / "redp5110_sampled.pdf"  # 18 pages, ~2.5 s of native conversion here
@@ -155,9 +157,9 @@ def idle_pid(pool: ConverterPool) -> int:
     return proc.pid
 
 
-def wait_gone(pid: int) -> None:
+def wait_gone(pid: int, timeout: float = 5.0) -> None:
     with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
-        psutil.Process(pid).wait(timeout=5)
+        psutil.Process(pid).wait(timeout=timeout)
 
 
 def gone(pid: int) -> bool:
@@ -250,3 +252,38 @@ async def test_a_child_that_died_while_idle_is_replaced(pool: ConverterPool) -> 
     await asyncio.to_thread(wait_gone, pid)
     out = await convert_local(MULTI, PDF, LOCAL, pool=pool)
     assert out.page_count == 5 and idle_pid(pool) != pid and pool.started == 2
+
+
+WORKER = """
+import asyncio, sys
+from pathlib import Path
+from app.convert.local import convert_local, default_pool
+from app.convert.options import ConvertOptions
+
+async def main() -> None:
+    pool = default_pool()
+    pool.warm()
+    print(pool._idle[0].pid, flush=True)
+    await convert_local(Path(sys.argv[1]), "application/pdf", ConvertOptions(backend="local"))
+    await asyncio.sleep(60)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+async def test_killing_the_worker_kills_its_converters(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(REDP), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 120)
+    child_pid = int(line)
+    await asyncio.sleep(0.3)  # mid-conversion
+    proc.kill()
+    await proc.wait()
+    await asyncio.to_thread(wait_gone, child_pid, 3.0)
+    assert gone(child_pid), "the converter outlived its worker"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import signal
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -28,6 +29,7 @@ from app.convert import errors
 def serve(conn: Connection, address_space_mb: int | None, log_path: str) -> None:
     """Entry point of a converter process (runs in the child)."""
     _redirect_output(log_path)
+    _die_with_parent()
     os.environ["HF_HUB_OFFLINE"] = "1"
     if address_space_mb:
         limit = address_space_mb * 1024 * 1024
@@ -98,6 +100,18 @@ def _handle(engine: Any, conn: Connection, request: dict[str, Any]) -> dict[str,
 
 def _failed(failure: errors.ConversionFailure) -> dict[str, Any]:
     return {"event": "done", "ok": False, "failure": failure.to_dict()}
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when the fork server dies (it dies with the worker that started it), so a
+    worker killed with SIGKILL leaves no converter running on."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the process still exits at its next read from the closed pipe
 
 
 def _redirect_output(log_path: str) -> None:
