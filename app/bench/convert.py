@@ -65,7 +65,8 @@ class _Tally:
         return {
             "documents": self.docs, "converted": self.converted, "failed": self.docs - self.converted,
             "pages": self.pages, "seconds": round(self.seconds, 3),
-            "pages_per_s": round(self.pages / self.seconds, 2) if self.seconds else None,
+            "pages_per_s": round(self.pages / self.seconds, 2) if self.seconds and self.pages else None,
+            "docs_per_min": round(60 * self.docs / self.seconds, 1) if self.seconds else None,
             "s_per_doc": round(self.seconds / self.docs, 4) if self.docs else None,
             "usd_per_doc": round(self.usd / self.docs, 8) if self.docs and priced else None,
             "cpu_s": round(self.cpu_s, 3), "gpu_s": round(self.gpu_s, 3),
@@ -171,14 +172,15 @@ async def run_bench(folder: Path, backends: list[str], options: ConvertOptions, 
 
 def _print(result: dict[str, Any]) -> None:
     print(f"{result['documents']} documents in {result['folder']} (pipeline {result['pipeline']})")
-    head = f"{'backend':<12} {'docs':>5} {'ok':>4} {'pages':>6} {'pages/s':>8} {'s/doc':>8} {'$/doc':>11}"
+    head = (f"{'backend':<12} {'docs':>5} {'ok':>4} {'pages':>6} {'pages/s':>8} {'s/doc':>8} {'docs/min':>9} "
+            f"{'$/doc':>11}")
     print(head)
 
     def row(name: str, f: dict[str, Any]) -> str:
         usd = f"{f['usd_per_doc']:.8f}" if f.get("usd_per_doc") is not None else "n/a"
         pps = f"{f['pages_per_s']:.2f}" if f.get("pages_per_s") is not None else "n/a"
         return (f"{name:<12} {f['documents']:>5} {f['converted']:>4} {f['pages']:>6} {pps:>8} "
-                f"{f['s_per_doc']:>8.3f} {usd:>11}")
+                f"{f['s_per_doc']:>8.3f} {f['docs_per_min']:>9.1f} {usd:>11}")
 
     for name, figures in result["backends"].items():
         if not figures["available"]:
