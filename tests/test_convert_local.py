@@ -27,7 +27,7 @@ pytestmark = pytest.mark.local_models
 ROOT = Path(__file__).resolve().parent.parent
 ALL_FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file())
 LOCAL = ConvertOptions(backend="local")
-REDP = CORPUS / "pdf" / "redp5110_sampled.pdf"  # 18 pages, ~2.5 s of native conversion here
+REDP = CORPUS / "pdf" / "redp5110_sampled.pdf"  # 18 pages
 MULTI = CORPUS / "pdf" / "multi_page.pdf"  # 5 pages
 
 
@@ -144,6 +144,19 @@ async def test_standard_pipeline_without_models_fails_at_once() -> None:
     await assert_still_works()
 
 
+@pytest.fixture(scope="module")
+def big_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 90-page PDF (the 18-page corpus sample five times): ~4 s and ~+320 MB to convert here."""
+    import pypdfium2  # type: ignore[import-untyped]
+
+    path = tmp_path_factory.mktemp("big") / "big.pdf"
+    src, dst = pypdfium2.PdfDocument(REDP), pypdfium2.PdfDocument.new()
+    for _ in range(5):
+        dst.import_pages(src)
+    dst.save(str(path))
+    return path
+
+
 @pytest.fixture
 def pool() -> Iterator[ConverterPool]:
     p = ConverterPool(size=1)
@@ -178,26 +191,28 @@ async def test_child_is_capped_and_reused(pool: ConverterPool) -> None:
     assert idle_pid(pool) == pid and pool.started == 1
 
 
-async def test_timeout_kills_the_child_and_the_next_conversion_works(pool: ConverterPool) -> None:
+async def test_timeout_kills_the_child_and_the_next_conversion_works(pool: ConverterPool, big_pdf: Path) -> None:
     pid = idle_pid(pool)
     started = time.perf_counter()
     with pytest.raises(ConversionFailure) as info:
-        await convert_local(REDP, PDF, ConvertOptions(backend="local", timeout_s=0.3), pool=pool)
+        await convert_local(big_pdf, PDF, ConvertOptions(backend="local", timeout_s=0.3), pool=pool)
     assert time.perf_counter() - started < 5
     failure = info.value
     assert failure.error_class == "Timeout" and failure.retryable and "killed" in failure.message
-    assert failure.page_count == 18
+    assert failure.page_count == 90
     assert gone(pid)
     out = await convert_local(MULTI, PDF, LOCAL, pool=pool)
     assert out.page_count == 5 and idle_pid(pool) != pid
 
 
-async def test_memory_cap_kills_the_child_and_the_next_conversion_works(pool: ConverterPool) -> None:
+async def test_memory_cap_kills_the_child_and_the_next_conversion_works(
+    pool: ConverterPool, big_pdf: Path
+) -> None:
     baseline = pool._idle[0].ready["rss_mb"]
-    cap = int(baseline) + 60  # converting redp5110 needs ~+190 MB
+    cap = int(baseline) + 100  # converting the 90-page PDF peaks ~+320 MB
     tight = ConvertOptions(backend="local", memory_mb=cap)
     with pytest.raises(ConversionFailure) as info:
-        await convert_local(REDP, PDF, tight, pool=pool)
+        await convert_local(big_pdf, PDF, tight, pool=pool)
     failure = info.value
     assert failure.error_class == "MemoryLimit" and failure.retryable
     assert f"{cap} MB cap" in failure.message
@@ -206,9 +221,9 @@ async def test_memory_cap_kills_the_child_and_the_next_conversion_works(pool: Co
     assert out.page_count == 5
 
 
-async def test_a_crashing_converter_does_not_take_the_caller_down(pool: ConverterPool) -> None:
+async def test_a_crashing_converter_does_not_take_the_caller_down(pool: ConverterPool, big_pdf: Path) -> None:
     pid = idle_pid(pool)
-    task = asyncio.create_task(convert_local(REDP, PDF, LOCAL, pool=pool))
+    task = asyncio.create_task(convert_local(big_pdf, PDF, LOCAL, pool=pool))
     await asyncio.sleep(0.8)
     os.kill(pid, signal.SIGSEGV)  # what a hostile file does to a C parser
     with pytest.raises(ConversionFailure) as info:
@@ -218,9 +233,9 @@ async def test_a_crashing_converter_does_not_take_the_caller_down(pool: Converte
     assert out.page_count == 5
 
 
-async def test_cancelling_the_caller_kills_the_child(pool: ConverterPool) -> None:
+async def test_cancelling_the_caller_kills_the_child(pool: ConverterPool, big_pdf: Path) -> None:
     pid = idle_pid(pool)
-    task = asyncio.create_task(convert_local(REDP, PDF, LOCAL, pool=pool))
+    task = asyncio.create_task(convert_local(big_pdf, PDF, LOCAL, pool=pool))
     await asyncio.sleep(0.5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -272,11 +287,11 @@ if __name__ == "__main__":
 """
 
 
-async def test_killing_the_worker_kills_its_converters(tmp_path: Path) -> None:
+async def test_killing_the_worker_kills_its_converters(tmp_path: Path, big_pdf: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), str(REDP), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        sys.executable, str(script), str(big_pdf), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None
@@ -285,5 +300,5 @@ async def test_killing_the_worker_kills_its_converters(tmp_path: Path) -> None:
     await asyncio.sleep(0.3)  # mid-conversion
     proc.kill()
     await proc.wait()
-    await asyncio.to_thread(wait_gone, child_pid, 3.0)
+    await asyncio.to_thread(wait_gone, child_pid, 1.0)  # it would need ~3 s more to finish
     assert gone(child_pid), "the converter outlived its worker"

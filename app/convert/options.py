@@ -12,7 +12,7 @@ from functools import lru_cache
 BACKENDS = ("auto", "modal", "local")
 PIPELINES = ("default", "native", "standard")
 GPUS = ("A10G", "L4", "T4")
-OUTPUT_FORMAT_VERSION = 1  # bump when what we store for a conversion changes shape
+OUTPUT_FORMAT_VERSION = 2  # bump when what we store for a conversion changes shape
 
 
 @lru_cache(maxsize=1)
