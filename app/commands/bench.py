@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ["events", "convert"]
+BENCHES = ["events", "convert", "compare", "large_input"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

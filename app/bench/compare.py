@@ -1,0 +1,213 @@
+"""``chronos bench compare``: Chronos end to end against LlamaIndex's own ingestion, same run.
+
+Same folder of documents, same PostgreSQL server (each side gets a fresh database on it), same
+embedding model (all-MiniLM-L6-v2, offline), same Docling PDF pipeline. Each side runs in its own
+process (``app.bench.chronos_side``, ``app.bench.llamaindex_baseline``), one after the other, so
+neither shares warm caches with the other and memory is measured per side: the peak RSS (and PSS)
+of the side's whole process tree, converter children included, sampled every 0.2 s. The database
+server is outside both trees (shared, like the machine).
+
+Both sides load their models before their clock starts (warm-up reported separately). Figures:
+documents/min (documents that reached a final state, per minute), chunks/s (chunks written with
+a vector, per second) and the ratio Chronos / LlamaIndex.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.bench.memory import TreeSampler
+from app.bench.scratch import scratch_database
+from app.commands.ingest import collect
+from app.config import Settings
+from app.db import resolve_dsn, with_database
+
+DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent.parent / "shared" / "corpus"
+SIDES = ("chronos", "llamaindex")
+
+
+@asynccontextmanager
+async def vector_database(prefix: str = "llamaindex_bench") -> AsyncIterator[str]:
+    """An empty database with pgvector on the configured server for the PGVectorStore; dropped after."""
+    base = await resolve_dsn(Settings.from_env())
+    name = f"{prefix}_{os.getpid()}"
+    admin = await asyncpg.connect(base)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = with_database(base, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    finally:
+        await conn.close()
+    try:
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(base)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def run_side(module: str, args: list[str], quiet: bool) -> tuple[dict[str, Any], dict[str, object]]:
+    """Run ``python -m module args…`` in its own process; (its JSON result, its tree's memory peaks)."""
+    with tempfile.TemporaryDirectory(prefix="chronos-compare-") as tmp:
+        out = Path(tmp) / "result.json"
+        argv = [sys.executable, "-m", module, *args, "--out", str(out)] + (["--quiet"] if quiet else [])
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE if quiet else None
+        )
+        with TreeSampler(proc.pid) as sampler:
+            _out, err = await proc.communicate()
+        wall = time.perf_counter() - started
+        if proc.returncode != 0 or not out.exists():
+            tail = (err or b"").decode("utf-8", "replace")[-2000:]
+            raise RuntimeError(f"{module} exited with status {proc.returncode}; {tail or 'see the output above'}")
+        result: dict[str, Any] = orjson.loads(out.read_bytes())
+    result["process_wall_s"] = round(wall, 3)
+    return result, sampler.result.as_dict()
+
+
+def figures(side: dict[str, Any], memory: dict[str, object]) -> dict[str, Any]:
+    seconds = float(side["seconds"])
+    final = int(side["searchable"]) + int(side["failed"])
+    return {
+        **side,
+        "documents_per_min": round(final / seconds * 60, 2) if seconds else None,
+        "chunks_per_s": round(int(side["chunks"]) / seconds, 2) if seconds else None,
+        "memory": memory,
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+async def run_compare(
+    files: list[Path],
+    *,
+    concurrency: int,
+    chunk_size: int,
+    chunk_overlap: int,
+    embed_batch: int,
+    sides: tuple[str, ...] = SIDES,
+    quiet: bool = False,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"files": len(files)}
+    with tempfile.TemporaryDirectory(prefix="chronos-compare-") as tmp:
+        listing = Path(tmp) / "files.json"
+        listing.write_bytes(orjson.dumps([str(f) for f in files]))
+        common = ["--files-from", str(listing)]
+        if "chronos" in sides:
+            async with scratch_database("chronos_compare") as dsn:
+                extra = ["--concurrency", str(concurrency)] + (["--timeout", str(timeout)] if timeout else [])
+                side, memory = await run_side("app.bench.chronos_side", ["--dsn", dsn, *common, *extra], quiet)
+            result["chronos"] = figures(side, memory)
+        if "llamaindex" in sides:
+            async with vector_database() as dsn:
+                extra = ["--chunk-size", str(chunk_size), "--chunk-overlap", str(chunk_overlap),
+                         "--embed-batch", str(embed_batch)]
+                side, memory = await run_side("app.bench.llamaindex_baseline", ["--dsn", dsn, *common, *extra], quiet)
+            result["llamaindex"] = figures(side, memory)
+    if "chronos" in result and "llamaindex" in result:
+        c, li = result["chronos"], result["llamaindex"]
+        result["ratio"] = {
+            "documents_per_min": _ratio(c["documents_per_min"], li["documents_per_min"]),
+            "chunks_per_s": _ratio(c["chunks_per_s"], li["chunks_per_s"]),
+            "peak_rss": _ratio(c["memory"]["peak_rss_mb"], li["memory"]["peak_rss_mb"]),
+            "peak_pss": _ratio(c["memory"]["peak_pss_mb"], li["memory"]["peak_pss_mb"]),
+        }
+        result["goal"] = {"minimum": 1.0, "aim": 1.5}
+    return result
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("compare", help="Chronos end to end vs LlamaIndex IngestionPipeline (docs/min, chunks/s, RSS)")
+    p.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="documents to ingest (default: the corpus)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N files (sorted by path)")
+    p.add_argument("--concurrency", type=int, default=2, help="Chronos worker slots (default 2)")
+    p.add_argument("--chunk-size", type=int, default=256, help="LlamaIndex SentenceSplitter chunk size (tokens)")
+    p.add_argument("--chunk-overlap", type=int, default=32)
+    p.add_argument("--embed-batch", type=int, default=32, help="LlamaIndex HuggingFaceEmbedding batch size")
+    p.add_argument("--only", choices=SIDES, default=None, help="run one side only")
+    p.add_argument("--timeout", type=float, default=None, help="give the Chronos side up after this many seconds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=main)
+
+
+async def main(args: argparse.Namespace) -> int:
+    if not args.folder.is_dir():
+        print(f"{args.folder} is not a folder of documents (use --folder DIR)", file=sys.stderr)
+        return 2
+    files = collect([args.folder])[: args.limit]
+    if not files:
+        print(f"no files in {args.folder}", file=sys.stderr)
+        return 2
+    result = await run_compare(
+        files, concurrency=args.concurrency, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+        embed_batch=args.embed_batch, sides=(args.only,) if args.only else SIDES, quiet=args.json,
+        timeout=args.timeout,
+    )
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        print_table(result)
+    return 0
+
+
+def print_table(result: dict[str, Any]) -> None:
+    sides = [s for s in SIDES if s in result]
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, get: Any) -> None:
+        rows.append((label, [str(get(result[s])) for s in sides]))
+
+    row("documents (searchable/failed)", lambda r: f"{r['documents']} ({r['searchable']}/{r['failed']})")
+    row("chunks with vectors", lambda r: r["chunks"])
+    row("seconds (warm)", lambda r: r["seconds"])
+    row("documents/min", lambda r: r["documents_per_min"])
+    row("chunks/s", lambda r: r["chunks_per_s"])
+    row("peak RSS MB (tree sum)", lambda r: r["memory"]["peak_rss_mb"])
+    row("peak PSS MB (tree)", lambda r: r["memory"]["peak_pss_mb"])
+    row("processes at peak", lambda r: r["memory"]["peak_processes"])
+    row("warm-up s (not timed)", lambda r: r["warm_up_s"])
+    ratio = result.get("ratio", {})
+    header = ["", *sides] + (["Chronos/LlamaIndex"] if ratio else [])
+    ratio_of = {"documents/min": "documents_per_min", "chunks/s": "chunks_per_s",
+                "peak RSS MB (tree sum)": "peak_rss", "peak PSS MB (tree)": "peak_pss"}
+    table = [header] + [
+        [label, *vals] + ([str(ratio.get(ratio_of[label], ""))] if ratio and label in ratio_of else [""] * bool(ratio))
+        for label, vals in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    print(f"{result['files']} files")
+    for i, line in enumerate(table):
+        print("  ".join(cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(line)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    if "chronos" in result:
+        c = result["chronos"]
+        print(f"Chronos also wrote {c['events']} events ({c['cost_events']} cost entries) to its log")
+    for s in sides:
+        for f in result[s]["failures"]:
+            print(f"  {s} failed {f['filename']}: {f['reason'][:160]}")
+    if ratio:
+        print(f"goal: Chronos >= 1.0x LlamaIndex (aim 1.5x); documents/min ratio {ratio['documents_per_min']}")

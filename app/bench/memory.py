@@ -1,0 +1,104 @@
+"""Peak memory of a process tree (a process and every descendant), sampled in a background thread.
+
+Chronos converts in forked child processes (fork server -> converter processes), so the memory a run
+needs is the whole tree's, not the parent's. Two sums are kept per sample:
+
+* ``rss``: resident set sizes added up. Pages shared between a parent and its forked children are
+  counted once per process, so this over-states the tree; it is what ``ps``/``top`` users expect.
+* ``pss``: proportional set sizes (shared pages split between the processes sharing them); the sum
+  is the tree's real footprint. Read from ``/proc/PID/smaps_rollup``; absent where not readable.
+
+The peak is the largest sum seen; an allocation burst shorter than the interval can be missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import psutil
+
+logger = logging.getLogger(__name__)
+MB = 1024 * 1024
+
+
+@dataclass
+class TreeMemory:
+    """Peaks of one sampled process tree, in MB."""
+
+    peak_rss_mb: float = 0.0
+    peak_pss_mb: float = 0.0
+    peak_processes: int = 0
+    samples: int = 0
+    root_peak_rss_mb: float = 0.0  # the sampled process itself
+    largest_child_rss_mb: float = 0.0  # the largest single descendant (e.g. a Docling converter process)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "peak_pss_mb": round(self.peak_pss_mb, 1),
+            "peak_processes": self.peak_processes,
+            "samples": self.samples,
+            "root_peak_rss_mb": round(self.root_peak_rss_mb, 1),
+            "largest_child_rss_mb": round(self.largest_child_rss_mb, 1),
+        }
+
+
+def tree(root: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def sample_once(procs: list[psutil.Process], into: TreeMemory, with_pss: bool = True) -> None:
+    """Add one sample; ``procs[0]`` is the root, the rest its descendants."""
+    rss = pss = 0.0
+    alive = 0
+    for i, proc in enumerate(procs):
+        try:
+            if with_pss:
+                info = proc.memory_full_info()
+                pss += float(getattr(info, "pss", 0.0)) / MB
+            else:
+                info = proc.memory_info()
+            this = float(info.rss) / MB
+        except (psutil.Error, OSError):
+            continue
+        rss += this
+        alive += 1
+        if i == 0:
+            into.root_peak_rss_mb = max(into.root_peak_rss_mb, this)
+        else:
+            into.largest_child_rss_mb = max(into.largest_child_rss_mb, this)
+    into.samples += 1
+    into.peak_rss_mb = max(into.peak_rss_mb, rss)
+    into.peak_pss_mb = max(into.peak_pss_mb, pss)
+    into.peak_processes = max(into.peak_processes, alive)
+
+
+class TreeSampler:
+    """``with TreeSampler(pid) as s: ...`` then ``s.result``: the tree's peaks while the block ran."""
+
+    def __init__(self, pid: int, interval: float = 0.2, *, with_pss: bool = True) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.with_pss = with_pss
+        self.result = TreeMemory()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"rss-sampler-{pid}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            procs = tree(self.root)
+            sample_once(procs, self.result, self.with_pss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)

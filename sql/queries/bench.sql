@@ -1,0 +1,23 @@
+-- name: log_per_document
+-- What the log holds for each document of a bench run: chunks (latest chunk set), vectors, events.
+SELECT e.stream_id,
+       count(*) AS events,
+       coalesce(max(jsonb_array_length(e.data -> 'chunks')) FILTER (WHERE e.type = 'DocumentChunked'), 0) AS chunks,
+       coalesce(max((e.data ->> 'chunk_count')::int) FILTER (WHERE e.type = 'ChunksEmbedded'), 0) AS vectors,
+       count(*) FILTER (WHERE e.type = 'CostIncurred') AS cost_events
+FROM events e
+WHERE e.stream_id = ANY ($1::text[])
+GROUP BY e.stream_id;
+
+-- name: tables_per_document
+-- What the projections hold for each document: chunks and vectors rows, cost ledger lines.
+SELECT d.document_id,
+       (SELECT count(*) FROM chunks c WHERE c.document_id = d.document_id) AS chunks,
+       (SELECT count(*) FROM vectors v WHERE v.document_id = d.document_id) AS vectors,
+       (SELECT count(*) FROM cost_ledger l WHERE l.document_id = d.document_id) AS cost_lines,
+       d.status
+FROM documents d
+WHERE d.document_id = ANY ($1::uuid[]);
+
+-- name: log_totals
+SELECT count(*) AS events, count(*) FILTER (WHERE type = 'CostIncurred') AS cost_events FROM events;
