@@ -178,7 +178,7 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def print_report(result: dict[str, Any]) -> None:
-    header = ["file", "MB", "pages", "status", "upload s", "upload RSS MB", "to final s", "chunks",
+    header = ["file", "MB", "pages", "status", "upload s", "upload RSS MB", "convert s", "to final s", "chunks",
               "workers RSS MB", "workers PSS MB", "converter RSS MB"]
     rows = [header]
     for f in result["files"]:
@@ -186,7 +186,8 @@ def print_report(result: dict[str, Any]) -> None:
         conv = wm.get("largest_child_rss_mb", "-")
         rows.append([
             f["file"], str(f["size_mb"]), str(f.get("page_count", "-")), f["status"],
-            str(f["upload"]["seconds"]), str(f["upload"]["memory"]["peak_rss_mb"]), str(f.get("seconds_to_final", "-")),
+            str(f["upload"]["seconds"]), str(f["upload"]["memory"]["peak_rss_mb"]), str(f.get("convert_s", "-")),
+            str(f.get("seconds_to_final", "-")),
             str(f.get("chunks", "-")), str(wm.get("peak_rss_mb", "-")), str(wm.get("peak_pss_mb", "-")), str(conv),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -195,5 +196,7 @@ def print_report(result: dict[str, Any]) -> None:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     for f in result["files"]:
-        for reason in f.get("failures", []):
-            print(f"  {f['file']}: {reason[:300]}")
+        reasons = f.get("failures", [])
+        for reason in dict.fromkeys(reasons):
+            times = reasons.count(reason)
+            print(f"  {f['file']}: {reason[:300]}" + (f" (x{times})" if times > 1 else ""))
