@@ -1,0 +1,111 @@
+"""The ``embedding_cache`` projection: every embedding made, by (model, dimensions, text sha256),
+one row per contributing document, so the embed stage can reuse vectors for text it has seen.
+
+Filled from every ``ChunksEmbedded`` (current chunk set or not: the vectors are valid for their
+text either way) unless the document is deleted at that point; a document's rows go when it is
+deleted. Keeping rows per document makes the table independent of deletion order, so a replay
+after blob garbage collection gives the same table (the skipped rows are the deleted ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app import domain
+from events.blobs import BlobStore
+from events.errors import BlobNotFound
+from events.sqlfiles import query
+from events.types import RecordedEvent
+from projections import copy
+from projections.base import Conn, Projector, as_uuid, document_id_of, in_own_stream, unique_ids
+from projections.lineage import ChunkSetRows, DeletionTimeline, chunk_sets, chunked_events
+from projections.vectors import Embedded, load_all
+
+COLUMNS = ["model", "dimensions", "text_sha256", "document_id", "embedding"]
+
+
+class EmbeddingCacheProjector(Projector):
+    name = "embedding_cache"
+    tables = ("embedding_cache",)
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+
+    async def apply(self, conn: Conn, events: list[RecordedEvent]) -> None:
+        relevant = [e for e in events if e.type in (domain.CHUNKS_EMBEDDED, domain.DOCUMENT_DELETED)]
+        ids = unique_ids(relevant)
+        if not ids:
+            return
+        timeline = await DeletionTimeline.load(conn, ids)
+        items: list[Embedded] = []
+        for e in relevant:
+            doc = document_id_of(e)
+            if doc is None or not in_own_stream(e, doc):
+                continue
+            if e.type == domain.DOCUMENT_DELETED:
+                await self._flush(conn, items, relevant, timeline)
+                items = []
+                await conn.execute(query("projections", "embedding_cache_delete_document"), doc)
+            elif e.data.get("model") and not timeline.deleted_at(doc, e.stream_version):
+                items.append(Embedded(e, doc))
+        await self._flush(conn, items, relevant, timeline)
+
+    async def _flush(
+        self, conn: Conn, items: list[Embedded], batch: list[RecordedEvent], timeline: DeletionTimeline
+    ) -> None:
+        if not items:
+            return
+        found = await chunk_sets(conn, {i.chunk_set_id: i.document_id for i in items}, chunked_events(batch))
+        for i in items:
+            i.rows = found.get(i.chunk_set_id, ChunkSetRows([], []))
+        loaded, missing = await load_all(self.blobs, items)
+        for i in missing:
+            if not timeline.deleted_after(i.document_id, i.event.stream_version):
+                raise BlobNotFound(
+                    f"vectors blob {i.event.data['vectors']['sha256']} of document {i.document_id} is missing "
+                    "although the document was never deleted; restore the blob store"
+                )
+        # Keep the first embedding of each (model, dimensions, text, document): earlier rows in the
+        # table win (ON CONFLICT DO NOTHING semantics), then earlier rows of this batch.
+        keys = [(i.model, int(i.event.data["dimensions"]), h, i.document_id)
+                for i in loaded if i.rows for h in i.rows.text_sha256]  # fmt: skip
+        existing = {
+            (r["model"], r["dimensions"], r["text_sha256"], str(r["document_id"]))
+            for r in await conn.fetch(
+                query("projections", "embedding_cache_existing"),
+                [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
+            )
+        } if keys else set()  # fmt: skip
+        bodies: list[bytes] = []
+        for i in loaded:
+            assert i.matrix is not None and i.rows is not None
+            if i.matrix.shape[0] != len(i.rows.text_sha256) or not np.isfinite(i.matrix).all():
+                continue  # the vectors projector logs this
+            dims = int(i.event.data["dimensions"])
+            if i.matrix.shape[1] != dims:
+                continue
+            take: list[int] = []
+            for row, h in enumerate(i.rows.text_sha256):
+                key = (i.model, dims, h, i.document_id)
+                if key not in existing:
+                    existing.add(key)
+                    take.append(row)
+            if not take:
+                continue
+            doc = as_uuid(i.document_id)
+            assert doc is not None
+            n = len(take)
+            bodies.append(
+                copy.encode_rows(
+                    n,
+                    [
+                        ("text", i.model),
+                        ("int4", dims),
+                        ("text", [i.rows.text_sha256[t] for t in take]),
+                        ("uuid", [doc] * n),
+                        ("vector", i.matrix[take]),
+                    ],
+                )
+            )
+        if bodies:
+            await conn.copy_to_table("embedding_cache", source=copy.stream(bodies), format="binary", columns=COLUMNS)

@@ -1,0 +1,95 @@
+-- Queries of the projectors (projections/). Table names are unqualified on purpose: replay runs
+-- the same queries with search_path = chronos_replay, public to build shadow tables.
+
+-- name: documents_get
+SELECT * FROM documents WHERE document_id = ANY ($1::uuid[]);
+
+-- name: documents_delete
+DELETE FROM documents WHERE document_id = ANY ($1::uuid[]);
+
+-- name: documents_insert
+INSERT INTO documents SELECT * FROM jsonb_populate_recordset(NULL::documents, $1::jsonb);
+
+-- name: chunk_set_rows
+-- Ordinals and text hashes of chunk sets, looked up in the log (ordinal order = vectors blob rows).
+SELECT e.data ->> 'chunk_set_id' AS chunk_set_id,
+       array_agg((c ->> 'ordinal')::integer ORDER BY (c ->> 'ordinal')::integer) AS ordinals,
+       array_agg(c ->> 'text_sha256' ORDER BY (c ->> 'ordinal')::integer) AS hashes
+FROM events e, jsonb_array_elements(e.data -> 'chunks') AS c
+WHERE e.stream_id = ANY ($1::text[]) AND e.type = 'DocumentChunked' AND e.data ->> 'chunk_set_id' = ANY ($2::text[])
+GROUP BY e.data ->> 'chunk_set_id';
+
+-- name: deletion_marks
+SELECT stream_id, stream_version, type FROM events
+WHERE stream_id = ANY ($1::text[]) AND type IN ('DocumentUploaded', 'DocumentDeleted')
+ORDER BY stream_id, stream_version;
+
+-- name: chunk_sets_get
+SELECT * FROM chunk_sets WHERE document_id = ANY ($1::uuid[]);
+
+-- name: chunk_sets_delete
+DELETE FROM chunk_sets WHERE document_id = ANY ($1::uuid[]);
+
+-- name: chunk_sets_insert
+INSERT INTO chunk_sets (document_id, chunk_set_id, conversion_id, parameters, chunk_count, deleted,
+                        stream_version, position)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: chunks_delete_documents
+DELETE FROM chunks WHERE document_id = ANY ($1::uuid[]);
+
+-- name: vector_documents_get
+SELECT * FROM vector_documents WHERE document_id = ANY ($1::uuid[]);
+
+-- name: vector_documents_delete
+DELETE FROM vector_documents WHERE document_id = ANY ($1::uuid[]);
+
+-- name: vector_documents_insert
+INSERT INTO vector_documents (document_id, chunk_set_id, chunk_count, deleted, stream_version, position)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::boolean[], $5::integer[], $6::bigint[]);
+
+-- name: vectors_delete_documents
+DELETE FROM vectors WHERE document_id = ANY ($1::uuid[]);
+
+-- name: vector_sets_delete_documents
+DELETE FROM vector_sets WHERE document_id = ANY ($1::uuid[]);
+
+-- name: vectors_delete_pairs
+DELETE FROM vectors v USING unnest($1::uuid[], $2::text[]) AS p(document_id, model)
+WHERE v.document_id = p.document_id AND v.model = p.model;
+
+-- name: vector_sets_delete_pairs
+DELETE FROM vector_sets v USING unnest($1::uuid[], $2::text[]) AS p(document_id, model)
+WHERE v.document_id = p.document_id AND v.model = p.model;
+
+-- name: vector_sets_insert
+INSERT INTO vector_sets (document_id, model, chunk_set_id, dimensions, vector_count, vectors_blob, position)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::integer[], $5::integer[], $6::text[], $7::bigint[]);
+
+-- name: embedding_models_get
+SELECT model, dimensions FROM embedding_models WHERE model = ANY ($1::text[]);
+
+-- name: embedding_models_all
+SELECT model, dimensions FROM embedding_models ORDER BY first_position;
+
+-- name: embedding_models_insert
+INSERT INTO embedding_models (model, dimensions, index_name, first_position) VALUES ($1, $2, $3, $4);
+
+-- name: embedding_models_set_index
+UPDATE embedding_models SET index_name = $2 WHERE model = $1;
+
+-- name: ensure_vector_index
+SELECT ensure_vector_index($1, $2);
+
+-- name: cost_ledger_insert
+INSERT INTO cost_ledger SELECT * FROM jsonb_populate_recordset(NULL::cost_ledger, $1::jsonb)
+ON CONFLICT DO NOTHING;
+
+-- name: embedding_cache_delete_document
+DELETE FROM embedding_cache WHERE document_id = $1::uuid;
+
+-- name: embedding_cache_existing
+SELECT c.model, c.dimensions, c.text_sha256, c.document_id
+FROM embedding_cache c
+JOIN unnest($1::text[], $2::integer[], $3::text[], $4::uuid[]) AS k(model, dimensions, text_sha256, document_id)
+  USING (model, dimensions, text_sha256, document_id);
