@@ -1,0 +1,80 @@
+"""Semantic search over the projections: embed the question with the model the active vectors
+were made with, then ``search_chunks()`` (per-model HNSW index) in PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from events.errors import ChronosError
+
+logger = logging.getLogger(__name__)
+
+
+class NothingSearchable(ChronosError):
+    """No document has vectors yet: ingest documents first (chronos ingest PATH --wait)."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: str
+    document_id: str
+    filename: str
+    ordinal: int
+    text: str
+    pages: list[int]
+    heading_path: list[str]
+    score: float
+    model: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def active_model(pool: asyncpg.Pool) -> tuple[str, int] | None:
+    row = await pool.fetchrow("SELECT model, dimensions FROM v_search_models WHERE active")
+    return (row["model"], row["dimensions"]) if row else None
+
+
+async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: str) -> list[SearchHit]:
+    rows = await pool.fetch("SELECT * FROM search_chunks($1::vector, $2, $3)", np.asarray(vector, np.float32), k, model)
+    return [
+        SearchHit(
+            chunk_id=str(r["chunk_id"]),
+            document_id=str(r["document_id"]),
+            filename=r["filename"],
+            ordinal=r["ordinal"],
+            text=r["text"],
+            pages=list(r["pages"]),
+            heading_path=list(r["heading_path"]),
+            score=float(r["score"]),
+            model=model,
+        )
+        for r in rows
+    ]
+
+
+async def search(pool: asyncpg.Pool, question: str, k: int = 5, model: str | None = None) -> list[SearchHit]:
+    """The ``k`` chunks nearest to ``question``; ``model`` defaults to the active search model."""
+    if not question.strip():
+        raise ValueError("the question is empty")
+    if k < 1 or k > 1000:
+        raise ValueError(f"k must be between 1 and 1000, not {k}")
+    if model is None:
+        found = await active_model(pool)
+        if found is None:
+            raise NothingSearchable(NothingSearchable.__doc__ or "")
+        model = found[0]
+    from app.embedders import get_embedder  # type: ignore[attr-defined, unused-ignore]
+
+    embedder = get_embedder(model)
+    result = await embedder.embed([question])
+    hits = await search_vector(pool, result.vectors[0], k, model)
+    logger.info("searched", extra={"action": "search", "model": model, "k": k, "hits": len(hits),
+                                   "query_id": str(uuid.uuid4())})  # fmt: skip
+    return hits

@@ -1,0 +1,75 @@
+-- Search: which embedding model answers queries, and search_chunks() for analysts.
+-- Idempotent (re-applied by the migrator when this file changes, and after every replay swap).
+
+-- The active model: the most recently introduced model that covers every document needing
+-- vectors (not deleted, current chunk set non-empty and embedded by some model). While a new model
+-- is being rolled out, the old one keeps answering; once the new one covers every document, search
+-- switches in one step. settings.search_model pins a model by hand.
+DROP VIEW IF EXISTS v_search_models CASCADE;
+CREATE VIEW v_search_models AS
+WITH docs AS (
+    SELECT d.document_id, d.chunk_set_id
+    FROM vector_documents d
+    WHERE NOT d.deleted AND d.chunk_count > 0
+      AND EXISTS (SELECT 1 FROM vector_sets s WHERE s.document_id = d.document_id AND s.chunk_set_id = d.chunk_set_id)
+), total AS (
+    SELECT count(*) AS n FROM docs
+), cov AS (
+    SELECT m.model, m.dimensions, m.index_name, m.first_position,
+           count(docs.document_id) AS covered_documents
+    FROM embedding_models m
+    LEFT JOIN vector_sets s ON s.model = m.model
+    LEFT JOIN docs ON docs.document_id = s.document_id AND docs.chunk_set_id = s.chunk_set_id
+    GROUP BY m.model, m.dimensions, m.index_name, m.first_position
+)
+SELECT cov.model, cov.dimensions, cov.index_name, cov.covered_documents, total.n AS documents,
+       cov.covered_documents = total.n AS complete,
+       row_number() OVER (
+           ORDER BY cov.model IS NOT DISTINCT FROM (SELECT value FROM settings WHERE key = 'search_model') DESC,
+                    cov.covered_documents = total.n DESC, cov.covered_documents DESC, cov.first_position DESC
+       ) = 1 AS active
+FROM cov, total;
+
+-- Nearest chunks to `query` with `model`'s vectors (NULL: the active model), through that model's
+-- HNSW index: the model and dimension go into the statement as literals, so the planner matches
+-- the partial expression index (a parameter would not).
+DROP FUNCTION IF EXISTS search_chunks(vector, integer, text);
+CREATE FUNCTION search_chunks(query vector, k integer DEFAULT 5, model text DEFAULT NULL)
+RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, ordinal integer, text text, pages integer[],
+               heading_path text[], score double precision)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    m text := search_chunks.model;
+    d integer;
+    ef integer;
+BEGIN
+    IF m IS NULL THEN
+        SELECT s.model, s.dimensions INTO m, d FROM v_search_models s WHERE s.active;
+        IF m IS NULL THEN
+            RAISE EXCEPTION 'nothing is searchable yet: no document has vectors';
+        END IF;
+    ELSE
+        SELECT e.dimensions INTO d FROM embedding_models e WHERE e.model = m;
+        IF d IS NULL THEN
+            RAISE EXCEPTION 'no vectors for model %', m;
+        END IF;
+    END IF;
+    IF vector_dims(query) <> d THEN
+        RAISE EXCEPTION 'the query vector has % dimensions; model % has %', vector_dims(query), m, d;
+    END IF;
+    ef := greatest(k, coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_ef_search'), 40));
+    PERFORM set_config('hnsw.ef_search', ef::text, true);
+    RETURN QUERY EXECUTE format(
+        'SELECT c.chunk_id, c.document_id, doc.filename, c.ordinal, c.text, c.pages, c.heading_path,
+                (1 - h.distance)::double precision
+         FROM (SELECT v.chunk_id, v.embedding::vector(%s) <=> $1::vector(%s) AS distance
+               FROM vectors v WHERE v.model = %L
+               ORDER BY v.embedding::vector(%s) <=> $1::vector(%s) LIMIT $2) h
+         JOIN chunks c ON c.chunk_id = h.chunk_id
+         JOIN documents doc ON doc.document_id = c.document_id
+         WHERE doc.status <> ''deleted''
+         ORDER BY h.distance', d, d, m, d, d)
+    USING query, k;
+END;
+$$;

@@ -1,0 +1,69 @@
+-- Views for analysts (documented in docs/sql.md). Idempotent: dropped and recreated when changed.
+
+DROP VIEW IF EXISTS v_documents CASCADE;
+CREATE VIEW v_documents AS
+SELECT document_id, filename, media_type, status, current_stage, page_count, chunk_count, backend, pipeline,
+       docling_version, embedding_model, total_cost_usd, last_error, error_class, failed_stage,
+       uploaded_at, converted_at, chunked_at, embedded_at, failed_at, deleted_at, updated_at
+FROM documents;
+
+-- One row per stage result or failure, from the log: every conversion, chunk set and embedding
+-- ever made (older versions included), with the time since the event that started the stage.
+DROP VIEW IF EXISTS v_stage_events CASCADE;
+CREATE VIEW v_stage_events AS
+SELECT e.position, e.recorded_at, (e.data ->> 'document_id')::uuid AS document_id,
+       CASE WHEN e.type IN ('DocumentConverted', 'ConversionFailed') THEN 'convert'
+            WHEN e.type IN ('DocumentChunked', 'ChunkingFailed') THEN 'chunk'
+            ELSE 'embed' END AS stage,
+       e.type, e.type NOT LIKE '%Failed' AS succeeded,
+       coalesce(e.data ->> 'conversion_id', e.data ->> 'chunk_set_id') AS result_id,
+       e.data ->> 'backend' AS backend, e.data ->> 'model' AS model,
+       e.data ->> 'error_class' AS error_class, e.data ->> 'message' AS message,
+       (e.data ->> 'final')::boolean AS final,
+       extract(epoch FROM e.recorded_at - started.recorded_at)::double precision AS latency_s
+FROM events e
+LEFT JOIN LATERAL (
+    SELECT s.recorded_at FROM events s
+    WHERE s.stream_id = e.stream_id AND s.stream_version < e.stream_version
+      AND s.type = ANY (CASE
+          WHEN e.type IN ('DocumentConverted', 'ConversionFailed') THEN ARRAY['DocumentUploaded', 'ConversionRequested']
+          WHEN e.type IN ('DocumentChunked', 'ChunkingFailed') THEN ARRAY['DocumentConverted', 'ChunkingRequested']
+          ELSE ARRAY['DocumentChunked', 'EmbeddingRequested'] END)
+    ORDER BY s.stream_version DESC LIMIT 1
+) started ON true
+WHERE e.type IN ('DocumentConverted', 'ConversionFailed', 'DocumentChunked', 'ChunkingFailed',
+                 'ChunksEmbedded', 'EmbeddingFailed');
+
+DROP VIEW IF EXISTS v_stage_latency_daily CASCADE;
+CREATE VIEW v_stage_latency_daily AS
+SELECT date_trunc('day', recorded_at)::date AS day, stage, count(*) AS results,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_s) AS p50_s,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_s) AS p95_s
+FROM v_stage_events WHERE succeeded
+GROUP BY 1, 2;
+
+DROP VIEW IF EXISTS v_cost_daily CASCADE;
+CREATE VIEW v_cost_daily AS
+SELECT date_trunc('day', recorded_at)::date AS day, stage, provider, resource,
+       sum(quantity) AS quantity, sum(amount_usd) AS amount_usd
+FROM cost_ledger GROUP BY 1, 2, 3, 4;
+
+DROP VIEW IF EXISTS v_cost_by_document CASCADE;
+CREATE VIEW v_cost_by_document AS
+SELECT c.document_id, d.filename, d.status, sum(c.amount_usd) AS amount_usd,
+       sum(c.amount_usd) FILTER (WHERE c.stage = 'convert') AS convert_usd,
+       sum(c.amount_usd) FILTER (WHERE c.stage = 'embed') AS embed_usd
+FROM cost_ledger c LEFT JOIN documents d USING (document_id)
+GROUP BY c.document_id, d.filename, d.status;
+
+DROP VIEW IF EXISTS v_budget_month CASCADE;
+CREATE VIEW v_budget_month AS
+SELECT date_trunc('month', now())::date AS month,
+       coalesce((SELECT sum(amount_usd) FROM cost_ledger WHERE recorded_at >= date_trunc('month', now())), 0)
+           AS spent_usd,
+       coalesce((SELECT value::numeric FROM settings WHERE key = 'monthly_budget_usd'), 50) AS budget_usd;
+
+DROP VIEW IF EXISTS v_failures CASCADE;
+CREATE VIEW v_failures AS
+SELECT document_id, filename, failed_stage, error_class, last_error, attempts, failed_at
+FROM documents WHERE status = 'failed';
