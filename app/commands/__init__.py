@@ -9,4 +9,5 @@ COMMAND_MODULES: list[str] = [
     "worker",
     "check",
     "search",
+    "replay",
 ]
