@@ -95,7 +95,7 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
             with contextlib.suppress(ImportError):
                 from projections.runner import catch_up_all  # type: ignore[import-not-found,unused-ignore]
 
-                await catch_up_all(rt)
+                await catch_up_all(rt.pool, rt.dsn)
                 projected = True
             total_s = time.perf_counter() - started
         finally:
