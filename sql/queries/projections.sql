@@ -93,3 +93,23 @@ SELECT c.model, c.dimensions, c.text_sha256, c.document_id
 FROM embedding_cache c
 JOIN unnest($1::text[], $2::integer[], $3::text[], $4::uuid[]) AS k(model, dimensions, text_sha256, document_id)
   USING (model, dimensions, text_sha256, document_id);
+
+-- name: gc_candidates
+-- Blobs referenced by deleted documents' events and by no other document's events. A document is
+-- deleted when its latest DocumentUploaded/DocumentDeleted is a deletion. Blobs no event names at
+-- all are left alone (an upload may be about to append its event).
+WITH refs AS (
+    SELECT e.stream_id, r.sha256
+    FROM events e,
+         LATERAL (VALUES (e.data -> 'blob' ->> 'sha256'), (e.data -> 'docling_json' ->> 'sha256'),
+                         (e.data -> 'markdown' ->> 'sha256'), (e.data -> 'vectors' ->> 'sha256')) AS r(sha256)
+    WHERE e.stream_id LIKE 'document-%' AND r.sha256 IS NOT NULL
+), state AS (
+    SELECT DISTINCT ON (stream_id) stream_id, type = 'DocumentDeleted' AS deleted
+    FROM events WHERE type IN ('DocumentUploaded', 'DocumentDeleted')
+    ORDER BY stream_id, stream_version DESC
+)
+SELECT DISTINCT refs.sha256 FROM refs JOIN state USING (stream_id)
+WHERE state.deleted
+  AND NOT EXISTS (SELECT 1 FROM refs r2 JOIN state s2 USING (stream_id) WHERE r2.sha256 = refs.sha256 AND NOT s2.deleted)
+  AND EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = refs.sha256);
