@@ -16,7 +16,8 @@ SELECT e.position, e.recorded_at, (e.data ->> 'document_id')::uuid AS document_i
             WHEN e.type IN ('DocumentChunked', 'ChunkingFailed') THEN 'chunk'
             ELSE 'embed' END AS stage,
        e.type, e.type NOT LIKE '%Failed' AS succeeded,
-       coalesce(e.data ->> 'conversion_id', e.data ->> 'chunk_set_id') AS result_id,
+       CASE WHEN e.type = 'DocumentConverted' THEN e.data ->> 'conversion_id' ELSE e.data ->> 'chunk_set_id' END
+           AS result_id,
        e.data ->> 'backend' AS backend, e.data ->> 'model' AS model,
        e.data ->> 'error_class' AS error_class, e.data ->> 'message' AS message,
        (e.data ->> 'final')::boolean AS final,

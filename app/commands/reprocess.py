@@ -1,0 +1,140 @@
+"""``chronos reprocess --stage convert|chunk|embed (--document ID… | --all | --failed | --where SQL)``.
+
+Appends ConversionRequested / ChunkingRequested / EmbeddingRequested for each selected document;
+the stage workers act on them. ``--where`` is a predicate over the ``documents`` view, run in a
+READ ONLY transaction (one statement only). For paid stages a cost quote comes first (outputs that
+can be reused cost nothing: chunks whose text + model are in the embedding cache) and the command
+asks before appending (``--yes`` skips); it refuses when the quote would cross the monthly budget,
+unless ``--over-budget``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app import costs, domain
+from app.commands.costs import month_to_date
+from app.runtime import open_runtime
+from events.store import EventStore
+from events.types import NewEvent
+
+
+class SelectionError(ValueError):
+    """The --where predicate is not a single read-only boolean expression over documents."""
+
+
+async def select_documents(pool: asyncpg.Pool, args: argparse.Namespace) -> list[str]:
+    if args.document:
+        return [str(uuid.UUID(d)) for d in args.document]
+    if args.all:
+        sql = "SELECT document_id FROM documents WHERE status <> 'deleted' ORDER BY uploaded_at"
+    elif args.failed:
+        sql = "SELECT document_id FROM documents WHERE status = 'failed' ORDER BY uploaded_at"
+    else:
+        if ";" in args.where:
+            raise SelectionError("--where takes one boolean expression, not statements (no ';')")
+        sql = f"SELECT document_id FROM documents WHERE status <> 'deleted' AND ({args.where}) ORDER BY uploaded_at"
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        try:
+            rows = await conn.fetch(sql)
+        except asyncpg.PostgresError as exc:
+            raise SelectionError(f"--where {args.where!r} failed: {exc}") from exc
+    return [str(r["document_id"]) for r in rows]
+
+
+async def quote(pool: asyncpg.Pool, stage: str, ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Estimated USD of the request: OpenAI tokens not in the cache, or Modal GPU seconds per page."""
+    if stage == "embed" and args.model and args.model.startswith("openai:"):
+        name = args.model.split(":", 1)[1]
+        tokens = await pool.fetchval(
+            "SELECT coalesce(sum(c.token_count), 0) FROM chunks c WHERE c.document_id = ANY($1::uuid[]) "
+            "AND NOT EXISTS (SELECT 1 FROM embedding_cache e WHERE e.model = $2 AND e.text_sha256 = c.text_sha256)",
+            ids,
+            args.model,
+        )
+        return {"resource": "tokens", "quantity": int(tokens), "usd": int(tokens) * costs.price(f"openai_token_{name}")}
+    if stage == "convert" and args.backend == "modal":
+        row = await pool.fetchrow(
+            "SELECT coalesce(sum(l.quantity) / nullif(sum(d.page_count), 0), 2.0) AS s_per_page "
+            "FROM cost_ledger l JOIN documents d USING (document_id) WHERE l.resource = 'gpu_seconds'"
+        )
+        pages = await pool.fetchval(
+            "SELECT coalesce(sum(page_count), 0) FROM documents WHERE document_id = ANY($1::uuid[])", ids
+        )
+        seconds = float(row["s_per_page"] if row else 2.0) * int(pages)
+        return {"resource": "gpu_seconds", "quantity": seconds, "usd": seconds * costs.price("modal_gpu_second_a10g")}
+    return {"resource": None, "quantity": 0, "usd": 0.0}
+
+
+async def request(store: EventStore, stage: str, ids: list[str], args: argparse.Namespace) -> int:
+    kind = {
+        "convert": domain.CONVERSION_REQUESTED,
+        "chunk": domain.CHUNKING_REQUESTED,
+        "embed": domain.EMBEDDING_REQUESTED,
+    }
+    params: dict[str, Any] = {"reason": args.reason}
+    if stage == "convert":
+        params["backend"] = args.backend or "auto"
+    elif stage == "chunk":
+        params.update(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+    else:
+        if not args.model:
+            raise ValueError(
+                "--stage embed needs --model (e.g. local:all-MiniLM-L6-v2 or openai:text-embedding-3-small)"
+            )
+        params["model"] = args.model
+    for doc in ids:
+        data = {"document_id": doc, "request_id": str(uuid.uuid4()), **params}
+        await store.append(domain.stream_for(doc), [NewEvent(kind[stage], data, {"actor": "cli"})])
+    return len(ids)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("reprocess", help="run a stage again with new settings (appends request events)")
+    p.add_argument("--stage", required=True, choices=domain.STAGES)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--document", action="append", metavar="ID")
+    which.add_argument("--all", action="store_true")
+    which.add_argument("--failed", action="store_true")
+    which.add_argument("--where", metavar="SQL", help="predicate over the documents view, run read-only")
+    p.add_argument("--backend", choices=("modal", "local", "auto"))
+    p.add_argument("--chunk-size", type=int)
+    p.add_argument("--chunk-overlap", type=int)
+    p.add_argument("--model")
+    p.add_argument("--reason", default="reprocess")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation of the cost quote")
+    p.add_argument("--over-budget", action="store_true", help="proceed even past the monthly budget")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=main)
+
+
+async def main(args: argparse.Namespace) -> int:
+    async with open_runtime() as rt:
+        ids = await select_documents(rt.pool, args)
+        q = await quote(rt.pool, args.stage, ids, args)
+        budget = await month_to_date(rt.pool)
+        if not args.json:
+            print(f"{len(ids)} document(s); quote: ${q['usd']:.4f} ({q['quantity']} {q['resource'] or 'free'})")
+        if q["usd"] > 0 and budget["spent_usd"] + q["usd"] > budget["budget_usd"] and not args.over_budget:
+            print(
+                f"paused: ${budget['spent_usd']:.2f} spent + ${q['usd']:.2f} quoted would cross the "
+                f"${budget['budget_usd']:.2f} monthly budget; pass --over-budget to proceed",
+                file=sys.stderr,
+            )
+            return 2
+        if q["usd"] > 0 and not args.yes and await asyncio.to_thread(input, "proceed? [y/N] ").strip().lower() != "y":
+            print("nothing requested")
+            return 1
+        n = await request(rt.store, args.stage, ids, args)
+    if args.json:
+        print(orjson.dumps({"requested": n, "documents": ids, "quote": q}).decode())
+    else:
+        print(f"requested {args.stage} for {n} document(s)")
+    return 0
