@@ -129,7 +129,7 @@ async def main(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        if q["usd"] > 0 and not args.yes and await asyncio.to_thread(input, "proceed? [y/N] ").strip().lower() != "y":
+        if q["usd"] > 0 and not args.yes and (await asyncio.to_thread(input, "proceed? [y/N] ")).strip().lower() != "y":
             print("nothing requested")
             return 1
         n = await request(rt.store, args.stage, ids, args)
