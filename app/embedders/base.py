@@ -1,0 +1,95 @@
+"""What every embedder offers the pipeline, what it returns, and how it fails."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from app.costs import CostLine
+
+
+def text_sha256(text: str) -> str:
+    """The key of a text in the embedding cache and in ChunkJSON.text_sha256."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    vectors: np.ndarray  # float32, shape (n, dimensions), rows in input order
+    tokens: int  # tokens billed (OpenAI: response usage) or counted (local)
+    cpu_s: float  # CPU seconds this process spent (local inference); 0 for remote providers
+    cost: list[CostLine] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CachedEmbedResult:
+    vectors: np.ndarray  # float32, shape (n, dimensions), rows in input order
+    reused_count: int  # rows taken from embedding_cache instead of computed
+    embedded_count: int  # distinct texts sent to the embedder
+    tokens: int  # tokens of the texts sent to the embedder only
+    cpu_s: float
+    cost: list[CostLine] = field(default_factory=list)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    model: str  # provider-qualified, as stored in vectors.model: "local:all-MiniLM-L6-v2"
+    provider: str  # "local" | "openai"
+    dimensions: int
+    max_tokens: int  # the model's input window, counted as count_tokens counts
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def tokenizer_name(self) -> str: ...
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult: ...
+
+
+class EmbedderUnavailable(ValueError):
+    """The embedder asked for cannot be built here (unknown model, missing key or package)."""
+
+
+class EmbeddingError(Exception):
+    """Embedding failed. ``retryable`` tells the pipeline whether a later attempt may succeed."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class EmbeddingAuthError(EmbeddingError):
+    """The provider refused the credentials (HTTP 401/403): fix OPENAI_API_KEY."""
+
+    retryable = False
+
+
+class EmbeddingRequestError(EmbeddingError):
+    """The provider rejected the request itself (HTTP 400/404/422): retrying sends the same request."""
+
+    retryable = False
+
+
+class EmbeddingQuotaExceeded(EmbeddingError):
+    """The account has no quota left (HTTP 429 insufficient_quota): waiting does not help."""
+
+    retryable = False
+
+
+class EmbeddingInputTooLong(EmbeddingError):
+    """A text is longer than the model's input window: re-chunk with a smaller chunk size."""
+
+    retryable = False
+
+
+class EmbeddingUnavailable(EmbeddingError):
+    """The provider kept failing (429/5xx/connection) after every retry: try again later."""
+
+    retryable = True
