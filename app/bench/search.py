@@ -1,0 +1,109 @@
+"""``chronos bench search``: HNSW latency (p50/p95) and recall@10 against exact search.
+
+N vectors of D dimensions in the vectors table under one model, through the real projector path
+only for the index (rows are COPYed straight in: the projector is measured by bench replay). Data:
+a mixture of Gaussian clusters normalised to the unit sphere (embeddings cluster by topic; uniform
+random vectors are the worst case for any ANN index and unlike real embeddings); queries are
+perturbed data points. Exact top-10 comes from a sequential scan with the index disabled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import orjson
+from tqdm import tqdm
+
+from app.bench.scratch import scratch_database
+from events.connection import create_pool
+from projections import copy
+
+MODEL = "local:bench"
+
+
+def clustered(rng: np.random.Generator, n: int, dims: int, clusters: int) -> np.ndarray:
+    centres = rng.standard_normal((clusters, dims)).astype(np.float32)
+    v = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dims)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+async def run_bench(
+    n: int, dims: int, queries: int, ef_values: list[int], m: int, efc: int, quiet: bool
+) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    data = clustered(rng, n, dims, max(16, n // 1000))
+    async with scratch_database("chronos_bench_search") as dsn:
+        pool = await create_pool(dsn, min_size=1, max_size=2)
+        try:
+            ids = [uuid.uuid4() for _ in range(n)]
+            doc = uuid.uuid4()
+            async with pool.acquire() as conn:
+                for start in tqdm(range(0, n, 20000), desc="load", disable=quiet):
+                    part = data[start : start + 20000]
+                    body = copy.encode_rows(len(part), [("uuid", ids[start : start + len(part)]), ("text", MODEL),
+                                                        ("uuid", [doc] * len(part)), ("vector", part)])  # fmt: skip
+                    await conn.copy_to_table("vectors", source=copy.stream([body]), format="binary")
+                await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_m'", str(m))
+                await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_ef_construction'", str(efc))
+                await conn.execute("SET maintenance_work_mem = '1GB'")
+                t0 = time.perf_counter()
+                await conn.fetchval("SELECT ensure_vector_index($1, $2)", MODEL, dims)
+                build_s = time.perf_counter() - t0
+                sql = (f"SELECT chunk_id FROM vectors WHERE model = '{MODEL}' "
+                       f"ORDER BY embedding::vector({dims}) <=> $1::vector({dims}) LIMIT 10")  # fmt: skip
+                qs = data[rng.integers(0, n, queries)] + 0.05 * rng.standard_normal((queries, dims)).astype(np.float32)
+                exact = []
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL enable_indexscan = off")
+                    for q in tqdm(qs, desc="exact", disable=quiet):
+                        exact.append({r[0] for r in await conn.fetch(sql, q)})
+                results = []
+                for ef in ef_values:
+                    await conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+                    plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, qs[0]))
+                    times, recall = [], []
+                    for q, truth in zip(qs, exact, strict=True):
+                        t = time.perf_counter()
+                        got = {r[0] for r in await conn.fetch(sql, q)}
+                        times.append((time.perf_counter() - t) * 1000)
+                        recall.append(len(got & truth) / 10)
+                    results.append({
+                        "ef_search": ef, "p50_ms": round(float(np.percentile(times, 50)), 2),
+                        "p95_ms": round(float(np.percentile(times, 95)), 2),
+                        "recall_at_10": round(float(np.mean(recall)), 4), "uses_hnsw": "vectors_hnsw_" in plan,
+                    })  # fmt: skip
+            return {"vectors": n, "dimensions": dims, "queries": queries, "m": m, "ef_construction": efc,
+                    "index_build_s": round(build_s, 1), "runs": results}  # fmt: skip
+        finally:
+            await pool.close()
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("search", help="HNSW latency and recall@10 vs exact search")
+    p.add_argument("--vectors", type=int, default=100_000)
+    p.add_argument("--dimensions", type=int, default=384)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--ef-search", type=int, nargs="+", default=[40, 100, 200])
+    p.add_argument("--m", type=int, default=16)
+    p.add_argument("--ef-construction", type=int, default=64)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=main)
+
+
+async def main(args: argparse.Namespace) -> int:
+    r = await run_bench(
+        args.vectors, args.dimensions, args.queries, args.ef_search, args.m, args.ef_construction, args.json
+    )
+    if args.json:
+        print(orjson.dumps(r).decode())
+        return 0
+    print(f"{r['vectors']} vectors x {r['dimensions']} dims, m={r['m']} ef_construction={r['ef_construction']}, "
+          f"index build {r['index_build_s']}s, {r['queries']} queries")  # fmt: skip
+    for run in r["runs"]:
+        print(f"  ef_search={run['ef_search']:<4} p50 {run['p50_ms']} ms  p95 {run['p95_ms']} ms  "
+              f"recall@10 {run['recall_at_10']}  hnsw={run['uses_hnsw']}")  # fmt: skip
+    return 0
