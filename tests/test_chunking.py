@@ -57,7 +57,7 @@ def test_chunks_fit_the_window_and_offsets_point_into_the_markdown(relpath: str,
 
 
 def test_pages_follow_docling_provenance_on_a_multi_page_pdf() -> None:
-    _, md, data = converted("pdf/multi_page.pdf")
+    _, _, data = converted("pdf/multi_page.pdf")
     chunks, _ = _chunk("pdf/multi_page.pdf", "local")
     assert {p for c in chunks for p in c["pages"]} == {1, 2, 3, 4, 5}
     checked = 0

@@ -1,0 +1,67 @@
+"""The local embedder (real bundled all-MiniLM-L6-v2) and the embedding cache on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+import numpy as np
+import pytest
+
+from app.embedders import EmbedResult, embed_with_cache, get_embedder, text_sha256
+
+pytestmark = pytest.mark.local_models
+
+
+async def test_local_model_vectors_are_normalized_and_semantic() -> None:
+    emb = get_embedder(None, __import__("app.config").config.Settings())
+    assert emb.model == "local:all-MiniLM-L6-v2" and emb.dimensions == 384 and emb.max_tokens == 256
+    texts = ["A cat is sleeping on the sofa.", "A kitten naps on the couch.", "Quarterly tax filings are due."]
+    result = await emb.embed(texts)
+    v = result.vectors
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.3
+    (line,) = result.cost
+    assert line.provider == "local" and line.resource == "cpu_seconds" and line.quantity == result.cpu_s > 0
+    assert emb.count_tokens(["hello world"]) == [4]  # [CLS] hello world [SEP]
+
+
+class Counting:
+    """Wraps the real embedder and records what reached it."""
+
+    def __init__(self) -> None:
+        self.inner = get_embedder("local")
+        self.model, self.provider = self.inner.model, self.inner.provider
+        self.dimensions, self.max_tokens = self.inner.dimensions, self.inner.max_tokens
+        self.seen: list[str] = []
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.inner.count_tokens(texts)
+
+    def tokenizer_name(self) -> str:
+        return self.inner.tokenizer_name()
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        self.seen.extend(texts)
+        return await self.inner.embed(texts)
+
+
+async def test_cache_reuses_rows_and_embeds_only_misses(pool: asyncpg.Pool) -> None:
+    emb = Counting()
+    cached = np.full(384, 0.5, dtype=np.float32)
+    other_model = np.full(384, 0.25, dtype=np.float32)
+    await pool.execute(
+        "INSERT INTO embedding_cache (model, dimensions, text_sha256, document_id, embedding) VALUES"
+        " ($1, 384, $2, gen_random_uuid(), $3), ($1, 384, $2, gen_random_uuid(), $3),"
+        " ('openai:text-embedding-3-small@384', 384, $4, gen_random_uuid(), $5)",
+        emb.model, text_sha256("old text"), cached, text_sha256("new text"), other_model)
+    result = await embed_with_cache(pool, emb, ["old text", "new text", "old text", "new text"])
+    assert emb.seen == ["new text"]  # one miss, embedded once; the other model's row is not used
+    assert result.reused_count == 2 and result.embedded_count == 1
+    assert np.allclose(result.vectors[0], cached) and np.allclose(result.vectors[2], cached)
+    assert np.allclose(result.vectors[1], result.vectors[3]) and not np.allclose(result.vectors[1], other_model)
+    assert result.tokens == 4 and result.cost and result.cost[0].resource == "cpu_seconds"
+    emb.seen.clear()
+    all_cached = await embed_with_cache(pool, emb, ["old text"])
+    assert emb.seen == [] and all_cached.reused_count == 1 and all_cached.cost == [] and all_cached.tokens == 0
