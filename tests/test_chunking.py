@@ -17,7 +17,7 @@ pytestmark = pytest.mark.local_models
 
 
 @cache
-def converted(relpath: str) -> tuple[bytes, str, dict]:  # type: ignore[type-arg]
+def converted(relpath: str) -> tuple[bytes, str, dict]:
     from docling.datamodel.base_models import InputFormat
     from docling.datamodel.pipeline_options import NativePdfPipelineOptions
     from docling.document_converter import DocumentConverter, NativePdfFormatOption
@@ -29,7 +29,7 @@ def converted(relpath: str) -> tuple[bytes, str, dict]:  # type: ignore[type-arg
     return json.dumps(data).encode(), doc.export_to_markdown(), data
 
 
-def _chunk(relpath: str, model: str, **kw: int) -> tuple[list, dict]:  # type: ignore[type-arg]
+def _chunk(relpath: str, model: str, **kw: int) -> tuple[list, dict]:
     js, md, _ = converted(relpath)
     emb = get_embedder(model, Settings(openai_api_key="k"))
     chunks, params = chunk_document(js, md, embedder_max_tokens=emb.max_tokens, count_tokens=emb.count_tokens,
