@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import numpy as np
+import pytest
 
 from app.search import active_model, search_vector
 from events import EventStore, PgBlobStore
@@ -58,3 +61,30 @@ async def test_model_switch_happens_once_new_model_covers_everything(
     assert await active_model(pool) == ("openai:new", 24)
     rows = await pool.fetch("SELECT * FROM search_chunks($1::vector, 3)", random_unit_vectors(rng, 1, 24)[0])
     assert len(rows) == 3
+
+
+@pytest.mark.local_models
+async def test_search_finds_known_facts_in_corpus_with_real_local_embedder(
+    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str, corpus: Path
+) -> None:
+    from app.embedders import get_embedder
+    from app.search import search
+
+    embedder = get_embedder("local:all-MiniLM-L6-v2")
+    docs = {}
+    for name in ("wiki.md", "duck.md", "mixed.md"):
+        text = (corpus / "md" / name).read_text(encoding="utf-8")
+        paragraphs = [p.strip() for p in text.split("\n\n") if len(p.strip()) > 20]
+        doc = SyntheticDocument(store, blobs, filename=name)
+        await doc.upload(text.encode())
+        await doc.chunk(paragraphs)
+        result = await embedder.embed(paragraphs)
+        await doc.embed(result.vectors, embedder.model)
+        docs[name] = doc
+    await catch_up_all(pool, dsn)
+    hits = await search(pool, "In which year was IBM founded?", k=3)
+    assert hits[0].filename == "wiki.md"
+    assert any("founded in 1911" in h.text for h in hits)  # the founding paragraph is in the top 3
+    hits = await search(pool, "What does the duck like to eat?", k=3)
+    assert hits[0].filename == "duck.md" and "eat" in hits[0].text.lower()
+    assert all(set(h.to_json()) >= {"document_id", "filename", "text", "pages", "score"} for h in hits)
