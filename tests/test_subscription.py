@@ -13,6 +13,7 @@ import pytest
 
 from events import EventStore, NewEvent, RecordedEvent, Subscription
 from events.connection import create_pool
+from events.types import DbConn
 
 
 def ev(n: int) -> NewEvent:
@@ -25,7 +26,7 @@ class Recorder:
     def __init__(self) -> None:
         self.seen: list[RecordedEvent] = []
 
-    async def __call__(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    async def __call__(self, conn: DbConn, events: list[RecordedEvent]) -> None:
         self.seen.extend(events)
 
     @property
@@ -191,8 +192,8 @@ async def test_two_instances_of_one_subscription_never_apply_twice(
 ) -> None:
     await pool.execute("CREATE TABLE applied (event_id uuid NOT NULL, worker text NOT NULL)")
 
-    def handler(worker: str) -> Callable[[asyncpg.Connection, list[RecordedEvent]], Awaitable[None]]:
-        async def apply(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    def handler(worker: str) -> Callable[[DbConn, list[RecordedEvent]], Awaitable[None]]:
+        async def apply(conn: DbConn, events: list[RecordedEvent]) -> None:
             await conn.executemany(
                 "INSERT INTO applied (event_id, worker) VALUES ($1, $2)", [(e.event_id, worker) for e in events]
             )
@@ -213,8 +214,8 @@ async def test_two_instances_of_one_subscription_never_apply_twice(
             assert time.monotonic() < deadline, "not every event was applied"
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # give a double application the chance to show
-    total, distinct = await pool.fetchrow("SELECT count(*), count(DISTINCT event_id) FROM applied")
-    assert (total, distinct) == (200, 200)
+    row = await pool.fetchrow("SELECT count(*) AS total, count(DISTINCT event_id) AS distinct FROM applied")
+    assert row is not None and (row["total"], row["distinct"]) == (200, 200)
     assert await pool.fetchval("SELECT count(*) FROM events") == 200
 
 
@@ -224,7 +225,7 @@ async def test_failing_handler_rolls_back_writes_and_checkpoint(
     await pool.execute("CREATE TABLE projected (event_id uuid PRIMARY KEY, n integer NOT NULL)")
     fail_on = {3}
 
-    async def project(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    async def project(conn: DbConn, events: list[RecordedEvent]) -> None:
         for e in events:
             await conn.execute("INSERT INTO projected VALUES ($1, $2)", e.event_id, e.data["n"])
             if e.data["n"] in fail_on:
