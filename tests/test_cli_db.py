@@ -1,0 +1,136 @@
+"""Acceptance: the real ``chronos`` CLI in a subprocess, on the embedded server and on DATABASE_URL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest_asyncio
+
+ROOT = Path(__file__).resolve().parent.parent
+_SCRIPT = Path(sys.executable).with_name("chronos")
+CHRONOS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "app.cli"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+class Cli:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    async def __call__(self, *args: str, ok: bool = True, timeout: float = 120) -> Result:
+        proc = await asyncio.create_subprocess_exec(
+            *CHRONOS, *args, cwd=ROOT, env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        result = Result(proc.returncode or 0, out.decode(), err.decode())
+        if ok:
+            assert result.code == 0, f"chronos {' '.join(args)} failed ({result.code}): {result.err}{result.out}"
+        return result
+
+    async def json(self, *args: str) -> object:
+        return orjson.loads((await self(*args, "--json")).out)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHRONOS_HOME")}
+    env.update(extra)
+    return env
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def embedded(tmp_path: Path) -> AsyncIterator[Cli]:
+    """The CLI with its own CHRONOS_HOME and no DATABASE_URL; the server is stopped afterwards."""
+    cli = Cli(_env(CHRONOS_HOME=str(tmp_path / "home")))
+    try:
+        yield cli
+    finally:
+        await cli("db", "stop", ok=False)
+
+
+async def test_embedded_server_lifecycle_and_persistence(embedded: Cli, tmp_path: Path) -> None:
+    cli = embedded
+    status = await cli.json("db", "status")
+    assert status == {
+        "database_url_set": False,
+        "pgdata": str((tmp_path / "home" / "pgdata").resolve()),
+        "initialised": False,
+        "running": False,
+        "pid": None,
+    }
+    assert "embedded PostgreSQL running" in (await cli("db", "start")).out
+    status = await cli.json("db", "status")
+    assert isinstance(status, dict) and status["running"] and status["initialised"]
+
+    url = (await cli("db", "url")).out.strip()
+    assert url.startswith("postgresql://")
+    psql = shutil.which("psql")
+    if psql is not None:  # the DSN is one that psql itself accepts
+        proc = await asyncio.create_subprocess_exec(
+            psql, url, "-XAtc", "select 40 + 2", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().strip() == "42"
+
+    first = (await cli("migrate")).out
+    assert first.startswith("applied: 001_events.sql, 002_blobs.sql")
+    assert (await cli("migrate")).out.strip() == "database is up to date"
+
+    assert "appended at position 1" in (await cli("events", "append", "doc-1", "Thing", '{"n": 1}')).out
+    await cli("events", "append", "doc-1", "Thing", '{"n": 2}', "--expected-version", "1")
+    conflict = await cli("events", "append", "doc-1", "Thing", '{"n": 3}', "--expected-version", "1", ok=False)
+    assert conflict.code == 1
+    assert "doc-1 is at version 2, expected 1" in conflict.err
+
+    listed = await cli.json("events", "list")
+    assert isinstance(listed, list)
+    assert [(e["stream_id"], e["stream_version"], e["data"]) for e in listed] == [
+        ("doc-1", 1, {"n": 1}),
+        ("doc-1", 2, {"n": 2}),
+    ]
+    assert listed[0]["metadata"] == {"actor": "cli"}
+
+    assert (await cli("db", "stop")).out.strip() == "stopped"
+    status = await cli.json("db", "status")
+    assert isinstance(status, dict) and not status["running"]
+    assert (await cli("db", "stop")).out.strip() == "not running"
+
+    # Any command starts the server again; the data survived the restart.
+    again = await cli.json("events", "list", "--stream", "doc-1")
+    assert again == listed
+    status = await cli.json("db", "status")
+    assert isinstance(status, dict) and status["running"]
+
+
+async def test_database_url_is_used_as_given(dsn: str, tmp_path: Path) -> None:
+    cli = Cli(_env(DATABASE_URL=dsn, CHRONOS_HOME=str(tmp_path / "unused")))
+    assert (await cli("db", "url")).out.strip() == dsn
+    assert "nothing to do" in (await cli("db", "start")).out
+    assert (await cli("migrate")).out.strip() == "database is up to date"
+    await cli("events", "append", "doc-9", "Thing", '{"ok": true}')
+    listed = await cli.json("events", "list", "--stream", "doc-9")
+    assert isinstance(listed, list) and [e["data"] for e in listed] == [{"ok": True}]
+    status = await cli.json("db", "status")
+    assert isinstance(status, dict) and status["database_url_set"] and not status["initialised"]
+    assert not (tmp_path / "unused").exists()  # no embedded server was started
+
+
+async def test_unreachable_database_url_fails_with_a_clear_message(tmp_path: Path) -> None:
+    cli = Cli(_env(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", CHRONOS_HOME=str(tmp_path)))
+    result = await cli("events", "list", ok=False, timeout=60)
+    assert result.code == 1
+    assert "could not use the database at postgresql://nobody@127.0.0.1:1/none" in result.err
+    assert "Traceback" not in result.err
