@@ -136,3 +136,24 @@ async def test_event_ids_are_time_ordered_uuid7() -> None:
     assert all(i.version == 7 for i in ids)
     assert len(set(ids)) == 50
     assert isinstance(ids[0], uuid.UUID)
+
+
+async def test_append_only_holds_for_a_role_granted_update_and_delete(store: EventStore, pool: asyncpg.Pool) -> None:
+    """The refusal is the database's own: even a role granted UPDATE/DELETE/TRUNCATE cannot change rows."""
+    await store.append("doc-1", [ev(1)], NO_STREAM)
+    role = f"chronos_writer_{uuid.uuid4().hex[:8]}"
+    async with pool.acquire() as conn:
+        await conn.execute(f'CREATE ROLE "{role}" NOLOGIN NOSUPERUSER')
+        try:
+            await conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON events TO "{role}"')
+            for statement in ("UPDATE events SET type = 'Changed'", "DELETE FROM events", "TRUNCATE events"):
+                with pytest.raises(asyncpg.PostgresError, match="append-only") as info:
+                    async with conn.transaction():
+                        await conn.execute(f'SET LOCAL ROLE "{role}"')
+                        assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                        await conn.execute(statement)
+                assert info.value.sqlstate == "CH002"
+        finally:
+            await conn.execute(f'REVOKE ALL ON events FROM "{role}"')
+            await conn.execute(f'DROP ROLE "{role}"')
+    assert [e.type for e in await store.read_stream("doc-1")] == ["Thing"]
