@@ -12,7 +12,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -151,7 +151,7 @@ class PgBlobStore:
 
     async def collect_orphans(self, older_than: timedelta = timedelta(hours=1)) -> int:
         """Remove chunks of uploads that were interrupted before publishing."""
-        cutoff = datetime.now(timezone.utc) - older_than
+        cutoff = datetime.now(UTC) - older_than
         ids = [r["content_id"] for r in await self.pool.fetch(query("blobs", "orphans"), cutoff)]
         for content_id in ids:
             await self._abandon(content_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 def _docker_answers() -> bool:
     try:
-        import docker
+        import docker  # type: ignore[import-untyped,unused-ignore]
 
         client = docker.from_env(timeout=3)
         client.ping()

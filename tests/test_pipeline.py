@@ -156,7 +156,8 @@ async def test_sigkilled_worker_job_completes_without_duplicates(rt: Runtime, co
     ids = [u.document_id for u in uploads]
     victim = start_worker(rt.dsn, tmp_path, "--lease", "4", "--concurrency", "1", "--stages", "convert")
     try:
-        await wait_for(rt.pool, "SELECT EXISTS (SELECT 1 FROM jobs WHERE stage = 'convert' AND status = 'running')", 120)
+        running = "SELECT EXISTS (SELECT 1 FROM jobs WHERE stage = 'convert' AND status = 'running')"
+        await wait_for(rt.pool, running, 120)
         await asyncio.sleep(0.5)  # well inside the conversion
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)

@@ -17,8 +17,10 @@ from projections.synthetic import SyntheticDocument, random_unit_vectors
 
 
 def ns(**kw: object) -> argparse.Namespace:
-    base = {"document": None, "all": False, "failed": False, "where": None, "backend": None, "chunk_size": None,
-            "chunk_overlap": None, "model": None, "reason": "test"}  # fmt: skip
+    base: dict[str, object] = {
+        "document": None, "all": False, "failed": False, "where": None, "backend": None, "chunk_size": None,
+        "chunk_overlap": None, "model": None, "reason": "test",
+    }  # fmt: skip
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,10 +50,8 @@ async def _timed(
     if pool is not None:
         # Start each measured run from a clean checkpoint so a background checkpoint does not land
         # on one contender only (needs superuser; skipped otherwise).
-        try:
+        with contextlib.suppress(asyncpg.PostgresError):
             await pool.execute("CHECKPOINT")
-        except asyncpg.PostgresError:
-            pass
     bar = tqdm(total=total, desc=label, unit="ev", leave=False, disable=quiet)
     start = time.perf_counter()
     await work(bar)
@@ -99,9 +98,11 @@ async def run_bench(
             results: dict[str, list[float]] = {"append_single": [], "raw_insert": [], "append_batched": [], "copy": []}
             for _ in range(rounds):
                 results["raw_insert"].append(await _timed(total_single, "raw INSERT", single_raw, quiet, pool))
-                results["append_single"].append(await _timed(total_single, "append x1", single_append_fresh(store, writers, per_writer, meta), quiet, pool))
+                one = single_append_fresh(store, writers, per_writer, meta)
+                results["append_single"].append(await _timed(total_single, "append x1", one, quiet, pool))
                 results["copy"].append(await _timed(total_batched, "COPY", batched_copy, quiet, pool))
-                results["append_batched"].append(await _timed(total_batched, f"append x{batch}", batched_append_fresh(store, batch, batches, meta), quiet, pool))
+                many = batched_append_fresh(store, batch, batches, meta)
+                results["append_batched"].append(await _timed(total_batched, f"append x{batch}", many, quiet, pool))
             best = {k: max(v) for k, v in results.items()}
             await store.notifier.flush()
             return {
@@ -182,7 +183,10 @@ async def main(args: argparse.Namespace) -> int:
         print(orjson.dumps(result).decode())
         return 0
     eps = result["events_per_s"]
-    print(f"single-event appends, {result['writers']} writers, {result['events_single']} events per run (best of {result['rounds']}):")
+    print(
+        f"single-event appends, {result['writers']} writers, {result['events_single']} events per run"
+        f" (best of {result['rounds']}):"
+    )
     print(f"  append (1 event/tx)   {eps['append_single']:>9} ev/s")
     print(f"  raw INSERT (1 row/tx) {eps['raw_insert']:>9} ev/s")
     print(f"  ratio                 {result['ratio_single_vs_insert']:>9}   (target >= 0.7)")

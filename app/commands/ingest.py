@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -130,10 +129,9 @@ async def run(args: argparse.Namespace) -> int:
                 worker_task = asyncio.create_task(worker.run(stop))
             try:
                 state = await wait_until_final(rt, ids, quiet, args.timeout)
-                with contextlib.suppress(ImportError):
-                    from projections.runner import catch_up_all
+                from projections.runner import catch_up_all
 
-                    await catch_up_all(rt)
+                await catch_up_all(rt.pool, rt.dsn)
             finally:
                 stop.set()
                 if worker_task is not None:

@@ -109,12 +109,9 @@ class Worker:
         await sub.run(stop)
 
     async def _projections(self, stop: asyncio.Event) -> None:
-        try:
-            from projections.runner import run_projections
-        except ImportError:  # projections not installed in this build
-            logger.warning("projections are not available; run them elsewhere")
-            return
-        await run_projections(self.rt, stop)
+        from projections.runner import run_projections
+
+        await run_projections(self.rt, self.rt.dsn, stop)
 
     async def _slot(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
