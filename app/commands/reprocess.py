@@ -73,7 +73,9 @@ async def quote(pool: asyncpg.Pool, stage: str, ids: list[str], args: argparse.N
     return {"resource": None, "quantity": 0, "usd": 0.0}
 
 
-async def request(store: EventStore, stage: str, ids: list[str], args: argparse.Namespace) -> int:
+async def request(
+    store: EventStore, stage: str, ids: list[str], args: argparse.Namespace, actor: str = "cli"
+) -> int:
     kind = {
         "convert": domain.CONVERSION_REQUESTED,
         "chunk": domain.CHUNKING_REQUESTED,
@@ -90,9 +92,13 @@ async def request(store: EventStore, stage: str, ids: list[str], args: argparse.
                 "--stage embed needs --model (e.g. local:all-MiniLM-L6-v2 or openai:text-embedding-3-small)"
             )
         params["model"] = args.model
+        if getattr(args, "all", False):
+            # A model switch: the embed stage also embeds documents that arrive later with this model
+            # (see app/pipeline/stages.switch_targets), so the new model comes to cover every document.
+            params["scope"] = "all"
     for doc in ids:
         data = {"document_id": doc, "request_id": str(uuid.uuid4()), **params}
-        await store.append(domain.stream_for(doc), [NewEvent(kind[stage], data, {"actor": "cli"})])
+        await store.append(domain.stream_for(doc), [NewEvent(kind[stage], data, {"actor": actor})])
     return len(ids)
 
 
@@ -133,6 +139,14 @@ async def main(args: argparse.Namespace) -> int:
             print("nothing requested")
             return 1
         n = await request(rt.store, args.stage, ids, args)
+        if args.all and args.stage == "embed":
+            # Documents that appeared between the selection and the requests: ask for them too (later
+            # ones are embedded with the new model by the embed stage itself).
+            seen = set(ids)
+            more = [d for d in await select_documents(rt.pool, args) if d not in seen]
+            if more:
+                n += await request(rt.store, args.stage, more, args)
+                ids += more
     if args.json:
         print(orjson.dumps({"requested": n, "documents": ids, "quote": q}).decode())
     else:

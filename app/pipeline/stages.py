@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import orjson
@@ -28,6 +28,9 @@ from app.runtime import Runtime
 from events.sqlfiles import query
 from events.types import NewEvent
 
+if TYPE_CHECKING:
+    from app.embedders import Embedder
+
 logger = logging.getLogger(__name__)
 
 _RESULT_KIND = {"convert": "converted", "chunk": "chunked", "embed": "embedded"}
@@ -39,14 +42,30 @@ _FAILED_TYPE = {
 
 
 class StageFailure(Exception):
-    """A stage could not produce its result; ``retryable`` says whether trying again may help."""
+    """A stage could not produce its result; ``retryable`` says whether trying again may help.
 
-    def __init__(self, error_class: str, message: str, *, retryable: bool, backend: str | None = None) -> None:
+    ``final``: nothing is left to try (e.g. the conversion recovery ladder is exhausted), so the
+    failure ends the document (quarantined with this reason) whatever the attempt count.
+    ``details``: extra fields for the failure event (e.g. the Modal fallback, the attempts made).
+    """
+
+    def __init__(
+        self,
+        error_class: str,
+        message: str,
+        *,
+        retryable: bool,
+        backend: str | None = None,
+        final: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.error_class = error_class
         self.message = message
         self.retryable = retryable
         self.backend = backend
+        self.final = final
+        self.details = dict(details or {})
 
 
 @dataclass
@@ -61,19 +80,22 @@ def _meta(job: Job, actor: str) -> dict[str, Any]:
     return {"actor": actor, "causation_id": str(job.trigger_event_id), "job_id": str(job.job_id)}
 
 
-def _cost_events(job: Job, actor: str, stage: str, caused_by: uuid.UUID, lines: list[CostLine]) -> list[NewEvent]:
+def _cost_events(
+    job: Job, actor: str, stage: str, caused_by: uuid.UUID, lines: list[CostLine], key: str = ""
+) -> list[NewEvent]:
     out = []
     for i, line in enumerate(lines):
         if line.quantity <= 0:
             continue
         data = line.event_data(str(job.document_id), stage, str(caused_by))
-        out.append(NewEvent(domain.COST_INCURRED, dict(data), _meta(job, actor), event_id=job.result_id(f"cost:{i}")))
+        event_id = job.result_id(f"cost:{key}{i}")
+        out.append(NewEvent(domain.COST_INCURRED, dict(data), _meta(job, actor), event_id=event_id))
     return out
 
 
 def failure_outcome(job: Job, actor: str, failure: StageFailure, backoff_base: float = 2.0) -> Outcome:
     """A failure event; retried later with exponential backoff unless final."""
-    final = (not failure.retryable) or job.attempts >= job.max_attempts
+    final = failure.final or (not failure.retryable) or job.attempts >= job.max_attempts
     data: domain.StageFailedData = {
         "document_id": str(job.document_id),
         "stage": job.stage,
@@ -84,8 +106,9 @@ def failure_outcome(job: Job, actor: str, failure: StageFailure, backoff_base: f
         "final": final,
         "backend": failure.backend,
     }
+    payload: dict[str, Any] = {**failure.details, **data}
     event = NewEvent(
-        _FAILED_TYPE[job.stage], dict(data), _meta(job, actor), event_id=job.result_id(f"failed:{job.attempts}")
+        _FAILED_TYPE[job.stage], payload, _meta(job, actor), event_id=job.result_id(f"failed:{job.attempts}")
     )
     if final:
         return Outcome("failed", [event], f"{failure.error_class}: {failure.message}")
@@ -140,7 +163,7 @@ def _suffix(media_type: str) -> str:
 
 
 async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
-    from app.convert import SUPPORTED_MEDIA_TYPES, ConversionFailure, ConvertOptions, convert_file
+    from app.convert import SUPPORTED_MEDIA_TYPES, ConversionFailure, ConvertOptions, convert_with_recovery
 
     up = history.uploaded
     assert up is not None
@@ -179,9 +202,14 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
     with tempfile.TemporaryDirectory(prefix="chronos-convert-") as tmp:
         path = await _blob_to_file(rt, up["sha256"], Path(tmp), _suffix(media_type))
         try:
-            output = await convert_file(path, filename=up["filename"], media_type=media_type, options=options)
+            # Time/memory failures go down the recovery ladder (other backend, page slices) within
+            # this attempt; what comes out is either a result or a failure saying whether anything
+            # is left to try (``final``: the document is quarantined with the reason).
+            output = await convert_with_recovery(
+                path, filename=up["filename"], media_type=media_type, options=options
+            )
         except ConversionFailure as exc:
-            raise StageFailure(exc.error_class, exc.message, retryable=exc.retryable, backend=options.backend) from exc
+            raise _conversion_failure(exc, options) from exc
     docling_ref = await rt.blobs.put_bytes(output.docling_json, "application/json")
     markdown_ref = await rt.blobs.put_bytes(output.markdown.encode("utf-8"), "text/markdown")
     data_out: domain.DocumentConvertedData = {
@@ -196,7 +224,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
         "docling_json": {"sha256": docling_ref.sha256, "size": docling_ref.size, "media_type": "application/json"},
         "markdown": {"sha256": markdown_ref.sha256, "size": markdown_ref.size, "media_type": "text/markdown"},
         "settings_hash": settings_hash,
-        "fallback": output.fallback,
+        "fallback": cast("domain.FallbackJSON | None", output.fallback),
         "reused_from": None,
         "slices": output.slices,
         "gpu": output.gpu,
@@ -211,6 +239,26 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
     return Outcome("done", events)
 
 
+def _conversion_failure(exc: Any, options: Any) -> StageFailure:
+    """A ``ConversionFailure`` as the stage's failure: final/retryable, backend, fallback and attempts."""
+    details: dict[str, Any] = {}
+    if getattr(exc, "fallback", None):
+        details["fallback"] = exc.fallback
+    if getattr(exc, "attempts", None):
+        details["attempts"] = list(exc.attempts)
+    if getattr(exc, "page_count", None) is not None:
+        details["page_count"] = exc.page_count
+    final = bool(exc.final)
+    return StageFailure(
+        exc.error_class,
+        exc.message,
+        retryable=bool(exc.retryable) and not final,
+        backend=exc.backend or options.resolved_backend(),
+        final=final,
+        details=details,
+    )
+
+
 # --- chunk -----------------------------------------------------------------------------------
 
 
@@ -219,8 +267,8 @@ def _stable_hash(value: object) -> str:
 
 
 async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
-    from app.chunking import chunk_document
-    from app.embedders import get_embedder
+    from app.chunking import ChunkingError, chunk_document
+    from app.embedders import EmbedderUnavailable, get_embedder
 
     conversion = history.conversions.get(job.params.get("conversion_id", "")) or history.latest_conversion
     if conversion is None:
@@ -228,19 +276,40 @@ async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
     request = history.chunk_request or {}
     chunk_size = job.params.get("chunk_size", request.get("chunk_size"))
     chunk_overlap = job.params.get("chunk_overlap", request.get("chunk_overlap"))
-    embedder = await asyncio.to_thread(get_embedder, history.model, rt.settings)
+    try:
+        embedder = await asyncio.to_thread(get_embedder, history.model, rt.settings)
+    except EmbedderUnavailable as exc:
+        raise StageFailure("UnknownModel", f"cannot size chunks for the embedder: {exc}", retryable=False) from exc
+    for target in await switch_targets(rt):
+        # These chunks will be embedded with the switch target(s) too: fit the smallest window.
+        try:
+            other = await asyncio.to_thread(get_embedder, target, rt.settings)
+        except EmbedderUnavailable:
+            continue
+        if other.max_tokens < embedder.max_tokens:
+            embedder = other
     docling_json = await rt.blobs.get_bytes(conversion["docling_json"]["sha256"])
     markdown = (await rt.blobs.get_bytes(conversion["markdown"]["sha256"])).decode("utf-8")
-    chunks, parameters = await asyncio.to_thread(
-        chunk_document,
-        docling_json,
-        markdown,
-        embedder_max_tokens=embedder.max_tokens,
-        count_tokens=embedder.count_tokens,
-        tokenizer_name=embedder.tokenizer_name(),
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
-    )
+    try:
+        chunks, parameters = await asyncio.to_thread(
+            chunk_document,
+            docling_json,
+            markdown,
+            embedder_max_tokens=embedder.max_tokens,
+            count_tokens=embedder.count_tokens,
+            tokenizer_name=embedder.tokenizer_name(),
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+        )
+    except ChunkingError as exc:
+        # Deterministic: the same settings and conversion fail the same way every time.
+        raise StageFailure(
+            "ChunkingError",
+            f"{exc} (chunk_size={chunk_size}, chunk_overlap={chunk_overlap}; "
+            "reprocess --stage chunk with other settings)",
+            retryable=False,
+            final=True,
+        ) from exc
     if not chunks:
         raise StageFailure(
             "NoText",
@@ -263,38 +332,63 @@ async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
 # --- embed -----------------------------------------------------------------------------------
 
 
+async def switch_targets(rt: Runtime) -> list[str]:
+    """Models an ``--all`` embedding reprocess asked for (a model switch), newest first (at most two:
+    the one being rolled out and the one before it, which answers searches until the switch completes)."""
+    rows = await rt.pool.fetch(query("jobs", "embedding_switch_targets"))
+    return [r["model"] for r in rows if r["model"]]
+
+
 async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
-    from app.embedders import EmbeddingError, embed_with_cache, get_embedder
+    from app.embedders import EmbedderUnavailable, EmbeddingError, embed_with_cache, get_embedder
 
     chunk_set = history.chunk_sets.get(job.params.get("chunk_set_id", "")) or history.latest_chunk_set
     if chunk_set is None:
         raise StageFailure("NoChunks", "the document has no chunk set to embed yet", retryable=False)
-    model = job.params.get("model") or history.model
-    try:
-        embedder = await asyncio.to_thread(get_embedder, model, rt.settings)
-    except (ValueError, KeyError) as exc:
-        raise StageFailure("UnknownModel", str(exc), retryable=False) from exc
+    requested = job.params.get("model")
+    models: list[str | None] = [requested or history.model]
+    if not requested:
+        # A new chunk set (new document, or re-chunked) is embedded with the document's model and also
+        # with the target of a model switch in progress (``reprocess --stage embed --model X --all``), so
+        # the new model comes to cover every document and search can switch over.
+        models += await switch_targets(rt)
+    embedders: list[Embedder] = []
+    for i, name in enumerate(models):
+        try:
+            embedder = await asyncio.to_thread(get_embedder, name, rt.settings)
+        except (EmbedderUnavailable, ValueError, KeyError) as exc:
+            if i > 0:
+                logger.warning("model switch target %r is not usable here: %s", name, exc)
+                continue
+            raise StageFailure("UnknownModel", str(exc), retryable=False) from exc
+        if all(e.model != embedder.model for e in embedders):
+            embedders.append(embedder)
     texts = [c["text"] for c in chunk_set["chunks"]]
-    try:
-        result = await embed_with_cache(rt.pool, embedder, texts)
-    except EmbeddingError as exc:
-        raise StageFailure(
-            type(exc).__name__, str(exc), retryable=bool(getattr(exc, "retryable", True)), backend=embedder.provider
-        ) from exc
-    vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
-    ref = await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")
-    result_id = job.result_id("embedded")
-    data: domain.ChunksEmbeddedData = {
-        "document_id": str(job.document_id),
-        "chunk_set_id": chunk_set["chunk_set_id"],
-        "model": embedder.model,
-        "provider": embedder.provider,
-        "dimensions": int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else embedder.dimensions,
-        "vectors": {"sha256": ref.sha256, "size": ref.size, "media_type": "application/x-float32"},
-        "chunk_count": len(texts),
-        "reused_count": result.reused_count,
-        "tokens": result.tokens,
-    }
-    events = [NewEvent(domain.CHUNKS_EMBEDDED, dict(data), _meta(job, actor), event_id=result_id)]
-    events += _cost_events(job, actor, "embed", result_id, list(result.cost))
+    events: list[NewEvent] = []
+    for n, embedder in enumerate(embedders):
+        try:
+            result = await embed_with_cache(rt.pool, embedder, texts)
+        except EmbeddingError as exc:
+            raise StageFailure(
+                type(exc).__name__, str(exc), retryable=bool(getattr(exc, "retryable", True)),
+                backend=embedder.provider,
+            ) from exc
+        vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
+        ref = await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")
+        # The first model's result keeps the plain id (checked by run_stage: never embedded twice).
+        key = "" if n == 0 else f"{embedder.model}:"
+        result_id = job.result_id("embedded" if n == 0 else f"embedded:{embedder.model}")
+        data: domain.ChunksEmbeddedData = {
+            "document_id": str(job.document_id),
+            "chunk_set_id": chunk_set["chunk_set_id"],
+            "model": embedder.model,
+            "provider": embedder.provider,
+            "dimensions": int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else embedder.dimensions,
+            "vectors": {"sha256": ref.sha256, "size": ref.size, "media_type": "application/x-float32"},
+            "chunk_count": len(texts),
+            "reused_count": result.reused_count,
+            "tokens": result.tokens,
+        }
+        events.append(NewEvent(domain.CHUNKS_EMBEDDED, dict(data), _meta(job, actor), event_id=result_id))
+        events += _cost_events(job, actor, "embed", result_id, list(result.cost), key=key)
     return Outcome("done", events)

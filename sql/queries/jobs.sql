@@ -64,3 +64,13 @@ LIMIT 1;
 
 -- name: event_exists
 SELECT position FROM events WHERE event_id = $1;
+
+-- name: embedding_switch_targets
+-- Models asked for by `chronos reprocess --stage embed --model X --all` (a model switch), newest
+-- first: new chunk sets are embedded with these too, so the switch can complete.
+SELECT data ->> 'model' AS model, max(position) AS position
+FROM events
+WHERE type = 'EmbeddingRequested' AND data ->> 'scope' = 'all'
+GROUP BY 1
+ORDER BY 2 DESC
+LIMIT 2;

@@ -1,0 +1,126 @@
+"""The convert stage goes through the recovery ladder (app.convert.recovery): a document that fails
+for time is retried in page slices or on the other backend within one job, and ends quarantined
+(one final ConversionFailed with the reason) when nothing works -- never retried the same way 4 times.
+Modal outages fall back to local Docling and the events say so. Real local Docling, real database."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from app import domain
+from app.config import Settings
+from app.convert import ConvertOptions
+from app.convert.backends import modal_breaker
+from app.convert.local import ConverterPool
+from app.convert.options import ConversionOutput
+from app.runtime import Runtime
+from events import EventStore, PgBlobStore
+from tests.test_pipeline import drive, put_bytes, put_file
+
+pytestmark = pytest.mark.local_models
+
+TINY = 0.001  # seconds: no conversion finishes in time
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def rt(dsn: str, pool: asyncpg.Pool, store: EventStore) -> AsyncIterator[Runtime]:
+    yield Runtime(Settings(database_url=dsn), dsn, pool, store, PgBlobStore(pool))
+
+
+@pytest.fixture
+def tiny_timeout_above(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Real local conversions of more than ``pages`` pages (or whole files) get a tiny timeout."""
+
+    def install(pages: int) -> list[tuple[int, int] | None]:
+        seen: list[tuple[int, int] | None] = []
+        real = ConverterPool.convert
+
+        def convert(self: ConverterPool, path: Path, media_type: str, options: ConvertOptions,
+                    page_range: tuple[int, int] | None = None,
+                    cancel: threading.Event | None = None) -> ConversionOutput:
+            seen.append(page_range)
+            if page_range is None or page_range[1] - page_range[0] + 1 > pages:
+                options = dataclasses.replace(options, timeout_s=TINY)
+            return real(self, path, media_type, options, page_range, cancel)
+
+        monkeypatch.setattr(ConverterPool, "convert", convert)
+        return seen
+
+    return install
+
+
+@pytest.fixture
+def modal_unreachable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Modal configured (tokens set) but its servers cannot be reached."""
+    import modal
+    import modal.exception as mex
+
+    def from_name(*_: Any, **__: Any) -> Any:
+        raise mex.ConnectionError("Could not connect to the Modal server.")
+
+    monkeypatch.setattr(modal.Function, "from_name", from_name)
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
+    modal_breaker.reset()
+    yield
+    modal_breaker.reset()
+
+
+async def events_of(rt: Runtime, document_id: str, kind: str) -> list[dict[str, Any]]:
+    return [e.data for e in await rt.store.read_stream(domain.stream_for(document_id)) if e.type == kind]
+
+
+async def test_unsliceable_timeout_is_quarantined_at_once(rt: Runtime, tiny_timeout_above: Any) -> None:
+    """A Markdown file that times out has no pages to slice and no other backend: one final failure."""
+    seen = tiny_timeout_above(0)
+    up = await put_bytes(rt, b"# Huge\n\n" + b"word " * 2000, "huge.md")
+    statuses = await drive(rt, [up.document_id], timeout=120)
+    assert statuses[up.document_id] == "failed"
+    [failed] = await events_of(rt, up.document_id, domain.CONVERSION_FAILED)
+    assert failed["error_class"] == "Timeout" and failed["final"] and not failed["retryable"]
+    assert failed["backend"] == "local" and failed["attempt"] == 1
+    assert seen == [None]  # converted once, not 4 times 5 minutes the same way
+    job = await rt.pool.fetchrow("SELECT status, attempts FROM jobs WHERE document_id = $1::uuid", up.document_id)
+    assert (job["status"], job["attempts"]) == ("failed", 1)
+
+
+async def test_pdf_timeout_is_converted_in_page_slices(rt: Runtime, corpus: Path, tiny_timeout_above: Any) -> None:
+    seen = tiny_timeout_above(3)
+    up = await put_file(rt, corpus / "pdf" / "multi_page.pdf")
+    statuses = await drive(rt, [up.document_id], timeout=180)
+    assert statuses[up.document_id] == "searchable"
+    [converted] = await events_of(rt, up.document_id, domain.DOCUMENT_CONVERTED)
+    assert converted["slices"] == [[1, 3], [4, 5]] and converted["page_count"] == 5
+    assert seen == [None, (1, 3), (4, 5)]
+    assert not await events_of(rt, up.document_id, domain.CONVERSION_FAILED)
+
+
+async def test_modal_unreachable_falls_back_to_local_and_says_why(rt: Runtime, modal_unreachable: None) -> None:
+    up = await put_bytes(rt, b"# Fallback\n\nConverted locally because Modal was down.\n", "fallback.md")
+    statuses = await drive(rt, [up.document_id], timeout=120)
+    assert statuses[up.document_id] == "searchable"
+    [converted] = await events_of(rt, up.document_id, domain.DOCUMENT_CONVERTED)
+    assert converted["backend"] == "local"
+    assert converted["fallback"]["from_backend"] == "modal" and converted["fallback"]["reason"] == "unreachable"
+    assert "Modal" in converted["fallback"]["message"]
+
+
+async def test_failure_after_modal_fallback_records_both(
+    rt: Runtime, modal_unreachable: None, tiny_timeout_above: Any
+) -> None:
+    """Modal down, then local times out on a file that cannot be sliced: quarantined, fallback recorded."""
+    tiny_timeout_above(0)
+    up = await put_bytes(rt, b"# Slow\n\n" + b"text " * 5000, "slow.md")
+    statuses = await drive(rt, [up.document_id], timeout=120)
+    assert statuses[up.document_id] == "failed"
+    [failed] = await events_of(rt, up.document_id, domain.CONVERSION_FAILED)
+    assert failed["final"] and failed["error_class"] == "Timeout" and failed["backend"] == "local"
+    assert failed["fallback"]["reason"] == "unreachable"
