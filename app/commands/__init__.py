@@ -13,4 +13,5 @@ COMMAND_MODULES: list[str] = [
     "delete",
     "costs",
     "reprocess",
+    "serve",
 ]

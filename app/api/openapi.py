@@ -1,0 +1,607 @@
+"""The OpenAPI 3.0 document of the API, written by hand (served at ``/openapi.json``).
+
+Kept true by tests/test_api_openapi.py: every route of the app is documented, every documented
+operation exists, and schemathesis checks that responses conform to these schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+S = dict[str, Any]
+
+
+def ref(name: str) -> S:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def string(**kw: Any) -> S:
+    return {"type": "string", **kw}
+
+
+def integer(**kw: Any) -> S:
+    return {"type": "integer", **kw}
+
+
+def number(**kw: Any) -> S:
+    return {"type": "number", **kw}
+
+
+def nullable(schema: S) -> S:
+    return {**schema, "nullable": True}
+
+
+def obj(props: S, required: list[str] | None = None, **kw: Any) -> S:
+    out: S = {"type": "object", "properties": props, **kw}
+    if required:
+        out["required"] = required
+    return out
+
+
+def array(items: S) -> S:
+    return {"type": "array", "items": items}
+
+
+TIME = string(format="date-time")
+UUID = string(format="uuid")
+
+ERROR_CODES = {
+    "400": "Bad request (invalid parameter, body or id)",
+    "401": "A bearer token is required",
+    "403": "The bearer token is not valid",
+    "404": "Not found",
+    "409": "Conflict with the document's state",
+    "410": "Gone (deleted)",
+    "413": "Body larger than the limit",
+    "415": "Unsupported document type",
+    "422": "Unprocessable webhook",
+    "431": "Request headers too large",
+    "502": "Upstream (Directus) failure",
+    "503": "Not ready / not configured",
+}
+
+
+def responses(ok: dict[str, S], *errors: str) -> S:
+    out: S = dict(ok)
+    for code in ("400", "431", *errors):
+        out[code] = {"$ref": f"#/components/responses/E{code}"}
+    out["500"] = {"$ref": "#/components/responses/E500"}
+    return out
+
+
+def json_ok(description: str, schema: S) -> S:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def qparam(name: str, schema: S, description: str) -> S:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+DOC_ID = {"name": "document_id", "in": "path", "required": True, "schema": UUID, "description": "Document id"}
+READ: list[S] = [{}, {"bearerAuth": []}]
+WRITE: list[S] = [{"bearerAuth": []}]
+
+DOCUMENT_ROW = obj(
+    {
+        "document_id": UUID,
+        "filename": string(),
+        "media_type": nullable(string()),
+        "size": nullable(integer()),
+        "source": nullable(string()),
+        "source_ref": nullable(string()),
+        "status": string(
+            enum=[
+                "uploaded",
+                "converting",
+                "converted",
+                "chunking",
+                "chunked",
+                "embedding",
+                "searchable",
+                "failed",
+                "deleted",
+            ]
+        ),
+        "current_stage": nullable(string()),
+        "page_count": nullable(integer()),
+        "chunk_count": nullable(integer()),
+        "embedding_model": nullable(string()),
+        "backend": nullable(string()),
+        "attempts": integer(),
+        "last_error": nullable(string()),
+        "error_class": nullable(string()),
+        "failed_stage": nullable(string()),
+        "total_cost_usd": number(),
+        "uploaded_at": nullable(TIME),
+        "converted_at": nullable(TIME),
+        "chunked_at": nullable(TIME),
+        "embedded_at": nullable(TIME),
+        "failed_at": nullable(TIME),
+        "deleted_at": nullable(TIME),
+        "updated_at": nullable(TIME),
+    },
+    ["document_id", "filename", "status"],
+)
+
+STAGE = obj(
+    {
+        "stage": string(enum=["convert", "chunk", "embed"]),
+        "status": string(enum=["pending", "queued", "running", "retrying", "done", "failed"]),
+        "queued_at": nullable(TIME),
+        "finished_at": nullable(TIME),
+        "duration_s": nullable(number()),
+        "attempts": integer(),
+        "error": nullable(obj({"class": nullable(string()), "message": nullable(string())})),
+        "details": obj({}),
+    },
+    ["stage", "status", "queued_at", "finished_at", "duration_s"],
+)
+
+EVENT = obj(
+    {
+        "position": integer(),
+        "cursor": string(description="TX-POSITION; pass as after= or Last-Event-ID to resume after this event"),
+        "event_id": UUID,
+        "stream_id": string(),
+        "stream_version": integer(),
+        "type": string(),
+        "schema_version": integer(),
+        "document_id": nullable(string()),
+        "recorded_at": TIME,
+        "data": obj({}),
+        "metadata": obj({}),
+    },
+    ["position", "cursor", "event_id", "stream_id", "stream_version", "type", "recorded_at"],
+)
+
+INTAKE = obj(
+    {
+        "document_id": UUID,
+        "created": {"type": "boolean"},
+        "filename": string(),
+        "media_type": string(),
+        "size": integer(),
+        "sha256": string(),
+        "position": integer(),
+        "links": obj({}),
+    },
+    ["document_id", "created", "filename", "media_type", "size", "sha256"],
+)
+
+SCHEMAS: S = {
+    "Error": obj(
+        {"error": obj({"code": string(), "message": string()}, ["code", "message"])},
+        ["error"],
+    ),
+    "Document": DOCUMENT_ROW,
+    "DocumentList": obj(
+        {"documents": array(ref("Document")), "next_cursor": nullable(string())}, ["documents", "next_cursor"]
+    ),
+    "DocumentDetail": {
+        "allOf": [
+            ref("Document"),
+            obj(
+                {
+                    "sha256": nullable(string()),
+                    "stream_version": integer(),
+                    "last_position": integer(),
+                    "stages": array(STAGE),
+                    "costs": obj(
+                        {
+                            "total_usd": number(),
+                            "by_stage": obj({}, additionalProperties=number()),
+                            "lines": array(obj({})),
+                        },
+                        ["total_usd", "by_stage", "lines"],
+                    ),
+                    "errors": array(
+                        obj({"stage": string(), "message": nullable(string()), "final": {"type": "boolean"}})
+                    ),
+                    "links": obj({}),
+                },
+                ["stages", "costs", "errors"],
+            ),
+        ]
+    },
+    "Intake": INTAKE,
+    "Event": EVENT,
+    "EventList": obj({"events": array(ref("Event")), "next": string(), "head": integer()}, ["events", "next", "head"]),
+    "DocumentEvents": obj({"document_id": UUID, "events": array(ref("Event"))}, ["document_id", "events"]),
+    "Chunk": obj(
+        {
+            "chunk_id": UUID,
+            "chunk_set_id": UUID,
+            "ordinal": integer(),
+            "text": string(),
+            "pages": array(integer()),
+            "heading_path": array(string()),
+            "char_start": nullable(integer()),
+            "char_end": nullable(integer()),
+            "token_count": nullable(integer()),
+        },
+        ["chunk_id", "ordinal", "text", "pages"],
+    ),
+    "ChunkList": obj(
+        {"document_id": UUID, "chunks": array(ref("Chunk")), "next_after": nullable(integer())},
+        ["document_id", "chunks", "next_after"],
+    ),
+    "ReprocessRequest": obj(
+        {
+            "stage": string(enum=["convert", "chunk", "embed"], description="default: the failed stage, else convert"),
+            "backend": string(enum=["auto", "local", "modal"]),
+            "chunk_size": integer(minimum=1, maximum=100000),
+            "chunk_overlap": integer(minimum=1, maximum=100000),
+            "model": string(),
+            "reason": string(),
+            "over_budget": {"type": "boolean", "description": "proceed even when the quote crosses the budget"},
+        }
+    ),
+    "Reprocess": obj(
+        {"document_id": UUID, "stage": string(), "requested": {"type": "boolean"}, "quote": obj({"usd": number()})},
+        ["document_id", "stage", "requested", "quote"],
+    ),
+    "DeleteRequest": obj({"reason": string()}),
+    "Deleted": obj(
+        {"document_id": UUID, "deleted": {"type": "boolean"}, "already_deleted": {"type": "boolean"}},
+        ["document_id", "deleted", "already_deleted"],
+    ),
+    "SearchResult": obj(
+        {
+            "query": string(),
+            "k": integer(),
+            "model": nullable(string()),
+            "hits": array(
+                obj(
+                    {
+                        "chunk_id": string(),
+                        "document_id": string(),
+                        "filename": string(),
+                        "ordinal": integer(),
+                        "text": string(),
+                        "pages": array(integer()),
+                        "heading_path": array(string()),
+                        "score": number(),
+                        "model": string(),
+                    },
+                    ["document_id", "filename", "text", "pages", "score"],
+                )
+            ),
+        },
+        ["query", "k", "model", "hits"],
+    ),
+    "Costs": obj(
+        {
+            "from": string(format="date"),
+            "to": string(format="date"),
+            "total_usd": number(),
+            "days": array(obj({"day": string(format="date"), "usd": number(), "by_stage": obj({})}, ["day", "usd"])),
+            "month": obj(
+                {"month": string(), "spent_usd": number(), "budget_usd": number(), "over_budget": {"type": "boolean"}},
+                ["month", "spent_usd", "budget_usd", "over_budget"],
+            ),
+        },
+        ["from", "to", "total_usd", "days", "month"],
+    ),
+    "Health": obj({"status": string()}, ["status"]),
+    "Ready": obj({"ready": {"type": "boolean"}, "checks": obj({})}, ["ready", "checks"]),
+    "DirectusWebhook": obj(
+        {
+            "event": string(example="files.upload"),
+            "key": string(description="Directus file id"),
+            "keys": array(string()),
+            "collection": string(example="directus_files"),
+            "payload": obj({"filename_download": string(), "type": string()}),
+        },
+        ["event"],
+    ),
+    "DirectusResult": obj({"ignored": {"type": "boolean"}, "documents": array(obj({}))}, ["ignored", "documents"]),
+}
+
+PATHS: S = {
+    "/documents": {
+        "post": {
+            "operationId": "uploadDocument",
+            "summary": "Upload a document (multipart field `file`, or the raw body with X-Filename)",
+            "security": WRITE,
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": string(maxLength=255),
+                    "description": "A retried request with the same key records nothing new",
+                },
+                {
+                    "name": "X-Filename",
+                    "in": "header",
+                    "required": False,
+                    "schema": string(),
+                    "description": "Display name for a raw-body upload (percent-encoded)",
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": obj({"file": string(format="binary")}, ["file"]),
+                    },
+                    "application/octet-stream": {"schema": string(format="binary")},
+                },
+            },
+            "responses": responses(
+                {
+                    "202": json_ok("A new document was recorded", ref("Intake")),
+                    "200": json_ok("The same content (or idempotency key) was uploaded before", ref("Intake")),
+                },
+                "401",
+                "403",
+                "409",
+                "413",
+                "415",
+            ),
+        },
+        "get": {
+            "operationId": "listDocuments",
+            "summary": "Documents, newest first (the documents projection)",
+            "security": READ,
+            "parameters": [
+                qparam("status", string(), "Comma-separated statuses to keep"),
+                qparam("limit", integer(minimum=1, maximum=500, default=50), "Page size"),
+                qparam("cursor", string(), "next_cursor of the previous page"),
+            ],
+            "responses": responses({"200": json_ok("A page of documents", ref("DocumentList"))}, "401", "403"),
+        },
+    },
+    "/documents/{document_id}": {
+        "get": {
+            "operationId": "getDocument",
+            "summary": "A document read from its stream: status, stages with timings, costs, errors",
+            "security": READ,
+            "parameters": [DOC_ID],
+            "responses": responses({"200": json_ok("The document", ref("DocumentDetail"))}, "401", "403", "404"),
+        },
+        "delete": {
+            "operationId": "deleteDocument",
+            "summary": "Delete a document (appends DocumentDeleted)",
+            "security": WRITE,
+            "parameters": [DOC_ID],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": ref("DeleteRequest")}}},
+            "responses": responses(
+                {"200": json_ok("Deleted (or deleted already)", ref("Deleted"))}, "401", "403", "404", "409"
+            ),
+        },
+    },
+    "/documents/{document_id}/events": {
+        "get": {
+            "operationId": "documentEvents",
+            "summary": "The document's stream",
+            "security": READ,
+            "parameters": [
+                DOC_ID,
+                qparam("after_version", integer(minimum=0), "Only events after this stream version"),
+                qparam("limit", integer(minimum=1, maximum=10000, default=1000), "Page size"),
+                qparam("data", string(enum=["full", "summary", "none"]), "How much of each event's data"),
+            ],
+            "responses": responses({"200": json_ok("Events", ref("DocumentEvents"))}, "401", "403", "404"),
+        }
+    },
+    "/documents/{document_id}/markdown": {
+        "get": {
+            "operationId": "documentMarkdown",
+            "summary": "The latest conversion's Markdown",
+            "security": READ,
+            "parameters": [DOC_ID],
+            "responses": responses(
+                {"200": {"description": "Markdown", "content": {"text/markdown": {"schema": string()}}}},
+                "401",
+                "403",
+                "404",
+                "409",
+                "410",
+            ),
+        }
+    },
+    "/documents/{document_id}/chunks": {
+        "get": {
+            "operationId": "documentChunks",
+            "summary": "The current chunk set, by ordinal",
+            "security": READ,
+            "parameters": [
+                DOC_ID,
+                qparam("after", integer(minimum=-1), "Only chunks after this ordinal"),
+                qparam("limit", integer(minimum=1, maximum=1000, default=100), "Page size"),
+            ],
+            "responses": responses({"200": json_ok("Chunks", ref("ChunkList"))}, "401", "403", "404"),
+        }
+    },
+    "/documents/{document_id}/reprocess": {
+        "post": {
+            "operationId": "reprocessDocument",
+            "summary": "Run a stage again (appends a *Requested event); the dashboard's retry button",
+            "security": WRITE,
+            "parameters": [DOC_ID],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": ref("ReprocessRequest")}}},
+            "responses": responses({"202": json_ok("Requested", ref("Reprocess"))}, "401", "403", "404", "409"),
+        }
+    },
+    "/events": {
+        "get": {
+            "operationId": "listEvents",
+            "summary": "The global feed in delivery order (tx_id, position): gap-free paging",
+            "security": READ,
+            "parameters": [
+                qparam("after", string(), "Cursor TX-POSITION (an event's cursor or next), a position, or now"),
+                qparam("limit", integer(minimum=1, maximum=1000, default=100), "Page size"),
+                qparam("types", string(), "Comma-separated event types to keep"),
+                qparam("data", string(enum=["full", "summary", "none"]), "How much of each event's data"),
+            ],
+            "responses": responses({"200": json_ok("A page of events", ref("EventList"))}, "401", "403"),
+        }
+    },
+    "/events/stream": {
+        "get": {
+            "operationId": "streamEvents",
+            "summary": "Server-Sent Events: live tail, resumable with Last-Event-ID, heartbeat comments",
+            "security": READ,
+            "x-streaming": True,
+            "parameters": [
+                qparam("after", string(), "Start after this cursor (default: now)"),
+                qparam("types", string(), "Comma-separated event types to keep"),
+                qparam("data", string(enum=["full", "summary", "none"]), "How much of each event's data"),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": string(),
+                    "description": "The id of the last message received; the stream resumes after it",
+                },
+            ],
+            "responses": responses(
+                {
+                    "200": {
+                        "description": "text/event-stream; each message's id is the event's cursor and its data "
+                        "the event as JSON",
+                        "content": {"text/event-stream": {"schema": string()}},
+                    }
+                },
+                "401",
+                "403",
+            ),
+        }
+    },
+    "/search": {
+        "get": {
+            "operationId": "search",
+            "summary": "Semantic search over the chunks (the active embedding model)",
+            "security": READ,
+            "parameters": [
+                {
+                    "name": "q",
+                    "in": "query",
+                    "required": True,
+                    "schema": string(minLength=1, maxLength=4000),
+                    "description": "The question",
+                },
+                qparam("k", integer(minimum=1, maximum=100, default=5), "How many hits"),
+            ],
+            "responses": responses({"200": json_ok("Hits, best first", ref("SearchResult"))}, "401", "403"),
+        }
+    },
+    "/costs": {
+        "get": {
+            "operationId": "costs",
+            "summary": "Spend per day from the cost ledger, and the month against the budget",
+            "security": READ,
+            "parameters": [
+                qparam("from", string(format="date"), "First day (default: the first of this month)"),
+                qparam("to", string(format="date"), "Last day, inclusive (default: today)"),
+            ],
+            "responses": responses({"200": json_ok("Costs", ref("Costs"))}, "401", "403"),
+        }
+    },
+    "/healthz": {
+        "get": {
+            "operationId": "healthz",
+            "summary": "The process is up",
+            "security": [{}],
+            "responses": responses({"200": json_ok("Up", ref("Health"))}),
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "readyz",
+            "summary": "The database answers and a stage worker is connected",
+            "security": [{}],
+            "responses": responses(
+                {"200": json_ok("Ready", ref("Ready")), "503": json_ok("Not ready; checks say why", ref("Ready"))}
+            ),
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics (events, stage durations, queue depth, failures, spend)",
+            "security": READ,
+            "responses": responses(
+                {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": string()}}}},
+                "401",
+                "403",
+            ),
+        }
+    },
+    "/hooks/directus": {
+        "post": {
+            "operationId": "directusHook",
+            "summary": "Directus Flow webhook for files.upload: fetch the asset and ingest it",
+            "security": WRITE,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("DirectusWebhook")}}},
+            "responses": responses(
+                {
+                    "202": json_ok("Ingested as new document(s)", ref("DirectusResult")),
+                    "200": json_ok(
+                        "Known already, or an event other than files.upload (ignored)", ref("DirectusResult")
+                    ),
+                },
+                "401",
+                "403",
+                "409",
+                "413",
+                "415",
+                "422",
+                "502",
+                "503",
+            ),
+        }
+    },
+    "/": {
+        "get": {
+            "operationId": "dashboard",
+            "summary": "The dashboard (HTML)",
+            "security": [{}],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": string()}}}},
+        }
+    },
+    "/static/{path}": {
+        "get": {
+            "operationId": "static",
+            "summary": "Dashboard assets",
+            "security": [{}],
+            "parameters": [{"name": "path", "in": "path", "required": True, "schema": string()}],
+            "responses": {
+                "200": {"description": "A file", "content": {"*/*": {"schema": string()}}},
+                "404": {"$ref": "#/components/responses/E404"},
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "security": [{}],
+            "responses": {"200": json_ok("OpenAPI 3.0", obj({}))},
+        }
+    },
+}
+
+
+def document() -> S:
+    error_responses = {
+        f"E{code}": {"description": text, "content": {"application/json": {"schema": ref("Error")}}}
+        for code, text in {**ERROR_CODES, "500": "Internal error (no details; see the server log)"}.items()
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Chronos Ingest API",
+            "version": "1",
+            "description": "Event-sourced document ingestion. Errors are always "
+            '{"error": {"code", "message"}}. Writes need Authorization: Bearer <token> (CHRONOS_API_TOKENS); '
+            "reads too when CHRONOS_API_READ_AUTH=1.",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": error_responses,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }

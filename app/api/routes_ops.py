@@ -1,0 +1,145 @@
+"""``/search``, ``/costs``, ``/healthz``, ``/readyz``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.api.auth import public, reads
+from app.api.common import int_param, runtime
+from app.api.errors import ApiError
+from app.api.responses import json_response
+from app.search import NothingSearchable, active_model
+from events.sqlfiles import query
+
+MAX_QUERY_CHARS = 4000
+MAX_COST_DAYS = 3660
+
+
+@reads
+async def search(request: Request) -> Response:
+    from app.embedders import get_embedder  # type: ignore[attr-defined, unused-ignore]
+    from app.search import search as run_search
+
+    rt = runtime(request)
+    q = request.query_params.get("q", "")
+    if not q.strip():
+        raise ApiError(400, "invalid_parameter", "q (the question) is required")
+    if len(q) > MAX_QUERY_CHARS:
+        raise ApiError(400, "invalid_parameter", f"q is longer than {MAX_QUERY_CHARS} characters")
+    k = int_param(request, "k", 5, 1, 100)
+    found = await active_model(rt.pool)
+    if found is None:
+        return json_response({"query": q, "k": k, "model": None, "hits": [], "note": NothingSearchable.__doc__})
+    model = found[0]
+    await asyncio.to_thread(get_embedder, model, rt.settings)  # load the model off the event loop
+    hits = await run_search(rt.pool, q, k, model)
+    return json_response({"query": q, "k": k, "model": model, "hits": [h.to_json() for h in hits]})
+
+
+def _date(request: Request, name: str, default: dt.date) -> dt.date:
+    raw = request.query_params.get(name)
+    if not raw:
+        return default
+    try:
+        return dt.date.fromisoformat(raw[:10]) if len(raw) >= 10 else dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a date YYYY-MM-DD, not {raw!r}") from None
+
+
+@reads
+async def costs(request: Request) -> Response:
+    rt = runtime(request)
+    today = dt.datetime.now(dt.UTC).date()
+    start = _date(request, "from", today.replace(day=1))
+    end = _date(request, "to", today)
+    if end < start:
+        raise ApiError(400, "invalid_parameter", "to is before from")
+    if (end - start).days > MAX_COST_DAYS:
+        raise ApiError(400, "invalid_parameter", f"at most {MAX_COST_DAYS} days at once")
+    rows = await rt.pool.fetch(query("api", "costs_daily"), start, end)
+    days: dict[dt.date, dict[str, Any]] = {}
+    total = Decimal(0)
+    for r in rows:
+        day = days.setdefault(r["day"], {"day": r["day"].isoformat(), "usd": Decimal(0), "by_stage": {}, "lines": 0})
+        day["usd"] += r["usd"]
+        day["by_stage"][r["stage"]] = float(Decimal(day["by_stage"].get(r["stage"], 0)) + r["usd"])
+        day["lines"] += r["lines"]
+        total += r["usd"]
+    budget = await rt.pool.fetchrow(query("api", "budget"))
+    assert budget is not None
+    budget_usd = Decimal(os.environ.get("CHRONOS_MONTHLY_BUDGET_USD") or budget["budget_usd"])
+    return json_response(
+        {
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "total_usd": float(total),
+            "days": [{**d, "usd": float(d["usd"])} for _k, d in sorted(days.items())],
+            "month": {
+                "month": budget["month"].isoformat(),
+                "spent_usd": float(budget["spent_usd"]),
+                "budget_usd": float(budget_usd),
+                "over_budget": Decimal(budget["spent_usd"]) > budget_usd,
+            },
+        }
+    )
+
+
+@public
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+@public
+async def readyz(request: Request) -> Response:
+    """Ready: the database answers and at least one stage worker is connected and heartbeating."""
+    state = request.app.state
+    rt = getattr(state, "rt", None)
+    checks: dict[str, Any] = {"database": {"ok": False}, "workers": {"ok": False}}
+    if rt is not None:
+        try:
+            async with asyncio.timeout(5):
+                await rt.pool.fetchval("SELECT 1")
+                checks["database"] = {"ok": True}
+                workers = await rt.pool.fetchrow(query("api", "workers_connected"))
+                leases = await rt.pool.fetchrow(query("api", "job_leases"))
+            assert workers is not None and leases is not None
+            connected = int(workers["n"])
+            checks["workers"] = {
+                "ok": connected > 0,
+                "connected": connected,
+                "in_process": state.worker_slots,
+                "jobs_running": int(leases["running"]),
+                "expired_leases": int(leases["expired"]),
+                "jobs_ready": int(leases["ready"]),
+                "oldest_ready_s": leases["oldest_ready_s"],
+            }
+            if connected == 0:
+                checks["workers"]["reason"] = (
+                    "no stage worker is connected (run chronos worker or serve --with-workers)"
+                )
+            elif int(leases["expired"]):
+                checks["workers"]["note"] = (
+                    "some running jobs hold expired leases (a worker died); they will be retried"
+                )
+        except (TimeoutError, OSError) as exc:
+            checks["database"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # asyncpg errors: report, never raise from a probe
+            checks["database"] = {"ok": False, "reason": f"{type(exc).__name__}"}
+    ready = all(c["ok"] for c in checks.values())
+    return json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+routes = [
+    Route("/search", search, methods=["GET"]),
+    Route("/costs", costs, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

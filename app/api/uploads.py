@@ -1,0 +1,170 @@
+"""Upload bodies as streams of bytes: raw (``X-Filename`` header) or multipart (field ``file``).
+
+Multipart is parsed incrementally (python-multipart's push parser): bytes of the ``file`` part are
+handed on as they arrive, so an upload of any size passes through in pieces of at most the
+client's chunk size and lands in the blob store without ever being held whole, in memory or on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from app.api.errors import ApiError
+
+FILE_FIELD = "file"
+MAX_PART_HEADER_BYTES = 16 * 1024
+
+
+@dataclass
+class UploadBody:
+    filename: str | None
+    declared_media_type: str | None
+    chunks: AsyncIterator[bytes]
+
+
+def filename_from_headers(request: Request) -> str | None:
+    """``X-Filename`` (percent-decoded), else the filename of ``Content-Disposition``."""
+    raw = request.headers.get("x-filename")
+    if raw:
+        return unquote(raw)
+    disposition = request.headers.get("content-disposition")
+    if disposition:
+        _kind, params = parse_options_header(disposition)
+        for key in (b"filename*", b"filename"):
+            if key in params:
+                value = params[key].decode("latin-1")
+                if key == b"filename*" and "''" in value:
+                    value = unquote(value.split("''", 1)[1])
+                return value
+    return None
+
+
+async def open_upload(request: Request) -> UploadBody:
+    content_type, params = parse_options_header(request.headers.get("content-type"))
+    if content_type == b"multipart/form-data":
+        boundary = params.get(b"boundary")
+        if not boundary:
+            raise ApiError(400, "bad_request", "multipart/form-data without a boundary")
+        part = _MultipartFile(request, boundary)
+        await part.start()
+        return UploadBody(part.filename, part.content_type, part.chunks())
+    declared = content_type.decode("latin-1") or None
+    if declared in ("application/octet-stream", "application/x-www-form-urlencoded"):
+        declared = None
+    return UploadBody(filename_from_headers(request), declared, request.stream())
+
+
+class _MultipartFile:
+    """Pulls the request body through a push parser until the ``file`` part, then streams its data."""
+
+    def __init__(self, request: Request, boundary: bytes) -> None:
+        self.body = request.stream()
+        self.filename: str | None = None
+        self.content_type: str | None = None
+        self._pending: list[bytes] = []
+        self._field = b""
+        self._value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._header_bytes = 0
+        self._in_file = False
+        self._found = False
+        self._file_done = False
+        self._ended = False
+        self.parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+                "on_end": self._end,
+            },
+        )
+
+    # --- parser callbacks ------------------------------------------------------------------
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._header_bytes = 0
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+        self._grow(end - start)
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+        self._grow(end - start)
+
+    def _grow(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise ApiError(431, "headers_too_large", "multipart part headers are too large")
+
+    def _header_end(self) -> None:
+        self._headers[self._field.lower()] = self._value
+        self._field = b""
+        self._value = b""
+
+    def _headers_finished(self) -> None:
+        _kind, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("latin-1")
+        if name == FILE_FIELD and not self._found:
+            self._found = self._in_file = True
+            raw = params.get(b"filename")
+            self.filename = raw.decode("utf-8", "replace") if raw is not None else None
+            declared, _ = parse_options_header(self._headers.get(b"content-type", b""))
+            self.content_type = declared.decode("latin-1") or None
+            if self.content_type == "application/octet-stream":
+                self.content_type = None
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file:
+            self._pending.append(bytes(data[start:end]))
+
+    def _part_end(self) -> None:
+        if self._in_file:
+            self._in_file = False
+            self._file_done = True
+
+    def _end(self) -> None:
+        self._ended = True
+
+    # --- driving ---------------------------------------------------------------------------
+    def _feed(self, piece: bytes) -> None:
+        try:
+            self.parser.write(piece)
+        except MultipartParseError as exc:
+            raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+
+    async def start(self) -> None:
+        """Read until the headers of the ``file`` part are known (or the body ends without one)."""
+        async for piece in self.body:
+            self._feed(piece)
+            if self._found:
+                return
+        raise ApiError(400, "bad_request", f"multipart body has no '{FILE_FIELD}' field")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            if self._pending:
+                data = b"".join(self._pending)
+                self._pending.clear()
+                yield data
+            if self._file_done:
+                break
+            try:
+                piece = await self.body.__anext__()
+            except StopAsyncIteration:
+                raise ApiError(400, "bad_request", "the multipart body ended inside the file part") from None
+            self._feed(piece)
+        # Read (and discard) the rest of the body so the connection stays usable.
+        async for piece in self.body:
+            self._feed(piece)
