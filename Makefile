@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint run
+.PHONY: install install-bench test lint run
 
 install: $(STAMP)
 
@@ -23,7 +23,16 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -q
 
-# Placeholder: the lead finalizes the query.
+# The main job on the embedded defaults: ingest the corpus end to end (workers in-process), then search.
+CORPUS ?= ../shared/corpus
+QUESTION ?= In which year was IBM founded?
 run: install
-	$(BIN)/chronos ingest ../shared/corpus --wait
-	$(BIN)/chronos search "..."
+	$(BIN)/chronos ingest $(CORPUS) --wait
+	$(BIN)/chronos search "$(QUESTION)" -k 5
+
+# The benchmarks' baseline stack (LlamaIndex's Docling reader, PGVectorStore). Its full `docling` pulls
+# PyPI's torchvision, which does not import beside the CPU torch file and breaks transformers: remove it
+# (nothing here uses Docling's layout models offline).
+install-bench: install
+	$(BIN)/pip install -e '.[local,cloud,dev,bench]'
+	$(BIN)/pip uninstall -y torchvision
