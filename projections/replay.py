@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from tqdm import tqdm
@@ -46,6 +46,7 @@ class ReplayStats:
     events: int  # events read from the log per projection, summed
     log_events: int
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # "<projection>:load|index|swap" -> seconds
 
     @property
     def events_per_s(self) -> float:
@@ -93,17 +94,21 @@ async def replay(pool: asyncpg.Pool, dsn: str, names: list[str] | None = None, *
     log_events = int(await pool.fetchval("SELECT count(*) FROM events"))
     start = time.perf_counter()
     total = 0
+    phases: dict[str, float] = {}
     bar = tqdm(total=log_events * len(projectors), unit="ev", desc="replay", disable=not progress)
     try:
         for projector in projectors:
-            total += await _replay_one(pool, dsn, store, projector, bar)
+            total += await _replay_one(pool, dsn, store, projector, bar, phases)
     finally:
         bar.close()
-    return ReplayStats([p.name for p in projectors], total, log_events, time.perf_counter() - start)
+    return ReplayStats([p.name for p in projectors], total, log_events, time.perf_counter() - start, phases)
 
 
-async def _replay_one(pool: asyncpg.Pool, dsn: str, store: EventStore, projector: Projector, bar: tqdm) -> int:
+async def _replay_one(
+    pool: asyncpg.Pool, dsn: str, store: EventStore, projector: Projector, bar: tqdm, phases: dict[str, float]
+) -> int:
     bar.set_postfix_str(projector.name)
+    t0 = time.perf_counter()
     async with pool.acquire() as conn:
         await _prepare_shadow(conn, projector)
 
@@ -116,12 +121,17 @@ async def _replay_one(pool: asyncpg.Pool, dsn: str, store: EventStore, projector
     sub = Subscription(store, name, handler, dsn=dsn, batch_size=BATCH_SIZE)
     await sub.reset()
     count = await sub.catch_up()
+    t1 = time.perf_counter()
     async with pool.acquire() as conn:
         async with conn.transaction():
             await _in_shadow(conn)
             await projector.finish_bulk_load(conn)
+        t2 = time.perf_counter()
         async with conn.transaction():
             count += await _swap(conn, store, projector, name)
+    phases[f"{projector.name}:load"] = t1 - t0
+    phases[f"{projector.name}:index"] = t2 - t1
+    phases[f"{projector.name}:swap"] = time.perf_counter() - t2
     return count
 
 

@@ -232,6 +232,7 @@ class VectorsProjector(Projector):
         return known
 
     async def finish_bulk_load(self, conn: Conn) -> None:
+        await conn.execute(query("projections", "bulk_index_settings"))
         for r in await conn.fetch(query("projections", "embedding_models_all")):
             index = await conn.fetchval(query("projections", "ensure_vector_index"), r["model"], r["dimensions"])
             await conn.execute(query("projections", "embedding_models_set_index"), r["model"], index)

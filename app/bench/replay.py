@@ -2,8 +2,10 @@
 
 The log: D documents × C chunks (random unit vectors, no model calls), each with the events the
 stages append. Replay rebuilds every projection into shadow tables and swaps them in; the baseline
-COPYs the same chunk and vector rows into plain tables of the same shape (same columns and keys,
-no HNSW index) in the same run. HNSW index build time is reported separately.
+COPYs the same chunk and vector rows into plain tables of the same shape (same columns and keys)
+in the same run, then builds the same HNSW index (same m / ef_construction, same session settings).
+Ratios are printed both without the index builds (load speed) and with them (time to a searchable
+table); the per-projection phases show where replay spends its time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from app import domain
 from app.bench.scratch import scratch_database
 from events.blobs import PgBlobStore
 from events.connection import create_pool
+from events.sqlfiles import query
 from events.store import EventStore
 from projections import copy
 from projections.replay import replay
@@ -65,12 +68,20 @@ async def run_bench(documents: int, chunks: int, dims: int, quiet: bool) -> dict
             stats = await replay(pool, dsn, progress=not quiet)
             log_events = stats.log_events
             total_chunks = documents * chunks
+            # The same index replay builds: same parameters, same session settings.
             t0 = time.perf_counter()
-            await pool.execute(
-                f"CREATE INDEX plain_hnsw ON plain_vectors USING hnsw "
-                f"((embedding::vector({int(dims)})) vector_cosine_ops)"
-            )
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(query("projections", "bulk_index_settings"))
+                hp = await conn.fetchrow(query("projections", "hnsw_parameters"))
+                assert hp is not None
+                await conn.execute(
+                    f"CREATE INDEX plain_hnsw ON plain_vectors USING hnsw "
+                    f"((embedding::vector({int(dims)})) vector_cosine_ops) "
+                    f"WITH (m = {int(hp['m'])}, ef_construction = {int(hp['ef_construction'])})"
+                )
             hnsw_s = time.perf_counter() - t0
+            index_s = sum(v for k, v in stats.phases.items() if k.endswith(":index"))
+            load_s = stats.seconds - index_s
             return {
                 "documents": documents,
                 "chunks": total_chunks,
@@ -82,9 +93,13 @@ async def run_bench(documents: int, chunks: int, dims: int, quiet: bool) -> dict
                 "copy_s_chunks_and_vectors": round(copy_s, 2),
                 "copy_chunks_per_s": round(total_chunks / copy_s),
                 "ratio_replay_vs_copy": round(copy_s / stats.seconds, 3),
+                "replay_s_without_index_builds": round(load_s, 2),
+                "ratio_replay_vs_copy_both_without_index": round(copy_s / load_s, 3),
+                "hnsw_build_s_replay": round(index_s, 2),
                 "hnsw_build_s_baseline": round(hnsw_s, 2),
-                "ratio_replay_vs_copy_plus_hnsw": round((copy_s + hnsw_s) / stats.seconds, 3),
-                "note": "replay includes the HNSW build of its vectors table and all five projections",
+                "ratio_replay_vs_copy_both_with_hnsw": round((copy_s + hnsw_s) / stats.seconds, 3),
+                "replay_phases_s": {k: round(v, 2) for k, v in stats.phases.items()},
+                "note": "replay covers all five projections; the baseline COPYs chunks and vectors only",
             }
         finally:
             await pool.close()

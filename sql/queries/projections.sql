@@ -113,3 +113,12 @@ SELECT DISTINCT refs.sha256 FROM refs JOIN state USING (stream_id)
 WHERE state.deleted
   AND NOT EXISTS (SELECT 1 FROM refs r2 JOIN state s2 USING (stream_id) WHERE r2.sha256 = refs.sha256 AND NOT s2.deleted)
   AND EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = refs.sha256);
+
+-- name: bulk_index_settings
+-- Before building HNSW indexes after a bulk load (replay): the whole graph in memory and a parallel
+-- build (pgvector >= 0.6), for this transaction only.
+SELECT set_config('maintenance_work_mem', '1GB', true), set_config('max_parallel_maintenance_workers', '2', true);
+
+-- name: hnsw_parameters
+SELECT coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_m'), 16) AS m,
+       coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_ef_construction'), 64) AS ef_construction;
