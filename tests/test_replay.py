@@ -72,3 +72,32 @@ async def test_replay_is_deterministic_and_makes_no_external_calls(store, blobs,
     from projections.runner import catch_up_all
 
     assert await catch_up_all(pool, dsn) == 0
+
+
+async def test_replay_one_document_repairs_its_rows_and_leaves_the_rest(store, blobs, pool, dsn) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from projections.replay_document import replay_documents
+
+    docs = await build_history(store, blobs, pool, dsn)
+    before = await projection_hashes(pool)
+    target = docs[0].document_id  # re-chunked and re-embedded: the richest history
+    # Damage the document's rows in every projection (as a bad manual fix would).
+    await pool.execute("DELETE FROM vectors WHERE document_id = $1", target)
+    await pool.execute("DELETE FROM chunks WHERE document_id = $1 AND ordinal = 0", target)
+    await pool.execute("UPDATE documents SET status = 'broken', chunk_count = 999 WHERE document_id = $1", target)
+    await pool.execute("DELETE FROM cost_ledger WHERE document_id = $1", target)
+    assert await projection_hashes(pool) != before
+
+    done = await replay_documents(pool, [str(target)])
+    assert {d.projection for d in done} == {"documents", "chunks", "vectors", "cost_ledger", "embedding_cache"}
+    assert all(d.events > 0 for d in done)
+    assert await projection_hashes(pool) == before
+    # Other documents were not touched, and a deleted document stays deleted.
+    await replay_documents(pool, [str(docs[3].document_id)])
+    assert await projection_hashes(pool) == before
+
+    with pytest.raises(ValueError, match="not a document id"):
+        await replay_documents(pool, ["nope"])
+    with pytest.raises(ValueError, match="no events"):
+        await replay_documents(pool, ["00000000-0000-0000-0000-000000000001"])

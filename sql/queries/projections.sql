@@ -122,3 +122,21 @@ SELECT set_config('maintenance_work_mem', '1GB', true), set_config('max_parallel
 -- name: hnsw_parameters
 SELECT coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_m'), 16) AS m,
        coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_ef_construction'), 64) AS ef_construction;
+
+-- name: document_events_upto
+-- A document stream's events that a projector's checkpoint already covers, in stream order
+-- (`chronos replay --document`).
+SELECT position, tx_id::text::bigint AS tx_id, event_id, stream_id, stream_version, type, schema_version,
+       data, metadata, recorded_at
+FROM events
+WHERE stream_id = ANY ($1::text[])
+  AND (tx_id, position) <= ($2::text::xid8, $3::bigint)
+ORDER BY stream_id, stream_version;
+
+-- name: document_keyed_tables
+-- Which of a projector's tables hold rows per document (a document_id column).
+SELECT table_name::text FROM information_schema.columns
+WHERE table_schema = current_schema() AND column_name = 'document_id' AND table_name = ANY ($1::text[]);
+
+-- name: streams_present
+SELECT DISTINCT stream_id FROM events WHERE stream_id = ANY ($1::text[]);
