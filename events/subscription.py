@@ -80,6 +80,7 @@ class Subscription:
         self.reconnect_delay = reconnect_delay
         self.listening = asyncio.Event()
         self.reconnects = 0
+        self.last_error: str | None = None  # the handler error that stalls run(), if any
         self._wake = asyncio.Event()
 
     async def checkpoint(self) -> Cursor:
@@ -148,6 +149,23 @@ class Subscription:
                         self.name,
                         timeout,
                         extra={"action": "catch_up", "subscription": self.name, "error": str(exc)},
+                    )
+                except Exception as exc:
+                    # A handler bug or an event it cannot take: the batch rolled back with the
+                    # checkpoint, so nothing is half-applied. Stay alive and stalled at that event
+                    # (skipping it would make the projection silently wrong; `chronos check` shows
+                    # the projection behind the log) and try again with backoff, after a fix or a
+                    # repaired blob store.
+                    failures += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    timeout = min(self.poll_interval * 2**failures, 60.0)
+                    logger.error(
+                        "subscription %s is stalled by its handler: %s; retrying in %.1fs",
+                        self.name,
+                        self.last_error,
+                        timeout,
+                        exc_info=True,
+                        extra={"action": "catch_up", "subscription": self.name, "error": self.last_error},
                     )
                 await _wait_any(self._wake, stop, timeout)
         finally:

@@ -13,7 +13,7 @@ import pytest
 
 from events import EventStore, NewEvent, RecordedEvent, Subscription
 from events.connection import create_pool
-from events.types import DbConn
+from events.types import Cursor, DbConn
 
 
 def ev(n: int) -> NewEvent:
@@ -243,6 +243,27 @@ async def test_failing_handler_rolls_back_writes_and_checkpoint(
     assert await sub.catch_up() == 5
     assert [r["n"] for r in await pool.fetch("SELECT n FROM projected ORDER BY n")] == [1, 2, 3, 4, 5]
     assert await sub.catch_up() == 0
+
+
+async def test_run_survives_a_handler_bug_and_resumes_once_fixed(
+    store: EventStore, pool: asyncpg.Pool, dsn: str
+) -> None:
+    broken = True
+    seen: list[int] = []
+
+    async def project(conn: DbConn, events: list[RecordedEvent]) -> None:
+        if broken:
+            raise KeyError("missing field")
+        seen.extend(e.data["n"] for e in events)
+
+    await store.append("s", [ev(n) for n in range(1, 4)])
+    sub = Subscription(store, "proj", project, dsn=dsn, poll_interval=0.05)
+    async with running(sub) as task:
+        await eventually(lambda: sub.last_error is not None, timeout=5)
+        assert "KeyError" in (sub.last_error or "") and not task.done()  # stalled, alive
+        assert await sub.checkpoint() == Cursor(0, 0)
+        broken = False
+        await eventually(lambda: seen == [1, 2, 3], timeout=10)
 
 
 async def test_notify_wakes_subscriber_long_before_poll(store: EventStore, pool: asyncpg.Pool, dsn: str) -> None:
