@@ -53,6 +53,7 @@ async def drain(rt: Runtime, *stages: str, timeout: float = 120) -> None:
                     dispatcher.NAME,
                     list(stages),
                 )
+                assert snap is not None
                 quiet = snap["busy"] == 0 and snap["dispatched"] >= snap["head"]
                 if quiet and tuple(snap) == last:  # nothing moved between two quiet looks
                     return
@@ -64,8 +65,8 @@ async def drain(rt: Runtime, *stages: str, timeout: float = 120) -> None:
 
 
 def ns(**kw: object) -> argparse.Namespace:
-    base = {"document": None, "all": False, "failed": False, "where": None, "backend": None, "chunk_size": None,
-            "chunk_overlap": None, "model": None, "reason": "test"}  # fmt: skip
+    base: dict[str, object] = {"document": None, "all": False, "failed": False, "where": None, "backend": None,
+                               "chunk_size": None, "chunk_overlap": None, "model": None, "reason": "test"}  # fmt: skip
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -92,6 +93,7 @@ async def test_conversion_that_is_not_a_docling_document_fails_finally(rt: Runti
     state = (await progress(rt.pool, [doc.document_id]))[doc.document_id]
     assert state.status == "failed" and state.failure
     job = await rt.pool.fetchrow("SELECT status, attempts FROM jobs WHERE stage = 'chunk'")
+    assert job is not None
     assert (job["status"], job["attempts"]) == ("failed", 1)
 
 

@@ -89,6 +89,7 @@ async def test_unsliceable_timeout_is_quarantined_at_once(rt: Runtime, tiny_time
     assert failed["backend"] == "local" and failed["attempt"] == 1
     assert seen == [None]  # converted once, not 4 times 5 minutes the same way
     job = await rt.pool.fetchrow("SELECT status, attempts FROM jobs WHERE document_id = $1::uuid", up.document_id)
+    assert job is not None
     assert (job["status"], job["attempts"]) == ("failed", 1)
 
 
