@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from app import domain
 from app.api import create_app
+from app.api.server import ChronosServer
 from app.config import Settings
 from app.runtime import Runtime
 from events.blobs import PgBlobStore
@@ -68,7 +69,7 @@ class ServerThread:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"
         )
-        self.server = uvicorn.Server(config)
+        self.server = ChronosServer(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -119,6 +119,7 @@ DOCUMENT_ROW = obj(
         "failed_at": nullable(TIME),
         "deleted_at": nullable(TIME),
         "updated_at": nullable(TIME),
+        "last_position": integer(description="position of the last event applied: a version for merging updates"),
     },
     ["document_id", "filename", "status"],
 )

@@ -113,7 +113,7 @@ def _decode_cursor(text: str) -> tuple[dt.datetime, uuid.UUID]:
 
 
 def document_row_json(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in dict(row).items() if k not in ("stream_version", "last_position", "sha256")}
+    out = {k: v for k, v in dict(row).items() if k not in ("stream_version", "sha256")}
     out["document_id"] = str(out["document_id"])
     if out.get("total_cost_usd") is not None:
         out["total_cost_usd"] = float(out["total_cost_usd"])

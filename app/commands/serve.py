@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.api import create_app
+    from app.api.server import ChronosServer
 
     if args.with_workers < 0:
         raise ValueError("--with-workers must be 0 or more")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         h11_max_incomplete_event_size=settings.max_header_bytes,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = ChronosServer(config)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
