@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from app import domain
+from app.check import run_checks
 from app.commands.reprocess import request
 from app.config import Settings
 from app.pipeline import dispatcher, jobs
@@ -90,6 +91,8 @@ async def test_switch_covers_documents_ingested_meanwhile(rt: Runtime, standin: 
     assert NEW in await embedded(rt, after.document_id)
     await catch_up_all(rt.pool, rt.dsn)
     assert (await models(rt.pool))[NEW] == (4, 4, True)
+    report = await run_checks(rt.pool)
+    assert not report.errors, [f.to_json() for f in report.errors]
 
 
 async def test_single_document_trial_is_not_a_switch(rt: Runtime) -> None:

@@ -5,11 +5,12 @@ FROM events GROUP BY stream_id HAVING max(stream_version) <> count(*) OR min(str
 LIMIT 100;
 
 -- name: duplicate_results
--- One result event of each kind per job: a second one means a job recorded (or paid) twice.
+-- One result event of each kind (and embedding model) per job: a second one means a job recorded (or
+-- paid) twice. An embed job during a model switch records one ChunksEmbedded per model.
 SELECT metadata ->> 'job_id' AS job_id, type, count(*) AS n
 FROM events
 WHERE metadata ? 'job_id' AND type IN ('DocumentConverted', 'DocumentChunked', 'ChunksEmbedded')
-GROUP BY 1, 2 HAVING count(*) > 1
+GROUP BY 1, 2, data ->> 'model' HAVING count(*) > 1
 LIMIT 100;
 
 -- name: duplicate_costs

@@ -30,6 +30,7 @@ from app.pipeline.intake import ingest_stream
 from app.pipeline.progress import progress
 from app.runtime import Runtime, open_runtime
 from events.blobs import aiter_bytes
+from projections.runner import catch_up_all
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = os.environ.get("CHRONOS_FAULTS_LONG") == "1"
@@ -201,20 +202,33 @@ async def verify(scenario: Scenario) -> dict[str, Any]:
         assert all(s in domain.FINAL_STATUSES for s in statuses.values()), statuses
         failed = {d: p.failure for d, p in prog.items() if p.status == "failed"}
         assert all(reason for reason in failed.values()), failed
+        # The workers are stopped: bring the projections to the head before checking them and
+        # comparing them with a fresh replay.
+        await catch_up_all(rt.pool, rt.dsn)
         report = await run_checks(rt.pool)
         assert not report.errors, [f.to_json() for f in report.errors]
+        # No stage result recorded twice (one conversion, one chunk set, one vector set per model).
         per_doc = await rt.pool.fetch(
-            """SELECT stream_id, type, count(*) AS n FROM events
+            """SELECT stream_id, type, data ->> 'model' AS model, count(*) AS n FROM events
                WHERE type IN ('DocumentConverted', 'DocumentChunked', 'ChunksEmbedded')
-               GROUP BY stream_id, type HAVING count(*) > 1"""
+               GROUP BY stream_id, type, data ->> 'model' HAVING count(*) > 1"""
         )
         assert not per_doc, [dict(r) for r in per_doc]
         dup_chunks = await rt.pool.fetchval(
             "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks GROUP BY 1, 2 HAVING count(*) > 1) d"
         )
         assert dup_chunks == 0
-        dup_costs = await rt.pool.fetchval("SELECT count(*) - count(DISTINCT event_id) FROM cost_ledger")
+        dup_vectors = await rt.pool.fetchval(
+            "SELECT count(*) FROM (SELECT chunk_id, model FROM vectors GROUP BY 1, 2 HAVING count(*) > 1) d"
+        )
+        assert dup_vectors == 0
+        # A cost is paid once per result: never two CostIncurred for the same result and resource.
+        dup_costs = await rt.pool.fetchval(
+            """SELECT count(*) FROM (SELECT data ->> 'caused_by', data ->> 'resource' FROM events
+               WHERE type = 'CostIncurred' GROUP BY 1, 2 HAVING count(*) > 1) d"""
+        )
         assert dup_costs == 0
+        assert await rt.pool.fetchval("SELECT count(*) - count(DISTINCT event_id) FROM cost_ledger") == 0
         before = await projection_fingerprint(rt)
     replay = scenario.cli("replay", "--all")
     assert replay.returncode == 0, replay.stdout + replay.stderr
