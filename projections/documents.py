@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from app import domain
@@ -22,6 +22,7 @@ from events.types import RecordedEvent
 from projections.base import Conn, Projector, document_id_of, in_own_stream, unique_ids
 
 State = dict[str, Any]
+_COST_SCALE = Decimal("1e-8")  # documents.total_cost_usd is numeric(14, 8)
 
 _REQUESTED = {
     domain.CONVERSION_REQUESTED: ("converting", "convert"),
@@ -75,7 +76,10 @@ def fold(state: State | None, e: RecordedEvent, document_id: str) -> State | Non
         return None
     s = dict(state)
     if e.type == domain.COST_INCURRED:
-        s["total_cost_usd"] = Decimal(s["total_cost_usd"]) + Decimal(str(d.get("amount_usd") or 0))
+        # Rounded to the column's scale at every step, as a stored row is: otherwise the total would
+        # depend on how events were batched (live in small batches vs one replay batch).
+        total = Decimal(s["total_cost_usd"]) + Decimal(str(d.get("amount_usd") or 0))
+        s["total_cost_usd"] = total.quantize(_COST_SCALE, rounding=ROUND_HALF_UP)
         return _touch(s, e)
     if s["status"] == "deleted":
         return _touch(s, e)

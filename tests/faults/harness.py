@@ -193,6 +193,10 @@ async def projection_fingerprint(rt: Runtime) -> dict[str, str]:
     return out
 
 
+async def projection_rows(rt: Runtime, table: str) -> set[str]:
+    return {r[0] for r in await rt.pool.fetch(f"SELECT t::text FROM {table} t")}
+
+
 async def verify(scenario: Scenario) -> dict[str, Any]:
     """Everything the fault suite promises, checked after a scenario; returns figures for the report."""
     async with open_runtime(scenario.settings) as rt:
@@ -230,11 +234,17 @@ async def verify(scenario: Scenario) -> dict[str, Any]:
         assert dup_costs == 0
         assert await rt.pool.fetchval("SELECT count(*) - count(DISTINCT event_id) FROM cost_ledger") == 0
         before = await projection_fingerprint(rt)
+        documents_before = await projection_rows(rt, "documents")
     replay = scenario.cli("replay", "--all")
     assert replay.returncode == 0, replay.stdout + replay.stderr
     async with open_runtime(scenario.settings) as rt:
         after = await projection_fingerprint(rt)
-    assert before == after, {"before": before, "after": after}
+        documents_after = await projection_rows(rt, "documents")
+    differ = {
+        "documents only live": sorted(documents_before - documents_after)[:3],
+        "documents only replayed": sorted(documents_after - documents_before)[:3],
+    }
+    assert before == after, {"before": before, "after": after, **differ}
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1

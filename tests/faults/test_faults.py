@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.faults.harness import LONG, Scenario, server_dsn, upload_documents, v
 
 pytestmark = [pytest.mark.local_models, pytest.mark.faults]
 
-DOCS = 300 if LONG else 36
+DOCS = int(os.environ.get("CHRONOS_FAULTS_DOCS") or (300 if LONG else 16))
 TIMEOUT = 1800 if LONG else 600
 RESULTS = Path(__file__).resolve().parent / "last_results.json"
 
