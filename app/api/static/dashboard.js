@@ -284,7 +284,7 @@ async function loadCosts() {
 }
 
 function drawCosts(costs, first, days) {
-  const W = 640, H = 220, L = 48, R = 12, T = 14, B = 26;
+  const W = 640, H = 220, L = 58, R = 12, T = 14, B = 26;
   const byDay = new Map(costs.days.map((d) => [d.day, d.usd]));
   const daily = [];
   let cumulative = 0;
@@ -319,7 +319,7 @@ function drawCosts(costs, first, days) {
   }));
   chart.append(svg("text", { class: "legend", x: W - R, y: y(budget) - 4, "text-anchor": "end", text: `monthly budget ${usd(budget)}` }));
   chart.append(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: "#999" }));
-  chart.append(svg("text", { class: "legend", x: L - 4, y: T + 8, "text-anchor": "end", text: usd(top) }));
+  chart.append(svg("text", { class: "legend", x: L - 4, y: T + 8, "text-anchor": "end", text: `$${top < 1 ? top.toFixed(4) : top.toFixed(2)}` }));
   chart.append(svg("text", { class: "legend", x: L - 4, y: H - B, "text-anchor": "end", text: "$0" }));
   for (const i of [0, Math.floor(days / 2), days - 1]) {
     chart.append(svg("text", { class: "legend", x: x(i), y: H - 8, "text-anchor": "middle", text: String(i + 1) }));
