@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -84,6 +85,20 @@ async def test_upload_through_the_page_reaches_searchable(dsn: str, browser: Any
         await expect(page.locator("#cost-chart svg line.budget")).to_have_count(1, timeout=30_000)
         assert not problems, problems
         await page.close()
+        # The same document through the JSON API, processed for real: search hits, Markdown, chunks.
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            doc = (await client.get("/documents")).json()["documents"][0]
+            assert doc["filename"] == "dashboard-notes.md" and doc["status"] == "searchable"
+            hits = (await client.get("/search", params={"q": "How far did the glacier retreat?", "k": 3})).json()
+            assert hits["hits"][0]["document_id"] == doc["document_id"] and "glacier" in hits["hits"][0]["text"]
+            assert "Glacier survey" in (await client.get(f"/documents/{doc['document_id']}/markdown")).text
+            chunks = (await client.get(f"/documents/{doc['document_id']}/chunks")).json()["chunks"]
+            assert chunks and "glacier" in chunks[0]["text"]
+            detail = (await client.get(f"/documents/{doc['document_id']}")).json()
+            assert [s["status"] for s in detail["stages"]] == ["done", "done", "done"]
+            assert detail["costs"]["total_usd"] > 0
+            metrics = (await client.get("/metrics")).text
+            assert 'chronos_stage_duration_seconds_count{stage="embed"} 1' in metrics
 
 
 async def test_failures_show_reason_and_retry(dsn: str, pool: asyncpg.Pool, store: EventStore, browser: Any) -> None:

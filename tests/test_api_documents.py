@@ -1,7 +1,7 @@
 """The HTTP API through httpx against the ASGI app on a real database: uploads (multipart, raw,
 streamed), dedupe, idempotency, limits, listing, document detail, events, Markdown, chunks,
 reprocess, delete, error shape. Stage results are appended directly (no Docling here); the real
-pipeline runs in tests/test_api_dashboard.py and tests/test_api_e2e.py."""
+pipeline (and search with real hits) runs in tests/test_api_dashboard.py."""
 
 from __future__ import annotations
 
