@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import tempfile
 import time
 import uuid
@@ -162,6 +163,21 @@ def _suffix(media_type: str) -> str:
     }.get(media_type, ".bin")
 
 
+def _convert_limits() -> dict[str, Any]:
+    """Operator overrides of the conversion limits: ``CHRONOS_CONVERT_TIMEOUT`` (seconds per local
+    conversion), ``CHRONOS_CONVERT_MEMORY_MB`` and ``CHRONOS_MODAL_TIMEOUT`` (seconds per Modal call)."""
+    limits: dict[str, Any] = {}
+    for env, key, kind in (
+        ("CHRONOS_CONVERT_TIMEOUT", "timeout_s", float),
+        ("CHRONOS_CONVERT_MEMORY_MB", "memory_mb", int),
+        ("CHRONOS_MODAL_TIMEOUT", "modal_timeout_s", float),
+    ):
+        raw = os.environ.get(env)
+        if raw:
+            limits[key] = kind(raw)
+    return limits
+
+
 async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
     from app.convert import SUPPORTED_MEDIA_TYPES, ConversionFailure, ConvertOptions, convert_with_recovery
 
@@ -178,7 +194,9 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
             retryable=False,
         )
     params = job.params
-    options = ConvertOptions(backend=params.get("backend") or "auto", pipeline=params.get("pipeline") or "default")
+    options = ConvertOptions(
+        backend=params.get("backend") or "auto", pipeline=params.get("pipeline") or "default", **_convert_limits()
+    )
     settings_hash = options.settings_hash()
     result_id = job.result_id("converted")
     meta = _meta(job, actor)

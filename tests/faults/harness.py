@@ -13,9 +13,13 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +253,45 @@ async def verify(scenario: Scenario) -> dict[str, Any]:
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1
     return {"documents": len(statuses), "faults": scenario.faults, "final_states": counts, "duplicates": 0}
+
+
+@contextmanager
+def black_hole() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers (a service that hangs); yields its URL."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(128)
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def refused_url() -> str:
+    """A local URL nothing listens on (a service that is unreachable)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 async def server_dsn(scenario: Scenario) -> str:

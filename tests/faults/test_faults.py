@@ -1,7 +1,12 @@
 """Fault suite: ingest through real worker processes while things break; lose nothing, double nothing.
 
-Quick form (default, part of the README's test command): a few dozen documents per scenario.
-Long form: ``CHRONOS_FAULTS_LONG=1 pytest tests/faults`` -- a few hundred documents, many faults.
+Every scenario runs its own embedded PostgreSQL, real ``chronos worker`` processes (local Docling in
+child processes), and OpenAI embeddings from the local stand-in server (tests/openai_standin.py) so a
+worker restart does not reload a torch model; then ``verify`` checks every promise (see harness.py).
+
+Quick form (default, part of the README's plain ``pytest`` run): 16 documents per scenario.
+Long form: ``CHRONOS_FAULTS_LONG=1 pytest tests/faults`` -- 300 documents, many more faults.
+``CHRONOS_FAULTS_DOCS=N`` overrides the document count. Figures land in ``last_results.json``.
 """
 
 from __future__ import annotations
@@ -10,59 +15,120 @@ import asyncio
 import json
 import os
 import random
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.faults.harness import LONG, Scenario, server_dsn, upload_documents, verify, wait_final
+from tests.faults.harness import (
+    LONG,
+    Scenario,
+    black_hole,
+    refused_url,
+    server_dsn,
+    upload_documents,
+    verify,
+    wait_final,
+)
+from tests.openai_standin import StandIn, openai_standin
 
 pytestmark = [pytest.mark.local_models, pytest.mark.faults]
 
 DOCS = int(os.environ.get("CHRONOS_FAULTS_DOCS") or (300 if LONG else 16))
-TIMEOUT = 1800 if LONG else 600
+TIMEOUT = 2400 if LONG else 600
 RESULTS = Path(__file__).resolve().parent / "last_results.json"
 
 
 def record(name: str, figures: dict[str, object]) -> None:
     """Keep the figures of the last run (for the closing note); printed with -s as well."""
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    figures = {"form": "long" if LONG else "quick", **figures}
     data[name] = figures
-    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True))
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(name, figures)
 
 
 @pytest.fixture
-def scenario(tmp_path: Path) -> Iterator[Scenario]:
+def standin() -> Iterator[StandIn]:
+    with openai_standin() as srv:
+        yield srv
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, standin: StandIn) -> Iterator[Scenario]:
     s = Scenario(home=tmp_path / "home", documents=DOCS)
     s.home.mkdir()
+    s.env.update(OPENAI_API_KEY="sk-faults", OPENAI_BASE_URL=standin.url)
+    started = time.monotonic()
     yield s
     s.stop_workers(timeout=20)
     s.cli("db", "stop")
+    print(f"scenario took {time.monotonic() - started:.0f} s")
+
+
+async def running_convert_owners(dsn: str) -> set[int]:
+    """Pids of workers holding a convert job right now (owner ``worker:<host>:<pid>``)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT lease_owner FROM jobs WHERE stage = 'convert' AND status = 'running'")
+    finally:
+        await conn.close()
+    return {int(r["lease_owner"].rsplit(":", 1)[1]) for r in rows if r["lease_owner"]}
 
 
 async def test_workers_sigkilled_at_random_moments(scenario: Scenario) -> None:
+    """SIGKILL, many times: workers mid-conversion, the projection process while events arrive, and
+    workers at random moments. Killed jobs are taken over after their lease."""
     await upload_documents(scenario)
+    dsn = await server_dsn(scenario)
     rng = random.Random(11)
-    scenario.start_worker()
-    scenario.start_worker()
-    kills = 25 if LONG else 5
-    next_kill = [rng.uniform(4, 8)]
+    workers = [scenario.start_worker(), scenario.start_worker()]
+    projector = [scenario.start_worker("--stages", "")]  # dispatcher + projections only
+    kills = {"mid_conversion": 0, "projection_process": 0, "random_moment": 0}
+    budget = 24 if LONG else 4
+    next_kill = [rng.uniform(3, 6)]
+    last_head = [0]
 
     async def tick(elapsed: float) -> None:
-        if scenario.faults < kills and elapsed > next_kill[0]:
-            scenario.kill_random_worker(rng)
-            scenario.start_worker()
-            next_kill[0] = elapsed + rng.uniform(2, 6)
-        while len(scenario.alive()) < 2:
-            scenario.start_worker()
+        nonlocal workers
+        if sum(kills.values()) < budget and elapsed > next_kill[0]:
+            kind = ("mid_conversion", "projection_process", "random_moment")[sum(kills.values()) % 3]
+            victim = None
+            if kind == "mid_conversion":
+                owners = await running_convert_owners(dsn)
+                victim = next((w for w in workers if w.pid in owners and w.poll() is None), None)
+            elif kind == "projection_process":
+                conn = await asyncpg.connect(dsn)
+                try:
+                    head = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+                finally:
+                    await conn.close()
+                if head > last_head[0] and projector[0].poll() is None:  # events arriving: projecting
+                    victim = projector[0]
+                last_head[0] = head
+            else:
+                alive = [w for w in workers if w.poll() is None]
+                victim = rng.choice(alive) if alive else None
+            if victim is not None:
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(10)
+                scenario.faults += 1
+                kills[kind] += 1
+                next_kill[0] = elapsed + rng.uniform(2, 5)
+        workers = [w for w in workers if w.poll() is None]
+        while len(workers) < 2:
+            workers.append(scenario.start_worker())
+        if projector[0].poll() is not None:
+            projector[0] = scenario.start_worker("--stages", "")
 
     await wait_final(scenario, TIMEOUT, tick)
     scenario.stop_workers()
     figures = await verify(scenario)
-    assert figures["faults"] >= 1
-    record("sigkill_workers", figures)
+    assert kills["mid_conversion"] >= 1 and kills["projection_process"] >= 1, kills
+    record("sigkill_workers", {**figures, "kills": kills})
 
 
 async def test_database_restarted_mid_ingest(scenario: Scenario) -> None:
@@ -71,18 +137,18 @@ async def test_database_restarted_mid_ingest(scenario: Scenario) -> None:
     scenario.start_worker()
     restarts = 3 if LONG else 1
     done = [0]
-    next_at = [6.0]
+    next_at = [5.0]
 
     async def tick(elapsed: float) -> None:
         if done[0] < restarts and elapsed > next_at[0]:
-            stop = scenario.cli("db", "stop")
+            stop = await asyncio.to_thread(scenario.cli, "db", "stop")
             assert stop.returncode == 0, stop.stderr
             await asyncio.sleep(2)
-            start = scenario.cli("db", "start")
+            start = await asyncio.to_thread(scenario.cli, "db", "start")
             assert start.returncode == 0, start.stderr
             done[0] += 1
             scenario.faults += 1
-            next_at[0] = elapsed + 10
+            next_at[0] = elapsed + 15
 
     await wait_final(scenario, TIMEOUT, tick)
     assert all(w.poll() is None for w in scenario.workers), "a worker died when the database went away"
@@ -140,7 +206,7 @@ async def test_blob_store_failing_writes(scenario: Scenario) -> None:
     lifted = [False]
 
     async def tick(elapsed: float) -> None:
-        if not lifted[0] and elapsed > (60 if LONG else 20):
+        if not lifted[0] and elapsed > (60 if LONG else 15):
             c = await asyncpg.connect(dsn)
             try:
                 await c.execute("DROP TRIGGER fail_some_blob_writes ON blob_chunks")
@@ -169,7 +235,7 @@ async def test_replay_while_ingesting(scenario: Scenario) -> None:
     replays = [0]
 
     async def tick(elapsed: float) -> None:
-        if replays[0] < (3 if LONG else 1) and elapsed > 5 + 10 * replays[0]:
+        if replays[0] < (3 if LONG else 1) and elapsed > 4 + 10 * replays[0]:
             result = await asyncio.to_thread(scenario.cli, "replay", "--all")
             assert result.returncode == 0, result.stdout + result.stderr
             replays[0] += 1
@@ -178,3 +244,67 @@ async def test_replay_while_ingesting(scenario: Scenario) -> None:
     await wait_final(scenario, TIMEOUT, tick)
     scenario.stop_workers()
     record("replay_while_ingesting", await verify(scenario))
+
+
+async def test_modal_unreachable_or_timing_out(scenario: Scenario) -> None:
+    """Modal configured, but one worker's Modal refuses connections and the other's never answers:
+    every conversion falls back to local Docling, and the event says so."""
+    await upload_documents(scenario)
+    scenario.env.update(MODAL_TOKEN_ID="ak-faults", MODAL_TOKEN_SECRET="as-faults", CHRONOS_MODAL_TIMEOUT="3")
+    with black_hole() as hanging:
+        scenario.env["MODAL_SERVER_URL"] = refused_url()
+        scenario.start_worker()
+        scenario.env["MODAL_SERVER_URL"] = hanging
+        scenario.start_worker()
+        await wait_final(scenario, TIMEOUT)
+        scenario.stop_workers()
+    conn = await asyncpg.connect(await server_dsn(scenario))
+    try:
+        rows = await conn.fetch(
+            "SELECT data -> 'fallback' ->> 'reason' AS reason, data ->> 'backend' AS backend, count(*) AS n "
+            "FROM events WHERE type = 'DocumentConverted' GROUP BY 1, 2"
+        )
+    finally:
+        await conn.close()
+    fallbacks = {f"{r['backend']} after {r['reason']}": r["n"] for r in rows}
+    assert all(r["backend"] == "local" and r["reason"] for r in rows), fallbacks
+    scenario.faults = sum(r["n"] for r in rows)
+    figures = await verify(scenario)
+    record("modal_unreachable_or_timing_out", {**figures, "fallbacks": fallbacks})
+
+
+async def test_openai_429_and_500_in_bursts(scenario: Scenario, standin: StandIn) -> None:
+    """The embeddings endpoint answers bursts of 429 (with Retry-After) and 500 while documents flow."""
+    await upload_documents(scenario)
+    burst = [
+        (429, {"Retry-After": "1"}, {"error": {"message": "Rate limit reached", "type": "requests"}}),
+        (429, {"retry-after-ms": "300"}, {"error": {"message": "Rate limit reached", "type": "tokens"}}),
+        (500, {}, {"error": {"message": "The server had an error", "type": "server_error"}}),
+        (500, {}, {"error": {"message": "The server had an error", "type": "server_error"}}),
+        (503, {}, {"error": {"message": "Service unavailable", "type": "server_error"}}),
+    ]
+    injected = [0]
+    bursts = [0]
+    next_at = [0.0]
+
+    def inject() -> None:
+        standin.script.extend(burst)
+        injected[0] += len(burst)
+        bursts[0] += 1
+
+    inject()  # the first embedding requests meet a burst
+    scenario.start_worker()
+    scenario.start_worker()
+
+    async def tick(elapsed: float) -> None:
+        if elapsed > next_at[0] and bursts[0] < (40 if LONG else 6):
+            inject()
+            next_at[0] = elapsed + 3
+
+    await wait_final(scenario, TIMEOUT, tick)
+    scenario.stop_workers()
+    served = injected[0] - len(standin.script)
+    scenario.faults = served
+    figures = await verify(scenario)
+    assert served > 0
+    record("openai_429_500_bursts", {**figures, "bursts": bursts[0], "embedding_requests": len(standin.requests)})
