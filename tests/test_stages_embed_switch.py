@@ -21,6 +21,7 @@ from app.runtime import Runtime
 from events import EventStore, PgBlobStore
 from events.subscription import Subscription
 from projections.runner import catch_up_all
+from projections.synthetic import SyntheticDocument
 from tests.openai_standin import StandIn, openai_standin
 from tests.test_pipeline import put_bytes
 from tests.test_stages_chunk import drain, ns
@@ -103,3 +104,14 @@ async def test_single_document_trial_is_not_a_switch(rt: Runtime) -> None:
     later = await put_bytes(rt, b"# Later\n\nNot part of any switch.\n", "later.md")
     await drain(rt)
     assert await embedded(rt, later.document_id) == [OLD]
+
+
+async def test_request_ahead_of_the_chunks_is_not_a_failure(rt: Runtime) -> None:
+    """A switch reaching a document that is still converting: no failure; its chunks get the model."""
+    doc = SyntheticDocument(rt.store, rt.blobs)
+    await doc.upload()
+    await doc.request("embed", model=NEW)
+    await drain(rt, "embed")
+    kinds = [e.type for e in await rt.store.read_stream(domain.stream_for(doc.document_id))]
+    assert domain.EMBEDDING_FAILED not in kinds
+    assert await rt.pool.fetchval("SELECT status FROM jobs WHERE stage = 'embed'") == "done"

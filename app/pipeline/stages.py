@@ -290,6 +290,10 @@ async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
 
     conversion = history.conversions.get(job.params.get("conversion_id", "")) or history.latest_conversion
     if conversion is None:
+        if job.params.get("request_id"):
+            # A reprocess request ahead of the conversion: its settings are sticky (DocumentHistory), the
+            # conversion's own chunk job uses them. Nothing to do now, and no failure to report.
+            return Outcome("done")
         raise StageFailure("NoConversion", "the document has no conversion to chunk yet", retryable=False)
     request = history.chunk_request or {}
     chunk_size = job.params.get("chunk_size", request.get("chunk_size"))
@@ -362,6 +366,10 @@ async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
 
     chunk_set = history.chunk_sets.get(job.params.get("chunk_set_id", "")) or history.latest_chunk_set
     if chunk_set is None:
+        if job.params.get("request_id"):
+            # E.g. a model switch reached a document still converting: the requested model is sticky, so
+            # the embed job of its first chunk set uses it. Not a failure of the document.
+            return Outcome("done")
         raise StageFailure("NoChunks", "the document has no chunk set to embed yet", retryable=False)
     requested = job.params.get("model")
     models: list[str | None] = [requested or history.model]
