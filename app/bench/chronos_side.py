@@ -31,32 +31,13 @@ import orjson
 from app import domain
 from app.commands.ingest import upload_all, wait_until_final
 from app.config import Settings
+from app.pipeline.warmup import warm_up
 from app.pipeline.worker import Worker
 from app.runtime import Runtime, open_runtime
 from events.sqlfiles import query
+from projections.runner import catch_up_all
 
 logger = logging.getLogger(__name__)
-
-
-def warm_up(settings: Settings) -> dict[str, float]:
-    """Start a converter process and load the default embedder; seconds each took."""
-    out: dict[str, float] = {}
-    start = time.perf_counter()
-    from app.convert.local import default_pool
-
-    default_pool().warm()
-    out["converter_s"] = round(time.perf_counter() - start, 3)
-    start = time.perf_counter()
-    try:
-        from app.embedders import get_embedder  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # embedders not in this build: the embed stage will say so
-        return out
-    embedder = get_embedder(None, settings)
-    warm = getattr(embedder, "warm_up", None)
-    if callable(warm):
-        warm()
-    out["embedder_s"] = round(time.perf_counter() - start, 3)
-    return out
 
 
 async def per_document(rt: Runtime, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -78,7 +59,7 @@ async def per_document(rt: Runtime, ids: list[str]) -> dict[str, dict[str, Any]]
 async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, timeout: float | None) -> dict[str, Any]:
     settings = replace(Settings.from_env(), database_url=dsn)
     warm_start = time.perf_counter()
-    warm = await asyncio.to_thread(warm_up, settings)
+    warm = await warm_up(("convert", "chunk", "embed"), settings)
     warm_s = time.perf_counter() - warm_start
     async with open_runtime(settings, max_size=max(10, concurrency * 3 + 6)) as rt:
         started = time.perf_counter()
@@ -92,11 +73,8 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
             state = await wait_until_final(rt, ids, quiet, timeout)
             final_s = time.perf_counter() - started
             projected = False
-            with contextlib.suppress(ImportError):
-                from projections.runner import catch_up_all  # type: ignore[import-not-found,unused-ignore]
-
-                await catch_up_all(rt.pool, rt.dsn)
-                projected = True
+            await catch_up_all(rt.pool, rt.dsn)
+            projected = True
             total_s = time.perf_counter() - started
         finally:
             stop.set()

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from app.pipeline import dispatcher, jobs
 from app.pipeline.jobs import Job
 from app.pipeline.stages import Outcome, run_stage
+from app.pipeline.warmup import warm_up
 from app.runtime import Runtime
 from events.listener import listen_forever, wait_any
 from events.subscription import Subscription
@@ -48,6 +49,7 @@ class Worker:
         grace_s: float = 30.0,
         run_projections: bool = True,
         runner: StageRunner = run_stage,
+        warm: bool | None = None,
     ) -> None:
         self.rt = rt
         self.stages = list(stages)
@@ -58,6 +60,8 @@ class Worker:
         self.grace_s = grace_s
         self.run_projections = run_projections
         self.runner = runner
+        # Load converter, chunker and embedder at start, concurrently (real stages only).
+        self.warm = runner is run_stage if warm is None else warm
         self.wake = asyncio.Event()
         self.processed = 0
         self.in_flight: dict[object, Job] = {}
@@ -81,6 +85,8 @@ class Worker:
         ]
         if self.run_projections:
             background.append(asyncio.create_task(self._projections(stop), name="projections"))
+        if self.warm:
+            background.append(asyncio.create_task(self._warm_up(), name="warm-up"))
         slots = [asyncio.create_task(self._slot(claiming_stop), name=f"slot-{i}") for i in range(self.concurrency)]
         try:
             await stop.wait()
@@ -101,6 +107,10 @@ class Worker:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def _warm_up(self) -> None:
+        took = await warm_up(self.stages, self.rt.settings)
+        logger.info("warmed up %s", took, extra={"action": "warm_up", "seconds": took})
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
         sub = Subscription(

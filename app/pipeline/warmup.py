@@ -1,0 +1,62 @@
+"""Load what the stages need before the first job arrives, all at once.
+
+Left lazy, each stage pays its start-up when its first job comes: the converter process (Docling's
+imports), then LlamaIndex's node parsers, then the embedding model, one after the other — tens of
+seconds on a small machine before the first document is searchable. Started together when a worker
+starts (while ``chronos ingest`` is still uploading), they overlap. A failure here is only logged:
+the stage itself reports it, as a failure event, when it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from app.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def warm_converter() -> None:
+    from app.convert.local import default_pool
+
+    default_pool().warm()
+
+
+def warm_chunker() -> None:
+    import app.chunking  # noqa: F401  (LlamaIndex's node parsers: the slow import)
+
+
+def warm_embedder(settings: Settings) -> None:
+    from app.embedders import get_embedder
+
+    embedder = get_embedder(None, settings)
+    warm = getattr(embedder, "warm_up", None)
+    if callable(warm):
+        warm()
+
+
+def _timed(name: str, fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    try:
+        fn()
+    except Exception as exc:  # the stage reports it properly when it runs
+        logger.warning("warm-up of %s failed: %s", name, exc, extra={"action": "warm_up", "part": name})
+    return round(time.perf_counter() - start, 3)
+
+
+async def warm_up(stages: Iterable[str], settings: Settings) -> dict[str, float]:
+    """Warm the parts the given stages use, concurrently; seconds each took."""
+    wanted = set(stages)
+    parts: dict[str, Callable[[], None]] = {}
+    if "convert" in wanted:
+        parts["converter"] = warm_converter
+    if "chunk" in wanted:
+        parts["chunker"] = warm_chunker
+    if wanted & {"chunk", "embed"}:  # chunking counts tokens with the embedder's tokenizer
+        parts["embedder"] = lambda: warm_embedder(settings)
+    names = list(parts)
+    took = await asyncio.gather(*(asyncio.to_thread(_timed, n, parts[n]) for n in names))
+    return dict(zip(names, took, strict=True))
