@@ -36,3 +36,28 @@ async def test_delete_collects_only_unshared_blobs_and_replay_agrees(
     before = await projection_hashes(pool)
     await replay(pool, dsn, progress=False)
     assert await projection_hashes(pool) == before
+
+
+async def test_gc_collects_bytes_of_refused_uploads_after_the_grace_period(
+    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str
+) -> None:
+    import datetime as dt
+
+    import pytest
+
+    from app.pipeline.intake import UnsupportedMediaType, ingest_stream
+
+    async def one(data: bytes):  # type: ignore[no-untyped-def]
+        yield data
+
+    kept = await ingest_stream(store, blobs, one(b"# kept\n\nA Markdown file.\n"), filename="kept.md",
+                               source="test", actor="test", reject_unsupported=True)  # fmt: skip
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+    with pytest.raises(UnsupportedMediaType):
+        await ingest_stream(store, blobs, one(png), filename="x.png", source="test", actor="test",
+                            reject_unsupported=True)  # fmt: skip
+    assert await pool.fetchval("SELECT count(*) FROM blobs") == 2  # the refused bytes are stored...
+    assert await collect_blobs(pool, dt.timedelta(hours=1)) == 0  # ...and kept during the grace period
+    assert await collect_blobs(pool, dt.timedelta(0)) == 1  # then collected; the referenced one stays
+    assert [r["sha256"] for r in await pool.fetch("SELECT sha256 FROM blobs")] == [kept.sha256]
+    assert await blobs.get_bytes(kept.sha256) == b"# kept\n\nA Markdown file.\n"

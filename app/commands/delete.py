@@ -9,6 +9,7 @@ by hash, so a blob another document uses stays). Blobs no event names are never 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import uuid
 
 import asyncpg
@@ -30,7 +31,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--keep-blobs", action="store_true", help="skip blob garbage collection")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
-    g = sub.add_parser("gc", help="remove blobs only deleted documents reference")
+    g = sub.add_parser(
+        "gc", help="remove blobs only deleted documents reference, blobs no event names, and interrupted uploads"
+    )
+    g.add_argument(
+        "--grace-minutes",
+        type=float,
+        default=60.0,
+        help="leave unreferenced blobs and unfinished uploads younger than this alone (default 60)",
+    )
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=gc_main)
 
@@ -56,9 +65,14 @@ async def delete_documents(store: EventStore, ids: list[str], reason: str, actor
     return done
 
 
-async def collect_blobs(pool: asyncpg.Pool) -> int:
+async def collect_blobs(pool: asyncpg.Pool, unreferenced_older_than: dt.timedelta | None = None) -> int:
+    """Remove blobs only deleted documents reference; with ``unreferenced_older_than``, also blobs no
+    event names that are older than that (refused uploads, outputs of jobs that never recorded)."""
     blobs = PgBlobStore(pool)
     shas = [r["sha256"] for r in await pool.fetch(query("projections", "gc_candidates"))]
+    if unreferenced_older_than is not None:
+        cutoff = dt.datetime.now(dt.UTC) - unreferenced_older_than
+        shas += [r["sha256"] for r in await pool.fetch(query("projections", "gc_unreferenced"), cutoff)]
     removed = 0
     for sha in shas:
         removed += await blobs.delete(sha)
@@ -79,6 +93,7 @@ async def main(args: argparse.Namespace) -> int:
 
 async def gc_main(args: argparse.Namespace) -> int:
     async with open_runtime() as rt:
-        removed = await collect_blobs(rt.pool)
+        removed = await collect_blobs(rt.pool, dt.timedelta(minutes=args.grace_minutes))
+        removed += await rt.blobs.collect_orphans(dt.timedelta(minutes=args.grace_minutes))
     print(orjson.dumps({"blobs_removed": removed}).decode() if args.json else f"removed {removed} blob(s)")
     return 0

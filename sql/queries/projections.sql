@@ -140,3 +140,19 @@ WHERE table_schema = current_schema() AND column_name = 'document_id' AND table_
 
 -- name: streams_present
 SELECT DISTINCT stream_id FROM events WHERE stream_id = ANY ($1::text[]);
+
+-- name: gc_unreferenced
+-- Published blobs that no event names at all, older than the cutoff: bytes of refused uploads (415,
+-- 413 after the limit, empty) and stage outputs whose job never recorded them. The cutoff leaves
+-- time for an upload or a job to append the event that names its blob.
+WITH named AS (
+    SELECT r.sha256
+    FROM events e,
+         LATERAL (VALUES (e.data -> 'blob' ->> 'sha256'), (e.data -> 'docling_json' ->> 'sha256'),
+                         (e.data -> 'markdown' ->> 'sha256'), (e.data -> 'vectors' ->> 'sha256'),
+                         (e.data ->> 'sha256')) AS r(sha256)
+    WHERE r.sha256 IS NOT NULL
+)
+SELECT b.sha256 FROM blobs b
+WHERE b.created_at < $1
+  AND NOT EXISTS (SELECT 1 FROM named WHERE named.sha256 = b.sha256);
