@@ -213,3 +213,33 @@ async def test_job_ids_are_deterministic(stage: str) -> None:
     trigger = uuid.uuid4()
     assert jobs.job_id_for(trigger, stage) == jobs.job_id_for(trigger, stage)
     assert jobs.job_id_for(trigger, stage) != jobs.job_id_for(trigger, "chunk")
+
+
+async def test_slots_take_the_job_furthest_along_and_no_stage_holds_every_slot(
+    rt: Runtime, pool: asyncpg.Pool
+) -> None:
+    """Documents flow through: a queued embed job goes before older convert jobs, and with two slots
+    one stage never holds both (a conversion runs beside an embedding)."""
+    for i, stage in enumerate(["convert"] * 4 + ["chunk", "embed"]):
+        await jobs.enqueue(pool, document_id=str(uuid.uuid4()), stage=stage, trigger_event_id=uuid.uuid4(),
+                           trigger_position=i + 1)  # fmt: skip
+    running: list[str] = []
+    peak: Counter[tuple[str, ...]] = Counter()
+    order: list[str] = []
+    done = asyncio.get_running_loop().create_future()
+
+    async def runner(_rt: Runtime, job: Job, _owner: str) -> Outcome:
+        order.append(job.stage)
+        running.append(job.stage)
+        peak[tuple(sorted(running))] += 1
+        await asyncio.sleep(0.2)
+        running.remove(job.stage)
+        if len(order) == 6:
+            _resolve(done)
+        return Outcome("done")
+
+    worker = Worker(rt, concurrency=2, run_projections=False, poll_interval=0.05, runner=runner)
+    await run_workers(rt, [worker], done)
+    assert order[:2] == ["embed", "chunk"]  # furthest along first, though queued last
+    assert sorted(order) == sorted(["convert"] * 4 + ["chunk", "embed"])
+    assert ("convert", "convert") not in peak  # one stage never held both slots

@@ -6,6 +6,10 @@
   deterministic, so a job that did record its result is never recorded (or paid for) twice.
 * Retries back off exponentially up to ``max_attempts``, then a final failure event is appended.
 * SIGTERM: stop claiming, let in-flight jobs finish for ``grace_s``, release the rest, exit.
+* Documents flow through rather than stage by stage: a free slot takes the job furthest along
+  (embed, then chunk, then convert), and with several stages no stage holds every slot, so a
+  conversion (one core, in a child process) runs beside an embedding (the model, in-process) and
+  the first documents are searchable while later ones still convert.
 * Every worker also runs the dispatcher subscription (events -> jobs) and, unless disabled, the
   projections, so a single ``chronos worker`` is a complete back end.
 """
@@ -28,6 +32,7 @@ from events.listener import listen_forever, wait_any
 from events.subscription import Subscription
 
 logger = logging.getLogger(__name__)
+STAGE_PRIORITY = ("embed", "chunk", "convert")  # furthest along first
 
 StageRunner = Callable[[Runtime, Job, str], Awaitable[Outcome]]
 
@@ -65,6 +70,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.processed = 0
         self.in_flight: dict[object, Job] = {}
+        self._claiming: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then finish or release in-flight work and return."""
@@ -123,10 +129,33 @@ class Worker:
 
         await run_projections(self.rt, self.rt.dsn, stop)
 
+    def _stage_limit(self) -> int:
+        """Slots one stage may hold at once: all of them when the worker runs one stage, else all but
+        one, so the other stages always have a slot."""
+        return self.concurrency if len(self.stages) == 1 else max(1, self.concurrency - 1)
+
+    async def _claim(self) -> list[Job]:
+        """One job: from the stage furthest along that is below its slot limit."""
+        limit = self._stage_limit()
+        for stage in sorted(self.stages, key=STAGE_PRIORITY.index):
+            busy = self._claiming.get(stage, 0) + sum(1 for j in self.in_flight.values() if j.stage == stage)
+            if busy >= limit:
+                continue
+            self._claiming[stage] = self._claiming.get(stage, 0) + 1  # other slots see it while we wait
+            try:
+                claimed = await jobs.claim(self.rt.pool, [stage], self.owner, self.lease_s, 1)
+                for job in claimed:
+                    self.in_flight[job.job_id] = job
+            finally:
+                self._claiming[stage] -= 1
+            if claimed:
+                return claimed
+        return []
+
     async def _slot(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                claimed = await jobs.claim(self.rt.pool, self.stages, self.owner, self.lease_s, 1)
+                claimed = await self._claim()
             except Exception as exc:  # database down: wait and try again, never die
                 logger.warning("could not claim a job: %s", exc, extra={"action": "claim", "error": str(exc)})
                 await wait_any(stop, stop, min(self.poll_interval * 5, 10.0))
