@@ -221,8 +221,9 @@ async def test_slots_take_the_job_furthest_along_and_no_stage_holds_every_slot(
     """Documents flow through: a queued embed job goes before older convert jobs, and with two slots
     one stage never holds both (a conversion runs beside an embedding)."""
     for i, stage in enumerate(["convert"] * 4 + ["chunk", "embed"]):
-        await jobs.enqueue(pool, document_id=str(uuid.uuid4()), stage=stage, trigger_event_id=uuid.uuid4(),
-                           trigger_position=i + 1)  # fmt: skip
+        async with pool.acquire() as conn:
+            await jobs.enqueue(conn, document_id=str(uuid.uuid4()), stage=stage, trigger_event_id=uuid.uuid4(),
+                               trigger_position=i + 1)  # fmt: skip
     running: list[str] = []
     peak: Counter[tuple[str, ...]] = Counter()
     order: list[str] = []
