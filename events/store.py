@@ -89,10 +89,16 @@ class EventStore:
         try:
             if len(events) == 1:
                 e = events[0]
-                rows = await conn.fetch(
-                    query("events", "append_one"),
-                    stream_id, expected, e.event_id, e.type, e.schema_version, dict(e.data), dict(e.metadata),
-                )
+                in_tx = conn.is_in_transaction()
+                try:
+                    rows = await conn.fetch(
+                        query("events", "append_one" if in_tx else "append_one_plain"),
+                        stream_id, expected, e.event_id, e.type, e.schema_version, dict(e.data), dict(e.metadata),
+                    )  # fmt: skip
+                except asyncpg.UniqueViolationError as exc:
+                    if in_tx or exc.constraint_name != "events_event_id_key":
+                        raise
+                    rows = []  # stored already: an idempotent retry (or an id reused elsewhere)
             else:
                 args = (
                     stream_id,

@@ -10,6 +10,16 @@ WHERE $2::integer IS NULL OR $2::integer = cur.v
 ON CONFLICT (event_id) DO NOTHING
 RETURNING position, stream_version;
 
+-- name: append_one_plain
+-- One event outside a transaction: as append_one without ON CONFLICT (speculative insertion costs
+-- more than the rare idempotent retry, which fails on events_event_id_key and is explained by the
+-- client). Inside a caller's transaction append_one is used (no savepoint needed).
+INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata)
+SELECT $3, $1, cur.v + 1, $4, $5, $6, $7
+FROM (SELECT coalesce(max(stream_version), 0) AS v FROM events WHERE stream_id = $1) AS cur
+WHERE $2::integer IS NULL OR $2::integer = cur.v
+RETURNING position, stream_version;
+
 -- name: append_many
 -- A batch in one statement. Returns no row when the stream is not at the expected version; a
 -- stored event id fails on events_event_id_key (the client then checks for an idempotent retry).
