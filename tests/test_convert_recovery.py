@@ -142,3 +142,27 @@ async def test_after_a_modal_fallback_local_slices_are_next(
     assert seen == [None, (1, 3), (4, 5)]
     assert out.backend == "local" and out.slices == [[1, 3], [4, 5]]
     assert out.fallback is not None and out.fallback["reason"] == "unreachable"
+
+
+async def test_final_failure_after_a_modal_fallback_still_says_why_modal_was_not_used(
+    tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import modal
+    import modal.exception as mex
+
+    def from_name(*_: Any, **__: Any) -> Any:
+        raise mex.ConnectionError("Could not connect to the Modal server.")
+
+    monkeypatch.setattr(modal.Function, "from_name", from_name)
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
+    modal_breaker.reset()
+    tiny_timeout_above(0)  # local times out at every size
+    try:
+        with pytest.raises(ConversionFailure) as info:
+            await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF, options=ConvertOptions())
+    finally:
+        modal_breaker.reset()
+    failure = info.value
+    assert failure.final and len(failure.attempts) > 1
+    assert failure.fallback is not None and failure.fallback["reason"] == "unreachable"

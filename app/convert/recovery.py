@@ -70,6 +70,7 @@ async def convert_with_recovery(
             parts = await _slices(path, media_type, options, 1, mid, budget, attempts)
             parts += await _slices(path, media_type, options, mid + 1, page_count, budget, attempts)
         except ConversionFailure as failure:
+            failure.fallback = failure.fallback or last.fallback
             raise _finish(failure, attempts, final=True) from None
         output = await _merge(parts, options)
         output.total_s = time.perf_counter() - started
@@ -151,4 +152,5 @@ def _finish(failure: ConversionFailure, attempts: list[str], final: bool) -> Con
         final=final,
         attempts=attempts,
     )
+    result.fallback = failure.fallback  # why Modal was not used, if it was not: kept for the event
     return result
