@@ -201,3 +201,22 @@ def test_auto_backend_follows_modal_credentials() -> None:
     assert ConvertOptions(pipeline="standard").settings_hash() != a.settings_hash()
     with pytest.raises(ValueError, match="GPU"):
         ConvertOptions(gpu="H1000")
+
+
+async def test_a_lookup_that_hangs_is_unreachable_and_trips_the_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Modal client retries a dead server by itself: the lookup has its own short limit, so an
+    outage is reported as unreachable (and the breaker opens) instead of waiting out the whole call."""
+    import app.convert.backends as backends
+
+    class Hanging:
+        class hydrate:  # mirrors modal: `function.hydrate.aio()`
+            @staticmethod
+            async def aio() -> None:
+                await asyncio.sleep(3600)
+
+    monkeypatch.setattr(backends, "_lookup_function", lambda: Hanging())
+    monkeypatch.setattr(backends, "MODAL_CONNECT_TIMEOUT_S", 0.2)
+    with pytest.raises(backends.ModalUnavailable) as info:
+        await backends._call_modal([(0, MULTI, "m.pdf", "application/pdf")], MODAL, None)
+    assert info.value.reason == "unreachable" and "could not reach Modal" in str(info.value)
+    assert modal_breaker.error is not None and modal_breaker.error.reason == "unreachable"

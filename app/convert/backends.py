@@ -75,6 +75,26 @@ def _lookup_function() -> Any:
     return modal.Function.from_name(APP_NAME, FUNCTION_NAME)
 
 
+MODAL_CONNECT_TIMEOUT_S = 20.0
+"""How long looking the function up (hydrating it) may take. The Modal client retries a refused or
+silent server on its own, so without this an outage would look like a timeout of the whole call
+(``modal_timeout_s``, 10 minutes by default) and never trip the breaker."""
+
+
+async def _connect(function: Any, timeout_s: float) -> None:
+    """Hydrate the deployed function within ``timeout_s``; a server that cannot be reached in that
+    time is "unreachable" (the breaker then sends conversions straight to local for a while)."""
+    hydrate = getattr(function, "hydrate", None)
+    if hydrate is None or not hasattr(hydrate, "aio"):
+        return  # a stand-in without a lookup step
+    try:
+        await asyncio.wait_for(hydrate.aio(), timeout=timeout_s)
+    except TimeoutError as exc:
+        raise ModalUnavailable(
+            "unreachable", f"could not reach Modal within {timeout_s:g} s (looking up {APP_NAME}.{FUNCTION_NAME})"
+        ) from exc
+
+
 def classify_modal_error(exc: BaseException) -> ModalUnavailable:
     import modal.exception as mex
 
@@ -207,13 +227,14 @@ async def _call_modal(
     started = time.perf_counter()
     try:
         function = _lookup_function()
+        await _connect(function, min(MODAL_CONNECT_TIMEOUT_S, options.modal_timeout_s))
         replies = await asyncio.wait_for(function.remote.aio(payload), timeout=options.modal_timeout_s)
     except ImportError as exc:
         raise ModalUnavailable(
             "error", f"the modal package is not installed ({exc}); install the `cloud` extra"
         ) from exc
     except Exception as exc:
-        down = classify_modal_error(exc)
+        down = exc if isinstance(exc, ModalUnavailable) else classify_modal_error(exc)
         modal_breaker.trip(down)
         raise down from exc
     if not isinstance(replies, list) or len(replies) != len(batch):
