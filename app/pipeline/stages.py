@@ -252,6 +252,10 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
         lines.append(modal_gpu(output.gpu_s, output.gpu))
     if output.cpu_s > 0:
         lines.append(local_cpu(output.cpu_s))
+    elif output.backend == "local":
+        # Too short for the CPU clock's ticks (a small Markdown file): every local conversion still
+        # has its ledger line, priced by its wall time (an upper bound of the CPU it used).
+        lines.append(local_cpu(max(output.convert_s, 1e-6)))
     events = [NewEvent(domain.DOCUMENT_CONVERTED, dict(data_out), meta, event_id=result_id)]
     events += _cost_events(job, actor, "convert", result_id, lines)
     return Outcome("done", events)
