@@ -40,7 +40,7 @@ def openai_standin() -> Iterator[StandIn]:
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
-            pass
+            """Keep the test output quiet (no access log)."""
 
         def do_POST(self) -> None:
             import time

@@ -53,7 +53,7 @@ class Standin(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, *_args: object) -> None:
-        pass
+        """Keep the test output quiet (no access log)."""
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def test_serve_process(dsn: str, tmp_path: Path) -> None:
                 if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
-                pass
+                pass  # not listening yet: look again until the deadline
             assert time.monotonic() < deadline and proc.poll() is None, "serve did not come up"
             time.sleep(0.1)
         auth = {"Authorization": f"Bearer {token}"}

@@ -120,10 +120,8 @@ async def test_single_file_formats_go_to_the_other_backend(
     assert out.backend == "modal" and calls == [1] and out.markdown.strip()
 
 
-async def test_after_a_modal_fallback_local_slices_are_next(
-    tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Modal down → local whole document times out → not Modal again, but local page slices."""
+def modal_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modal configured (tokens set) but its server cannot be reached; the breaker starts closed."""
     import modal
     import modal.exception as mex
 
@@ -134,6 +132,13 @@ async def test_after_a_modal_fallback_local_slices_are_next(
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
     modal_breaker.reset()
+
+
+async def test_after_a_modal_fallback_local_slices_are_next(
+    tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Modal down → local whole document times out → not Modal again, but local page slices."""
+    modal_unreachable(monkeypatch)
     seen = tiny_timeout_above(3)
     try:
         out = await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF, options=ConvertOptions())
@@ -147,16 +152,7 @@ async def test_after_a_modal_fallback_local_slices_are_next(
 async def test_final_failure_after_a_modal_fallback_still_says_why_modal_was_not_used(
     tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import modal
-    import modal.exception as mex
-
-    def from_name(*_: Any, **__: Any) -> Any:
-        raise mex.ConnectionError("Could not connect to the Modal server.")
-
-    monkeypatch.setattr(modal.Function, "from_name", from_name)
-    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
-    modal_breaker.reset()
+    modal_unreachable(monkeypatch)
     tiny_timeout_above(0)  # local times out at every size
     try:
         with pytest.raises(ConversionFailure) as info:

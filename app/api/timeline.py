@@ -11,17 +11,11 @@ from decimal import Decimal
 from typing import Any
 
 from app import domain
+from app.pipeline.dispatcher import STAGE_FOR
 from events.types import RecordedEvent
 from projections.documents import fold
 
-_TRIGGERS = {
-    domain.DOCUMENT_UPLOADED: "convert",
-    domain.CONVERSION_REQUESTED: "convert",
-    domain.DOCUMENT_CONVERTED: "chunk",
-    domain.CHUNKING_REQUESTED: "chunk",
-    domain.DOCUMENT_CHUNKED: "embed",
-    domain.EMBEDDING_REQUESTED: "embed",
-}
+_TRIGGERS = STAGE_FOR
 _RESULTS = {
     domain.DOCUMENT_CONVERTED: "convert",
     domain.CONVERSION_FAILED: "convert",

@@ -13,7 +13,7 @@ from events.types import DbConn, RecordedEvent
 
 NAME = "dispatcher"
 
-_STAGE_FOR: dict[str, str] = {
+STAGE_FOR: dict[str, str] = {  # the event that makes a stage's job (also the API's timeline)
     domain.DOCUMENT_UPLOADED: "convert",
     domain.CONVERSION_REQUESTED: "convert",
     domain.DOCUMENT_CONVERTED: "chunk",
@@ -41,7 +41,7 @@ async def dispatch(conn: DbConn, events: list[RecordedEvent]) -> None:
         if event.type == domain.DOCUMENT_DELETED:
             await conn.execute(query("jobs", "cancel_document"), _uuid(document_id))
             continue
-        stage = _STAGE_FOR.get(event.type)
+        stage = STAGE_FOR.get(event.type)
         if stage is None:
             continue
         params = {k: event.data[k] for k in _PARAMS.get(event.type, ()) if event.data.get(k) is not None}
