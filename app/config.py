@@ -63,6 +63,9 @@ class Settings:
     """``DIRECTUS_URL``: base URL of the Directus instance whose files.upload webhooks we accept."""
     directus_token: str | None = None
     """``DIRECTUS_TOKEN``: static token used to fetch ``/assets/{id}`` from Directus."""
+    embed_jobs: int = 4
+    """``CHRONOS_EMBED_JOBS``: embed jobs one worker slot takes at once and runs side by side, so the
+    embedder's threads are kept busy by several (often small) documents instead of one."""
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     modal_token_id: str | None = None
@@ -82,6 +85,7 @@ class Settings:
             sse_heartbeat_s=_float(e, "CHRONOS_SSE_HEARTBEAT_S", cls.sse_heartbeat_s),
             directus_url=(e.get("DIRECTUS_URL") or "").rstrip("/") or None,
             directus_token=e.get("DIRECTUS_TOKEN") or None,
+            embed_jobs=_int(e, "CHRONOS_EMBED_JOBS", cls.embed_jobs),
             openai_api_key=e.get("OPENAI_API_KEY") or None,
             openai_base_url=e.get("OPENAI_BASE_URL") or None,
             modal_token_id=e.get("MODAL_TOKEN_ID") or None,

@@ -65,3 +65,54 @@ async def test_cache_reuses_rows_and_embeds_only_misses(pool: asyncpg.Pool) -> N
     emb.seen.clear()
     all_cached = await embed_with_cache(pool, emb, ["old text"])
     assert emb.seen == [] and all_cached.reused_count == 1 and all_cached.cost == [] and all_cached.tokens == 0
+
+
+def test_split_batches_cover_every_text_once_longest_first() -> None:
+    from app.embedders.local import split_batches
+
+    lengths = [5, 80, 12, 200, 7, 33, 150, 9, 64, 3]
+    batches = split_batches(lengths, threads=2, batch_size=32)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))  # each text exactly once
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)  # similar lengths share a batch
+    assert len(batches) >= 2  # spread over both threads
+    assert all(len(b) <= 32 for b in split_batches([10] * 500, threads=2, batch_size=32))
+    assert split_batches([], threads=2, batch_size=32) == []
+    assert split_batches([4, 4], threads=8, batch_size=32) == [[0, 1]]  # never smaller than needed
+
+
+def test_embed_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.embedders.base import EmbedderUnavailable
+    from app.embedders.local import embed_threads
+
+    monkeypatch.setenv("CHRONOS_EMBED_THREADS", "3")
+    assert embed_threads() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("CHRONOS_EMBED_THREADS", bad)
+        with pytest.raises(EmbedderUnavailable, match="CHRONOS_EMBED_THREADS"):
+            embed_threads()
+    monkeypatch.delenv("CHRONOS_EMBED_THREADS")
+    assert embed_threads() >= 1
+
+
+async def test_parallel_batches_equal_sentence_transformers_encode() -> None:
+    """Length-sorted batches on several threads, from several jobs at once, give the vectors the
+    model's own ``encode`` gives, each in its text's place."""
+    import asyncio
+
+    from sentence_transformers import SentenceTransformer
+
+    from app.embedders.local import LocalEmbedder, bundled_model_dir
+
+    emb = LocalEmbedder(batch_size=4, threads=3)
+    words = "the quick brown fox jumps over a lazy dog while tax filings pile up on the desk".split()
+    texts = [" ".join(words[: 1 + (i * 7) % len(words)]) + f" item {i}" for i in range(40)]
+    texts.append("word " * 400)  # longer than the window: truncated like encode truncates it
+    reference = SentenceTransformer(str(bundled_model_dir()), device="cpu", local_files_only=True)
+    reference.max_seq_length = emb.max_tokens
+    expected = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    results = await asyncio.gather(*(emb.embed(texts[i::3]) for i in range(3)))  # three jobs at once
+    for i, result in enumerate(results):
+        assert result.vectors.shape == (len(texts[i::3]), 384)
+        assert np.allclose(result.vectors, expected[i::3], atol=1e-5)
+        assert result.cpu_s > 0

@@ -244,3 +244,46 @@ async def test_slots_take_the_job_furthest_along_and_no_stage_holds_every_slot(
     assert set(order[:2]) == {"embed", "chunk"}  # furthest along first, though queued last
     assert sorted(order) == sorted(["convert"] * 4 + ["chunk", "embed"])
     assert ("convert", "convert") not in peak  # one stage never held both slots
+
+
+async def test_one_slot_runs_several_embed_jobs_side_by_side(dsn: str, pool: asyncpg.Pool, store: EventStore) -> None:
+    """Embed jobs are claimed ``CHRONOS_EMBED_JOBS`` at a time and run together in one slot (so the
+    embedder's threads have work from several small documents); the other slot still converts, a
+    job that raises does not take its siblings down, and every job ends exactly once."""
+    rt = Runtime(Settings(database_url=dsn, embed_jobs=3), dsn, pool, store, PgBlobStore(pool))
+    stages = ["embed"] * 6 + ["convert"] * 2
+    for i, stage in enumerate(stages):
+        async with pool.acquire() as conn:
+            await jobs.enqueue(conn, document_id=str(uuid.uuid4()), stage=stage, trigger_event_id=uuid.uuid4(),
+                               trigger_position=i + 1)  # fmt: skip
+    running: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+    seen: Counter[uuid.UUID] = Counter()
+    together: list[tuple[int, int]] = []  # (embeds, converts) running whenever a job starts
+    done = asyncio.get_running_loop().create_future()
+    boom: list[uuid.UUID] = []
+
+    async def runner(_rt: Runtime, job: Job, _owner: str) -> Outcome:
+        seen[job.job_id] += 1
+        running[job.stage] += 1
+        peak[job.stage] = max(peak[job.stage], running[job.stage])
+        together.append((running["embed"], running["convert"]))
+        try:
+            await asyncio.sleep(0.3)
+            if job.stage == "embed" and not boom:
+                boom.append(job.job_id)
+                raise RuntimeError("a bug in one embed job")
+        finally:
+            running[job.stage] -= 1
+            if sum(seen.values()) >= len(stages) + 1:  # the failed job is retried once more
+                asyncio.get_running_loop().call_later(0.3, lambda: _resolve(done))
+        return Outcome("done")
+
+    worker = Worker(rt, concurrency=2, run_projections=False, poll_interval=0.05, runner=runner)
+    await run_workers(rt, [worker], done)
+    assert peak["embed"] == 3  # one slot, three embed jobs at once
+    assert any(e >= 1 and c >= 1 for e, c in together)  # a conversion beside them in the other slot
+    statuses = await pool.fetch("SELECT job_id, status, attempts FROM jobs")
+    assert {r["status"] for r in statuses} == {"done"}
+    assert {r["job_id"]: r["attempts"] for r in statuses if r["job_id"] in boom} == {boom[0]: 2}
+    assert len(seen) == len(stages) and sorted(seen.values()) == [1] * (len(stages) - 1) + [2]

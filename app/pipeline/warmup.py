@@ -25,8 +25,20 @@ def warm_converter() -> None:
     default_pool().warm()
 
 
+WARM_UP_MARKDOWN = "# Warm-up\n\nOne sentence to split. Another one, so the splitter has work.\n\n## Part\n\nMore.\n"
+
+
 def warm_chunker() -> None:
-    import app.chunking  # noqa: F401  (LlamaIndex's node parsers: the slow import)
+    """Chunk a tiny document: imports LlamaIndex's node parsers and Docling's document model (the
+    chunker imports them lazily) and pays their first-call costs (sentence tokenizer, regexes)."""
+    import orjson
+    from docling_core.types.doc import DoclingDocument
+
+    from app.chunking import chunk_document
+
+    docling_json = orjson.dumps(DoclingDocument(name="warm-up").export_to_dict())
+    chunk_document(docling_json, WARM_UP_MARKDOWN, embedder_max_tokens=256,
+                   count_tokens=lambda texts: [len(t.split()) + 2 for t in texts], tokenizer_name="words")
 
 
 def warm_embedder(settings: Settings) -> None:

@@ -10,6 +10,8 @@
   (embed, then chunk, then convert), and with several stages no stage holds every slot, so a
   conversion (one core, in a child process) runs beside an embedding (the model, in-process) and
   the first documents are searchable while later ones still convert.
+* Embed jobs are taken several at a time (``CHRONOS_EMBED_JOBS``) and run side by side in one slot:
+  a document has a handful of chunks, too few to keep the embedder's threads busy on its own.
 * Every worker also runs the dispatcher subscription (events -> jobs) and, unless disabled, the
   projections, so a single ``chronos worker`` is a complete back end.
 """
@@ -134,8 +136,12 @@ class Worker:
         one, so the other stages always have a slot."""
         return self.concurrency if len(self.stages) == 1 else max(1, self.concurrency - 1)
 
+    def _claim_size(self, stage: str) -> int:
+        return max(1, self.rt.settings.embed_jobs) if stage == "embed" else 1
+
     async def _claim(self) -> list[Job]:
-        """One job: from the stage furthest along that is below its slot limit."""
+        """Jobs of one stage (one job, or several embed jobs): the stage furthest along that is below
+        its slot limit."""
         limit = self._stage_limit()
         for stage in sorted(self.stages, key=STAGE_PRIORITY.index):
             busy = self._claiming.get(stage, 0) + sum(1 for j in self.in_flight.values() if j.stage == stage)
@@ -143,7 +149,7 @@ class Worker:
                 continue
             self._claiming[stage] = self._claiming.get(stage, 0) + 1  # other slots see it while we wait
             try:
-                claimed = await jobs.claim(self.rt.pool, [stage], self.owner, self.lease_s, 1)
+                claimed = await jobs.claim(self.rt.pool, [stage], self.owner, self.lease_s, self._claim_size(stage))
                 for job in claimed:
                     self.in_flight[job.job_id] = job
             finally:
@@ -164,13 +170,12 @@ class Worker:
                 self.wake.clear()
                 await wait_any(self.wake, stop, self.poll_interval)
                 continue
-            for job in claimed:
-                try:
-                    await self._work(job)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # never let one job take a slot down
-                    logger.exception("worker slot failed on job %s", job.job_id)
+            results = await asyncio.gather(*(self._work(job) for job in claimed), return_exceptions=True)
+            for job, result in zip(claimed, results, strict=True):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                if isinstance(result, BaseException):  # never let one job take a slot down
+                    logger.error("worker slot failed on job %s", job.job_id, exc_info=result)
 
     async def _work(self, job: Job) -> None:
         self.in_flight[job.job_id] = job
