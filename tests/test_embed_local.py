@@ -67,18 +67,49 @@ async def test_cache_reuses_rows_and_embeds_only_misses(pool: asyncpg.Pool) -> N
     assert emb.seen == [] and all_cached.reused_count == 1 and all_cached.cost == [] and all_cached.tokens == 0
 
 
-def test_split_batches_cover_every_text_once_longest_first() -> None:
-    from app.embedders.local import split_batches
+def test_batcher_shares_length_sorted_batches_among_callers() -> None:
+    """Texts of concurrent callers are batched together, longest first, each vector back in its
+    caller's place; CPU time is shared out (never more than was spent); a failing batch fails its
+    callers and the batcher keeps serving."""
+    import threading
 
-    lengths = [5, 80, 12, 200, 7, 33, 150, 9, 64, 3]
-    batches = split_batches(lengths, threads=2, batch_size=32)
-    flat = [i for b in batches for i in b]
-    assert sorted(flat) == list(range(len(lengths)))  # each text exactly once
-    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)  # similar lengths share a batch
-    assert len(batches) >= 2  # spread over both threads
-    assert all(len(b) <= 32 for b in split_batches([10] * 500, threads=2, batch_size=32))
-    assert split_batches([], threads=2, batch_size=32) == []
-    assert split_batches([4, 4], threads=8, batch_size=32) == [[0, 1]]  # never smaller than needed
+    from app.embedders.batcher import Batcher
+
+    seen: list[list[int]] = []
+    gate = threading.Event()
+
+    def forward(texts: list[str]) -> np.ndarray:
+        gate.wait(5)  # let every caller queue up before the first batch runs
+        if any(t == "boom" for t in texts):
+            raise ValueError("bad batch")
+        seen.append([len(t) for t in texts])
+        return np.array([[len(t), ord(t[0])] for t in texts], dtype=np.float32)
+
+    batcher = Batcher(forward, dimensions=2, threads=2, batch_size=4, min_batch=2)
+    callers = [["a" * n for n in (3, 30, 7)], ["b" * n for n in (12, 1)], ["c" * n for n in (25, 4, 9, 16)]]
+    results: dict[int, tuple[np.ndarray, float]] = {}
+
+    def call(i: int) -> None:
+        results[i] = batcher.run(callers[i], [len(t) for t in callers[i]])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(10)
+    for i, texts in enumerate(callers):
+        vectors, cpu_s = results[i]
+        assert vectors.tolist() == [[len(t), ord(t[0])] for t in texts]  # in the caller's order
+        assert cpu_s >= 0
+    assert sorted(n for batch in seen for n in batch) == sorted(len(t) for c in callers for t in c)
+    assert all(batch == sorted(batch, reverse=True) for batch in seen)  # longest first within a batch
+    assert all(len(batch) <= 4 for batch in seen) and batcher.batches == len(seen) < 9
+    with pytest.raises(ValueError, match="bad batch"):
+        batcher.run(["boom"], [4])
+    vectors, _ = batcher.run(["ok"], [2])
+    assert vectors.tolist() == [[2, ord("o")]]
+    assert batcher.run([], [])[0].shape == (0, 2)
 
 
 def test_embed_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,7 +136,7 @@ async def test_parallel_batches_equal_sentence_transformers_encode() -> None:
     from app.embedders.local import LocalEmbedder, bundled_model_dir
 
     emb = LocalEmbedder(batch_size=4, threads=3)
-    words = "the quick brown fox jumps over a lazy dog while tax filings pile up on the desk".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "tax", "filings"]
     texts = [" ".join(words[: 1 + (i * 7) % len(words)]) + f" item {i}" for i in range(40)]
     texts.append("word " * 400)  # longer than the window: truncated like encode truncates it
     reference = SentenceTransformer(str(bundled_model_dir()), device="cpu", local_files_only=True)

@@ -63,6 +63,7 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
     warm_s = time.perf_counter() - warm_start
     async with open_runtime(settings, max_size=max(10, concurrency * 3 + 6)) as rt:
         started = time.perf_counter()
+        cpu_started = time.process_time()
         results, rejected = await upload_all(rt, files, force=False, quiet=quiet)
         upload_s = time.perf_counter() - started
         ids = list(dict.fromkeys(r.document_id for r in results))
@@ -76,6 +77,7 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
             await catch_up_all(rt.pool, rt.dsn)
             projected = True
             total_s = time.perf_counter() - started
+            cpu_s = time.process_time() - cpu_started
         finally:
             stop.set()
             await task
@@ -104,6 +106,7 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
         "stage_seconds": {"upload": round(upload_s, 3), "until_final": round(final_s - upload_s, 3),
                           "projection_catch_up": round(total_s - final_s, 3)},
         "warm_up_s": round(warm_s, 3),
+        "worker_process_cpu_s": round(cpu_s, 3),  # this process, every thread; converter children not included
         "warm_up": warm,
         "settings": {"concurrency": concurrency,
                      "convert_processes": os.environ.get("CHRONOS_CONVERT_PROCESSES", "default")},

@@ -7,22 +7,20 @@ Inference runs off the event loop, as independent batches on a small pool of thr
 core, ``CHRONOS_EMBED_THREADS``), each batch on one torch thread. On few cores that beats one
 batch at a time with torch's intra-op parallelism: small batches split over two threads spend
 much of their time at the barriers, and when a converter process takes a core, every parallel
-region waits for the thread that lost it. Independent batches just share the cores. Texts are
-sorted by length first so a batch pads little. Tokenizing is serialized (a fast tokenizer is not
-safe to call from two threads at once); the forward passes run in parallel (torch releases the
-GIL). CPU time is each batch's own thread time, so concurrent jobs are not charged for each other.
+region waits for the thread that lost it. Independent batches just share the cores. Concurrent
+callers (several embed jobs) share length-sorted batches (``app.embedders.batcher``), so little
+is padding. Tokenizing is serialized (a fast tokenizer is not safe to call from two threads at
+once); the forward passes run in parallel (torch releases the GIL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import numpy as np
 
 from app.costs import local_cpu
 from app.embedders.base import EmbedderUnavailable, EmbedResult
+from app.embedders.batcher import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +52,6 @@ def embed_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def split_batches(lengths: Sequence[int], threads: int, batch_size: int) -> list[list[int]]:
-    """Indexes grouped into batches: longest first (little padding per batch), at most ``batch_size``
-    each, and at least two batches per thread when there are enough texts, so a job spreads over
-    every thread and a thread slowed by another process does not hold the whole job up."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    if not order:
-        return []
-    size = max(1, min(batch_size, math.ceil(len(order) / (2 * threads)), len(order)))
-    size = max(size, min(4, batch_size))  # tiny batches cost more in overhead than they win in parallelism
-    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def bundled_model_dir() -> Path:
@@ -104,7 +91,8 @@ class LocalEmbedder:
         self._load_lock = threading.Lock()
         self._tokenize_lock = threading.Lock()
         self.threads = threads or embed_threads()
-        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="chronos-embed")
+        self._batcher = Batcher(self._forward, dimensions=self.dimensions, threads=self.threads,
+                                batch_size=batch_size)
 
     def tokenizer_name(self) -> str:
         return f"hf:sentence-transformers/{MINILM}"
@@ -137,30 +125,20 @@ class LocalEmbedder:
                                 "seconds": round(time.perf_counter() - start, 2)})
         return self._model
 
-    def _forward(self, texts: list[str]) -> tuple[np.ndarray, float]:
-        """One batch on the calling pool thread: (normalized vectors, this thread's CPU seconds)."""
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        """One batch on the calling pool thread: normalized vectors."""
         import torch
 
-        cpu_start = time.thread_time()
         model = self._load()
         with self._tokenize_lock:
             features = model.preprocess(texts)
         with torch.inference_mode():
             features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
             vectors = torch.nn.functional.normalize(model(features)["sentence_embedding"], p=2, dim=1)
-            out = vectors.float().cpu().numpy()
-        return out, time.thread_time() - cpu_start
+            return np.asarray(vectors.float().cpu().numpy(), dtype=np.float32)
 
     def _encode(self, texts: list[str], lengths: Sequence[int]) -> tuple[np.ndarray, float]:
-        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        batches = split_batches(lengths, self.threads, self.batch_size)
-        futures = [self._pool.submit(self._forward, [texts[i] for i in batch]) for batch in batches]
-        cpu_s = 0.0
-        for batch, future in zip(batches, futures, strict=True):
-            vectors, batch_cpu = future.result()
-            out[batch] = vectors
-            cpu_s += batch_cpu
-        return out, cpu_s
+        return self._batcher.run(texts, lengths)
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
         items = list(texts)

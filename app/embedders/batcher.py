@@ -1,0 +1,111 @@
+"""Cross-request batching for a local model: texts from every caller share length-sorted batches.
+
+A document has a handful of chunks; embedded one document at a time, batches are small and their
+lengths mixed, so much of the work is padding and per-call overhead. Callers (one per embed job,
+several jobs at once) put their texts into one queue; pool threads take batches from it, each
+batch the longest texts among the oldest waiting ones, and write the vectors back to their
+callers. The window (the oldest ``batch_size * threads`` texts) keeps a caller's short texts from
+waiting behind a stream of longer newcomers.
+
+CPU time is each batch's own thread time, shared among its texts by length, so a caller is
+charged for its own texts only. A batch that fails fails every caller with a text in it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Forward = Callable[[list[str]], np.ndarray]  # texts -> (len(texts), dimensions) float32 vectors
+
+
+@dataclass
+class _Request:
+    out: np.ndarray
+    remaining: int
+    cpu_s: float = 0.0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Item:
+    text: str
+    length: int
+    request: _Request
+    index: int
+
+
+class Batcher:
+    """Runs ``forward`` over batches drawn from every caller's texts on ``threads`` pool threads."""
+
+    def __init__(
+        self, forward: Forward, *, dimensions: int, threads: int, batch_size: int, min_batch: int = 4,
+        name: str = "chronos-embed",
+    ) -> None:
+        self.forward = forward
+        self.dimensions = dimensions
+        self.threads = max(1, threads)
+        self.batch_size = max(1, batch_size)
+        self.min_batch = max(1, min(min_batch, self.batch_size))
+        self._pending: list[_Item] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=name)
+        self.batches = 0  # batches run so far (for tests and figures)
+
+    def run(self, texts: Sequence[str], lengths: Sequence[int]) -> tuple[np.ndarray, float]:
+        """Vectors for ``texts`` (in order) and the CPU seconds spent on them; blocks until done."""
+        request = _Request(np.empty((len(texts), self.dimensions), dtype=np.float32), len(texts))
+        if not texts:
+            return request.out, 0.0
+        items = [_Item(t, max(1, int(n)), request, i) for i, (t, n) in enumerate(zip(texts, lengths, strict=True))]
+        with self._lock:
+            self._pending.extend(items)
+        for _ in range(min(self.threads, math.ceil(len(items) / self.min_batch))):
+            self._pool.submit(self._drain)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.out, request.cpu_s
+
+    def _take(self) -> list[_Item]:
+        with self._lock:
+            if not self._pending:
+                return []
+            window = self._pending[: self.batch_size * self.threads]
+            size = min(self.batch_size, max(self.min_batch, math.ceil(len(self._pending) / self.threads)))
+            batch = sorted(window, key=lambda item: -item.length)[:size]
+            taken = {id(item) for item in batch}
+            self._pending = [item for item in self._pending if id(item) not in taken]
+            return batch
+
+    def _drain(self) -> None:
+        """Run batches until nothing is waiting (several pool threads drain side by side)."""
+        while batch := self._take():
+            cpu_start = time.thread_time()
+            try:
+                vectors = self.forward([item.text for item in batch])
+                error: BaseException | None = None
+            except BaseException as exc:  # handed to every caller with a text in this batch
+                vectors, error = None, exc
+            cpu_s = time.thread_time() - cpu_start
+            total = sum(item.length for item in batch)
+            with self._lock:
+                self.batches += 1
+                for row, item in enumerate(batch):
+                    request = item.request
+                    if error is not None:
+                        request.error = request.error or error
+                    else:
+                        assert vectors is not None
+                        request.out[item.index] = vectors[row]
+                    request.cpu_s += cpu_s * item.length / total
+                    request.remaining -= 1
+                    if request.remaining == 0:
+                        request.done.set()
