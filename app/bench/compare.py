@@ -10,6 +10,11 @@ server is outside both trees (shared, like the machine).
 Both sides load their models before their clock starts (warm-up reported separately). Figures:
 documents/min (documents that reached a final state, per minute), chunks/s (chunks written with
 a vector, per second) and the ratio Chronos / LlamaIndex.
+
+A shared machine's speed drifts by 10-20 % from one minute to the next, so one pair of runs can
+land either way. ``--rounds N`` runs the pair N times, alternating which side goes first, and
+reports each side's median round and the median of the per-round ratios (each round's two sides
+ran close together in time, so their ratio is steadier than either figure).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -100,7 +106,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-async def run_compare(
+async def run_pair(
     files: list[Path],
     *,
     concurrency: int,
@@ -111,22 +117,25 @@ async def run_compare(
     quiet: bool = False,
     timeout: float | None = None,
 ) -> dict[str, Any]:
+    """One round: each side in ``sides`` once, in that order."""
     result: dict[str, Any] = {"files": len(files)}
     with tempfile.TemporaryDirectory(prefix="chronos-compare-") as tmp:
         listing = Path(tmp) / "files.json"
         listing.write_bytes(orjson.dumps([str(f) for f in files]))
         common = ["--files-from", str(listing)]
-        if "chronos" in sides:
-            async with scratch_database("chronos_compare") as dsn:
-                extra = ["--concurrency", str(concurrency)] + (["--timeout", str(timeout)] if timeout else [])
-                side, memory = await run_side("app.bench.chronos_side", ["--dsn", dsn, *common, *extra], quiet)
-            result["chronos"] = figures(side, memory)
-        if "llamaindex" in sides:
-            async with vector_database() as dsn:
-                extra = ["--chunk-size", str(chunk_size), "--chunk-overlap", str(chunk_overlap),
-                         "--embed-batch", str(embed_batch)]
-                side, memory = await run_side("app.bench.llamaindex_baseline", ["--dsn", dsn, *common, *extra], quiet)
-            result["llamaindex"] = figures(side, memory)
+        for name in sides:
+            if name == "chronos":
+                async with scratch_database("chronos_compare") as dsn:
+                    extra = ["--concurrency", str(concurrency)] + (["--timeout", str(timeout)] if timeout else [])
+                    side, memory = await run_side("app.bench.chronos_side", ["--dsn", dsn, *common, *extra], quiet)
+            else:
+                async with vector_database() as dsn:
+                    extra = ["--chunk-size", str(chunk_size), "--chunk-overlap", str(chunk_overlap),
+                             "--embed-batch", str(embed_batch)]
+                    side, memory = await run_side(
+                        "app.bench.llamaindex_baseline", ["--dsn", dsn, *common, *extra], quiet
+                    )
+            result[name] = figures(side, memory)
     if "chronos" in result and "llamaindex" in result:
         c, li = result["chronos"], result["llamaindex"]
         result["ratio"] = {
@@ -135,8 +144,60 @@ async def run_compare(
             "peak_rss": _ratio(c["memory"]["peak_rss_mb"], li["memory"]["peak_rss_mb"]),
             "peak_pss": _ratio(c["memory"]["peak_pss_mb"], li["memory"]["peak_pss_mb"]),
         }
+    return result
+
+
+def _median_round(rounds: list[dict[str, Any]], side: str) -> dict[str, Any]:
+    """The side's round with the median time (the lower middle one for an even count)."""
+    ordered = sorted((r[side] for r in rounds), key=lambda s: float(s["seconds"]))
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each side's median round, the median of the per-round ratios, and every round's figures."""
+    result: dict[str, Any] = {"files": rounds[0]["files"]}
+    for side in SIDES:
+        if side in rounds[0]:
+            result[side] = _median_round(rounds, side)
+    if len(rounds) > 1:
+        result["rounds"] = [
+            {side: {"seconds": r[side]["seconds"], "documents_per_min": r[side]["documents_per_min"]}
+             for side in SIDES if side in r} | ({"ratio": r["ratio"]} if "ratio" in r else {})
+            for r in rounds
+        ]
+    if all("ratio" in r for r in rounds):
+        result["ratio"] = {
+            key: round(statistics.median(float(r["ratio"][key]) for r in rounds), 3)
+            if all(r["ratio"][key] is not None for r in rounds) else None
+            for key in rounds[0]["ratio"]
+        }
         result["goal"] = {"minimum": 1.0, "aim": 1.5}
     return result
+
+
+async def run_compare(
+    files: list[Path],
+    *,
+    concurrency: int,
+    chunk_size: int,
+    chunk_overlap: int,
+    embed_batch: int,
+    sides: tuple[str, ...] = SIDES,
+    quiet: bool = False,
+    timeout: float | None = None,
+    rounds: int = 1,
+) -> dict[str, Any]:
+    """``rounds`` rounds of both sides (alternating which goes first), combined by ``combine``."""
+    results = []
+    for i in range(max(1, rounds)):
+        order = sides if i % 2 == 0 else tuple(reversed(sides))
+        if not quiet and rounds > 1:
+            print(f"round {i + 1} of {rounds}: {' then '.join(order)}", file=sys.stderr)
+        results.append(await run_pair(
+            files, concurrency=concurrency, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+            embed_batch=embed_batch, sides=order, quiet=quiet, timeout=timeout,
+        ))
+    return combine(results)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -149,6 +210,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--embed-batch", type=int, default=32, help="LlamaIndex HuggingFaceEmbedding batch size")
     p.add_argument("--only", choices=SIDES, default=None, help="run one side only")
     p.add_argument("--timeout", type=float, default=None, help="give the Chronos side up after this many seconds")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run both sides this many times, alternating the order; report medians (default 1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
 
@@ -164,7 +227,7 @@ async def main(args: argparse.Namespace) -> int:
     result = await run_compare(
         files, concurrency=args.concurrency, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
         embed_batch=args.embed_batch, sides=(args.only,) if args.only else SIDES, quiet=args.json,
-        timeout=args.timeout,
+        timeout=args.timeout, rounds=args.rounds,
     )
     if args.json:
         print(orjson.dumps(result).decode())
@@ -209,5 +272,9 @@ def print_table(result: dict[str, Any]) -> None:
     for s in sides:
         for f in result[s]["failures"]:
             print(f"  {s} failed {f['filename']}: {f['reason'][:160]}")
+    for i, r in enumerate(result.get("rounds", []), 1):
+        times = ", ".join(f"{s} {r[s]['seconds']} s" for s in sides if s in r)
+        print(f"  round {i}: {times}" + (f"; ratio {r['ratio']['documents_per_min']}" if "ratio" in r else ""))
     if ratio:
-        print(f"goal: Chronos >= 1.0x LlamaIndex (aim 1.5x); documents/min ratio {ratio['documents_per_min']}")
+        median = " (median of the rounds' ratios)" if "rounds" in result else ""
+        print(f"goal: Chronos >= 1.0x LlamaIndex (aim 1.5x); documents/min ratio {ratio['documents_per_min']}{median}")
