@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -367,29 +367,65 @@ def _line_start(markdown: str, at: int) -> int:
 
 
 def _items_with_pages(docling_json: bytes) -> list[tuple[str, tuple[int, ...]]]:
-    """(text, pages) of the document's body items in reading order, for items that have pages."""
+    """(text, pages) of the document's body items in reading order, for items that have pages.
+
+    Walks the DoclingDocument JSON as plain data, in the order ``DoclingDocument.iterate_items()``
+    yields (tested against it): from ``body`` through ``children`` references, groups not
+    yielded, only the body content layer, inside a picture only its captions. Building the
+    pydantic model instead costs more than the rest of chunking on a large document."""
     if not docling_json or not docling_json.strip():
         return []
     try:
         raw = orjson.loads(docling_json)
     except orjson.JSONDecodeError as exc:
         raise ChunkingError(f"the DoclingDocument JSON does not parse: {exc}") from exc
-    from docling_core.types.doc import DoclingDocument, TableItem
-
     try:
-        doc = DoclingDocument.model_validate(raw)
-    except Exception as exc:  # pydantic's ValidationError; docling_core is optional at import time
-        raise ChunkingError(f"the JSON is not a DoclingDocument: {str(exc)[:300]}") from exc
-    out: list[tuple[str, tuple[int, ...]]] = []
-    for item, _level in doc.iterate_items():
-        prov: list[Any] = getattr(item, "prov", None) or []
-        item_pages = tuple(sorted({p.page_no for p in prov if getattr(p, "page_no", None)}))
-        if not item_pages:
+        return list(_walk_items(raw))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise ChunkingError(f"the JSON is not a DoclingDocument: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
+def _resolve(raw: dict[str, Any], ref: str) -> dict[str, Any]:
+    """The node a JSON pointer like ``#/texts/3`` or ``#/body`` names."""
+    parts = ref.removeprefix("#/").split("/")
+    node: Any = raw
+    for part in parts:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if not isinstance(node, dict):
+        raise TypeError(f"{ref} is not an item")
+    return node
+
+
+def _table_text(item: dict[str, Any]) -> str:
+    """What ``TableItem.data.grid`` joins to: cell texts row by row, a spanning cell in each place."""
+    data = item.get("data") or {}
+    rows, cols = int(data.get("num_rows") or 0), int(data.get("num_cols") or 0)
+    grid = [[""] * cols for _ in range(rows)]
+    for cell in data.get("table_cells") or []:
+        for i in range(min(cell["start_row_offset_idx"], rows), min(cell["end_row_offset_idx"], rows)):
+            for j in range(min(cell["start_col_offset_idx"], cols), min(cell["end_col_offset_idx"], cols)):
+                grid[i][j] = cell.get("text") or ""
+    return " ".join(text for row in grid for text in row)
+
+
+def _walk_items(raw: dict[str, Any]) -> Iterator[tuple[str, tuple[int, ...]]]:
+    stack: list[dict[str, Any]] = [raw["body"]]
+    seen: set[str] = set()  # a malformed document whose references loop is walked once
+    while stack:
+        node = stack.pop()
+        ref = str(node.get("self_ref", ""))
+        if ref in seen:
             continue
-        if isinstance(item, TableItem):
-            text = " ".join(cell.text for row in item.data.grid for cell in row)
-        else:
-            text = getattr(item, "text", "") or ""
-        if text.strip():
-            out.append((text, item_pages))
-    return out
+        seen.add(ref)
+        kind = ref.split("/")[1] if ref.count("/") >= 1 else ""
+        if kind not in ("body", "furniture", "groups") and node.get("content_layer", "body") == "body":
+            pages = tuple(sorted({p["page_no"] for p in node.get("prov") or [] if p.get("page_no")}))
+            if pages:
+                text = _table_text(node) if kind == "tables" else str(node.get("text") or "")
+                if text.strip():
+                    yield text, pages
+        children = [c["$ref"] for c in node.get("children") or []]
+        if kind == "pictures":
+            captions = {c["$ref"] for c in node.get("captions") or []}
+            children = [c for c in children if c in captions]
+        stack.extend(_resolve(raw, c) for c in reversed(children))

@@ -91,3 +91,41 @@ def test_empty_document_gives_no_chunks_and_bad_parameters_are_refused() -> None
         chunk_document(b"", "text", chunk_size=100, chunk_overlap=60, **kw)  # type: ignore[arg-type]
     with pytest.raises(ChunkingError):
         chunk_document(b"{not json", "text", **kw)  # type: ignore[arg-type]
+
+
+def _reference_items(data: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """What docling_core's own model yields: ``DoclingDocument.iterate_items()`` on the validated document."""
+    from docling_core.types.doc import DoclingDocument, TableItem
+
+    out = []
+    for item, _level in DoclingDocument.model_validate(data).iterate_items():
+        pages = tuple(sorted({p.page_no for p in getattr(item, "prov", None) or [] if p.page_no}))
+        text = " ".join(c.text for row in item.data.grid for c in row) if isinstance(item, TableItem) else (
+            getattr(item, "text", "") or "")
+        if pages and text.strip():
+            out.append((text, pages))
+    return out
+
+
+@pytest.mark.parametrize("relpath", ["pdf/multi_page.pdf", "pdf/redp5110_sampled.pdf", "pdf/2305.03393v1-pg9.pdf",
+                                     "pdf/table_mislabeled_as_picture.pdf", "pdf/picture_classification.pdf",
+                                     "docx/word_sample.docx", "html/wiki_duck.html"])
+def test_page_items_walk_the_json_as_docling_iterates_the_document(relpath: str) -> None:
+    """The chunker reads page provenance from the JSON as plain data; it must see the same items, in
+    the same order, with the same text and pages as docling_core's ``iterate_items`` (tables included)."""
+    from app.chunking import _items_with_pages
+
+    js, _, data = converted(relpath)
+    assert _items_with_pages(js) == _reference_items(data)
+
+
+def test_page_items_refuse_a_json_that_is_not_a_docling_document() -> None:
+    from app.chunking import _items_with_pages
+
+    for bad in (b"[]", b'{"body": {"children": [{"$ref": "#/texts/7"}]}, "texts": []}', b'{"texts": []}'):
+        with pytest.raises(ChunkingError, match="not a DoclingDocument"):
+            _items_with_pages(bad)
+    looped = {"body": {"self_ref": "#/body", "children": [{"$ref": "#/groups/0"}]},
+              "groups": [{"self_ref": "#/groups/0", "children": [{"$ref": "#/groups/0"}, {"$ref": "#/texts/0"}]}],
+              "texts": [{"self_ref": "#/texts/0", "text": "hello", "prov": [{"page_no": 2}]}]}
+    assert _items_with_pages(json.dumps(looped).encode()) == [("hello", (2,))]  # a reference loop ends
