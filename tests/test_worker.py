@@ -287,3 +287,35 @@ async def test_one_slot_runs_several_embed_jobs_side_by_side(dsn: str, pool: asy
     assert {r["status"] for r in statuses} == {"done"}
     assert {r["job_id"]: r["attempts"] for r in statuses if r["job_id"] in boom} == {boom[0]: 2}
     assert len(seen) == len(stages) and sorted(seen.values()) == [1] * (len(stages) - 1) + [2]
+
+
+async def test_an_embed_only_worker_fills_every_slot_with_embed_jobs(
+    dsn: str, pool: asyncpg.Pool, store: EventStore
+) -> None:
+    """Slots, not jobs, count against a stage's limit: an embed-only worker with two slots runs two
+    groups of ``CHRONOS_EMBED_JOBS`` side by side."""
+    rt = Runtime(Settings(database_url=dsn, embed_jobs=2), dsn, pool, store, PgBlobStore(pool))
+    for i in range(8):
+        async with pool.acquire() as conn:
+            await jobs.enqueue(conn, document_id=str(uuid.uuid4()), stage="embed", trigger_event_id=uuid.uuid4(),
+                               trigger_position=i + 1)  # fmt: skip
+    running = 0
+    peak = 0
+    finished = 0
+    done = asyncio.get_running_loop().create_future()
+
+    async def runner(_rt: Runtime, job: Job, _owner: str) -> Outcome:
+        nonlocal running, peak, finished
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.3)
+        running -= 1
+        finished += 1
+        if finished == 8:
+            _resolve(done)
+        return Outcome("done")
+
+    worker = Worker(rt, stages=("embed",), concurrency=2, run_projections=False, poll_interval=0.05, runner=runner)
+    await run_workers(rt, [worker], done)
+    assert peak == 4  # two slots x two jobs
+    assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'done'") == 8

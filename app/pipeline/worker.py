@@ -73,6 +73,7 @@ class Worker:
         self.processed = 0
         self.in_flight: dict[object, Job] = {}
         self._claiming: dict[str, int] = {}
+        self._busy_slots: dict[str, int] = {}  # slots working on each stage (a slot may hold several embed jobs)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then finish or release in-flight work and return."""
@@ -144,7 +145,7 @@ class Worker:
         its slot limit."""
         limit = self._stage_limit()
         for stage in sorted(self.stages, key=STAGE_PRIORITY.index):
-            busy = self._claiming.get(stage, 0) + sum(1 for j in self.in_flight.values() if j.stage == stage)
+            busy = self._claiming.get(stage, 0) + self._busy_slots.get(stage, 0)
             if busy >= limit:
                 continue
             self._claiming[stage] = self._claiming.get(stage, 0) + 1  # other slots see it while we wait
@@ -152,6 +153,8 @@ class Worker:
                 claimed = await jobs.claim(self.rt.pool, [stage], self.owner, self.lease_s, self._claim_size(stage))
                 for job in claimed:
                     self.in_flight[job.job_id] = job
+                if claimed:
+                    self._busy_slots[stage] = self._busy_slots.get(stage, 0) + 1
             finally:
                 self._claiming[stage] -= 1
             if claimed:
@@ -170,7 +173,10 @@ class Worker:
                 self.wake.clear()
                 await wait_any(self.wake, stop, self.poll_interval)
                 continue
-            results = await asyncio.gather(*(self._work(job) for job in claimed), return_exceptions=True)
+            try:
+                results = await asyncio.gather(*(self._work(job) for job in claimed), return_exceptions=True)
+            finally:
+                self._busy_slots[claimed[0].stage] -= 1
             for job, result in zip(claimed, results, strict=True):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
