@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +31,7 @@ class _Request:
     remaining: int
     cpu_s: float = 0.0
     error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    future: Future[tuple[np.ndarray, float]] = field(default_factory=Future)
 
 
 @dataclass
@@ -59,20 +59,23 @@ class Batcher:
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=name)
         self.batches = 0  # batches run so far (for tests and figures)
 
-    def run(self, texts: Sequence[str], lengths: Sequence[int]) -> tuple[np.ndarray, float]:
-        """Vectors for ``texts`` (in order) and the CPU seconds spent on them; blocks until done."""
+    def submit(self, texts: Sequence[str], lengths: Sequence[int]) -> Future[tuple[np.ndarray, float]]:
+        """A future of the vectors for ``texts`` (in order) and the CPU seconds spent on them. Nothing
+        waits on a thread meanwhile (``asyncio.wrap_future`` it from the event loop)."""
         request = _Request(np.empty((len(texts), self.dimensions), dtype=np.float32), len(texts))
         if not texts:
-            return request.out, 0.0
+            request.future.set_result((request.out, 0.0))
+            return request.future
         items = [_Item(t, max(1, int(n)), request, i) for i, (t, n) in enumerate(zip(texts, lengths, strict=True))]
         with self._lock:
             self._pending.extend(items)
         for _ in range(min(self.threads, math.ceil(len(items) / self.min_batch))):
             self._pool.submit(self._drain)
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return request.out, request.cpu_s
+        return request.future
+
+    def run(self, texts: Sequence[str], lengths: Sequence[int]) -> tuple[np.ndarray, float]:
+        """``submit`` and wait."""
+        return self.submit(texts, lengths).result()
 
     def _take(self) -> list[_Item]:
         with self._lock:
@@ -96,6 +99,7 @@ class Batcher:
                 vectors, error = None, exc
             cpu_s = time.thread_time() - cpu_start
             total = sum(item.length for item in batch)
+            finished: list[_Request] = []
             with self._lock:
                 self.batches += 1
                 for row, item in enumerate(batch):
@@ -108,4 +112,9 @@ class Batcher:
                     request.cpu_s += cpu_s * item.length / total
                     request.remaining -= 1
                     if request.remaining == 0:
-                        request.done.set()
+                        finished.append(request)
+            for request in finished:  # outside the lock: a future's callbacks may run right here
+                if request.error is not None:
+                    request.future.set_exception(request.error)
+                else:
+                    request.future.set_result((request.out, request.cpu_s))

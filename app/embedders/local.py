@@ -149,5 +149,5 @@ class LocalEmbedder:
         if too_long:
             log.warning("Texts longer than the model window are truncated by the model",
                         extra={"model": self.model, "texts": too_long, "max_tokens": self.max_tokens})
-        vectors, cpu_s = await asyncio.to_thread(self._encode, items, counts)
+        vectors, cpu_s = await asyncio.wrap_future(self._batcher.submit(items, counts))
         return EmbedResult(vectors, sum(min(c, self.max_tokens) for c in counts), cpu_s, [local_cpu(cpu_s)])
