@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +107,19 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
+@dataclass(frozen=True)
+class CompareOptions:
+    """How both sides run: Chronos's worker slots and time limit, LlamaIndex's splitter and batch."""
+
+    concurrency: int = 2
+    chunk_size: int = 256
+    chunk_overlap: int = 32
+    embed_batch: int = 32
+    timeout: float | None = None
+
+
 async def run_pair(
-    files: list[Path],
-    *,
-    concurrency: int,
-    chunk_size: int,
-    chunk_overlap: int,
-    embed_batch: int,
-    sides: tuple[str, ...] = SIDES,
-    quiet: bool = False,
-    timeout: float | None = None,
+    files: list[Path], options: CompareOptions, sides: tuple[str, ...] = SIDES, quiet: bool = False
 ) -> dict[str, Any]:
     """One round: each side in ``sides`` once, in that order."""
     result: dict[str, Any] = {"files": len(files)}
@@ -126,12 +130,13 @@ async def run_pair(
         for name in sides:
             if name == "chronos":
                 async with scratch_database("chronos_compare") as dsn:
-                    extra = ["--concurrency", str(concurrency)] + (["--timeout", str(timeout)] if timeout else [])
+                    extra = ["--concurrency", str(options.concurrency)] + (
+                        ["--timeout", str(options.timeout)] if options.timeout else [])
                     side, memory = await run_side("app.bench.chronos_side", ["--dsn", dsn, *common, *extra], quiet)
             else:
                 async with vector_database() as dsn:
-                    extra = ["--chunk-size", str(chunk_size), "--chunk-overlap", str(chunk_overlap),
-                             "--embed-batch", str(embed_batch)]
+                    extra = ["--chunk-size", str(options.chunk_size), "--chunk-overlap", str(options.chunk_overlap),
+                             "--embed-batch", str(options.embed_batch)]
                     side, memory = await run_side(
                         "app.bench.llamaindex_baseline", ["--dsn", dsn, *common, *extra], quiet
                     )
@@ -176,16 +181,7 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_compare(
-    files: list[Path],
-    *,
-    concurrency: int,
-    chunk_size: int,
-    chunk_overlap: int,
-    embed_batch: int,
-    sides: tuple[str, ...] = SIDES,
-    quiet: bool = False,
-    timeout: float | None = None,
-    rounds: int = 1,
+    files: list[Path], options: CompareOptions, sides: tuple[str, ...] = SIDES, quiet: bool = False, rounds: int = 1
 ) -> dict[str, Any]:
     """``rounds`` rounds of both sides (alternating which goes first), combined by ``combine``."""
     results = []
@@ -193,10 +189,7 @@ async def run_compare(
         order = sides if i % 2 == 0 else tuple(reversed(sides))
         if not quiet and rounds > 1:
             print(f"round {i + 1} of {rounds}: {' then '.join(order)}", file=sys.stderr)
-        results.append(await run_pair(
-            files, concurrency=concurrency, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-            embed_batch=embed_batch, sides=order, quiet=quiet, timeout=timeout,
-        ))
+        results.append(await run_pair(files, options, order, quiet))
     return combine(results)
 
 
@@ -224,11 +217,10 @@ async def main(args: argparse.Namespace) -> int:
     if not files:
         print(f"no files in {args.folder}", file=sys.stderr)
         return 2
-    result = await run_compare(
-        files, concurrency=args.concurrency, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-        embed_batch=args.embed_batch, sides=(args.only,) if args.only else SIDES, quiet=args.json,
-        timeout=args.timeout, rounds=args.rounds,
-    )
+    options = CompareOptions(concurrency=args.concurrency, chunk_size=args.chunk_size,
+                             chunk_overlap=args.chunk_overlap, embed_batch=args.embed_batch, timeout=args.timeout)
+    result = await run_compare(files, options, (args.only,) if args.only else SIDES, quiet=args.json,
+                               rounds=args.rounds)
     if args.json:
         print(orjson.dumps(result).decode())
     else:

@@ -106,7 +106,7 @@ class LocalEmbedder:
 
     def warm_up(self) -> None:
         self._load()
-        self._encode(["warm-up"], [3])  # the first forward pass pays one-time set-up
+        self._batcher.run(["warm-up"], [3])  # the first forward pass pays one-time set-up
 
     def _load(self) -> Any:
         with self._load_lock:
@@ -136,9 +136,6 @@ class LocalEmbedder:
             features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
             vectors = torch.nn.functional.normalize(model(features)["sentence_embedding"], p=2, dim=1)
             return np.asarray(vectors.float().cpu().numpy(), dtype=np.float32)
-
-    def _encode(self, texts: list[str], lengths: Sequence[int]) -> tuple[np.ndarray, float]:
-        return self._batcher.run(texts, lengths)
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
         items = list(texts)
