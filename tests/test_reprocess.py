@@ -9,8 +9,9 @@ import asyncpg
 import numpy as np
 import pytest
 
-from app.commands.reprocess import SelectionError, request, select_documents
+from app.commands.reprocess import request
 from app.search import search_vector
+from app.services.selection import Selection, SelectionError, select_documents
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument, random_unit_vectors
@@ -35,12 +36,12 @@ async def test_reprocess_chunk_size_new_chunks_vectors_search(
     old_set = await doc.chunk([f"long chunk {i}" for i in range(4)], chunk_size=256)
     await doc.embed(random_unit_vectors(rng, 4, 16), "local:m16")
     await catch_up_all(pool, dsn)
-    ids = await select_documents(pool, ns(where="page_count = 4 AND chunk_size = 256"))
+    ids = await select_documents(pool, Selection(where="page_count = 4 AND chunk_size = 256"))
     assert ids == [doc.document_id]
     with pytest.raises(SelectionError):
-        await select_documents(pool, ns(where="true; DELETE FROM documents"))
-    with pytest.raises(SelectionError, match="read-only"):
-        await select_documents(pool, ns(where="(SELECT count(*) FROM nextval('events_position_seq')) > 0"))
+        await select_documents(pool, Selection(where="true; DELETE FROM documents"))
+    with pytest.raises(SelectionError, match="permission denied"):
+        await select_documents(pool, Selection(where="(SELECT count(*) FROM nextval('events_position_seq')) > 0"))
     assert await request(store, "chunk", ids, ns(chunk_size=64)) == 1
     # The worker's part (driven by hand here): a new chunk set, then its vectors.
     new_set = await doc.chunk([f"short {i}" for i in range(8)], chunk_size=64)

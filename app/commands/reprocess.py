@@ -1,8 +1,8 @@
 """``chronos reprocess --stage convert|chunk|embed (--document ID… | --all | --failed | --where SQL)``.
 
 Appends ConversionRequested / ChunkingRequested / EmbeddingRequested for each selected document;
-the stage workers act on them. ``--where`` is a predicate over the ``documents`` view, run in a
-READ ONLY transaction (one statement only). For paid stages a cost quote comes first (outputs that
+the stage workers act on them. ``--where`` is a predicate over the documents view, run as a role
+that can read nothing else (see app/services/selection.py). For paid stages a cost quote comes first (outputs that
 can be reused cost nothing: chunks whose text + model are in the embedding cache) and the command
 asks before appending (``--yes`` skips); it refuses when the quote would cross the monthly budget,
 unless ``--over-budget``.
@@ -22,31 +22,15 @@ import orjson
 from app import costs, domain
 from app.commands.costs import month_to_date
 from app.runtime import open_runtime
+from app.services.selection import Selection, select_documents
 from events.store import EventStore
 from events.types import NewEvent
 
 
-class SelectionError(ValueError):
-    """The --where predicate is not a single read-only boolean expression over documents."""
-
-
-async def select_documents(pool: asyncpg.Pool, args: argparse.Namespace) -> list[str]:
-    if args.document:
-        return [str(uuid.UUID(d)) for d in args.document]
-    if args.all:
-        sql = "SELECT document_id FROM documents WHERE status <> 'deleted' ORDER BY uploaded_at"
-    elif args.failed:
-        sql = "SELECT document_id FROM documents WHERE status = 'failed' ORDER BY uploaded_at"
-    else:
-        if ";" in args.where:
-            raise SelectionError("--where takes one boolean expression, not statements (no ';')")
-        sql = f"SELECT document_id FROM documents WHERE status <> 'deleted' AND ({args.where}) ORDER BY uploaded_at"
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        try:
-            rows = await conn.fetch(sql)
-        except asyncpg.PostgresError as exc:
-            raise SelectionError(f"--where {args.where!r} failed: {exc}") from exc
-    return [str(r["document_id"]) for r in rows]
+def selection(args: argparse.Namespace) -> Selection:
+    return Selection(
+        document_ids=tuple(args.document or ()), all=bool(args.all), failed=bool(args.failed), where=args.where
+    )
 
 
 async def quote(pool: asyncpg.Pool, stage: str, ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -123,7 +107,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     async with open_runtime() as rt:
-        ids = await select_documents(rt.pool, args)
+        ids = await select_documents(rt.pool, selection(args))
         q = await quote(rt.pool, args.stage, ids, args)
         budget = await month_to_date(rt.pool)
         if not args.json:
@@ -143,7 +127,7 @@ async def main(args: argparse.Namespace) -> int:
             # Documents that appeared between the selection and the requests: ask for them too (later
             # ones are embedded with the new model by the embed stage itself).
             seen = set(ids)
-            more = [d for d in await select_documents(rt.pool, args) if d not in seen]
+            more = [d for d in await select_documents(rt.pool, selection(args)) if d not in seen]
             if more:
                 n += await request(rt.store, args.stage, more, args)
                 ids += more

@@ -1,0 +1,1 @@
+"""Use cases: what the CLI and the HTTP API both do, with typed parameters. Neither calls the other."""
