@@ -129,4 +129,32 @@ async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
                 "documents although the projections are caught up (run chronos replay)",
                 [r["document_id"] for r in absent],
             )
+    await _check_vectors(pool, report, behind)
     return report
+
+
+async def _check_vectors(pool: asyncpg.Pool, report: Report, behind: dict[str, int]) -> None:
+    """Searchable documents search cannot find, and vectors the projector refused."""
+    if not await _table_exists(pool, "vector_problems"):
+        return
+    problems = await pool.fetch(query("check", "vector_problems"))
+    if problems:
+        report.add(
+            "error",
+            "vector_problems",
+            f"{len(problems)} embedding result(s) could not be projected (the documents keep earlier vectors)",
+            [f"{r['document_id']} {r['model']}: {r['problem']}" for r in problems],
+        )
+    caught_up = all(behind.get(f"projection:{name}", 1) == 0 for name in ("documents", "vectors"))
+    if not caught_up:
+        return
+    blind = await pool.fetch(query("check", "searchable_without_vectors"))
+    if blind:
+        report.add(
+            "error",
+            "searchable_without_vectors",
+            f"{len(blind)} searchable document(s) have no vectors for their current chunk set: search cannot "
+            "find them (chronos replay --projection vectors rebuilds them from the log; "
+            "chronos reprocess --stage embed re-embeds)",
+            [r["document_id"] for r in blind],
+        )

@@ -24,6 +24,7 @@ CONVERSION_FAILED = "ConversionFailed"
 CHUNKING_REQUESTED = "ChunkingRequested"  # reprocess --stage chunk
 DOCUMENT_CHUNKED = "DocumentChunked"
 CHUNKING_FAILED = "ChunkingFailed"
+CHUNKING_UNCHANGED = "ChunkingUnchanged"  # a re-chunk whose result is the current chunk set already
 EMBEDDING_REQUESTED = "EmbeddingRequested"  # reprocess --stage embed (e.g. a new model)
 CHUNKS_EMBEDDED = "ChunksEmbedded"
 EMBEDDING_FAILED = "EmbeddingFailed"
@@ -151,6 +152,16 @@ class DocumentChunkedData(TypedDict):
     conversion_id: str
     parameters: ChunkParametersJSON
     chunks: list[ChunkJSON]
+
+
+class ChunkingUnchangedData(TypedDict):
+    """A chunk job whose settings and conversion give the chunk set that is already current: nothing
+    new is appended (a second DocumentChunked with the same id would double its rows downstream)."""
+
+    document_id: str
+    chunk_set_id: str
+    conversion_id: str
+    request_id: NotRequired[str | None]
 
 
 class EmbeddingRequestedData(TypedDict):

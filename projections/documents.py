@@ -38,6 +38,7 @@ HANDLED = frozenset(
         domain.CHUNKS_EMBEDDED,
         domain.COST_INCURRED,
         domain.DOCUMENT_DELETED,
+        domain.CHUNKING_UNCHANGED,
         *_REQUESTED,
         *_FAILED,
     }
@@ -108,6 +109,12 @@ def fold(state: State | None, e: RecordedEvent, document_id: str) -> State | Non
             chunk_size=(d.get("parameters") or {}).get("chunk_size"),
             chunked_at=e.recorded_at,
         )
+        _cleared(s)
+    elif e.type == domain.CHUNKING_UNCHANGED:
+        # The request is settled by the current chunk set: searchable again when it has vectors.
+        embedded = s.get("embedded_at") is not None and s.get("chunked_at") is not None
+        embedded = embedded and s["embedded_at"] >= s["chunked_at"]
+        s.update(status="searchable" if embedded else "chunked", current_stage=None if embedded else "embed")
         _cleared(s)
     elif e.type == domain.CHUNKS_EMBEDDED:
         if str(d.get("chunk_set_id")) != str(s.get("chunk_set_id")):

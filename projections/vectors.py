@@ -43,6 +43,7 @@ class Embedded:
     document_id: str
     matrix: np.ndarray | None = None
     rows: ChunkSetRows | None = None
+    problem: str | None = None  # why the vectors blob cannot be read as this set's vectors
 
     @property
     def model(self) -> str:
@@ -73,6 +74,8 @@ async def load_all(blobs: BlobStore, items: list[Embedded]) -> tuple[list[Embedd
                 item.matrix = await load_matrix(blobs, item.event.data)
             except BlobNotFound:
                 missing.append(item)
+            except ValueError as exc:
+                item.problem = str(exc)
 
     await asyncio.gather(*(one(i) for i in items))
     return [i for i in items if i not in missing], missing
@@ -80,6 +83,8 @@ async def load_all(blobs: BlobStore, items: list[Embedded]) -> tuple[list[Embedd
 
 def check_shape(item: Embedded) -> str | None:
     """Why the vectors cannot be projected, or None."""
+    if item.problem is not None:
+        return item.problem
     assert item.matrix is not None and item.rows is not None
     n = len(item.rows.ordinals)
     if item.matrix.shape[0] != n:
@@ -100,7 +105,7 @@ def vector_rows(item: Embedded) -> bytes:
 
 class VectorsProjector(Projector):
     name = "vectors"
-    tables = ("vector_documents", "vector_sets", "embedding_models", "vectors")
+    tables = ("vector_documents", "vector_sets", "embedding_models", "vectors", "vector_problems")
 
     def __init__(self, blobs: BlobStore, *, defer_indexes: bool = False) -> None:
         self.blobs = blobs
@@ -148,6 +153,7 @@ class VectorsProjector(Projector):
         if drop:
             await conn.execute(query("projections", "vectors_delete_documents"), list(drop))
             await conn.execute(query("projections", "vector_sets_delete_documents"), list(drop))
+            await conn.execute(query("projections", "vector_problems_delete_documents"), list(drop))
         if embeds:
             await self._write_embeds(conn, list(embeds.values()), relevant)
         rows = [states[d] for d in changed]
@@ -163,9 +169,8 @@ class VectorsProjector(Projector):
         )
 
     async def _write_embeds(self, conn: Conn, items: list[Embedded], batch: list[RecordedEvent]) -> None:
-        keys = ([i.document_id for i in items], [i.model for i in items])
-        await conn.execute(query("projections", "vectors_delete_pairs"), *keys)
-        await conn.execute(query("projections", "vector_sets_delete_pairs"), *keys)
+        """Replace each (document, model)'s vectors with the new set -- only once the new set is known
+        to be applicable: one that is not keeps the old vectors and is recorded in vector_problems."""
         found = await chunk_sets(conn, {i.chunk_set_id: i.document_id for i in items}, chunked_events(batch))
         for i in items:
             i.rows = found.get(i.chunk_set_id, ChunkSetRows([], []))
@@ -179,18 +184,27 @@ class VectorsProjector(Projector):
                         f"(event {i.event.event_id}) is missing although the document was never deleted; "
                         "restore the blob store (replay cannot make up vectors)"
                     )
-        dims = await self._register_models(conn, loaded)
-        good: list[Embedded] = []
+        shaped: list[Embedded] = []
+        problems: list[tuple[Embedded, str]] = []
         for i in loaded:
-            assert i.matrix is not None
             problem = check_shape(i)
-            if problem is None and i.matrix.shape[1] != dims[i.model]:
-                problem = f"{i.matrix.shape[1]} dimensions, but model {i.model} has {dims[i.model]}"
             if problem:
-                extra = {"action": "project_vectors", "document_id": i.document_id, "event_id": str(i.event.event_id)}
-                logger.error("vectors of document %s not projected: %s", i.document_id, problem, extra=extra)
-                continue
-            good.append(i)
+                problems.append((i, problem))
+            else:
+                shaped.append(i)
+        dims = await self._register_models(conn, shaped)
+        good: list[Embedded] = []
+        for i in shaped:
+            assert i.matrix is not None
+            if i.matrix.shape[1] != dims[i.model]:
+                problems.append((i, f"{i.matrix.shape[1]} dimensions, but model {i.model} has {dims[i.model]}"))
+            else:
+                good.append(i)
+        await self._record_problems(conn, problems)
+        if good:
+            keys = ([i.document_id for i in good], [i.model for i in good])
+            await conn.execute(query("projections", "vectors_delete_pairs"), *keys)
+            await conn.execute(query("projections", "vector_sets_delete_pairs"), *keys)
         bodies = [vector_rows(i) for i in good if i.rows and i.rows.ordinals]
         if bodies:
             await conn.copy_to_table("vectors", source=copy.stream(bodies), format="binary",
@@ -205,6 +219,23 @@ class VectorsProjector(Projector):
                 [len(i.rows.ordinals) if i.rows else 0 for i in good],
                 [str(i.event.data["vectors"]["sha256"]) for i in good],
                 [i.event.position for i in good],
+            )
+
+    async def _record_problems(self, conn: Conn, problems: list[tuple[Embedded, str]]) -> None:
+        """Loudly: an error in the log and a row `chronos check` reports; the old vectors stay."""
+        for i, problem in problems:
+            extra = {"action": "project_vectors", "document_id": i.document_id, "event_id": str(i.event.event_id)}
+            logger.error("vectors of document %s not projected (its earlier vectors stay): %s",
+                         i.document_id, problem, extra=extra)  # fmt: skip
+        if problems:
+            await conn.execute(
+                query("projections", "vector_problems_insert"),
+                [i.event.event_id for i, _ in problems],
+                [i.event.position for i, _ in problems],
+                [i.document_id for i, _ in problems],
+                [i.model for i, _ in problems],
+                [as_uuid(i.chunk_set_id) for i, _ in problems],
+                [p for _, p in problems],
             )
 
     async def _register_models(self, conn: Conn, items: list[Embedded]) -> dict[str, int]:

@@ -15,12 +15,14 @@ from app.pipeline.dispatcher import STAGE_FOR
 from events.types import RecordedEvent
 from projections.documents import fold
 
-_TRIGGERS = STAGE_FOR
+# A ChunkingUnchanged asks the embed stage only for models that have not embedded the set yet.
+_TRIGGERS = {k: v for k, v in STAGE_FOR.items() if k != domain.CHUNKING_UNCHANGED}
 _RESULTS = {
     domain.DOCUMENT_CONVERTED: "convert",
     domain.CONVERSION_FAILED: "convert",
     domain.DOCUMENT_CHUNKED: "chunk",
     domain.CHUNKING_FAILED: "chunk",
+    domain.CHUNKING_UNCHANGED: "chunk",
     domain.CHUNKS_EMBEDDED: "embed",
     domain.EMBEDDING_FAILED: "embed",
 }

@@ -19,6 +19,7 @@ STAGE_FOR: dict[str, str] = {  # the event that makes a stage's job (also the AP
     domain.DOCUMENT_CONVERTED: "chunk",
     domain.CHUNKING_REQUESTED: "chunk",
     domain.DOCUMENT_CHUNKED: "embed",
+    domain.CHUNKING_UNCHANGED: "embed",  # the embed stage skips models that already embedded the set
     domain.EMBEDDING_REQUESTED: "embed",
 }
 
@@ -27,6 +28,7 @@ _PARAMS: dict[str, tuple[str, ...]] = {
     domain.DOCUMENT_CONVERTED: ("conversion_id",),
     domain.CHUNKING_REQUESTED: ("chunk_size", "chunk_overlap", "request_id"),
     domain.DOCUMENT_CHUNKED: ("chunk_set_id",),
+    domain.CHUNKING_UNCHANGED: ("chunk_set_id",),
     domain.EMBEDDING_REQUESTED: ("model", "request_id"),
 }
 

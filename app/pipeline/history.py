@@ -20,6 +20,7 @@ class DocumentHistory:
     chunk_request: dict[str, Any] | None = None  # latest ChunkingRequested (sticky chunk settings)
     embed_request: dict[str, Any] | None = None  # latest EmbeddingRequested (sticky model)
     deleted: bool = False
+    embedded: set[tuple[str, str]] = field(default_factory=set)  # (chunk_set_id, model) with vectors
 
     @classmethod
     def of(cls, events: list[RecordedEvent]) -> DocumentHistory:
@@ -37,6 +38,8 @@ class DocumentHistory:
                 h.chunk_request = e.data
             elif e.type == domain.EMBEDDING_REQUESTED:
                 h.embed_request = e.data
+            elif e.type == domain.CHUNKS_EMBEDDED:
+                h.embedded.add((str(e.data["chunk_set_id"]), str(e.data["model"])))
             elif e.type == domain.DOCUMENT_DELETED:
                 h.deleted = True
         return h

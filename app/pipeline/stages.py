@@ -345,6 +345,21 @@ async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
         )
     chunk_set_id = uuid.uuid5(domain.CHUNK_NAMESPACE, conversion["conversion_id"] + ":" + _stable_hash(parameters))
     result_id = job.result_id("chunked")
+    if str(chunk_set_id) in history.chunk_sets:
+        latest = history.latest_chunk_set
+        if latest is not None and latest["chunk_set_id"] == str(chunk_set_id):
+            # The current chunk set again: record that the request is settled, append no second copy.
+            unchanged: domain.ChunkingUnchangedData = {
+                "document_id": str(job.document_id),
+                "chunk_set_id": str(chunk_set_id),
+                "conversion_id": conversion["conversion_id"],
+                "request_id": job.params.get("request_id"),
+            }
+            event = NewEvent(domain.CHUNKING_UNCHANGED, dict(unchanged), _meta(job, actor), event_id=result_id)
+            return Outcome("done", [event])
+        # An earlier set's settings again (A -> B -> A): a new set of its own (its texts are cached, so
+        # embedding it is free); a set id the stream holds already is never appended twice.
+        chunk_set_id = uuid.uuid5(domain.CHUNK_NAMESPACE, f"{chunk_set_id}:{result_id}")
     data: domain.DocumentChunkedData = {
         "document_id": str(job.document_id),
         "chunk_set_id": str(chunk_set_id),
@@ -393,6 +408,11 @@ async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
             raise StageFailure("UnknownModel", str(exc), retryable=False) from exc
         if all(e.model != embedder.model for e in embedders):
             embedders.append(embedder)
+    if not requested:
+        # A new or unchanged chunk set: a model that already embedded it has nothing to add.
+        embedders = [e for e in embedders if (chunk_set["chunk_set_id"], e.model) not in history.embedded]
+        if not embedders:
+            return Outcome("done")
     texts = [c["text"] for c in chunk_set["chunks"]]
     events: list[NewEvent] = []
     for n, embedder in enumerate(embedders):

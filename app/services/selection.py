@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from events.errors import ChronosError
+from events.types import DbConn
 
 PREDICATE_TIMEOUT_S = 10.0
 MAX_PREDICATE = 2000
@@ -129,7 +130,7 @@ async def select_documents(pool: asyncpg.Pool, selection: Selection) -> list[str
         return await _where(conn, check_predicate(selection.where))
 
 
-async def _where(conn: asyncpg.Connection, predicate: str) -> list[str]:
+async def _where(conn: DbConn, predicate: str) -> list[str]:
     owner = await conn.fetchval(
         "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'select_documents_where'"
     )

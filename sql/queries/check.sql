@@ -61,3 +61,15 @@ FROM (SELECT DISTINCT stream_id FROM events WHERE type = 'DocumentUploaded') u
 WHERE NOT EXISTS (SELECT 1 FROM events d WHERE d.stream_id = u.stream_id AND d.type = 'DocumentDeleted')
   AND NOT EXISTS (SELECT 1 FROM documents p WHERE p.document_id::text = substr(u.stream_id, 10))
 LIMIT 100;
+
+-- name: searchable_without_vectors
+-- Searchable documents whose current chunk set has no vectors for any model: search cannot find them.
+SELECT d.document_id::text AS document_id, d.filename
+FROM documents d
+WHERE d.status = 'searchable' AND coalesce(d.chunk_count, 0) > 0
+  AND NOT EXISTS (SELECT 1 FROM vector_sets s WHERE s.document_id = d.document_id AND s.chunk_set_id = d.chunk_set_id)
+ORDER BY d.uploaded_at
+LIMIT 100;
+
+-- name: vector_problems
+SELECT document_id::text AS document_id, model, problem FROM vector_problems ORDER BY position LIMIT 100;

@@ -12,12 +12,20 @@ INSERT INTO documents SELECT * FROM jsonb_populate_recordset(NULL::documents, $1
 
 -- name: chunk_set_rows
 -- Ordinals and text hashes of chunk sets, looked up in the log (ordinal order = vectors blob rows).
-SELECT e.data ->> 'chunk_set_id' AS chunk_set_id,
+-- One DocumentChunked per set: logs written before sets were deduplicated may hold the same set twice.
+WITH sets AS (
+    SELECT DISTINCT ON (e.data ->> 'chunk_set_id') e.data ->> 'chunk_set_id' AS chunk_set_id,
+           e.data -> 'chunks' AS chunks
+    FROM events e
+    WHERE e.stream_id = ANY ($1::text[]) AND e.type = 'DocumentChunked'
+      AND e.data ->> 'chunk_set_id' = ANY ($2::text[])
+    ORDER BY e.data ->> 'chunk_set_id', e.position
+)
+SELECT s.chunk_set_id,
        array_agg((c ->> 'ordinal')::integer ORDER BY (c ->> 'ordinal')::integer) AS ordinals,
        array_agg(c ->> 'text_sha256' ORDER BY (c ->> 'ordinal')::integer) AS hashes
-FROM events e, jsonb_array_elements(e.data -> 'chunks') AS c
-WHERE e.stream_id = ANY ($1::text[]) AND e.type = 'DocumentChunked' AND e.data ->> 'chunk_set_id' = ANY ($2::text[])
-GROUP BY e.data ->> 'chunk_set_id';
+FROM sets s, jsonb_array_elements(s.chunks) AS c
+GROUP BY s.chunk_set_id;
 
 -- name: deletion_marks
 SELECT stream_id, stream_version, type FROM events
@@ -61,6 +69,14 @@ WHERE v.document_id = p.document_id AND v.model = p.model;
 -- name: vector_sets_delete_pairs
 DELETE FROM vector_sets v USING unnest($1::uuid[], $2::text[]) AS p(document_id, model)
 WHERE v.document_id = p.document_id AND v.model = p.model;
+
+-- name: vector_problems_insert
+INSERT INTO vector_problems (event_id, position, document_id, model, chunk_set_id, problem)
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::text[])
+ON CONFLICT (event_id) DO NOTHING;
+
+-- name: vector_problems_delete_documents
+DELETE FROM vector_problems WHERE document_id = ANY ($1::uuid[]);
 
 -- name: vector_sets_insert
 INSERT INTO vector_sets (document_id, model, chunk_set_id, dimensions, vector_count, vectors_blob, position)
