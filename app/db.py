@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 
 from app.config import Settings
+from app.errors import Unavailable
 from events.connection import create_pool
 from events.migrations import migrate
 
@@ -25,8 +26,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATABASE = "chronos"
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(Unavailable):
     """The database could not be reached or started."""
+
+    code = "database_unavailable"
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,13 @@ after blob garbage collection gives the same table (the skipped rows are the del
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
 import numpy as np
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.codec import decode_as
 from events.blobs import BlobStore
 from events.errors import BlobNotFound
 from events.sqlfiles import query
@@ -19,9 +23,60 @@ from events.types import RecordedEvent
 from projections import copy
 from projections.base import Conn, Projector, as_uuid, document_id_of, in_own_stream, unique_ids
 from projections.lineage import ChunkSetRows, DeletionTimeline, chunk_sets, chunked_events
-from projections.vectors import Embedded, load_all
 
 COLUMNS = ["model", "dimensions", "text_sha256", "document_id", "embedding"]
+BLOB_READS = 8  # concurrent blob reads per batch
+
+
+@dataclass
+class Embedded:
+    """One ChunksEmbedded worth projecting, with its vectors once loaded."""
+
+    event: RecordedEvent
+    document_id: str
+    result: ev.ChunksEmbedded
+    matrix: np.ndarray | None = None
+    rows: ChunkSetRows | None = None
+    problem: str | None = None  # why the vectors blob cannot be read as this set's vectors
+
+    @classmethod
+    def of(cls, event: RecordedEvent, document_id: str) -> Embedded:
+        return cls(event, document_id, decode_as(event, ev.ChunksEmbedded))
+
+    @property
+    def model(self) -> str:
+        return self.result.model
+
+    @property
+    def chunk_set_id(self) -> str:
+        return self.result.chunk_set_id
+
+
+async def load_matrix(blobs: BlobStore, result: ev.ChunksEmbedded) -> np.ndarray:
+    """The (chunk_count, dimensions) float32 matrix of a ChunksEmbedded result."""
+    raw = await blobs.get_bytes(result.vectors.sha256)
+    dims = result.dimensions
+    if dims <= 0 or len(raw) % (4 * dims):
+        raise ValueError(f"vectors blob of {len(raw)} bytes is not float32 rows of {dims} dimensions")
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, dims)
+
+
+async def load_all(blobs: BlobStore, items: list[Embedded]) -> tuple[list[Embedded], list[Embedded]]:
+    """Load every item's vectors; returns (loaded, items whose blob is missing)."""
+    gate = asyncio.Semaphore(BLOB_READS)
+    missing: list[Embedded] = []
+
+    async def one(item: Embedded) -> None:
+        async with gate:
+            try:
+                item.matrix = await load_matrix(blobs, item.result)
+            except BlobNotFound:
+                missing.append(item)
+            except ValueError as exc:
+                item.problem = str(exc)
+
+    await asyncio.gather(*(one(i) for i in items))
+    return [i for i in items if i not in missing], missing
 
 
 class EmbeddingCacheProjector(Projector):
@@ -32,7 +87,7 @@ class EmbeddingCacheProjector(Projector):
         self.blobs = blobs
 
     async def apply(self, conn: Conn, events: list[RecordedEvent]) -> None:
-        relevant = [e for e in events if e.type in (domain.CHUNKS_EMBEDDED, domain.DOCUMENT_DELETED)]
+        relevant = [e for e in events if e.type in (ev.ChunksEmbedded.TYPE, ev.DocumentDeleted.TYPE)]
         ids = unique_ids(relevant)
         if not ids:
             return
@@ -42,12 +97,12 @@ class EmbeddingCacheProjector(Projector):
             doc = document_id_of(e)
             if doc is None or not in_own_stream(e, doc):
                 continue
-            if e.type == domain.DOCUMENT_DELETED:
+            if e.type == ev.DocumentDeleted.TYPE:
                 await self._flush(conn, items, relevant, timeline)
                 items = []
                 await conn.execute(query("projections", "embedding_cache_delete_document"), doc)
-            elif e.data.get("model") and not timeline.deleted_at(doc, e.stream_version):
-                items.append(Embedded(e, doc))
+            elif not timeline.deleted_at(doc, e.stream_version):
+                items.append(Embedded.of(e, doc))
         await self._flush(conn, items, relevant, timeline)
 
     async def _flush(
@@ -62,12 +117,12 @@ class EmbeddingCacheProjector(Projector):
         for i in missing:
             if not timeline.deleted_after(i.document_id, i.event.stream_version):
                 raise BlobNotFound(
-                    f"vectors blob {i.event.data['vectors']['sha256']} of document {i.document_id} is missing "
+                    f"vectors blob {i.result.vectors.sha256} of document {i.document_id} is missing "
                     "although the document was never deleted; restore the blob store"
                 )
         # Keep the first embedding of each (model, dimensions, text, document): earlier rows in the
         # table win (ON CONFLICT DO NOTHING semantics), then earlier rows of this batch.
-        keys = [(i.model, int(i.event.data["dimensions"]), h, i.document_id)
+        keys = [(i.model, i.result.dimensions, h, i.document_id)
                 for i in loaded if i.rows for h in i.rows.text_sha256]  # fmt: skip
         existing = {
             (r["model"], r["dimensions"], r["text_sha256"], str(r["document_id"]))
@@ -81,7 +136,7 @@ class EmbeddingCacheProjector(Projector):
             assert i.matrix is not None and i.rows is not None
             if i.matrix.shape[0] != len(i.rows.text_sha256) or not np.isfinite(i.matrix).all():
                 continue  # the vectors projector logs this
-            dims = int(i.event.data["dimensions"])
+            dims = i.result.dimensions
             if i.matrix.shape[1] != dims:
                 continue
             take: list[int] = []

@@ -45,14 +45,15 @@ async def test_analyst_role(store: EventStore, blobs: PgBlobStore, pool: asyncpg
 async def test_costs_month_to_date_and_budget(
     store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.commands.costs import month_to_date
+    from app.config import Settings
+    from app.services.budget import month_to_date
 
     doc = SyntheticDocument(store, blobs)
     await doc.upload()
     await doc.convert(seconds=100.0)
     await catch_up_all(pool, dsn)
-    report = await month_to_date(pool)
+    report = (await month_to_date(pool, Settings())).to_json()
     assert report["spent_usd"] == pytest.approx(100 * 0.0000131)
     assert (report["budget_usd"], report["over_budget"]) == (50.0, False)
     monkeypatch.setenv("CHRONOS_MONTHLY_BUDGET_USD", "0.001")
-    assert (await month_to_date(pool))["over_budget"] is True
+    assert (await month_to_date(pool, Settings.from_env())).over_budget is True

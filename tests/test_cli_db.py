@@ -131,6 +131,6 @@ async def test_database_url_is_used_as_given(dsn: str, tmp_path: Path) -> None:
 async def test_unreachable_database_url_fails_with_a_clear_message(tmp_path: Path) -> None:
     cli = Cli(_env(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", CHRONOS_HOME=str(tmp_path)))
     result = await cli("events", "list", ok=False, timeout=60)
-    assert result.code == 1
+    assert result.code == 69  # EX_UNAVAILABLE: every expected failure exits with its kind's code
     assert "could not use the database at postgresql://nobody@127.0.0.1:1/none" in result.err
     assert "Traceback" not in result.err

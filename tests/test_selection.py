@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import pytest
 
-from app.services.selection import Selection, SelectionError, check_predicate, select_documents
+from app.services.selection import Selection, SelectionError, UnknownDocument, check_predicate, select_documents
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument
@@ -122,5 +122,5 @@ async def test_only_live_documents_and_no_phantoms(
     assert await select_documents(pool, Selection(all=True)) == [b]
     with pytest.raises(SelectionError, match="deleted"):
         await select_documents(pool, Selection(document_ids=(a,)))
-    with pytest.raises(SelectionError, match="no document"):
+    with pytest.raises(UnknownDocument, match="no document"):
         await select_documents(pool, Selection(document_ids=(str(uuid.uuid4()),)))

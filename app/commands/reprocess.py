@@ -1,30 +1,23 @@
 """``chronos reprocess --stage convert|chunk|embed (--document ID… | --all | --failed | --where SQL)``.
 
-Appends ConversionRequested / ChunkingRequested / EmbeddingRequested for each selected document;
-the stage workers act on them. ``--where`` is a predicate over the documents view, run as a role
-that can read nothing else (see app/services/selection.py). For paid stages a cost quote comes first (outputs that
-can be reused cost nothing: chunks whose text + model are in the embedding cache) and the command
-asks before appending (``--yes`` skips); it refuses when the quote would cross the monthly budget,
-unless ``--over-budget``.
+Parsing and printing only; the work is in app/services/reprocess.py (selection, quote, budget stop,
+requests). ``--where`` is a predicate over the documents view, run as a role that can read nothing
+else (app/services/selection.py). A paid request asks before appending (``--yes`` skips) and stops at
+the monthly budget unless ``--over-budget``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import uuid
-from typing import Any
 
-import asyncpg
 import orjson
 
-from app import costs, domain
-from app.commands.costs import month_to_date
+from app.catalogue.events import STAGES
 from app.runtime import open_runtime
-from app.services.selection import Selection, select_documents
-from events.store import EventStore
-from events.types import NewEvent
+from app.services import reprocess
+from app.services.budget import check_quote
+from app.services.selection import Selection
 
 
 def selection(args: argparse.Namespace) -> Selection:
@@ -33,68 +26,22 @@ def selection(args: argparse.Namespace) -> Selection:
     )
 
 
-async def quote(pool: asyncpg.Pool, stage: str, ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Estimated USD of the request: OpenAI tokens not in the cache, or Modal GPU seconds per page."""
-    if stage == "embed" and args.model and args.model.startswith("openai:"):
-        name = args.model.split(":", 1)[1]
-        tokens = await pool.fetchval(
-            "SELECT coalesce(sum(c.token_count), 0) FROM chunks c WHERE c.document_id = ANY($1::uuid[]) "
-            "AND NOT EXISTS (SELECT 1 FROM embedding_cache e WHERE e.model = $2 AND e.text_sha256 = c.text_sha256)",
-            ids,
-            args.model,
-        )
-        return {"resource": "tokens", "quantity": int(tokens), "usd": int(tokens) * costs.price(f"openai_token_{name}")}
-    if stage == "convert" and args.backend == "modal":
-        row = await pool.fetchrow(
-            "SELECT coalesce(sum(l.quantity) / nullif(sum(d.page_count), 0), 2.0) AS s_per_page "
-            "FROM cost_ledger l JOIN documents d USING (document_id) WHERE l.resource = 'gpu_seconds'"
-        )
-        pages = await pool.fetchval(
-            "SELECT coalesce(sum(page_count), 0) FROM documents WHERE document_id = ANY($1::uuid[])", ids
-        )
-        seconds = float(row["s_per_page"] if row else 2.0) * int(pages)
-        return {"resource": "gpu_seconds", "quantity": seconds, "usd": seconds * costs.price("modal_gpu_second_a10g")}
-    return {"resource": None, "quantity": 0, "usd": 0.0}
-
-
-async def request(
-    store: EventStore, stage: str, ids: list[str], args: argparse.Namespace, actor: str = "cli"
-) -> int:
-    kind = {
-        "convert": domain.CONVERSION_REQUESTED,
-        "chunk": domain.CHUNKING_REQUESTED,
-        "embed": domain.EMBEDDING_REQUESTED,
-    }
-    params: dict[str, Any] = {"reason": args.reason}
-    if stage == "convert":
-        params["backend"] = args.backend or "auto"
-    elif stage == "chunk":
-        params.update(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
-    else:
-        if not args.model:
-            raise ValueError(
-                "--stage embed needs --model (e.g. local:all-MiniLM-L6-v2 or openai:text-embedding-3-small)"
-            )
-        params["model"] = args.model
-        if getattr(args, "all", False):
-            # A model switch: the embed stage also embeds documents that arrive later with this model
-            # (see app/pipeline/stages.switch_targets), so the new model comes to cover every document.
-            params["scope"] = "all"
-    for doc in ids:
-        data = {"document_id": doc, "request_id": str(uuid.uuid4()), **params}
-        await store.append(domain.stream_for(doc), [NewEvent(kind[stage], data, {"actor": actor})])
-    return len(ids)
+def stage_request(args: argparse.Namespace) -> reprocess.StageRequest:
+    return reprocess.StageRequest(
+        stage=args.stage, reason=args.reason, backend=args.backend, chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap, model=args.model, switch=bool(args.all and args.stage == "embed"),
+    )  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reprocess", help="run a stage again with new settings (appends request events)")
-    p.add_argument("--stage", required=True, choices=domain.STAGES)
+    p.add_argument("--stage", required=True, choices=STAGES)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--document", action="append", metavar="ID")
     which.add_argument("--all", action="store_true")
     which.add_argument("--failed", action="store_true")
-    which.add_argument("--where", metavar="SQL", help="predicate over the documents view, run read-only")
-    p.add_argument("--backend", choices=("modal", "local", "auto"))
+    which.add_argument("--where", metavar="SQL", help="predicate over the documents view (a role that reads only it)")
+    p.add_argument("--backend", choices=reprocess.BACKENDS)
     p.add_argument("--chunk-size", type=int)
     p.add_argument("--chunk-overlap", type=int)
     p.add_argument("--model")
@@ -107,32 +54,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     async with open_runtime() as rt:
-        ids = await select_documents(rt.pool, selection(args))
-        q = await quote(rt.pool, args.stage, ids, args)
-        budget = await month_to_date(rt.pool)
+        chosen = selection(args)
+        plan = await reprocess.plan(rt.pool, rt.settings, chosen, stage_request(args))
+        q = plan.quote
         if not args.json:
-            print(f"{len(ids)} document(s); quote: ${q['usd']:.4f} ({q['quantity']} {q['resource'] or 'free'})")
-        if q["usd"] > 0 and budget["spent_usd"] + q["usd"] > budget["budget_usd"] and not args.over_budget:
-            print(
-                f"paused: ${budget['spent_usd']:.2f} spent + ${q['usd']:.2f} quoted would cross the "
-                f"${budget['budget_usd']:.2f} monthly budget; pass --over-budget to proceed",
-                file=sys.stderr,
-            )
-            return 2
-        if q["usd"] > 0 and not args.yes and (await asyncio.to_thread(input, "proceed? [y/N] ")).strip().lower() != "y":
-            print("nothing requested")
-            return 1
-        n = await request(rt.store, args.stage, ids, args)
-        if args.all and args.stage == "embed":
-            # Documents that appeared between the selection and the requests: ask for them too (later
-            # ones are embedded with the new model by the embed stage itself).
-            seen = set(ids)
-            more = [d for d in await select_documents(rt.pool, selection(args)) if d not in seen]
-            if more:
-                n += await request(rt.store, args.stage, more, args)
-                ids += more
+            print(f"{len(plan.document_ids)} document(s); quote: ${q.usd:.4f} ({q.quantity} {q.resource or 'free'})")
+        await check_quote(rt.pool, rt.settings, q.usd, over_budget_ok=args.over_budget)
+        if q.usd > 0 and not args.yes:
+            answer = await asyncio.to_thread(input, "proceed? [y/N] ")
+            if answer.strip().lower() != "y":
+                print("nothing requested")
+                return 1
+        await reprocess.execute(rt.pool, rt.store, rt.settings, plan, actor="cli", over_budget_ok=args.over_budget,
+                                selection=chosen)  # fmt: skip
     if args.json:
-        print(orjson.dumps({"requested": n, "documents": ids, "quote": q}).decode())
+        ids = plan.document_ids + plan.extra
+        print(orjson.dumps({"requested": plan.requested, "documents": ids, "quote": q.to_json()}).decode())
     else:
-        print(f"requested {args.stage} for {n} document(s)")
+        print(f"requested {args.stage} for {plan.requested} document(s)")
     return 0

@@ -7,7 +7,7 @@ import argparse
 import orjson
 
 from app.runtime import open_runtime
-from app.search import search
+from app.services.search import search
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

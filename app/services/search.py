@@ -1,8 +1,10 @@
 """Semantic search over the projections: embed the question with the model the active vectors
-were made with, then ``search_chunks()`` (per-model HNSW index) in PostgreSQL."""
+were made with (loaded with the runtime's settings), then ``search_chunks()`` (per-model HNSW index)
+in PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import asdict, dataclass
@@ -11,13 +13,16 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from events.errors import ChronosError
+from app.config import Settings
+from app.errors import InvalidRequest, NotFound
 
 logger = logging.getLogger(__name__)
 
 
-class NothingSearchable(ChronosError):
+class NothingSearchable(NotFound):
     """No document has vectors yet: ingest documents first (chronos ingest PATH --wait)."""
+
+    code = "nothing_searchable"
 
 
 @dataclass(frozen=True)
@@ -59,20 +64,22 @@ async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: s
     ]
 
 
-async def search(pool: asyncpg.Pool, question: str, k: int = 5, model: str | None = None) -> list[SearchHit]:
+async def search(
+    pool: asyncpg.Pool, settings: Settings, question: str, k: int = 5, model: str | None = None
+) -> list[SearchHit]:
     """The ``k`` chunks nearest to ``question``; ``model`` defaults to the active search model."""
     if not question.strip():
-        raise ValueError("the question is empty")
+        raise InvalidRequest("the question is empty")
     if k < 1 or k > 1000:
-        raise ValueError(f"k must be between 1 and 1000, not {k}")
+        raise InvalidRequest(f"k must be between 1 and 1000, not {k}")
     if model is None:
         found = await active_model(pool)
         if found is None:
             raise NothingSearchable(NothingSearchable.__doc__ or "")
         model = found[0]
-    from app.embedders import get_embedder  # type: ignore[attr-defined, unused-ignore]
+    from app.embedders import get_embedder
 
-    embedder = get_embedder(model)
+    embedder = await asyncio.to_thread(get_embedder, model, settings)  # loading a model blocks: off the loop
     result = await embedder.embed([question])
     hits = await search_vector(pool, result.vectors[0], k, model)
     logger.info("searched", extra={"action": "search", "model": model, "k": k, "hits": len(hits),
