@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from events.sqlfiles import query
+from events.types import DbConn
 
 # Sent in the startup packet: poolers accept (and track) application_name.
 APP_SETTINGS = {"application_name": "chronos"}
@@ -121,3 +122,8 @@ async def transaction_pooled(dsn: str) -> bool:
     finally:
         await a.close()
     return len(seen[0]) > 1 or len(seen[1]) > 1 or bool(seen[0] & seen[1])
+
+
+async def set_local_search_path(conn: DbConn, *schemas: str) -> None:
+    """``SET LOCAL search_path`` to ``schemas``, then pgvector's schema if it lives elsewhere."""
+    await conn.execute(query("connection", "set_local_search_path"), list(schemas))

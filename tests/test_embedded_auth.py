@@ -100,7 +100,7 @@ async def test_missing_credentials_file_is_explained(tmp_path: Path) -> None:
     await asyncio.to_thread(start_embedded, pgdata)
     await asyncio.to_thread(stop_embedded, pgdata)
     (tmp_path / "home" / "pgpass").unlink()
-    with pytest.raises(DatabaseUnavailable, match="credentials file .*pgpass is missing.*trust"):
+    with pytest.raises(DatabaseUnavailable, match=r"credentials file .*pgpass is missing.*trust"):
         await asyncio.to_thread(start_embedded, pgdata)
     assert not (tmp_path / "home" / "pgpass").exists()  # no new password that the server would not know
 

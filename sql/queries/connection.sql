@@ -16,3 +16,11 @@ SELECT set_config('search_path', current_setting('search_path') || ', ' || quote
 
 -- name: backend_pid
 SELECT pg_backend_pid();
+
+-- name: set_local_search_path
+-- For the current transaction: the schemas $1 (text[], in order), then pgvector's schema when it is
+-- installed elsewhere (replay's shadow schema and re-applied views need its type and operators).
+SELECT set_config('search_path', string_agg(quote_ident(s.name), ', ' ORDER BY s.n), true)
+FROM unnest($1::text[] || ARRAY(
+         SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+         WHERE e.extname = 'vector' AND n.nspname <> ALL ($1::text[]))) WITH ORDINALITY AS s(name, n);
