@@ -43,6 +43,10 @@ class DatabaseUnavailable(RuntimeError):
     """The database could not be reached or started."""
 
 
+class CommandFailed(RuntimeError):
+    """One of the server's programs (initdb, pg_ctl, psql) exited with an error; the message has its output."""
+
+
 @dataclass(frozen=True)
 class EmbeddedStatus:
     pgdata: Path
@@ -84,7 +88,7 @@ def start_embedded(pgdata: Path) -> str:
                 _upgrade_to_password(server, info, password)
     except DatabaseUnavailable:
         raise
-    except (OSError, subprocess.SubprocessError, embedded_auth.CredentialsError, RuntimeError, AssertionError) as exc:
+    except (OSError, subprocess.SubprocessError, RuntimeError, AssertionError) as exc:  # CommandFailed too
         raise DatabaseUnavailable(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
             f"See {pgdata / 'log'} or set DATABASE_URL to use another server."
@@ -132,9 +136,8 @@ def _run(
         except subprocess.CalledProcessError as exc:
             out.seek(0)
             text = out.read().decode(errors="replace").strip()
-            raise DatabaseUnavailable(
-                f"{command} {args[-1] if args else ''} failed ({exc.returncode}): {text[-800:]}"
-            ) from exc
+            what = f"{command} {args[-1] if args else ''}"
+            raise CommandFailed(f"{what} failed ({exc.returncode}): {text[-800:]}") from exc
         out.seek(0)
         return out.read().decode(errors="replace")
 
@@ -244,7 +247,7 @@ def _upgrade_to_password(server: Any, info: Any, password: str) -> None:
     while time.monotonic() < deadline:
         try:
             _run(server, "psql", *psql, "-w", "-c", "SELECT 1", timeout=30, env=no_password)
-        except DatabaseUnavailable:
+        except CommandFailed:
             break
         time.sleep(0.1)
     logger.warning(
@@ -307,6 +310,6 @@ def stop_embedded(pgdata: Path) -> bool:
     server = _server(status.pgdata)
     try:
         _run(server, "pg_ctl", "-w", "-D", str(status.pgdata), "stop", "-m", "fast")
-    except DatabaseUnavailable as exc:
+    except (CommandFailed, OSError, subprocess.SubprocessError) as exc:
         raise DatabaseUnavailable(f"could not stop the embedded server in {status.pgdata}: {exc}") from exc
     return True
