@@ -14,4 +14,5 @@ COMMAND_MODULES: list[str] = [
     "costs",
     "reprocess",
     "serve",
+    "tokens",
 ]

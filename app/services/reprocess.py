@@ -60,6 +60,11 @@ class Plan:
     requested: int = 0
     extra: list[str] = field(default_factory=list)
 
+    @property
+    def paid(self) -> bool:
+        """Does the request spend money (a priced quote, or a GPU conversion asked for)?"""
+        return self.quote.usd > 0 or (self.request.stage == "convert" and self.request.backend == "modal")
+
 
 def validated(request: StageRequest, settings: Settings) -> StageRequest:
     """The request with its model in canonical form; InvalidRequest for settings that cannot work."""
