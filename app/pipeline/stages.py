@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from app import domain
-from app.costs import CostLine, local_cpu, modal_gpu
+from app.costs import CostLine, local_cpu, modal_usage
 from app.pipeline.history import DocumentHistory
 from app.pipeline.jobs import Job
 from app.runtime import Runtime
@@ -227,7 +227,13 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
                 path, filename=up["filename"], media_type=media_type, options=options
             )
         except ConversionFailure as exc:
-            raise _conversion_failure(exc, options) from exc
+            # A failure can still have cost Modal container time (a cancelled or failed call): its
+            # cost lines go with the failure event, keyed by the attempt so a retry records its own.
+            failed = failure_outcome(job, actor, _conversion_failure(exc, options))
+            paid = [line for usage in exc.modal_usage for line in modal_usage(usage)]
+            failed.events += _cost_events(job, actor, "convert", failed.events[0].event_id, paid,
+                                          key=f"failed:{job.attempts}:")
+            return failed
     docling_ref = await rt.blobs.put_bytes(output.docling_json, "application/json")
     markdown_ref = await rt.blobs.put_bytes(output.markdown.encode("utf-8"), "text/markdown")
     data_out: domain.DocumentConvertedData = {
@@ -247,9 +253,9 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
         "slices": output.slices,
         "gpu": output.gpu,
     }
-    lines: list[CostLine] = []
-    if output.gpu_s > 0 and output.gpu:
-        lines.append(modal_gpu(output.gpu_s, output.gpu))
+    # Modal: GPU, CPU and memory of the container time this document held (its share of the batch,
+    # the cold start and the idle tail), including attempts that did not produce this result.
+    lines: list[CostLine] = [line for usage in output.modal_usage for line in modal_usage(usage)]
     if output.cpu_s > 0:
         lines.append(local_cpu(output.cpu_s))
     elif output.backend == "local":
