@@ -24,8 +24,6 @@ Docling timeout and the attribution of the container's billed time (cold start, 
 documents live in ``app.convert.container``.
 """
 
-from __future__ import annotations
-
 import importlib.metadata
 import os
 import time
@@ -217,7 +215,9 @@ app = modal.App(APP_NAME, tags={"service": "chronos-ingest"})
 class Converter:
     """One GPU container: models loaded once (``load``), batches converted by ``convert``."""
 
-    device: str = modal.parameter(default="cuda")  # "cpu" only to run the body with ``.local()`` here
+    # "cpu" only to run the body with ``.local()`` here. (No ``from __future__ import annotations`` in
+    # this module: Modal reads this annotation at run time to encode the parameter.)
+    device: str = modal.parameter(default="cuda")
 
     @modal.enter(snap=SNAPSHOT)
     def import_libraries(self) -> None:

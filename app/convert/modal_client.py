@@ -166,7 +166,8 @@ async def call_modal(items: list[ModalItem], timeout_s: float, fallback_gpu: str
             for i, one in zip(todo, replies, strict=True):
                 if not one.get("not_started"):
                     outcomes[i] = _from_reply(one, container, time.monotonic() - started, items[i].media_type)
-            if len(again) == len(todo):  # no progress: the time is up
+            if not again or len(again) == len(todo):  # all done, or no progress: the time is up
+                todo = again
                 break
             todo = again
     except ImportError as exc:
