@@ -43,14 +43,15 @@ class _Batch:
 class Batcher:
     """Collects submissions into batches and sends each with ``send`` (``call_modal``)."""
 
-    def __init__(self, send: Send | None = None, *, max_docs: int = MAX_DOCS, max_bytes: int = MAX_BYTES,
-                 wait_s: float = WAIT_S) -> None:
-        if max_docs < 1 or max_bytes < 1 or wait_s < 0:
-            raise ValueError("Modal batch caps must be positive (CHRONOS_MODAL_BATCH, CHRONOS_MODAL_BATCH_MB)")
+    def __init__(self, send: Send | None = None, *, max_docs: int | None = None, max_bytes: int | None = None,
+                 wait_s: float | None = None) -> None:
         self.send: Send = send or _call_modal
-        self.max_docs = max_docs
-        self.max_bytes = max_bytes
-        self.wait_s = wait_s
+        self.max_docs = MAX_DOCS if max_docs is None else max_docs
+        self.max_bytes = MAX_BYTES if max_bytes is None else max_bytes
+        self.wait_s = WAIT_S if wait_s is None else wait_s
+        if self.max_docs < 1 or self.max_bytes < 1 or self.wait_s < 0:
+            raise ValueError("Modal batch caps must be positive (CHRONOS_MODAL_BATCH, CHRONOS_MODAL_BATCH_MB, "
+                             "CHRONOS_MODAL_WAIT_MS)")
         self._open: dict[tuple[float, str], _Batch] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self.calls = 0  # batches sent (for benchmarks and tests)
