@@ -75,6 +75,7 @@ class StandInDeployment:
         self.behaviour = behaviour
         self.reply_gpu = reply_gpu  # the GPU the deployment reports (else the body's own report)
         self.calls: list[Call] = []
+        self.replies: list[Any] = []  # what each finished call returned
         self.looked_up: list[tuple[str, str]] = []
         self.hydrate = _Aio(self._hydrate)
         self.spawn = _Aio(self._spawn)
@@ -106,6 +107,7 @@ class StandInDeployment:
             reply = await asyncio.to_thread(self.body().convert.local, items, deadline_unix)
         if self.reply_gpu and isinstance(reply, dict):
             reply["container"]["gpu"] = self.reply_gpu
+        self.replies.append(reply)
         return reply
 
     def body(self) -> Any:
