@@ -115,7 +115,7 @@ class StandInDeployment:
         if self._body is None:
             from app.modal_app import Converter
 
-            self._body = Converter(device="cpu")
+            self._body = Converter(device="cpu")  # type: ignore[call-arg]  # a modal.parameter
         return self._body
 
     @property

@@ -62,7 +62,7 @@ def test_function_body_runs_with_local_docling() -> None:
          "data": (CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf").read_bytes()},
         {"filename": "c.pdf", "media_type": PDF, "data": MULTI.read_bytes(), "page_range": [2, 3]},
     ]
-    reply = Converter(device="cpu").convert.local(items, None)
+    reply = Converter(device="cpu").convert.local(items, None)  # type: ignore[call-arg]
     results = reply["results"]
     assert len(results) == 4
     pdf, docx, locked, part = results

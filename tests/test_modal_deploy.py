@@ -141,7 +141,7 @@ def test_build_steps_run_in_a_container_holding_only_what_modal_mounts(
         if module_mode:  # -m mounts the package's sources, not its dependencies
             assert step["module"] == "app.modal_app"
             assert {remote for _, remote in step["files"]} >= {"/root/app/__init__.py", "/root/app/modal_app.py"}
-            blocked = NOT_IN_IMAGE
+            blocked: tuple[str, ...] = NOT_IN_IMAGE
         else:  # a path: the build container holds this one file
             assert step["module"] == "modal_app"
             assert step["files"] == [[str(ROOT / "app" / "modal_app.py"), "/root/modal_app.py"]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +42,47 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("costs", help="month-to-date spend against the monthly budget")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
+    more = p.add_subparsers(dest="costs_command", metavar="reconcile")
+    r = more.add_parser("reconcile", help="make the ledger's provider totals equal the provider's bill")
+    r.add_argument("--provider", required=True, choices=["modal"])
+    r.add_argument("--from", dest="start", type=date.fromisoformat, help="first UTC day (default: this month's first)")
+    r.add_argument("--to", dest="end", type=date.fromisoformat, help="UTC day after the last (default: today)")
+    r.add_argument("--app", default=None, help="Modal app name (default: chronos-docling)")
+    r.add_argument("--dry-run", action="store_true", help="show the adjustments, append nothing")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=reconcile_main)
+
+
+async def reconcile_main(args: argparse.Namespace) -> int:
+    """``chronos costs reconcile --provider modal``: see app/convert/billing.py."""
+    from app.convert import billing
+    from app.convert.options import modal_configured
+
+    if not modal_configured():
+        print("chronos costs reconcile: Modal is not configured: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET to a "
+              "token of the workspace the app is deployed in", file=sys.stderr)
+        return 2
+    start, end = billing.default_period()
+    async with open_runtime() as rt:
+        try:
+            result = await billing.reconcile_modal(rt.pool, rt.store, args.start or start, args.end or end,
+                                                   app=args.app or billing.APP_NAME, dry_run=args.dry_run)
+        except billing.ReconcileError as exc:
+            print(f"chronos costs reconcile: {exc}", file=sys.stderr)
+            return 2
+    report = result.to_json()
+    if args.json:
+        print(orjson.dumps(report).decode())
+        return 0
+    print(f"Modal ({report['app']}), {report['from']} to {report['to']} (UTC days, end exclusive)")
+    print(f"  {'day':<10} {'bill':>12} {'ledger':>12} {'adjustment':>12}")
+    for day in report["days"]:
+        print(f"  {day['day']:<10} {day['bill_usd']:>12.6f} {day['ledger_usd']:>12.6f} {day['adjustment_usd']:>12.6f}")
+    verb = "would append" if args.dry_run else "appended"
+    print(f"bill ${report['bill_usd']:.6f}, ledger ${report['ledger_before_usd']:.6f} -> "
+          f"${report['ledger_after_usd']:.6f}; {verb} {sum(1 for d in report['days'] if d['adjustment_usd'])} "
+          "adjustment(s)")
+    return 0
 
 
 async def main(args: argparse.Namespace) -> int:
