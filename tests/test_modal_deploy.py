@@ -22,7 +22,6 @@ import pytest
 
 from app.convert import ConvertOptions, convert_file
 from app.convert.options import GPUS
-from tests import modal_image
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
