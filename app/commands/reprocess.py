@@ -44,16 +44,10 @@ async def quote(pool: asyncpg.Pool, stage: str, ids: list[str], args: argparse.N
             args.model,
         )
         return {"resource": "tokens", "quantity": int(tokens), "usd": int(tokens) * costs.price(f"openai_token_{name}")}
-    if stage == "convert" and args.backend == "modal":
-        row = await pool.fetchrow(
-            "SELECT coalesce(sum(l.quantity) / nullif(sum(d.page_count), 0), 2.0) AS s_per_page "
-            "FROM cost_ledger l JOIN documents d USING (document_id) WHERE l.resource = 'gpu_seconds'"
-        )
-        pages = await pool.fetchval(
-            "SELECT coalesce(sum(page_count), 0) FROM documents WHERE document_id = ANY($1::uuid[])", ids
-        )
-        seconds = float(row["s_per_page"] if row else 2.0) * int(pages)
-        return {"resource": "gpu_seconds", "quantity": seconds, "usd": seconds * costs.price("modal_gpu_second_a10g")}
+    if stage == "convert":
+        from app.convert.quote import convert_quote
+
+        return await convert_quote(pool, ids, getattr(args, "backend", None))
     return {"resource": None, "quantity": 0, "usd": 0.0}
 
 
