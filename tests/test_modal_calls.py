@@ -347,3 +347,14 @@ async def test_cost_lines_price_the_gpu_the_deployment_reports(
     # the container time includes the cold start and the idle window the batch left behind
     assert gpu["details"]["cold_start_s"] > 0 and gpu["details"]["idle_s"] == 60.0
     assert set(lines) == {"gpu_seconds", "cpu_core_seconds", "memory_gib_seconds"}  # no local line
+
+
+async def test_a_native_pipeline_pdf_is_sliced_locally_not_sent_to_modal(
+    deploy: Any, tiny_local_timeout_above: Any
+) -> None:
+    fake = deploy()
+    seen = tiny_local_timeout_above(3)
+    out = await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF,
+                                      options=ConvertOptions(backend="auto", pipeline="native"))
+    assert out.backend == "local" and out.slices == [[1, 3], [4, 5]] and seen == [None, (1, 3), (4, 5)]
+    assert fake.calls == []

@@ -27,7 +27,7 @@ from app.convert import errors
 from app.convert.backends import check_input, convert_file
 from app.convert.errors import ConversionFailure
 from app.convert.local import convert_local, merge_local, pdf_page_count
-from app.convert.options import ConversionOutput, ConvertOptions, ModalUsage, modal_configured
+from app.convert.options import ConversionOutput, ConvertOptions, ModalUsage, modal_configured, runs_on_modal
 from app.convert.sniff import PDF
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,12 @@ async def convert_with_recovery(
         page_count = await pdf_page_count(path, options)
 
     other = None if last.fallback else _other_backend(ran_on)  # after a fallback both were tried
+    # A file with no pages to slice may try Modal's larger container even though it needs no GPU; a
+    # sliceable one that needs no GPU goes straight to page slices (on "modal" it would run here again).
+    sliceable = media_type == PDF and bool(page_count and page_count > 1)
+    if other == "modal" and sliceable and not runs_on_modal(media_type, options.pipeline):
+        other = None
     if other is not None:
-        # A file with no pages to slice may try Modal's larger container even though it needs no GPU.
-        sliceable = media_type == PDF and bool(page_count and page_count > 1)
         retry = dataclasses.replace(options, backend=other, any_type_on_modal=not sliceable)
         try:
             output = await convert_file(path, filename=filename, media_type=media_type, options=retry)
