@@ -13,7 +13,6 @@ import pytest
 
 from app import costs
 from app.commands.reprocess import quote
-from app.convert import quote as convert_quote
 
 PDF = "application/pdf"
 PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
@@ -46,7 +45,10 @@ async def test_auto_with_modal_configured_is_quoted(pool: asyncpg.Pool, monkeypa
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("CHRONOS_MODAL_GPU", raising=False)
     quoted = await quote(pool, "convert", ids, args(None))  # the CLI's default backend is auto
-    assert quoted["usd"] > 0 and quoted["gpu"] == "A10G" and quoted["basis"] == "estimate"
+    assert quoted["usd"] > 0
+    from app.convert import quote as convert_quote
+
+    assert quoted["gpu"] == "A10G" and quoted["basis"] == "estimate"
     # 40 pages at the expected speed, plus one batch's cold start and idle window, at the full rate
     seconds = 40 / convert_quote.EXPECTED_PAGES_PER_S["A10G"] + convert_quote.EXPECTED_COLD_START_S + 60
     rate = costs.modal_rate_per_second("A10G", 4.0, 12.0)
@@ -62,6 +64,7 @@ async def test_the_configured_gpu_is_priced(pool: asyncpg.Pool, monkeypatch: pyt
     t4 = await quote(pool, "convert", ids, args("modal"))
     monkeypatch.setenv("CHRONOS_MODAL_GPU", "A10G")
     a10g = await quote(pool, "convert", ids, args("modal"))
+    assert t4["usd"] != a10g["usd"] and t4["usd"] > 0
     assert t4["gpu"] == "T4" and a10g["gpu"] == "A10G"
     t4_rate = costs.modal_rate_per_second("T4", 4.0, 12.0)
     assert t4["usd"] == pytest.approx(t4["quantity"] * t4_rate, rel=1e-3) and t4["usd"] != a10g["usd"]
@@ -75,7 +78,7 @@ async def test_the_deployments_own_history_prices_the_quote(
     monkeypatch.delenv("CHRONOS_MODAL_GPU", raising=False)
     done = await document(pool, PDF, 10)
     await ledger_line(pool, done, 35.0, "L4")  # 3.5 s a page, cold start and idle included
-    quoted: dict[str, Any] = await convert_quote.convert_quote(pool, [await document(pool, PDF, 4)], "modal")
+    quoted: dict[str, Any] = await quote(pool, "convert", [await document(pool, PDF, 4)], args("modal"))
     assert quoted["gpu"] == "L4" and quoted["basis"] == "ledger" and quoted["quantity"] == pytest.approx(14.0)
     assert quoted["usd"] == pytest.approx(14.0 * costs.modal_rate_per_second("L4", 2.0, 8.0))
 
@@ -83,16 +86,19 @@ async def test_the_deployments_own_history_prices_the_quote(
 async def test_only_documents_that_go_to_modal_are_quoted(pool: asyncpg.Pool) -> None:
     slides = await document(pool, PPTX, 40)  # slides count as pages, but a PPTX converts locally
     pdf = await document(pool, PDF, 10)
-    both = await convert_quote.convert_quote(pool, [slides, pdf], "modal", env=TOKENS)
-    alone = await convert_quote.convert_quote(pool, [pdf], "modal", env=TOKENS)
-    assert both["pages"] == 10 and both["usd"] == pytest.approx(alone["usd"])
-    assert (await convert_quote.convert_quote(pool, [slides], "modal", env=TOKENS))["usd"] == 0
+    both = await quote(pool, "convert", [slides, pdf], args("modal"))
+    alone = await quote(pool, "convert", [pdf], args("modal"))
+    assert both["usd"] == pytest.approx(alone["usd"]) and both["pages"] == 10
+    assert (await quote(pool, "convert", [slides], args("modal")))["usd"] == 0
+    from app.convert import quote as convert_quote
+
     native = await convert_quote.convert_quote(pool, [pdf], "modal", pipeline="native", env=TOKENS)
     assert native["usd"] == 0  # the native pipeline needs no GPU
 
 
 def test_quote_defaults_are_the_deployments() -> None:
     from app.convert import batcher
+    from app.convert import quote as convert_quote
     from app.modal_app import CPU_CORES, MEMORY_MIB, SCALEDOWN_WINDOW_S
 
     assert (convert_quote.DEFAULT_CPU_CORES, convert_quote.DEFAULT_MEMORY_MIB) == (CPU_CORES, MEMORY_MIB)
