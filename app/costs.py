@@ -109,6 +109,23 @@ def modal_usage(usage: ModalUsage) -> list[CostLine]:
     ]
 
 
+def modal_usages(usages: list[ModalUsage]) -> list[CostLine]:
+    """Cost lines for all the Modal time one result was billed for (several attempts on the way are
+    summed per GPU, so a result never has two lines of one resource: ``chronos check`` counts those
+    as paid twice)."""
+    from dataclasses import replace
+
+    merged: dict[str, ModalUsage] = {}
+    for usage in usages:
+        seen = merged.get(usage.gpu)
+        merged[usage.gpu] = usage if seen is None else replace(
+            seen, container_s=seen.container_s + usage.container_s, busy_s=seen.busy_s + usage.busy_s,
+            cold_start_s=seen.cold_start_s + usage.cold_start_s, idle_s=seen.idle_s + usage.idle_s,
+            started_container=seen.started_container or usage.started_container,
+            cancelled=seen.cancelled or usage.cancelled)
+    return [line for usage in merged.values() for line in modal_usage(usage)]
+
+
 def modal_rate_per_second(gpu: str, cpu_cores: float, memory_gib: float) -> float:
     """USD per second of one container of the deployment (GPU + reserved CPU + reserved memory)."""
     return (price(f"modal_gpu_second_{gpu.lower()}") + cpu_cores * price("modal_cpu_core_second")

@@ -15,6 +15,7 @@ is the cold start and later calls find it warm.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class StandInDeployment:
         self.hydrate = _Aio(self._hydrate)
         self.spawn = _Aio(self._spawn)
         self._body: Any = None
+        self._lock = threading.Lock()
 
     async def _hydrate(self) -> StandInDeployment:
         return self
@@ -104,11 +106,15 @@ class StandInDeployment:
             if asyncio.iscoroutine(reply):
                 reply = await reply
         else:
-            reply = await asyncio.to_thread(self.body().convert.local, items, deadline_unix)
+            reply = await asyncio.to_thread(self._one_at_a_time, items, deadline_unix)
         if self.reply_gpu and isinstance(reply, dict):
             reply["container"]["gpu"] = self.reply_gpu
         self.replies.append(reply)
         return reply
+
+    def _one_at_a_time(self, items: list[dict[str, Any]], deadline_unix: float | None) -> Any:
+        with self._lock:  # a container runs one input at a time (no @modal.concurrent)
+            return self.body().convert.local(items, deadline_unix)
 
     def body(self) -> Any:
         """One ``Converter`` object for the stand-in's life: one warm container."""

@@ -175,7 +175,9 @@ async def test_a_call_past_its_timeout_is_cancelled_and_its_cost_recorded(
     [call] = fake.calls
     assert call.cancelled_with == {"terminate_containers": True} and call.task.cancelled()
     assert call.deadline_unix is not None and call.deadline_unix <= spawned_at + 1 + 1  # the client's deadline
-    lines = {c["resource"]: c for c in await costs_of(rt, up.document_id)}
+    costs = await costs_of(rt, up.document_id)
+    lines = {c["resource"]: c for c in costs}
+    assert len(costs) == len(lines) == 4  # one line per resource: nothing counted twice
     assert set(lines) == {"gpu_seconds", "cpu_core_seconds", "memory_gib_seconds", "cpu_seconds"}
     gpu = lines["gpu_seconds"]
     assert gpu["provider"] == "modal" and gpu["details"]["cancelled"] == 1
@@ -358,3 +360,16 @@ async def test_a_native_pipeline_pdf_is_sliced_locally_not_sent_to_modal(
                                       options=ConvertOptions(backend="auto", pipeline="native"))
     assert out.backend == "local" and out.slices == [[1, 3], [4, 5]] and seen == [None, (1, 3), (4, 5)]
     assert fake.calls == []
+
+
+def test_several_modal_attempts_of_one_result_are_one_line_per_resource() -> None:
+    from app import costs
+    from app.convert.options import ModalUsage
+
+    first = ModalUsage(gpu="L4", container_s=10.0, cpu_cores=4.0, memory_gib=12.0, idle_s=6.0, cancelled=True)
+    second = ModalUsage(gpu="L4", container_s=5.0, cpu_cores=4.0, memory_gib=12.0, cold_start_s=2.0)
+    lines = costs.modal_usages([first, second])
+    assert [line.resource for line in lines] == ["gpu_seconds", "cpu_core_seconds", "memory_gib_seconds"]
+    assert lines[0].quantity == 15.0 and lines[1].quantity == 60.0 and lines[2].quantity == 180.0
+    assert lines[0].details is not None and lines[0].details["cancelled"] == 1
+    assert lines[0].details["idle_s"] == 6.0 and lines[0].details["cold_start_s"] == 2.0

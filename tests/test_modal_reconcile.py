@@ -21,6 +21,7 @@ import modal.billing
 import pytest
 
 from app import domain
+from app.check import run_checks
 from app.convert import billing
 from app.costs import CostLine
 from events import EventStore
@@ -96,6 +97,8 @@ async def test_adjustments_make_the_modal_total_equal_the_bill_once(
     adjustments = await pool.fetch("SELECT details FROM cost_ledger WHERE resource = 'adjustment'")
     assert sorted(json.loads(a["details"])["billed_day"] if isinstance(a["details"], str) else a["details"]
                   ["billed_day"] for a in adjustments) == sorted([today.isoformat(), yesterday.isoformat()])
+    # `chronos check` finds nothing paid twice (each adjustment is its own cause).
+    assert not [f.to_json() for f in (await run_checks(pool)).errors if f.check == "duplicate_costs"]
     # Run again: nothing left to adjust, nothing appended.
     again = await billing.reconcile_modal(pool, store, yesterday, tomorrow, now=later)
     assert again.appended == 0 and all(d.adjustment_usd == 0 for d in again.days)

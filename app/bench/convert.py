@@ -84,7 +84,7 @@ class _Tally:
 def _cost(out: ConversionOutput) -> float:
     """What the ledger records for this conversion (the stage's own cost lines)."""
     if out.modal_usage:
-        return sum(line.amount_usd for usage in out.modal_usage for line in costs.modal_usage(usage))
+        return sum(line.amount_usd for line in costs.modal_usages(out.modal_usage))
     return costs.local_cpu(out.cpu_s).amount_usd
 
 
@@ -150,7 +150,7 @@ async def bench_modal(files: list[Path], options: ConvertOptions, quiet: bool) -
         out = result if isinstance(result, ConversionOutput) and result.backend == "modal" else None
         usages += result.modal_usage
         total.add(out, seconds / len(results), _cost(result) if isinstance(result, ConversionOutput) else
-                  sum(line.amount_usd for u in result.modal_usage for line in costs.modal_usage(u)))
+                  sum(line.amount_usd for line in costs.modal_usages(result.modal_usage)))
     total.seconds = seconds
     starts = len({u.container_id for u in usages if u.started_container})
     rate = [costs.modal_rate_per_second(u.gpu, u.cpu_cores, u.memory_gib) for u in usages]

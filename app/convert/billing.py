@@ -196,6 +196,9 @@ async def reconcile_modal(
 def _adjustment(
     day: date, billed: Decimal, recorded: Decimal, diff: Decimal, app: str, run_id: uuid.UUID, actor: str
 ) -> NewEvent:
+    # The same day, bill and ledger give the same id: a retried run does not add it twice. An
+    # adjustment belongs to no stage result: it is its own cause (one line per cause and resource).
+    event_id = uuid.uuid5(NAMESPACE, f"modal:{app}:{day.isoformat()}:{billed}:{recorded}")
     data: domain.CostIncurredData = {
         "document_id": None,
         "stage": "convert",
@@ -204,12 +207,11 @@ def _adjustment(
         "quantity": 1.0,
         "unit_price_usd": float(diff),
         "amount_usd": float(diff),
-        "caused_by": str(run_id),
-        "details": {"kind": "reconciliation", "billed_day": day.isoformat(), "bill_usd": str(billed),
-                    "ledger_usd": str(recorded), "app": app, "source": "modal.billing.workspace_billing_report"},
+        "caused_by": str(event_id),
+        "details": {"kind": "reconciliation", "run": str(run_id), "billed_day": day.isoformat(),
+                    "bill_usd": str(billed), "ledger_usd": str(recorded), "app": app,
+                    "source": "modal.billing.workspace_billing_report"},
     }
-    # The same day, bill and ledger give the same id: a retried run does not add it twice.
-    event_id = uuid.uuid5(NAMESPACE, f"modal:{app}:{day.isoformat()}:{billed}:{recorded}")
     return NewEvent(domain.COST_INCURRED, dict(data), {"actor": actor, "causation_id": str(run_id)},
                     event_id=event_id)
 

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from app import domain
-from app.costs import CostLine, local_cpu, modal_usage
+from app.costs import CostLine, local_cpu, modal_usages
 from app.pipeline.history import DocumentHistory
 from app.pipeline.jobs import Job
 from app.runtime import Runtime
@@ -230,7 +230,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
             # A failure can still have cost Modal container time (a cancelled or failed call): its
             # cost lines go with the failure event, keyed by the attempt so a retry records its own.
             failed = failure_outcome(job, actor, _conversion_failure(exc, options))
-            paid = [line for usage in exc.modal_usage for line in modal_usage(usage)]
+            paid = modal_usages(exc.modal_usage)
             failed.events += _cost_events(job, actor, "convert", failed.events[0].event_id, paid,
                                           key=f"failed:{job.attempts}:")
             return failed
@@ -255,7 +255,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
     }
     # Modal: GPU, CPU and memory of the container time this document held (its share of the batch,
     # the cold start and the idle tail), including attempts that did not produce this result.
-    lines: list[CostLine] = [line for usage in output.modal_usage for line in modal_usage(usage)]
+    lines: list[CostLine] = modal_usages(output.modal_usage)
     if output.cpu_s > 0:
         lines.append(local_cpu(output.cpu_s))
     elif output.backend == "local":
