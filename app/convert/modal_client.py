@@ -153,7 +153,10 @@ async def call_modal(items: list[ModalItem], timeout_s: float, fallback_gpu: str
     deadline = started + timeout_s
     todo = list(range(len(items)))
     try:
-        modal_breaker.check()
+        modal_breaker.check()  # open: straight to local, without extending the pause
+    except ModalUnavailable as open_breaker:
+        return [open_breaker] * len(items)
+    try:
         deployed = _lookup_class()
         await _connect(deployed, min(MODAL_CONNECT_TIMEOUT_S, timeout_s))
         method = getattr(deployed(), METHOD_NAME)
