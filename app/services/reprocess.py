@@ -47,9 +47,10 @@ class Quote:
     resource: str | None
     quantity: float
     usd: float
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. the GPU, pages, and what the price rests on
 
     def to_json(self) -> dict[str, Any]:
-        return {"resource": self.resource, "quantity": self.quantity, "usd": self.usd}
+        return {**self.details, "resource": self.resource, "quantity": self.quantity, "usd": self.usd}
 
 
 @dataclass
@@ -101,16 +102,12 @@ async def quote(pool: asyncpg.Pool, request: StageRequest, ids: list[str]) -> Qu
             request.model,
         )
         return Quote("tokens", int(tokens), int(tokens) * costs.price(f"openai_token_{name}"))
-    if request.stage == "convert" and request.backend == "modal":
-        row = await pool.fetchrow(
-            "SELECT coalesce(sum(l.quantity) / nullif(sum(d.page_count), 0), 2.0) AS s_per_page "
-            "FROM cost_ledger l JOIN documents d USING (document_id) WHERE l.resource = 'gpu_seconds'"
-        )
-        pages = await pool.fetchval(
-            "SELECT coalesce(sum(page_count), 0) FROM documents WHERE document_id = ANY($1::uuid[])", ids
-        )
-        seconds = float(row["s_per_page"] if row else 2.0) * int(pages)
-        return Quote("gpu_seconds", seconds, seconds * costs.price("modal_gpu_second_a10g"))
+    if request.stage == "convert":
+        from app.convert.quote import convert_quote
+
+        q = await convert_quote(pool, ids, request.backend, request.pipeline)
+        rest = {k: v for k, v in q.items() if k not in ("resource", "quantity", "usd")}
+        return Quote(q["resource"], float(q["quantity"]), float(q["usd"]), rest)
     return Quote(None, 0, 0.0)
 
 
