@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import orjson
 
 from app.catalogue.ids import document_id_from_stream, stream_for
-from app.commands.ingest import upload_all, wait_until_final
+from app.commands.ingest import Item, upload_all, wait_until_final
 from app.config import Settings
 from app.pipeline.warmup import warm_up
 from app.pipeline.worker import Worker
@@ -64,7 +64,7 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
     async with open_runtime(settings, max_size=max(10, concurrency * 3 + 6)) as rt:
         started = time.perf_counter()
         cpu_started = time.process_time()
-        results, rejected = await upload_all(rt, files, force=False, quiet=quiet)
+        results, rejected = await upload_all(rt, [Item(p, None) for p in files], force=False, quiet=quiet)
         upload_s = time.perf_counter() - started
         ids = list(dict.fromkeys(r.document_id for r in results))
         stop = asyncio.Event()
