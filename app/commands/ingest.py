@@ -12,10 +12,12 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from app.pipeline.backend import backend_services
 from app.pipeline.intake import IntakeResult, UploadRejected, ingest_stream
 from app.pipeline.progress import DocProgress, progress
 from app.pipeline.worker import Worker
 from app.runtime import Runtime, open_runtime
+from app.supervisor import Supervisor
 from events.blobs import aiter_file
 
 
@@ -94,7 +96,7 @@ async def wait_until_final(rt: Runtime, ids: list[str], quiet: bool, timeout: fl
                 bar.n = counts[name]
                 bar.set_postfix(failed=failed, refresh=False)
                 bar.refresh()
-            if len(state) == len(ids) and all(p.final for p in state.values()):
+            if all_final(state, ids):
                 return state
             if deadline is not None and time.monotonic() > deadline:
                 return state
@@ -102,6 +104,27 @@ async def wait_until_final(rt: Runtime, ids: list[str], quiet: bool, timeout: fl
     finally:
         for bar in bars.values():
             bar.close()
+
+
+def all_final(state: dict[str, DocProgress], ids: list[str]) -> bool:
+    return len(state) == len(ids) and all(p.final for p in state.values())
+
+
+async def wait_with_workers(
+    rt: Runtime, ids: list[str], quiet: bool, args: argparse.Namespace
+) -> dict[str, DocProgress]:
+    """Run a worker process's back end in this process (unless ``--no-workers``) until every document
+    is final. When every one is final already nothing is started: in particular no warm-up, whose
+    model-loading threads cannot be interrupted and would hold the exit back for many seconds."""
+    from projections.runner import catch_up_all
+
+    services = []
+    if not args.no_workers and not all_final(await progress(rt.pool, ids), ids):
+        services = backend_services(rt, Worker(rt, concurrency=args.concurrency, grace_s=10.0))
+    async with Supervisor(services).running():
+        state = await wait_until_final(rt, ids, quiet, args.timeout)
+        await catch_up_all(rt.pool)
+    return state
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -122,20 +145,7 @@ async def run(args: argparse.Namespace) -> int:
         ids = list(dict.fromkeys(r.document_id for r in results))
         state: dict[str, DocProgress] = {}
         if args.wait and ids:
-            stop = asyncio.Event()
-            worker_task = None
-            if not args.no_workers:
-                worker = Worker(rt, concurrency=args.concurrency, grace_s=10.0)
-                worker_task = asyncio.create_task(worker.run(stop))
-            try:
-                state = await wait_until_final(rt, ids, quiet, args.timeout)
-                from projections.runner import catch_up_all
-
-                await catch_up_all(rt.pool, rt.dsn)
-            finally:
-                stop.set()
-                if worker_task is not None:
-                    await worker_task
+            state = await wait_with_workers(rt, ids, quiet, args)
         elapsed = time.monotonic() - started
         rows = _summary(results, rejected, state)
     if args.json:
