@@ -127,7 +127,7 @@ class Supervisor:
                     return
                 delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
                 logger.error(
-                    "service %s crashed: %s; restarting in %.1fs",
+                    "service %s crashed: %s; restarting in %.2fs",
                     service.name,
                     state.last_error,
                     delay,
@@ -147,7 +147,7 @@ class Supervisor:
             failures += 1
             delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
             logger.warning(
-                "service %s returned before it was asked to stop; restarting in %.1fs",
+                "service %s returned before it was asked to stop; restarting in %.2fs",
                 service.name,
                 delay,
                 extra={"action": "restart", "service": service.name, "delay_s": delay},

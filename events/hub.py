@@ -152,11 +152,12 @@ class Hub:
                 try:
                     await self._serve(conn)
                 except _LOST as exc:
+                    reason = str(exc) or type(exc).__name__  # a health check that timed out says nothing
                     logger.warning(
                         "%s lost its connection: %s",
                         self.name,
-                        exc or type(exc).__name__,
-                        extra={"action": "listen", "hub": self.name, "error": str(exc)},
+                        reason,
+                        extra={"action": "listen", "hub": self.name, "error": reason},
                     )
                 except Exception as exc:
                     logger.error("%s failed: %s", self.name, exc, exc_info=True, extra={"hub": self.name})

@@ -25,8 +25,7 @@ logger = logging.getLogger(__name__)
 
 def projection_services(rt: Runtime, *, poll_interval: float = 1.0) -> list[Service]:
     return [
-        Service(sub.name, sub.run)
-        for sub in subscriptions(rt.store, rt.blobs, hub=rt.hub, poll_interval=poll_interval)
+        Service(sub.name, sub.run) for sub in subscriptions(rt.store, rt.blobs, hub=rt.hub, poll_interval=poll_interval)
     ]
 
 
