@@ -20,6 +20,9 @@ subscriptions, the job runner, the API's lifespan) and is closed when the last o
 process that never waits opens no LISTEN connection. It is health-checked every
 ``health_interval`` seconds (a dead peer is noticed even without a TCP reset) and re-opened after a
 short, growing delay; the hub never gives up while it is in use.
+
+The connection's ``application_name`` is the hub's ``name``; ``rename()`` changes it (a process
+running stage workers names it after them, which is how ``/readyz`` counts connected workers).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class Hub:
         self.connects = 0
         self.notifications = 0
         self._channels: set[str] = set(channels)
-        self._changed = asyncio.Event()  # a channel was added while connected
+        self._changed = asyncio.Event()  # a channel was added, or the name changed, while connected
         self._tokens: dict[str, asyncio.Event] = {}
         self._users = 0
         self._task: asyncio.Task[None] | None = None
@@ -96,6 +99,11 @@ class Hub:
         if token is None:
             token = self._tokens[channel] = asyncio.Event()
         return token
+
+    def rename(self, name: str) -> None:
+        """Change the connection's application_name (applied at once when connected, and on reconnects)."""
+        self.name = name
+        self._changed.set()
 
     def wake(self, channel: str | None = None) -> None:
         """Wake the waiters of ``channel`` (every channel when None)."""
@@ -135,10 +143,10 @@ class Hub:
         """Connect, serve until the connection is lost, wait a little, again; until cancelled."""
         delay = self.reconnect_delay
         while True:
-            started = time.monotonic()
+            started, named = time.monotonic(), self.name
             try:
                 conn = await connect(
-                    self.dsn, server_settings={"application_name": self.name}, timeout=self.connect_timeout
+                    self.dsn, server_settings={"application_name": named}, timeout=self.connect_timeout
                 )
             except Exception as exc:  # unreachable, restarting, refusing: try again, never die
                 logger.warning(
@@ -150,7 +158,7 @@ class Hub:
                 )
             else:
                 try:
-                    await self._serve(conn)
+                    await self._serve(conn, named)
                 except _LOST as exc:
                     reason = str(exc) or type(exc).__name__  # a health check that timed out says nothing
                     logger.warning(
@@ -170,12 +178,15 @@ class Hub:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_reconnect_delay)
 
-    async def _serve(self, conn: asyncpg.Connection) -> None:
+    async def _serve(self, conn: asyncpg.Connection, named: str) -> None:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _c: lost.set())
         listening: set[str] = set()
         while True:
             self._changed.clear()
+            if named != self.name:
+                named = self.name
+                await conn.execute("SELECT set_config('application_name', $1, false)", named)
             for channel in sorted(self._channels - listening):  # added meanwhile: _changed is set again
                 await conn.add_listener(channel, self._on_notify)
                 listening.add(channel)

@@ -74,7 +74,7 @@ async def test_a_worker_process_listens_on_exactly_one_connection(dsn: str, tmp_
                 assert rt.pool.get_size() == size  # the pool did not change while we looked
             names = Counter(r["application_name"] for r in rows)
             assert len(rows) - size == 1, names
-            assert names == {"chronos": size, "chronos-hub": 1}
+            assert names == {"chronos": size, f"chronos-hub:{worker.owner}": 1}  # what /readyz counts
             assert rt.hub.connects == 1
     finally:
         await observer.close()

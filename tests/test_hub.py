@@ -110,6 +110,20 @@ async def test_a_channel_asked_for_while_connected_is_listened_on(dsn: str, pool
         assert hub.reconnects == 0  # no new connection for it
 
 
+async def test_a_rename_reaches_the_connection_and_survives_a_reconnect(dsn: str, pool: asyncpg.Pool) -> None:
+    hub = Hub(dsn, name="hub-before", reconnect_delay=0.05)
+    async with hub.running():
+        hub.rename("hub-after")  # possibly while it is still connecting under the old name
+        await asyncio.wait_for(hub.connected.wait(), 10)
+        await eventually_count(pool, "hub-after", 1)
+        await pool.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hub-after'"
+        )
+        await eventually(lambda: hub.reconnects == 1 and hub.connected.is_set())
+        await eventually_count(pool, "hub-after", 1)
+        assert await hub_connections(pool, "hub-before") == 0
+
+
 async def test_keeps_trying_until_the_database_answers(
     pg_admin_dsn: str, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:

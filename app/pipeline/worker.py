@@ -35,6 +35,7 @@ from events.hub import wait_any
 
 logger = logging.getLogger(__name__)
 STAGE_PRIORITY = ("embed", "chunk", "convert")  # furthest along first
+HUB_PREFIX = "chronos-hub:"  # a worker process's hub connection: chronos-hub:worker:<host>:<pid>
 
 StageRunner = Callable[[Runtime, Job, str], Awaitable[Outcome]]
 
@@ -73,6 +74,7 @@ class Worker:
         """Run the slots until ``stop`` is set; then let in-flight jobs finish for ``grace_s``, release
         the rest and return."""
         stop_claiming = asyncio.Event()  # set on stop (or cancellation): slots claim no more
+        self.rt.hub.rename(f"{HUB_PREFIX}{self.owner}")  # how /readyz sees a connected stage worker
         async with self.rt.hub.running():
             slots = [asyncio.create_task(self._slot(stop_claiming), name=f"slot-{i}") for i in range(self.concurrency)]
             try:
