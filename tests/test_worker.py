@@ -323,3 +323,26 @@ async def test_an_embed_only_worker_fills_every_slot_with_embed_jobs(
     await run_workers(rt, [worker], done)
     assert peak == 4  # two slots x two jobs
     assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'done'") == 8
+
+
+async def test_a_queued_job_wakes_an_idle_worker_through_the_hub(rt: Runtime, store: EventStore) -> None:
+    """The dispatcher's ``chronos_jobs`` NOTIFY reaches the idle slots through the process's hub: a job
+    queued long after the worker went idle runs well before its 60 s poll would find it."""
+    ran = asyncio.Event()
+
+    async def runner(_rt: Runtime, job: Job, _owner: str) -> Outcome:
+        ran.set()
+        return Outcome("done", [converted_event(job)])
+
+    worker = Worker(rt, stages=("convert",), concurrency=2, runner=runner, poll_interval=60)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(rt.hub.connected.wait(), 10)
+        await asyncio.sleep(0.3)  # both slots found nothing and wait (up to 60 s each)
+        await upload(store, 1)
+        await Subscription(store, dispatcher.NAME, dispatcher.dispatch).catch_up()  # enqueues and notifies
+        await asyncio.wait_for(ran.wait(), 20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
