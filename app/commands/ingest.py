@@ -25,13 +25,15 @@ from tqdm import tqdm
 
 from app.catalogue.state import DocumentState, Status
 from app.errors import InvalidRequest
+from app.pipeline.backend import backend_services
 from app.pipeline.worker import Worker
 from app.runtime import Runtime, open_runtime
 from app.services.delete import delete_document
-from app.services.documents import Watch
+from app.services.documents import Watch, document_states
 from app.services.sync import MAX_DELETE_SHARE, SyncPlan
 from app.services.sync import plan as sync_plan
 from app.services.upload import IntakeResult, UploadRejected, ingest_stream
+from app.supervisor import Supervisor
 from events.blobs import aiter_file
 
 
@@ -150,6 +152,27 @@ async def wait_until_final(rt: Runtime, ids: list[str], quiet: bool, timeout: fl
             bar.close()
 
 
+def all_final(state: dict[str, DocumentState], ids: list[str]) -> bool:
+    return len(state) == len(ids) and all(p.final for p in state.values())
+
+
+async def wait_with_workers(
+    rt: Runtime, ids: list[str], quiet: bool, args: argparse.Namespace
+) -> dict[str, DocumentState]:
+    """Run a worker process's back end in this process (unless ``--no-workers``) until every document
+    is final. When every one is final already nothing is started: in particular no warm-up, whose
+    model-loading threads cannot be interrupted and would hold the exit back for many seconds."""
+    from projections.runner import catch_up_all
+
+    services = []
+    if not args.no_workers and not all_final(await document_states(rt.pool, ids), ids):
+        services = backend_services(rt, Worker(rt, concurrency=args.concurrency, grace_s=10.0))
+    async with Supervisor(services).running():
+        state = await wait_until_final(rt, ids, quiet, args.timeout)
+        await catch_up_all(rt.pool)
+    return state
+
+
 async def run(args: argparse.Namespace) -> int:
     if args.sync and (len(args.paths) != 1 or not args.paths[0].is_dir()):
         raise InvalidRequest("--sync makes Chronos match one folder: give exactly one DIR")
@@ -184,20 +207,7 @@ async def run(args: argparse.Namespace) -> int:
         ids = list(dict.fromkeys(r.document_id for r in results))
         state: dict[str, DocumentState] = {}
         if args.wait and ids:
-            stop = asyncio.Event()
-            worker_task = None
-            if not args.no_workers:
-                worker = Worker(rt, concurrency=args.concurrency, grace_s=10.0)
-                worker_task = asyncio.create_task(worker.run(stop))
-            try:
-                state = await wait_until_final(rt, ids, quiet, args.timeout)
-                from projections.runner import catch_up_all
-
-                await catch_up_all(rt.pool, rt.dsn)
-            finally:
-                stop.set()
-                if worker_task is not None:
-                    await worker_task
+            state = await wait_with_workers(rt, ids, quiet, args)
         elapsed = time.monotonic() - started
         rows = _summary(results, rejected, state)
     if args.json:
