@@ -85,7 +85,10 @@ class Settings:
     directus_url: str | None = None
     """``DIRECTUS_URL``: base URL of the Directus instance whose files.upload webhooks we accept."""
     directus_token: str | None = None
-    """``DIRECTUS_TOKEN``: static token used to fetch ``/assets/{id}`` from Directus."""
+    """``DIRECTUS_TOKEN``: static token used to read ``/files`` and ``/assets/{id}`` from Directus."""
+    directus_sync_s: float = 300.0
+    """``CHRONOS_DIRECTUS_SYNC_S``: seconds between the periodic Directus syncs under ``chronos serve``
+    (when Directus is configured); ``off`` turns it off."""
     embed_jobs: int = 4
     """``CHRONOS_EMBED_JOBS``: embed jobs one worker slot takes at once and runs side by side, so the
     embedder's threads are kept busy by several (often small) documents instead of one."""
@@ -110,6 +113,8 @@ class Settings:
             sse_heartbeat_s=_float(e, "CHRONOS_SSE_HEARTBEAT_S", cls.sse_heartbeat_s),
             directus_url=(e.get("DIRECTUS_URL") or "").rstrip("/") or None,
             directus_token=e.get("DIRECTUS_TOKEN") or None,
+            directus_sync_s=0.0 if (e.get("CHRONOS_DIRECTUS_SYNC_S") or "").strip().lower() in ("off", "0")
+            else _float(e, "CHRONOS_DIRECTUS_SYNC_S", cls.directus_sync_s),
             embed_jobs=_int(e, "CHRONOS_EMBED_JOBS", cls.embed_jobs),
             openai_api_key=e.get("OPENAI_API_KEY") or None,
             openai_base_url=e.get("OPENAI_BASE_URL") or None,

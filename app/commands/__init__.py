@@ -15,4 +15,5 @@ COMMAND_MODULES: list[str] = [
     "reprocess",
     "serve",
     "tokens",
+    "sync",
 ]
