@@ -295,7 +295,41 @@ SCHEMAS: S = {
         },
         ["event"],
     ),
-    "DirectusResult": obj({"ignored": {"type": "boolean"}, "documents": array(obj({}))}, ["ignored", "documents"]),
+    "DirectusResult": obj(
+        {"ignored": {"type": "boolean"}, "documents": array(obj({})), "deleted": array(UUID)}, ["ignored", "documents"]
+    ),
+    "Revision": obj(
+        {
+            "revision": integer(minimum=1),
+            "uploaded_at": string(format="date-time"),
+            "filename": string(),
+            "media_type": string(),
+            "size": integer(),
+            "sha256": string(),
+            "source": string(),
+            "source_ref": nullable(string()),
+            "key": nullable(string()),
+            "actor": nullable(string()),
+            "stages": obj({}, description="stage -> when it finished and what it made"),
+            "failure": nullable(obj({})),
+            "cost_usd": {"type": "number"},
+            "serving": {"type": "boolean", "description": "search answers from this revision"},
+            "deleted_at": nullable(string(format="date-time")),
+        },
+        ["revision", "uploaded_at", "sha256", "stages", "cost_usd", "serving"],
+    ),
+    "DocumentRevisions": obj(
+        {
+            "document_id": UUID,
+            "key": nullable(string()),
+            "status": string(),
+            "revision": integer(),
+            "serving_revision": nullable(integer()),
+            "revisions": array(ref("Revision")),
+            "links": obj({}),
+        },
+        ["document_id", "revision", "revisions"],
+    ),
 }
 
 PATHS: S = {
@@ -384,6 +418,15 @@ PATHS: S = {
                 qparam("data", string(enum=["full", "summary", "none"]), "How much of each event's data"),
             ],
             "responses": responses({"200": json_ok("Events", ref("DocumentEvents"))}, "401", "403", "404"),
+        }
+    },
+    "/documents/{document_id}/revisions": {
+        "get": {
+            "operationId": "documentRevisions",
+            "summary": "Every revision of the document: source, hash, stages, failure, cost, the serving one",
+            "security": READ,
+            "parameters": [DOC_ID],
+            "responses": responses({"200": json_ok("Revisions", ref("DocumentRevisions"))}, "401", "403", "404"),
         }
     },
     "/documents/{document_id}/markdown": {
@@ -533,7 +576,7 @@ PATHS: S = {
     "/hooks/directus": {
         "post": {
             "operationId": "directusHook",
-            "summary": "Directus Flow webhook for files.upload: fetch the asset and ingest it",
+            "summary": "Directus Flow webhook for files.upload/update/delete: a revision of the file's document, or its deletion",
             "security": WRITE,
             "requestBody": {"required": True, "content": {"application/json": {"schema": ref("DirectusWebhook")}}},
             "responses": responses(

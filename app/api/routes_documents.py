@@ -25,6 +25,7 @@ from app.pipeline.stream import DocumentStream
 from app.services import reprocess as reprocess_service
 from app.services.delete import delete_document as delete_service
 from app.services.documents import DocumentDeleted, document_view, read_document
+from app.services.documents import history as history_service
 from app.services.selection import Selection
 from app.services.upload import IntakeResult, ingest_stream
 from events.errors import BlobNotFound
@@ -51,7 +52,10 @@ def intake_json(result: IntakeResult) -> dict[str, Any]:
 
 def links(doc: str) -> dict[str, str]:
     base = f"/documents/{doc}"
-    return {"self": base, "events": f"{base}/events", "markdown": f"{base}/markdown", "chunks": f"{base}/chunks"}
+    return {
+        "self": base, "events": f"{base}/events", "markdown": f"{base}/markdown", "chunks": f"{base}/chunks",
+        "revisions": f"{base}/revisions",
+    }  # fmt: skip
 
 
 def intake_response(result: IntakeResult) -> Response:
@@ -180,6 +184,16 @@ async def document_events(request: Request) -> Response:
     if data not in ("full", "summary", "none"):
         raise ApiError(400, "invalid_parameter", "data must be full, summary or none")
     return json_response({"document_id": doc, "events": [event_json(e, data=data) for e in events]})
+
+
+@reads
+async def document_revisions(request: Request) -> Response:
+    """Every revision of the document: source, hash, stages, failure, cost, and which one search serves."""
+    rt = runtime(request)
+    doc = document_id(request)
+    body = await history_service(rt.store, doc)
+    body["links"] = links(doc)
+    return json_response(body)
 
 
 @reads
@@ -314,6 +328,7 @@ routes = [
     Route("/documents/{document_id}", get_document, methods=["GET"]),
     Route("/documents/{document_id}", delete_document, methods=["DELETE"]),
     Route("/documents/{document_id}/events", document_events, methods=["GET"]),
+    Route("/documents/{document_id}/revisions", document_revisions, methods=["GET"]),
     Route("/documents/{document_id}/markdown", document_markdown, methods=["GET"]),
     Route("/documents/{document_id}/chunks", document_chunks, methods=["GET"]),
     Route("/documents/{document_id}/reprocess", reprocess, methods=["POST"]),

@@ -278,3 +278,25 @@ def revisions(events: list[RecordedEvent], state: DocumentState) -> list[dict[st
     if state.serving_revision in out and not state.deleted:
         out[state.serving_revision]["serving"] = True
     return [out[r] for r in sorted(out)]
+
+
+def resolve_document(id_or_key: str) -> str:
+    """A document id given as its UUID or as its key (``directus:<id>``, ``api:<id>``, ``folder:…``)."""
+    from app.catalogue.ids import document_id_for_key
+
+    try:
+        return str(uuid.UUID(id_or_key))
+    except ValueError:
+        if ":" in id_or_key:
+            return str(document_id_for_key(id_or_key))
+        return parse_document_id(id_or_key)  # raises DocumentNotFound with its hint
+
+
+async def history(store: EventStore, id_or_key: str) -> dict[str, Any]:
+    """``chronos history`` and ``GET /documents/{id}/revisions``: the document and every revision."""
+    state, events = await read_document(store, resolve_document(id_or_key))
+    return {
+        "document_id": state.document_id, "key": state.document_key, "status": state.status.value,
+        "revision": state.revision, "serving_revision": None if state.deleted else state.serving_revision,
+        "revisions": revisions(events, state),
+    }  # fmt: skip
