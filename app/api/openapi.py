@@ -576,7 +576,7 @@ PATHS: S = {
     "/hooks/directus": {
         "post": {
             "operationId": "directusHook",
-            "summary": "Directus Flow webhook for files.upload/update/delete: a revision of the file's document, or its deletion",
+            "summary": "Directus Flow webhook (files.upload/update/delete): a new revision, or a deletion",
             "security": WRITE,
             "requestBody": {"required": True, "content": {"application/json": {"schema": ref("DirectusWebhook")}}},
             "responses": responses(
