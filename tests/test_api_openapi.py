@@ -49,7 +49,7 @@ def test_served_document_is_the_document(dsn: str) -> None:
     with server_thread(settings_for(dsn)) as server:
         served = httpx.get(f"{server.url}/openapi.json").json()
     assert served == document()
-    assert served["openapi"].startswith("3.0")
+    assert served["openapi"].startswith("3.1")
     for path, ops in served["paths"].items():
         for method, op in ops.items():
             assert op.get("operationId") and op.get("responses"), (method, path)

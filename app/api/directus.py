@@ -26,7 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.api import bodies
 from app.api.auth import actor_of, writes
+from app.api.bodies import typed
 from app.api.common import runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
@@ -80,12 +82,17 @@ async def directus_hook(request: Request) -> Response:
     body = await _body(request)
     event = body.get("event")
     if body.get("collection") not in (None, "directus_files") or event not in CONTENT_EVENTS + DELETE_EVENTS:
-        return json_response({"ignored": True, "reason": f"event {event!r} is not a files event", "documents": []})
+        return json_response(
+            typed(
+                bodies.DirectusResult,
+                {"ignored": True, "reason": f"event {event!r} is not a files event", "documents": []},
+            )
+        )
     keys = _keys(body)
     actor = f"directus via {actor_of(request)}"
     if event in DELETE_EVENTS:
         deleted = [service.document_of(key) for key in keys if await service.delete_file(rt, key, actor=actor)]
-        return json_response({"ignored": False, "deleted": deleted, "documents": []})
+        return json_response(typed(bodies.DirectusResult, {"ignored": False, "deleted": deleted, "documents": []}))
     documents: list[dict[str, Any]] = []
     async with service.client_for(rt) as client:
         for key in keys:
@@ -99,7 +106,9 @@ async def directus_hook(request: Request) -> Response:
                 continue
             documents.append({"directus_file_id": key, **intake_json(result)})
     created = any(d.get("created") for d in documents)
-    return json_response({"ignored": False, "documents": documents}, status=202 if created else 200)
+    return json_response(
+        typed(bodies.DirectusResult, {"ignored": False, "documents": documents}), status=202 if created else 200
+    )
 
 
 routes = [Route("/hooks/directus", directus_hook, methods=["POST"])]
