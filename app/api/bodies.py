@@ -8,13 +8,17 @@ the tests, never a silent drift between the document and the answers) and encode
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import typing
+from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Struct, field
 
-from app.catalogue.state import Status
+from app.catalogue.state import EXTRA_FIELDS as STATE_EXTRAS
+from app.catalogue.state import DocumentState, Status
 
 T = TypeVar("T", bound=Struct)
 Json = dict[str, Any]
@@ -54,44 +58,28 @@ class Ready(Body):
 # --- documents --------------------------------------------------------------------------------------
 
 
-class Document(Body):
-    """A document as the documents projection has it (``chronos documents list`` shows the same)."""
+def _document_type() -> type[Body]:
+    """A document as the documents projection has it: DocumentState's columns (app/catalogue/state.py),
+    made from that class so the two cannot drift; the cost as a number, plus ``searchable``."""
+    hints = typing.get_type_hints(DocumentState)
+    fields: list[tuple[Any, ...]] = []
+    for f in dataclasses.fields(DocumentState):
+        if f.name in _NOT_SHOWN:
+            continue
+        kind = float if hints[f.name] is Decimal else hints[f.name]
+        default = float(f.default) if isinstance(f.default, Decimal) else f.default
+        fields.append((f.name, kind) if f.default is dataclasses.MISSING else (f.name, kind, default))
+    fields.append(("searchable", bool | None, None))  # in a document's own view, not in listings
+    return typing.cast(type[Body], msgspec.defstruct("Document", fields, bases=(Body,), module=__name__))
 
-    document_id: str
-    filename: str
-    status: Status
-    media_type: str | None = None
-    size: int | None = None
-    source: str | None = None
-    source_ref: str | None = None
-    current_stage: str | None = None
-    page_count: int | None = None
-    chunk_count: int | None = None
-    backend: str | None = None
-    pipeline: str | None = None
-    docling_version: str | None = None
-    conversion_id: str | None = None
-    chunk_set_id: str | None = None
-    chunk_size: int | None = None
-    embedding_model: str | None = None
-    attempts: int = 0
-    last_error: str | None = None
-    error_class: str | None = None
-    failed_stage: str | None = None
-    total_cost_usd: float = 0.0
-    uploaded_at: dt.datetime | None = None
-    requested_at: dt.datetime | None = None
-    converted_at: dt.datetime | None = None
-    chunked_at: dt.datetime | None = None
-    embedded_at: dt.datetime | None = None
-    failed_at: dt.datetime | None = None
-    deleted_at: dt.datetime | None = None
-    updated_at: dt.datetime | None = None
-    last_position: int = 0
-    document_key: str | None = None
-    revision: int = 1
-    serving_revision: int | None = None
-    searchable: bool | None = None  # in a document's own view (not in listings)
+
+_NOT_SHOWN = frozenset({"stream_version", "sha256", *STATE_EXTRAS})
+if typing.TYPE_CHECKING:
+
+    class Document(Body):
+        document_id: str
+else:
+    Document = _document_type()
 
 
 class DocumentList(Body):
@@ -133,10 +121,10 @@ class DocumentFailure(Body):
 class DocumentDetail(Document):
     sha256: str | None = None
     stream_version: int = 0
-    stages: list[StageRun] = []
+    stages: list[StageRun] = field(default_factory=list)
     costs: CostSummary | None = None
-    errors: list[DocumentFailure] = []
-    links: dict[str, str] = {}
+    errors: list[DocumentFailure] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)
 
 
 class Intake(Body):
