@@ -17,11 +17,12 @@ Defaults come from the providers' public price lists (checked 2026; override any
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from app import config
 from app.catalogue.events import CostIncurred
+from app.config import PRICE_PREFIX
 
 if TYPE_CHECKING:
     from app.convert.options import ModalUsage
@@ -40,14 +41,12 @@ DEFAULT_PRICES: dict[str, float] = {
 
 
 def price(name: str) -> float:
-    """Unit price in USD; ``CHRONOS_PRICE_<NAME>`` (upper case, '-' and '.' as '_') overrides."""
-    env = "CHRONOS_PRICE_" + name.upper().replace("-", "_").replace(".", "_")
-    raw = os.environ.get(env)
-    if raw is not None:
-        try:
-            return float(raw)
-        except ValueError as exc:
-            raise ValueError(f"{env}={raw!r} is not a number (USD per unit)") from exc
+    """Unit price in USD; ``CHRONOS_PRICE_<NAME>`` (upper case, '-' and '.' as '_') overrides
+    (``Settings.price_overrides``)."""
+    env = PRICE_PREFIX + name.upper().replace("-", "_").replace(".", "_")
+    overrides = dict(config.current().price_overrides)
+    if env in overrides:
+        return overrides[env]
     if name not in DEFAULT_PRICES:
         raise KeyError(f"no price for {name!r}; set {env} (USD per unit)")
     return DEFAULT_PRICES[name]

@@ -112,18 +112,22 @@ def test_batcher_shares_length_sorted_batches_among_callers() -> None:
     assert batcher.run([], [])[0].shape == (0, 2)
 
 
-def test_embed_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.embedders.base import EmbedderUnavailable
+def test_embed_threads_setting() -> None:
+    from app import config
+    from app.config import ConfigError, Settings
     from app.embedders.local import embed_threads
 
-    monkeypatch.setenv("CHRONOS_EMBED_THREADS", "3")
-    assert embed_threads() == 3
-    for bad in ("0", "two"):
-        monkeypatch.setenv("CHRONOS_EMBED_THREADS", bad)
-        with pytest.raises(EmbedderUnavailable, match="CHRONOS_EMBED_THREADS"):
-            embed_threads()
-    monkeypatch.delenv("CHRONOS_EMBED_THREADS")
-    assert embed_threads() >= 1
+    before = config.current()
+    try:
+        config.use(Settings.from_env({"CHRONOS_EMBED_THREADS": "3"}))
+        assert embed_threads() == 3
+        for bad in ("0", "two"):
+            with pytest.raises(ConfigError, match="CHRONOS_EMBED_THREADS"):
+                Settings.from_env({"CHRONOS_EMBED_THREADS": bad})
+        config.use(Settings.from_env({}))
+        assert embed_threads() >= 1
+    finally:
+        config.use(before)
 
 
 async def test_parallel_batches_equal_sentence_transformers_encode() -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from app import config
 from app.costs import local_cpu
 from app.embedders.base import EmbedderUnavailable, EmbedResult
 from app.embedders.batcher import Batcher
@@ -38,15 +39,10 @@ MINILM_MAX_TOKENS = 256  # max_seq_length in the model's sentence_bert_config.js
 
 
 def embed_threads() -> int:
-    """Parallel encode threads: ``CHRONOS_EMBED_THREADS``, else the cores this process may use."""
-    raw = os.environ.get("CHRONOS_EMBED_THREADS", "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise EmbedderUnavailable(f"CHRONOS_EMBED_THREADS must be a whole number, not {raw!r}") from None
-        if value < 1:
-            raise EmbedderUnavailable(f"CHRONOS_EMBED_THREADS must be at least 1, not {value}")
+    """Parallel encode threads: ``Settings.embed_threads`` (``CHRONOS_EMBED_THREADS``), else the cores
+    this process may use."""
+    value = config.current().embed_threads
+    if value is not None:
         return value
     try:
         return max(1, len(os.sched_getaffinity(0)))

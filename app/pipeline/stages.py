@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import tempfile
 import time
 import uuid
@@ -25,6 +24,7 @@ from app.catalogue import events as ev
 from app.catalogue import ids
 from app.catalogue.codec import decode_payload, new_event
 from app.catalogue.content import load_content, store_content
+from app.config import Settings
 from app.costs import CostLine, local_cpu, modal_usages
 from app.pipeline.jobs import Job
 from app.pipeline.stream import DocumentStream
@@ -193,18 +193,17 @@ def _suffix(media_type: str) -> str:
     }.get(media_type, ".bin")
 
 
-def _convert_limits() -> dict[str, Any]:
-    """Operator overrides of the conversion limits: ``CHRONOS_CONVERT_TIMEOUT`` (seconds per local
-    conversion), ``CHRONOS_CONVERT_MEMORY_MB`` and ``CHRONOS_MODAL_TIMEOUT`` (seconds per Modal call)."""
+def _convert_limits(settings: Settings) -> dict[str, Any]:
+    """Operator overrides of the conversion limits (``Settings.convert`` / ``Settings.modal``): seconds
+    per local conversion, the converter's memory cap, seconds per Modal call."""
     limits: dict[str, Any] = {}
-    for env, key, kind in (
-        ("CHRONOS_CONVERT_TIMEOUT", "timeout_s", float),
-        ("CHRONOS_CONVERT_MEMORY_MB", "memory_mb", int),
-        ("CHRONOS_MODAL_TIMEOUT", "modal_timeout_s", float),
+    for key, value in (
+        ("timeout_s", settings.convert.timeout_s),
+        ("memory_mb", settings.convert.memory_mb),
+        ("modal_timeout_s", settings.modal.timeout_s),
     ):
-        raw = os.environ.get(env)
-        if raw:
-            limits[key] = kind(raw)
+        if value is not None:
+            limits[key] = value
     return limits
 
 
@@ -220,7 +219,9 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
         raise StageFailure(refused[0], refused[1], retryable=False)
     params = job.params
     options = ConvertOptions(
-        backend=params.get("backend") or "auto", pipeline=params.get("pipeline") or "default", **_convert_limits()
+        backend=params.get("backend") or "auto",
+        pipeline=params.get("pipeline") or "default",
+        **_convert_limits(rt.settings),
     )
     settings_hash = options.settings_hash()
     result_id = job.result_id("converted")
