@@ -35,6 +35,17 @@ class CachedEmbedResult:
     cost: list[CostLine] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PartialEmbedding:
+    """What a failed embed call did get, and pay for, before it failed: the texts of the requests
+    that succeeded, their vectors (rows in ``texts`` order), tokens and one cost line per request."""
+
+    texts: list[str]
+    vectors: np.ndarray
+    tokens: int
+    cost: list[CostLine]
+
+
 @runtime_checkable
 class Embedder(Protocol):
     model: str  # provider-qualified, as stored in vectors.model: "local:all-MiniLM-L6-v2"
@@ -63,6 +74,8 @@ class EmbeddingError(Exception):
         self.status = status
         if retryable is not None:
             self.retryable = retryable
+        self.partial: PartialEmbedding | None = None
+        """Results of the requests that succeeded (and were billed) before this failure, if any."""
 
 
 class EmbeddingAuthError(EmbeddingError):
