@@ -174,8 +174,8 @@ class _Api:
         return 200, self.store_file(filename or "upload.jsonl", purpose, content)
 
     def store_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
-        obj = {"id": self.new_id("file"), "object": "file", "bytes": len(content), "created_at": int(time.time()),
-               "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None,
+        obj: dict[str, Any] = {"id": self.new_id("file"), "object": "file", "bytes": len(content),
+               "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None,
                "status_details": None}  # fmt: skip
         self.state.files[obj["id"]] = {**obj, "content": content}
         return obj
@@ -268,10 +268,10 @@ class _Api:
             return [{"code": "invalid_json_line", "message": "The file has a line that is not valid JSON.",
                      "param": None, "line": None}]  # fmt: skip
         for n, line in enumerate(lines, 1):
-            if line.get("custom_id") in seen:
+            if str(line.get("custom_id")) in seen:
                 errors.append({"code": "duplicate_custom_id", "line": n, "param": "custom_id",
                                "message": "The custom_id for this request is a duplicate of another request."})
-            seen.add(line.get("custom_id"))
+            seen.add(str(line.get("custom_id")))
             if line.get("method") != "POST" or line.get("url") != batch["endpoint"]:
                 errors.append({"code": "invalid_url", "line": n, "param": "url",
                                "message": f"The URL provided for this request does not match the batch "
