@@ -175,8 +175,8 @@ class _Api:
 
     def store_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
         obj: dict[str, Any] = {"id": self.new_id("file"), "object": "file", "bytes": len(content),
-               "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None,
-               "status_details": None}  # fmt: skip
+               "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed",
+               "expires_at": None, "status_details": None}  # fmt: skip
         self.state.files[obj["id"]] = {**obj, "content": content}
         return obj
 
