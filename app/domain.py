@@ -28,6 +28,9 @@ CHUNKING_UNCHANGED = "ChunkingUnchanged"  # a re-chunk whose result is the curre
 EMBEDDING_REQUESTED = "EmbeddingRequested"  # reprocess --stage embed (e.g. a new model)
 CHUNKS_EMBEDDED = "ChunksEmbedded"
 EMBEDDING_FAILED = "EmbeddingFailed"
+EMBEDDINGS_CACHED = "EmbeddingsCached"  # paid-for vectors outside a complete ChunksEmbedded (docs/embedding.md)
+EMBEDDING_BATCH_SUBMITTED = "EmbeddingBatchSubmitted"  # an OpenAI Batch API job (stream embedding-batch-<id>)
+EMBEDDING_BATCH_FINISHED = "EmbeddingBatchFinished"  # its end: completed, expired, cancelled or failed
 COST_INCURRED = "CostIncurred"
 DOCUMENT_DELETED = "DocumentDeleted"
 
@@ -181,6 +184,56 @@ class ChunksEmbeddedData(TypedDict):
     chunk_count: int
     reused_count: int  # vectors taken from the embedding cache instead of computed
     tokens: int
+
+
+class EmbeddingsCachedData(TypedDict):
+    """Vectors that were made and paid for, but are not (yet) a document's complete ChunksEmbedded: the
+    requests that succeeded before a later one failed for good, or the finished lines of a Batch API job
+    that did not finish. The embedding cache keeps them, so a retry pays only for what is missing; each
+    paid request has its own CostIncurred (caused_by = this event)."""
+
+    document_id: str
+    chunk_set_id: str  # the chunk set whose texts these are
+    model: str  # provider-qualified, as in ChunksEmbedded
+    provider: str
+    dimensions: int
+    vectors: BlobRefJSON  # float32, row-major, one row per text_sha256 entry
+    text_sha256: list[str]
+    tokens: int  # billed for these vectors
+    reason: str  # why they are not a ChunksEmbedded: the failure that stopped the rest
+
+
+class EmbeddingBatchDocumentJSON(TypedDict):
+    document_id: str
+    chunk_set_id: str
+    request_id: str  # of the EmbeddingRequested appended for it (marked with the batch_id)
+    custom_ids: list[str]  # lines of the batch input carrying this document's texts
+
+
+class EmbeddingBatchSubmittedData(TypedDict):
+    batch_id: str  # ours (uuid); the stream is embedding-batch-<batch_id>
+    openai_batch_id: str
+    input_file_id: str
+    input: BlobRefJSON  # the JSONL as uploaded (custom_id -> texts, for the results)
+    model: str  # provider-qualified
+    dimensions: int
+    documents: list[EmbeddingBatchDocumentJSON]
+    requests: int
+    inputs: int
+    estimated_tokens: int
+    scope: str | None  # "all": a model switch
+
+
+class EmbeddingBatchFinishedData(TypedDict):
+    batch_id: str
+    openai_batch_id: str
+    status: str  # "completed" | "expired" | "cancelled" | "failed"
+    output: BlobRefJSON | None  # the output file as downloaded
+    errors: BlobRefJSON | None  # the error file as downloaded
+    embedded_documents: list[str]
+    incomplete_documents: dict[str, str]  # document_id -> why it got no ChunksEmbedded
+    tokens: int
+    amount_usd: float
 
 
 class CostIncurredData(TypedDict):

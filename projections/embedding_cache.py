@@ -2,9 +2,11 @@
 one row per contributing document, so the embed stage can reuse vectors for text it has seen.
 
 Filled from every ``ChunksEmbedded`` (current chunk set or not: the vectors are valid for their
-text either way) unless the document is deleted at that point; a document's rows go when it is
-deleted. Keeping rows per document makes the table independent of deletion order, so a replay
-after blob garbage collection gives the same table (the skipped rows are the deleted ones).
+text either way) and every ``EmbeddingsCached`` (vectors paid for by an embedding that did not
+complete; the payload names each row's text hash) unless the document is deleted at that point;
+a document's rows go when it is deleted. Keeping rows per document makes the table independent of
+deletion order, so a replay after blob garbage collection gives the same table (the skipped rows
+are the deleted ones).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from projections.lineage import ChunkSetRows, DeletionTimeline, chunk_sets, chun
 from projections.vectors import Embedded, load_all
 
 COLUMNS = ["model", "dimensions", "text_sha256", "document_id", "embedding"]
+_HANDLED = frozenset({domain.CHUNKS_EMBEDDED, domain.EMBEDDINGS_CACHED, domain.DOCUMENT_DELETED})
 
 
 class EmbeddingCacheProjector(Projector):
@@ -32,7 +35,7 @@ class EmbeddingCacheProjector(Projector):
         self.blobs = blobs
 
     async def apply(self, conn: Conn, events: list[RecordedEvent]) -> None:
-        relevant = [e for e in events if e.type in (domain.CHUNKS_EMBEDDED, domain.DOCUMENT_DELETED)]
+        relevant = [e for e in events if e.type in _HANDLED]
         ids = unique_ids(relevant)
         if not ids:
             return
@@ -55,9 +58,14 @@ class EmbeddingCacheProjector(Projector):
     ) -> None:
         if not items:
             return
-        found = await chunk_sets(conn, {i.chunk_set_id: i.document_id for i in items}, chunked_events(batch))
+        embedded = [i for i in items if i.event.type == domain.CHUNKS_EMBEDDED]
+        found = await chunk_sets(conn, {i.chunk_set_id: i.document_id for i in embedded}, chunked_events(batch))
         for i in items:
-            i.rows = found.get(i.chunk_set_id, ChunkSetRows([], []))
+            if i.event.type == domain.EMBEDDINGS_CACHED:
+                hashes = [str(h) for h in i.event.data.get("text_sha256") or []]
+                i.rows = ChunkSetRows(list(range(len(hashes))), hashes)
+            else:
+                i.rows = found.get(i.chunk_set_id, ChunkSetRows([], []))
         loaded, missing = await load_all(self.blobs, items)
         for i in missing:
             if not timeline.deleted_after(i.document_id, i.event.stream_version):

@@ -30,7 +30,8 @@ from events.sqlfiles import query
 from events.types import NewEvent
 
 if TYPE_CHECKING:
-    from app.embedders import Embedder
+    from app.embedders import CachedEmbedResult, Embedder, EmbeddingError
+    from events.blobs import BlobRef
 
 logger = logging.getLogger(__name__)
 
@@ -382,7 +383,10 @@ async def switch_targets(rt: Runtime) -> list[str]:
 
 async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
     from app.embedders import EmbedderUnavailable, EmbeddingError, embed_with_cache, get_embedder
+    from app.embedders.salvage import salvaged_vectors
 
+    if _batch_request(history, job.params.get("request_id")):
+        return Outcome("done")  # embedded by an OpenAI Batch API job: its poller records the result
     chunk_set = history.chunk_sets.get(job.params.get("chunk_set_id", "")) or history.latest_chunk_set
     if chunk_set is None:
         if job.params.get("request_id"):
@@ -414,20 +418,51 @@ async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
         if not embedders:
             return Outcome("done")
     texts = [c["text"] for c in chunk_set["chunks"]]
-    events: list[NewEvent] = []
-    for n, embedder in enumerate(embedders):
+    done: list[tuple[Embedder, CachedEmbedResult, BlobRef]] = []
+    for embedder in embedders:
         try:
-            result = await embed_with_cache(rt.pool, embedder, texts)
+            known = await salvaged_vectors(rt.blobs, history.events, embedder)
+            result = await embed_with_cache(rt.pool, embedder, texts, known=known)
         except EmbeddingError as exc:
-            raise StageFailure(
-                type(exc).__name__, str(exc), retryable=bool(getattr(exc, "retryable", True)),
-                backend=embedder.provider,
-            ) from exc
+            # Paid results are kept: the models done so far (model-qualified ids, so a retry still runs
+            # the rest) and the requests of this one that succeeded, with a cost line each.
+            failure = StageFailure(type(exc).__name__, str(exc), retryable=bool(getattr(exc, "retryable", True)),
+                                   backend=embedder.provider)  # fmt: skip
+            outcome = failure_outcome(job, actor, failure)
+            kept = _embedded_events(job, actor, chunk_set, done, qualified=True)
+            if exc.partial is not None and exc.partial.texts:
+                kept += await _cached_events(rt, job, actor, chunk_set, embedder, exc)
+            outcome.events[:0] = kept
+            return outcome
         vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
-        ref = await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")
-        # The first model's result keeps the plain id (checked by run_stage: never embedded twice).
-        key = "" if n == 0 else f"{embedder.model}:"
-        result_id = job.result_id("embedded" if n == 0 else f"embedded:{embedder.model}")
+        done.append((embedder, result, await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")))
+    return Outcome("done", _embedded_events(job, actor, chunk_set, done, qualified=False))
+
+
+def _batch_request(history: DocumentHistory, request_id: str | None) -> bool:
+    """Whether the EmbeddingRequested behind this job belongs to a Batch API job (app.embedders.batch)."""
+    return bool(request_id) and any(
+        e.type == domain.EMBEDDING_REQUESTED and e.data.get("request_id") == request_id and e.data.get("batch_id")
+        for e in history.events
+    )
+
+
+def _embedded_events(
+    job: Job,
+    actor: str,
+    chunk_set: dict[str, Any],
+    done: list[tuple[Embedder, CachedEmbedResult, BlobRef]],
+    *,
+    qualified: bool,
+) -> list[NewEvent]:
+    """ChunksEmbedded + cost lines per model. The first model's result keeps the plain id (run_stage:
+    never embedded twice) unless ``qualified`` (the job failed later and will run again)."""
+    events: list[NewEvent] = []
+    for n, (embedder, result, ref) in enumerate(done):
+        plain = n == 0 and not qualified
+        key = "" if plain else f"{embedder.model}:"
+        result_id = job.result_id("embedded" if plain else f"embedded:{embedder.model}")
+        vectors = result.vectors
         data: domain.ChunksEmbeddedData = {
             "document_id": str(job.document_id),
             "chunk_set_id": chunk_set["chunk_set_id"],
@@ -435,10 +470,29 @@ async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
             "provider": embedder.provider,
             "dimensions": int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else embedder.dimensions,
             "vectors": {"sha256": ref.sha256, "size": ref.size, "media_type": "application/x-float32"},
-            "chunk_count": len(texts),
+            "chunk_count": len(chunk_set["chunks"]),
             "reused_count": result.reused_count,
             "tokens": result.tokens,
         }
         events.append(NewEvent(domain.CHUNKS_EMBEDDED, dict(data), _meta(job, actor), event_id=result_id))
         events += _cost_events(job, actor, "embed", result_id, list(result.cost), key=key)
-    return Outcome("done", events)
+    return events
+
+
+async def _cached_events(
+    rt: Runtime, job: Job, actor: str, chunk_set: dict[str, Any], embedder: Embedder, exc: EmbeddingError
+) -> list[NewEvent]:
+    """EmbeddingsCached for the requests that succeeded before ``exc``, and their cost lines."""
+    from app.embedders.salvage import cached_payload
+
+    partial = exc.partial
+    assert partial is not None
+    matrix = np.ascontiguousarray(partial.vectors, dtype=np.float32)
+    ref = await rt.blobs.put_bytes(matrix.tobytes(), "application/x-float32")
+    data = cached_payload(document_id=str(job.document_id), chunk_set_id=chunk_set["chunk_set_id"],
+                          embedder=embedder, partial=partial, reason=f"{type(exc).__name__}: {exc}",
+                          vectors={"sha256": ref.sha256, "size": ref.size, "media_type": "application/x-float32"})
+    key = f"cached:{job.attempts}:{embedder.model}"
+    event_id = job.result_id(key)
+    events = [NewEvent(domain.EMBEDDINGS_CACHED, dict(data), _meta(job, actor), event_id=event_id)]
+    return events + _cost_events(job, actor, "embed", event_id, list(partial.cost), key=key + ":")
