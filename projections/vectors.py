@@ -33,6 +33,7 @@ _HANDLED = frozenset(
     {domain.DOCUMENT_UPLOADED, domain.DOCUMENT_CHUNKED, domain.CHUNKS_EMBEDDED, domain.DOCUMENT_DELETED}
 )
 BLOB_READS = 8  # concurrent blob reads per batch
+MAX_INDEXED_DIMENSIONS = 4000  # pgvector HNSW: vector up to 2000, halfvec up to 4000 (sql/040_halfvec_vector_index.sql)
 
 
 @dataclass
@@ -196,7 +197,11 @@ class VectorsProjector(Projector):
         good: list[Embedded] = []
         for i in shaped:
             assert i.matrix is not None
-            if i.matrix.shape[1] != dims[i.model]:
+            if i.model not in dims:
+                problems.append((i, f"{i.matrix.shape[1]} dimensions: pgvector's HNSW indexes hold at most "
+                                    f"{MAX_INDEXED_DIMENSIONS}, so {i.model} cannot be searched; embed with "
+                                    f"fewer dimensions (openai:<model>@N)"))  # fmt: skip
+            elif i.matrix.shape[1] != dims[i.model]:
                 problems.append((i, f"{i.matrix.shape[1]} dimensions, but model {i.model} has {dims[i.model]}"))
             else:
                 good.append(i)
@@ -249,8 +254,8 @@ class VectorsProjector(Projector):
             for r in await conn.fetch(query("projections", "embedding_models_get"), list(wanted))
         }
         for model, (dims, position) in wanted.items():
-            if model in known:
-                continue
+            if model in known or dims > MAX_INDEXED_DIMENSIONS:
+                continue  # too large to index: the caller records each such set as a problem
             index = (
                 ""
                 if self.defer_indexes
