@@ -7,7 +7,7 @@ Defaults come from the providers' public price lists (checked 2026; override any
 * Local CPU, per CPU-second: $0.0000131 -- Modal's price for one physical CPU core, used so local
   and Modal conversion can be compared in dollars (set it to 0 to count local compute as free).
 * OpenAI embeddings, per token: text-embedding-3-small $0.02/1M, text-embedding-3-large $0.13/1M,
-  text-embedding-ada-002 $0.10/1M.
+  text-embedding-ada-002 $0.10/1M; through the Batch API half that (``openai_batch_token_<model>``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ DEFAULT_PRICES: dict[str, float] = {
     "openai_token_text-embedding-3-small": 0.02 / 1_000_000,
     "openai_token_text-embedding-3-large": 0.13 / 1_000_000,
     "openai_token_text-embedding-ada-002": 0.10 / 1_000_000,
+    "openai_batch_token_text-embedding-3-small": 0.01 / 1_000_000,
+    "openai_batch_token_text-embedding-3-large": 0.065 / 1_000_000,
+    "openai_batch_token_text-embedding-ada-002": 0.05 / 1_000_000,
 }
 
 
@@ -78,5 +81,9 @@ def local_cpu(seconds: float) -> CostLine:
     return CostLine("local", "cpu_seconds", seconds, price("local_cpu_second"))
 
 
-def openai_tokens(tokens: int, model: str) -> CostLine:
+def openai_tokens(tokens: int, model: str, *, batch_api: bool = False) -> CostLine:
+    """``tokens`` of OpenAI model ``model`` (its own name, no provider or @dimensions)."""
+    if batch_api:
+        return CostLine("openai", "tokens", float(tokens), price(f"openai_batch_token_{model}"),
+                        {"model": model, "batch_api": True})  # fmt: skip
     return CostLine("openai", "tokens", float(tokens), price(f"openai_token_{model}"), {"model": model})

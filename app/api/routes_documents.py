@@ -244,6 +244,7 @@ async def reprocess(request: Request) -> Response:
     from app.commands.costs import month_to_date
     from app.commands.reprocess import quote
     from app.commands.reprocess import request as request_stage
+    from app.embedders.base import EmbedderUnavailable
 
     rt = runtime(request)
     doc = document_id(request)
@@ -268,7 +269,10 @@ async def reprocess(request: Request) -> Response:
     if stage == "embed" and not args.model:
         raise ApiError(400, "invalid_parameter", "stage embed needs a model (no earlier embedding to repeat)")
     over_budget_ok = body.get("over_budget") is True
-    estimate = await quote(rt.pool, stage, [doc], args)
+    try:
+        estimate = await quote(rt.pool, stage, [doc], args)
+    except EmbedderUnavailable as exc:
+        raise ApiError(400, "invalid_parameter", str(exc)) from exc
     budget = await month_to_date(rt.pool)
     if estimate["usd"] > 0 and budget["spent_usd"] + estimate["usd"] > budget["budget_usd"] and not over_budget_ok:
         raise ApiError(

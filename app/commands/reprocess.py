@@ -21,6 +21,8 @@ import orjson
 
 from app import costs, domain
 from app.commands.costs import month_to_date
+from app.config import Settings
+from app.embedders.pricing import quote_embedding
 from app.runtime import open_runtime
 from app.services.selection import Selection, select_documents
 from events.store import EventStore
@@ -35,15 +37,9 @@ def selection(args: argparse.Namespace) -> Selection:
 
 async def quote(pool: asyncpg.Pool, stage: str, ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """Estimated USD of the request: OpenAI tokens not in the cache, or Modal GPU seconds per page."""
-    if stage == "embed" and args.model and args.model.startswith("openai:"):
-        name = args.model.split(":", 1)[1]
-        tokens = await pool.fetchval(
-            "SELECT coalesce(sum(c.token_count), 0) FROM chunks c WHERE c.document_id = ANY($1::uuid[]) "
-            "AND NOT EXISTS (SELECT 1 FROM embedding_cache e WHERE e.model = $2 AND e.text_sha256 = c.text_sha256)",
-            ids,
-            args.model,
-        )
-        return {"resource": "tokens", "quantity": int(tokens), "usd": int(tokens) * costs.price(f"openai_token_{name}")}
+    if stage == "embed" and args.model:
+        return await quote_embedding(pool, ids, args.model, Settings.from_env(),
+                                     batch_api=bool(getattr(args, "batch_api", False)))  # fmt: skip
     if stage == "convert" and args.backend == "modal":
         row = await pool.fetchrow(
             "SELECT coalesce(sum(l.quantity) / nullif(sum(d.page_count), 0), 2.0) AS s_per_page "

