@@ -11,7 +11,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from app.config import Settings
 from events.errors import ChronosError
+from events.store import EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,18 @@ async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: s
     ]
 
 
-async def search(pool: asyncpg.Pool, question: str, k: int = 5, model: str | None = None) -> list[SearchHit]:
-    """The ``k`` chunks nearest to ``question``; ``model`` defaults to the active search model."""
+async def search(
+    pool: asyncpg.Pool,
+    question: str,
+    k: int = 5,
+    model: str | None = None,
+    *,
+    store: EventStore | None = None,
+    settings: Settings | None = None,
+    actor: str = "search",
+) -> list[SearchHit]:
+    """The ``k`` chunks nearest to ``question``; ``model`` defaults to the active search model. A paid
+    query embedding is recorded as a cost (app.embedders.query_cost) through ``store``."""
     if not question.strip():
         raise ValueError("the question is empty")
     if k < 1 or k > 1000:
@@ -71,10 +83,17 @@ async def search(pool: asyncpg.Pool, question: str, k: int = 5, model: str | Non
             raise NothingSearchable(NothingSearchable.__doc__ or "")
         model = found[0]
     from app.embedders import get_embedder  # type: ignore[attr-defined, unused-ignore]
+    from app.embedders.query_cost import record_query_cost
 
-    embedder = get_embedder(model)
+    embedder = get_embedder(model, settings)
+    query_id = uuid.uuid4()
     result = await embedder.embed([question])
+    own_store = store is None
+    store = store or EventStore(pool)
+    await record_query_cost(store, embedder.provider, result, query_id, actor)
+    if own_store:
+        await store.notifier.flush()
     hits = await search_vector(pool, result.vectors[0], k, model)
     logger.info("searched", extra={"action": "search", "model": model, "k": k, "hits": len(hits),
-                                   "query_id": str(uuid.uuid4())})  # fmt: skip
+                                   "query_id": str(query_id), "tokens": result.tokens})  # fmt: skip
     return hits

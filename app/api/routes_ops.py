@@ -40,7 +40,7 @@ async def search(request: Request) -> Response:
         return json_response({"query": q, "k": k, "model": None, "hits": [], "note": NothingSearchable.__doc__})
     model = found[0]
     await asyncio.to_thread(get_embedder, model, rt.settings)  # load the model off the event loop
-    hits = await run_search(rt.pool, q, k, model)
+    hits = await run_search(rt.pool, q, k, model, store=rt.store, settings=rt.settings, actor="api")
     return json_response({"query": q, "k": k, "model": model, "hits": [h.to_json() for h in hits]})
 
 
