@@ -13,5 +13,6 @@ COMMAND_MODULES: list[str] = [
     "delete",
     "costs",
     "reprocess",
+    "batches",
     "serve",
 ]

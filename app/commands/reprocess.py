@@ -23,7 +23,7 @@ from app import costs, domain
 from app.commands.costs import month_to_date
 from app.config import Settings
 from app.embedders.pricing import quote_embedding
-from app.runtime import open_runtime
+from app.runtime import Runtime, open_runtime
 from app.services.selection import Selection, select_documents
 from events.store import EventStore
 from events.types import NewEvent
@@ -97,11 +97,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--reason", default="reprocess")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation of the cost quote")
     p.add_argument("--over-budget", action="store_true", help="proceed even past the monthly budget")
+    p.add_argument("--batch-api", action="store_true",
+                   help="--stage embed with an OpenAI model: OpenAI's Batch API (half price, within 24 h); "
+                        "results are recorded by chronos batches poll")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
 
 
+async def _submit_batches(rt: Runtime, ids: list[str], args: argparse.Namespace, q: dict[str, Any]) -> int:
+    from app.embedders.batch_jobs import submit_embedding_batches
+
+    report = await submit_embedding_batches(rt, ids, args.model, scope="all" if args.all else None,
+                                            reason=args.reason, actor="cli")  # fmt: skip
+    batches = [{"batch_id": b["batch_id"], "openai_batch_id": b["openai_batch_id"], "documents": len(b["documents"]),
+                "inputs": b["inputs"]} for b in report.batches]  # fmt: skip
+    plan = report.plan
+    if args.json:
+        print(orjson.dumps({"batches": batches, "quote": q, "embedded_now": plan.nothing_to_send,
+                            "waiting_for_chunks": plan.no_chunks, "refused": plan.refused}).decode())  # fmt: skip
+    else:
+        for b in batches:
+            print(f"submitted batch {b['batch_id']} ({b['openai_batch_id']}): {b['documents']} document(s), "
+                  f"{b['inputs']} texts")
+        if plan.nothing_to_send or plan.no_chunks:
+            print(f"{len(plan.nothing_to_send) + len(plan.no_chunks)} document(s) need no batch (cached, or not "
+                  "chunked yet): requested from the embed stage")  # fmt: skip
+        for doc, why in plan.refused.items():
+            print(f"not submitted {doc}: {why}", file=sys.stderr)
+        if batches:
+            print("results are recorded by: chronos batches poll --wait")
+    return 1 if plan.refused else 0
+
+
 async def main(args: argparse.Namespace) -> int:
+    if getattr(args, "batch_api", False) and args.stage != "embed":
+        raise ValueError("--batch-api is for --stage embed (OpenAI's Batch API)")
     async with open_runtime() as rt:
         ids = await select_documents(rt.pool, selection(args))
         q = await quote(rt.pool, args.stage, ids, args)
@@ -118,6 +148,8 @@ async def main(args: argparse.Namespace) -> int:
         if q["usd"] > 0 and not args.yes and (await asyncio.to_thread(input, "proceed? [y/N] ")).strip().lower() != "y":
             print("nothing requested")
             return 1
+        if args.batch_api:
+            return await _submit_batches(rt, ids, args, q)
         n = await request(rt.store, args.stage, ids, args)
         if args.all and args.stage == "embed":
             # Documents that appeared between the selection and the requests: ask for them too (later

@@ -24,3 +24,26 @@ WHERE c.document_id = ANY($1::uuid[])
   AND NOT EXISTS (SELECT 1 FROM embedding_cache e
                   WHERE e.model = $2 AND e.dimensions = $3 AND e.text_sha256 = c.text_sha256)
 ORDER BY c.document_id, c.text_sha256;
+
+-- name: batch_chunks
+-- The current chunk set of each document, in ordinal order (what a Batch API job embeds).
+SELECT document_id, chunk_set_id, ordinal, text, text_sha256
+FROM chunks WHERE document_id = ANY($1::uuid[])
+ORDER BY document_id, ordinal;
+
+-- name: open_embedding_batches
+-- Batch API jobs submitted and not finished (the poller's work list), oldest first.
+SELECT s.event_id, s.stream_id, s.data
+FROM events s
+WHERE s.type = 'EmbeddingBatchSubmitted'
+  AND NOT EXISTS (SELECT 1 FROM events f WHERE f.stream_id = s.stream_id AND f.type = 'EmbeddingBatchFinished')
+ORDER BY s.position;
+
+-- name: embedding_batches
+-- Every Batch API job with its end, newest first.
+SELECT s.data AS submitted, s.recorded_at AS submitted_at, f.data AS finished, f.recorded_at AS finished_at
+FROM events s
+LEFT JOIN events f ON f.stream_id = s.stream_id AND f.type = 'EmbeddingBatchFinished'
+WHERE s.type = 'EmbeddingBatchSubmitted'
+ORDER BY s.position DESC
+LIMIT $1;
