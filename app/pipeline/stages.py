@@ -440,7 +440,7 @@ async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
 
 
 def _batch_request(history: DocumentHistory, request_id: str | None) -> bool:
-    """Whether the EmbeddingRequested behind this job belongs to a Batch API job (app.embedders.batch)."""
+    """Whether the EmbeddingRequested behind this job belongs to a Batch API job (app.embedders.batch_jobs)."""
     return bool(request_id) and any(
         e.type == domain.EMBEDDING_REQUESTED and e.data.get("request_id") == request_id and e.data.get("batch_id")
         for e in history.events
