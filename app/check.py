@@ -145,7 +145,7 @@ async def _check_vectors(pool: asyncpg.Pool, report: Report, behind: dict[str, i
             f"{len(problems)} embedding result(s) could not be projected (the documents keep earlier vectors)",
             [f"{r['document_id']} {r['model']}: {r['problem']}" for r in problems],
         )
-    caught_up = all(behind.get(f"projection:{name}", 1) == 0 for name in ("documents", "vectors"))
+    caught_up = all(behind.get(f"projection:{name}", 1) == 0 for name in ("documents", "index"))
     if not caught_up:
         return
     blind = await pool.fetch(query("check", "searchable_without_vectors"))

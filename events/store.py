@@ -166,6 +166,23 @@ class EventStore:
         rows = await self.pool.fetch(query("events", "read_stream"), stream_id, after_version, limit)
         return [to_event(r) for r in rows]
 
+    async def read_stream_after_position(self, stream_id: str, after_position: int, limit: int) -> list[RecordedEvent]:
+        """Up to ``limit`` events of a stream whose position is after ``after_position``, in stream order."""
+        rows = await self.pool.fetch(query("events", "read_stream_after_position"), stream_id, after_position, limit)
+        return [to_event(r) for r in rows]
+
+    async def read_stream_all(
+        self, stream_id: str, after_version: int = 0, page_size: int = 1000
+    ) -> list[RecordedEvent]:
+        """Every event of a stream after ``after_version``, read in pages (no cap on the length)."""
+        out: list[RecordedEvent] = []
+        while True:
+            page = await self.read_stream(stream_id, after_version, page_size)
+            out += page
+            if len(page) < page_size:
+                return out
+            after_version = page[-1].stream_version
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """One page of committed events in position order (replay, inspection; not for tailing)."""
         rows = await self.pool.fetch(query("events", "read_all"), after_position, limit)

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from app import domain
+from app.catalogue.ids import document_id_from_stream, stream_for
 from events.types import RecordedEvent
 
 SUBSCRIPTION_PREFIX = "projection:"
@@ -47,7 +47,7 @@ class Projector(ABC):
 
 def document_id_of(event: RecordedEvent) -> str | None:
     """The document an event is about: its stream's document, else ``data.document_id``."""
-    found = domain.document_id_from_stream(event.stream_id)
+    found = document_id_from_stream(event.stream_id)
     if found is not None:
         return found
     value = event.data.get("document_id")
@@ -55,7 +55,7 @@ def document_id_of(event: RecordedEvent) -> str | None:
 
 
 def in_own_stream(event: RecordedEvent, document_id: str) -> bool:
-    return event.stream_id == domain.stream_for(document_id)
+    return event.stream_id == stream_for(document_id)
 
 
 def as_uuid(value: Any) -> uuid.UUID | None:

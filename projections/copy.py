@@ -20,8 +20,8 @@ TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 def encode_rows(n: int, fields: Sequence[tuple[str, object]]) -> bytes:
     """Encode ``n`` tuples. Each field is (kind, value): kind ``uuid`` (sequence of n UUIDs),
-    ``text`` (one str repeated, or a sequence of n equal-length ASCII strs), ``int4`` (one int
-    repeated) or ``vector`` (float array of shape (n, d))."""
+    ``text`` (one str repeated, or a sequence of n equal-length ASCII strs), ``int4`` / ``int8`` (one
+    int repeated, or n of them) or ``vector`` (float array of shape (n, d))."""
     dtype: list[tuple[Any, ...]] = [("count", ">i2")]
     values: dict[str, object] = {"count": len(fields)}
     for i, (kind, value) in enumerate(fields):
@@ -48,6 +48,9 @@ def encode_rows(n: int, fields: Sequence[tuple[str, object]]) -> bytes:
         elif kind == "int4":
             dtype += [(length_name, ">i4"), (name, ">i4")]
             values[length_name], values[name] = 4, value
+        elif kind == "int8":
+            dtype += [(length_name, ">i4"), (name, ">i8")]
+            values[length_name], values[name] = 8, value
         elif kind == "vector":
             matrix = np.asarray(value, dtype=np.float32)
             d = matrix.shape[1]

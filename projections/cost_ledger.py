@@ -5,28 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import domain
+from app.catalogue.codec import decode_as
+from app.catalogue.events import CostIncurred
 from events.sqlfiles import query
 from events.types import RecordedEvent
 from projections.base import Conn, Projector, as_uuid
 
 
 def ledger_row(e: RecordedEvent) -> dict[str, Any]:
-    d = e.data
-    doc = as_uuid(d.get("document_id"))
-    caused = as_uuid(d.get("caused_by"))
+    cost = decode_as(e, CostIncurred)
+    doc = as_uuid(cost.document_id)
+    caused = as_uuid(cost.caused_by)
     return {
         "position": e.position,
         "event_id": str(e.event_id),
         "document_id": str(doc) if doc else None,
-        "stage": str(d.get("stage") or "unknown"),
-        "provider": str(d.get("provider") or "unknown"),
-        "resource": str(d.get("resource") or "unknown"),
-        "quantity": float(d.get("quantity") or 0),
-        "unit_price_usd": float(d.get("unit_price_usd") or 0),
-        "amount_usd": str(d.get("amount_usd") or 0),
+        "stage": cost.stage,
+        "provider": cost.provider,
+        "resource": cost.resource,
+        "quantity": cost.quantity,
+        "unit_price_usd": cost.unit_price_usd,
+        "amount_usd": str(cost.amount_usd),
         "caused_by": str(caused) if caused else None,
-        "details": d.get("details"),
+        "details": cost.details,
         "recorded_at": e.recorded_at.isoformat(),
     }
 
@@ -36,6 +37,6 @@ class CostLedgerProjector(Projector):
     tables = ("cost_ledger",)
 
     async def apply(self, conn: Conn, events: list[RecordedEvent]) -> None:
-        rows = [ledger_row(e) for e in events if e.type == domain.COST_INCURRED]
+        rows = [ledger_row(e) for e in events if e.type == CostIncurred.TYPE]
         if rows:
             await conn.execute(query("projections", "cost_ledger_insert"), rows)

@@ -11,9 +11,13 @@ are the deleted ones).
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
 import numpy as np
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.codec import decode_as
 from events.blobs import BlobStore
 from events.errors import BlobNotFound
 from events.sqlfiles import query
@@ -21,10 +25,63 @@ from events.types import RecordedEvent
 from projections import copy
 from projections.base import Conn, Projector, as_uuid, document_id_of, in_own_stream, unique_ids
 from projections.lineage import ChunkSetRows, DeletionTimeline, chunk_sets, chunked_events
-from projections.vectors import Embedded, load_all
 
 COLUMNS = ["model", "dimensions", "text_sha256", "document_id", "embedding"]
-_HANDLED = frozenset({domain.CHUNKS_EMBEDDED, domain.EMBEDDINGS_CACHED, domain.DOCUMENT_DELETED})
+HANDLED = frozenset({ev.ChunksEmbedded.TYPE, ev.EmbeddingsCached.TYPE, ev.DocumentDeleted.TYPE})
+BLOB_READS = 8  # concurrent blob reads per batch
+
+
+@dataclass
+class Embedded:
+    """One ChunksEmbedded (or EmbeddingsCached) worth projecting, with its vectors once loaded."""
+
+    event: RecordedEvent
+    document_id: str
+    result: ev.ChunksEmbedded | ev.EmbeddingsCached
+    matrix: np.ndarray | None = None
+    rows: ChunkSetRows | None = None
+    problem: str | None = None  # why the vectors blob cannot be read as this set's vectors
+
+    @classmethod
+    def of(cls, event: RecordedEvent, document_id: str) -> Embedded:
+        if event.type == ev.EmbeddingsCached.TYPE:
+            return cls(event, document_id, decode_as(event, ev.EmbeddingsCached))
+        return cls(event, document_id, decode_as(event, ev.ChunksEmbedded))
+
+    @property
+    def model(self) -> str:
+        return self.result.model
+
+    @property
+    def chunk_set_id(self) -> str:
+        return self.result.chunk_set_id
+
+
+async def load_matrix(blobs: BlobStore, result: ev.ChunksEmbedded | ev.EmbeddingsCached) -> np.ndarray:
+    """The (rows, dimensions) float32 matrix of a ChunksEmbedded or EmbeddingsCached."""
+    raw = await blobs.get_bytes(result.vectors.sha256)
+    dims = result.dimensions
+    if dims <= 0 or len(raw) % (4 * dims):
+        raise ValueError(f"vectors blob of {len(raw)} bytes is not float32 rows of {dims} dimensions")
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, dims)
+
+
+async def load_all(blobs: BlobStore, items: list[Embedded]) -> tuple[list[Embedded], list[Embedded]]:
+    """Load every item's vectors; returns (loaded, items whose blob is missing)."""
+    gate = asyncio.Semaphore(BLOB_READS)
+    missing: list[Embedded] = []
+
+    async def one(item: Embedded) -> None:
+        async with gate:
+            try:
+                item.matrix = await load_matrix(blobs, item.result)
+            except BlobNotFound:
+                missing.append(item)
+            except ValueError as exc:
+                item.problem = str(exc)
+
+    await asyncio.gather(*(one(i) for i in items))
+    return [i for i in items if i not in missing], missing
 
 
 class EmbeddingCacheProjector(Projector):
@@ -35,7 +92,7 @@ class EmbeddingCacheProjector(Projector):
         self.blobs = blobs
 
     async def apply(self, conn: Conn, events: list[RecordedEvent]) -> None:
-        relevant = [e for e in events if e.type in _HANDLED]
+        relevant = [e for e in events if e.type in HANDLED]
         ids = unique_ids(relevant)
         if not ids:
             return
@@ -45,12 +102,12 @@ class EmbeddingCacheProjector(Projector):
             doc = document_id_of(e)
             if doc is None or not in_own_stream(e, doc):
                 continue
-            if e.type == domain.DOCUMENT_DELETED:
+            if e.type == ev.DocumentDeleted.TYPE:
                 await self._flush(conn, items, relevant, timeline)
                 items = []
                 await conn.execute(query("projections", "embedding_cache_delete_document"), doc)
-            elif e.data.get("model") and not timeline.deleted_at(doc, e.stream_version):
-                items.append(Embedded(e, doc))
+            elif not timeline.deleted_at(doc, e.stream_version):
+                items.append(Embedded.of(e, doc))
         await self._flush(conn, items, relevant, timeline)
 
     async def _flush(
@@ -58,24 +115,23 @@ class EmbeddingCacheProjector(Projector):
     ) -> None:
         if not items:
             return
-        embedded = [i for i in items if i.event.type == domain.CHUNKS_EMBEDDED]
+        embedded = [i for i in items if isinstance(i.result, ev.ChunksEmbedded)]
         found = await chunk_sets(conn, {i.chunk_set_id: i.document_id for i in embedded}, chunked_events(batch))
         for i in items:
-            if i.event.type == domain.EMBEDDINGS_CACHED:
-                hashes = [str(h) for h in i.event.data.get("text_sha256") or []]
-                i.rows = ChunkSetRows(list(range(len(hashes))), hashes)
+            if isinstance(i.result, ev.EmbeddingsCached):  # its payload names each row's text
+                i.rows = ChunkSetRows(list(range(len(i.result.text_sha256))), list(i.result.text_sha256))
             else:
                 i.rows = found.get(i.chunk_set_id, ChunkSetRows([], []))
         loaded, missing = await load_all(self.blobs, items)
         for i in missing:
             if not timeline.deleted_after(i.document_id, i.event.stream_version):
                 raise BlobNotFound(
-                    f"vectors blob {i.event.data['vectors']['sha256']} of document {i.document_id} is missing "
+                    f"vectors blob {i.result.vectors.sha256} of document {i.document_id} is missing "
                     "although the document was never deleted; restore the blob store"
                 )
         # Keep the first embedding of each (model, dimensions, text, document): earlier rows in the
         # table win (ON CONFLICT DO NOTHING semantics), then earlier rows of this batch.
-        keys = [(i.model, int(i.event.data["dimensions"]), h, i.document_id)
+        keys = [(i.model, i.result.dimensions, h, i.document_id)
                 for i in loaded if i.rows for h in i.rows.text_sha256]  # fmt: skip
         existing = {
             (r["model"], r["dimensions"], r["text_sha256"], str(r["document_id"]))
@@ -88,8 +144,8 @@ class EmbeddingCacheProjector(Projector):
         for i in loaded:
             assert i.matrix is not None and i.rows is not None
             if i.matrix.shape[0] != len(i.rows.text_sha256) or not np.isfinite(i.matrix).all():
-                continue  # the vectors projector logs this
-            dims = int(i.event.data["dimensions"])
+                continue  # the index projector logs this
+            dims = i.result.dimensions
             if i.matrix.shape[1] != dims:
                 continue
             take: list[int] = []

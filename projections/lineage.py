@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.codec import decode_as
+from app.catalogue.ids import document_id_from_stream, stream_for
 from events.sqlfiles import query
 from events.types import RecordedEvent
 from projections.base import Conn
@@ -20,9 +22,9 @@ class ChunkSetRows:
     text_sha256: list[str]
 
 
-def rows_of_chunked(data: dict[str, object]) -> ChunkSetRows:
-    chunks = sorted(data.get("chunks") or [], key=lambda c: int(c["ordinal"]))  # type: ignore[call-overload]
-    return ChunkSetRows([int(c["ordinal"]) for c in chunks], [str(c["text_sha256"]) for c in chunks])
+def rows_of_chunked(chunked: ev.DocumentChunked) -> ChunkSetRows:
+    chunks = sorted(chunked.chunks, key=lambda c: c.ordinal)
+    return ChunkSetRows([c.ordinal for c in chunks], [c.text_sha256 for c in chunks])
 
 
 async def chunk_sets(conn: Conn, wanted: dict[str, str], seen: dict[str, ChunkSetRows]) -> dict[str, ChunkSetRows]:
@@ -31,7 +33,7 @@ async def chunk_sets(conn: Conn, wanted: dict[str, str], seen: dict[str, ChunkSe
     found = {k: v for k, v in seen.items() if k in wanted}
     missing = [k for k in wanted if k not in found]
     if missing:
-        streams = sorted({domain.stream_for(wanted[k]) for k in missing})
+        streams = sorted({stream_for(wanted[k]) for k in missing})
         for r in await conn.fetch(query("projections", "chunk_set_rows"), streams, missing):
             found[r["chunk_set_id"]] = ChunkSetRows(list(r["ordinals"]), list(r["hashes"]))
     return found
@@ -45,12 +47,12 @@ class DeletionTimeline:
 
     @classmethod
     async def load(cls, conn: Conn, document_ids: Iterable[str]) -> DeletionTimeline:
-        streams = sorted({domain.stream_for(d) for d in document_ids})
+        streams = sorted({stream_for(d) for d in document_ids})
         marks: dict[str, list[tuple[int, bool]]] = {}
         if streams:
             for r in await conn.fetch(query("projections", "deletion_marks"), streams):
-                doc = domain.document_id_from_stream(r["stream_id"]) or ""
-                marks.setdefault(doc, []).append((r["stream_version"], r["type"] == domain.DOCUMENT_DELETED))
+                doc = document_id_from_stream(r["stream_id"]) or ""
+                marks.setdefault(doc, []).append((r["stream_version"], r["type"] == ev.DocumentDeleted.TYPE))
         return cls(marks)
 
     def deleted_at(self, document_id: str, version: int) -> bool:
@@ -68,8 +70,10 @@ class DeletionTimeline:
 
 
 def chunked_events(events: Iterable[RecordedEvent]) -> dict[str, ChunkSetRows]:
-    return {
-        str(e.data["chunk_set_id"]): rows_of_chunked(e.data)
-        for e in events
-        if e.type == domain.DOCUMENT_CHUNKED and e.data.get("chunk_set_id")
-    }
+    """Rows of the chunk sets of a batch's DocumentChunked events (the first event of a set wins)."""
+    found: dict[str, ChunkSetRows] = {}
+    for e in events:
+        if e.type == ev.DocumentChunked.TYPE:
+            chunked = decode_as(e, ev.DocumentChunked)
+            found.setdefault(chunked.chunk_set_id, rows_of_chunked(chunked))
+    return found

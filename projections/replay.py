@@ -26,6 +26,7 @@ import asyncpg
 from tqdm import tqdm
 
 from events.blobs import PgBlobStore
+from events.connection import set_local_search_path
 from events.migrations import discover
 from events.sqlfiles import query
 from events.store import EventStore
@@ -72,12 +73,12 @@ async def _prepare_shadow(conn: Conn, projector: Projector) -> None:
 
 
 async def _in_shadow(conn: Conn) -> None:
-    await conn.execute(f"SET LOCAL search_path TO {SHADOW}, public")
+    await set_local_search_path(conn, SHADOW, "public")
 
 
 async def reapply_views(conn: Conn) -> None:
     """Re-create the analyst views and grants so they point at the swapped-in tables."""
-    await conn.execute("SET LOCAL search_path TO public")
+    await set_local_search_path(conn, "public")
     for m in discover():
         if m.kind == "view":
             await conn.execute(m.text)
@@ -151,7 +152,7 @@ async def _swap(conn: Conn, store: EventStore, projector: Projector, replay_name
         await projector.apply(conn, events)
         count += len(events)
         cursor = events[-1].cursor
-    await conn.execute("SET LOCAL search_path TO public")
+    await set_local_search_path(conn, "public")
     await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED} CASCADE")
     await conn.execute(f"CREATE SCHEMA {RETIRED}")
     for table in projector.tables:

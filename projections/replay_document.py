@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app import domain
+from app.catalogue.ids import stream_for
 from events.blobs import PgBlobStore
 from events.sqlfiles import query
 from events.store import to_event
@@ -53,7 +53,7 @@ async def replay_documents(
             ids.append(uuid.UUID(str(raw)))
         except ValueError:
             raise ValueError(f"{raw!r} is not a document id (a UUID, as `chronos ingest` prints)") from None
-    streams = [domain.stream_for(str(i)) for i in ids]
+    streams = [stream_for(str(i)) for i in ids]
     known = {str(r["stream_id"]) for r in await pool.fetch(query("projections", "streams_present"), streams)}
     missing = [str(i) for i, s in zip(ids, streams, strict=True) if s not in known]
     if missing:

@@ -18,11 +18,10 @@ from events.blobs import BlobStore, PgBlobStore
 from events.store import EventStore
 from events.subscription import Subscription
 from projections.base import Projector
-from projections.chunks import ChunksProjector
 from projections.cost_ledger import CostLedgerProjector
 from projections.documents import DocumentsProjector
 from projections.embedding_cache import EmbeddingCacheProjector
-from projections.vectors import VectorsProjector
+from projections.index import IndexProjector
 
 logger = logging.getLogger(__name__)
 BATCH_SIZE = 500
@@ -37,15 +36,14 @@ def all_projectors(blobs: BlobStore, *, bulk: bool = False) -> list[Projector]:
     """Every projector, in a fixed order. ``bulk``: replay mode (HNSW indexes built after loading)."""
     return [
         DocumentsProjector(),
-        ChunksProjector(),
-        VectorsProjector(blobs, defer_indexes=bulk),
+        IndexProjector(blobs, defer_indexes=bulk),
         CostLedgerProjector(),
         EmbeddingCacheProjector(blobs),
     ]
 
 
 PROJECTOR_CLASSES: tuple[type[Projector], ...] = (
-    DocumentsProjector, ChunksProjector, VectorsProjector, CostLedgerProjector, EmbeddingCacheProjector,
+    DocumentsProjector, IndexProjector, CostLedgerProjector, EmbeddingCacheProjector,
 )  # fmt: skip
 
 

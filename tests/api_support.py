@@ -19,9 +19,10 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from app import domain
 from app.api import create_app
 from app.api.server import ChronosServer
+from app.catalogue import events as ev
+from app.catalogue.ids import stream_for
 from app.config import Settings
 from app.runtime import Runtime
 from events.blobs import PgBlobStore
@@ -120,7 +121,7 @@ async def fake_conversion(rt: Runtime, document_id: str, markdown: str) -> str:
         "markdown": {"sha256": ref.sha256, "size": ref.size, "media_type": "text/markdown"},
         "settings_hash": "test",
     }
-    await rt.store.append(domain.stream_for(document_id), [NewEvent(domain.DOCUMENT_CONVERTED, data)])
+    await rt.store.append(stream_for(document_id), [NewEvent(ev.DocumentConverted.TYPE, data)])
     return conversion_id
 
 
@@ -156,12 +157,12 @@ async def fake_chunking(rt: Runtime, document_id: str, conversion_id: str, texts
         },
         "chunks": chunks,
     }
-    await rt.store.append(domain.stream_for(document_id), [NewEvent(domain.DOCUMENT_CHUNKED, data)])
+    await rt.store.append(stream_for(document_id), [NewEvent(ev.DocumentChunked.TYPE, data)])
     return chunk_set_id
 
 
 async def fake_failure(rt: Runtime, document_id: str, stage: str = "convert", message: str = "broken input") -> None:
-    kind = {"convert": domain.CONVERSION_FAILED, "chunk": domain.CHUNKING_FAILED, "embed": domain.EMBEDDING_FAILED}
+    kind = {"convert": ev.ConversionFailed.TYPE, "chunk": ev.ChunkingFailed.TYPE, "embed": ev.EmbeddingFailed.TYPE}
     data = {
         "document_id": document_id,
         "stage": stage,
@@ -171,7 +172,7 @@ async def fake_failure(rt: Runtime, document_id: str, stage: str = "convert", me
         "retryable": False,
         "final": True,
     }
-    await rt.store.append(domain.stream_for(document_id), [NewEvent(kind[stage], data)])
+    await rt.store.append(stream_for(document_id), [NewEvent(kind[stage], data)])
 
 
 async def fake_cost(rt: Runtime, document_id: str, usd: float, stage: str = "convert") -> None:
@@ -185,4 +186,4 @@ async def fake_cost(rt: Runtime, document_id: str, usd: float, stage: str = "con
         "amount_usd": usd,
         "caused_by": str(uuid.uuid4()),
     }
-    await rt.store.append(domain.stream_for(document_id), [NewEvent(domain.COST_INCURRED, data)])
+    await rt.store.append(stream_for(document_id), [NewEvent(ev.CostIncurred.TYPE, data)])

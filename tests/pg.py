@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -44,4 +45,5 @@ def server_dsn() -> Iterator[str]:
     try:
         yield str(server.get_uri())
     finally:
-        server.cleanup()
+        server.cleanup()  # stops the server and deletes pgdata
+        shutil.rmtree(root, ignore_errors=True)  # and the folder around it

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 
 from app.config import Settings
-from app.pipeline.intake import ingest_stream
 from app.runtime import Runtime
+from app.services.upload import ingest_stream
 from events.blobs import PgBlobStore, aiter_bytes
 from events.store import EventStore
 from tests.api_support import TOKEN, fake_cost, fake_failure, server_thread, settings_for

@@ -12,7 +12,8 @@ from typing import ClassVar
 import asyncpg
 import pytest
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.ids import stream_for
 from events.store import EventStore
 from tests.api_support import AUTH, asgi_client, event_count
 
@@ -93,8 +94,8 @@ async def test_upload_hook_fetches_asset_and_ingests(
         (doc,) = r.json()["documents"]
         assert doc["directus_file_id"] == FILE_ID and doc["created"] is True and doc["filename"] == "Q3 report.md"
         assert Standin.requests == [(f"/assets/{FILE_ID}", f"Bearer {DIRECTUS_TOKEN}")]
-        events = await store.read_stream(domain.stream_for(doc["document_id"]))
-        assert [e.type for e in events] == [domain.DOCUMENT_UPLOADED]
+        events = await store.read_stream(stream_for(doc["document_id"]))
+        assert [e.type for e in events] == [ev.DocumentUploaded.TYPE]
         data, metadata = events[0].data, events[0].metadata
         assert data["source"] == "directus" and data["source_ref"] == FILE_ID and data["size"] == len(CONTENT)
         assert metadata["actor"] == "directus" and metadata["correlation_id"] == f"directus:{FILE_ID}"

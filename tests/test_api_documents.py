@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from app import domain
+from app.catalogue import events as ev
 from events.store import EventStore
 from projections.runner import catch_up_all
 from tests.api_support import (
@@ -186,10 +186,10 @@ async def test_document_detail_markdown_chunks_events(dsn: str, pool: asyncpg.Po
         assert [c["ordinal"] for c in rest["chunks"]] == [1] and rest["next_after"] is None
         events = (await client.get(f"/documents/{doc}/events")).json()["events"]
         assert [e["type"] for e in events] == [
-            domain.DOCUMENT_UPLOADED,
-            domain.DOCUMENT_CONVERTED,
-            domain.DOCUMENT_CHUNKED,
-            domain.COST_INCURRED,
+            ev.DocumentUploaded.TYPE,
+            ev.DocumentConverted.TYPE,
+            ev.DocumentChunked.TYPE,
+            ev.CostIncurred.TYPE,
         ]
         assert events[0]["data"]["filename"] == "notes.md"
         summary = (await client.get(f"/documents/{doc}/events", params={"data": "summary", "after_version": 2})).json()
@@ -216,7 +216,7 @@ async def test_reprocess_and_delete(dsn: str, pool: asyncpg.Pool, store: EventSt
         requests = await pool.fetch(
             "SELECT type, data, metadata FROM events WHERE type LIKE '%Requested' ORDER BY position"
         )
-        assert [e["type"] for e in requests] == [domain.CHUNKING_REQUESTED, domain.CONVERSION_REQUESTED]
+        assert [e["type"] for e in requests] == [ev.ChunkingRequested.TYPE, ev.ConversionRequested.TYPE]
         assert all(e["metadata"]["actor"] == "api" for e in requests) and requests[1]["data"]["backend"] == "local"
         assert_error(await client.post(f"/documents/{doc}/reprocess", json={"stage": "x"}, headers=AUTH), 400)
         assert_error(await client.post(f"/documents/{doc}/reprocess", json={"stage": "embed"}, headers=AUTH), 400)
@@ -237,9 +237,12 @@ async def test_reprocess_and_delete(dsn: str, pool: asyncpg.Pool, store: EventSt
         missing = "00000000-0000-0000-0000-000000000001"
         assert_error(await client.request("DELETE", f"/documents/{missing}", headers=AUTH), 404)
         assert_error(await client.post(f"/documents/{missing}/reprocess", headers=AUTH), 404)
-        # Upload the same content again: a new document (the deleted one stays deleted).
+        # Upload the same content again: the same document comes back (not a second copy of it).
         r = await upload(client, MD)
-        assert r.status_code == 202 and r.json()["document_id"] != doc
+        assert r.status_code == 202 and r.json()["document_id"] == doc and r.json()["created"] is True
+        assert (await client.get(f"/documents/{doc}")).json()["status"] == "uploaded"
+        r = await upload(client, MD)
+        assert r.status_code == 200 and r.json()["document_id"] == doc and r.json()["created"] is False
 
 
 async def test_events_feed_pages_in_order(dsn: str, pool: asyncpg.Pool, store: EventStore) -> None:

@@ -6,6 +6,7 @@ import json
 from functools import cache
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from app.chunking import ChunkingError, chunk_document
@@ -34,7 +35,7 @@ def _chunk(relpath: str, model: str, **kw: int) -> tuple[list, dict]:
     emb = get_embedder(model, Settings(openai_api_key="k"))
     chunks, params = chunk_document(js, md, embedder_max_tokens=emb.max_tokens, count_tokens=emb.count_tokens,
                                     tokenizer_name=emb.tokenizer_name(), **kw)
-    return list(chunks), dict(params)
+    return [msgspec.to_builtins(c) for c in chunks], msgspec.to_builtins(params)
 
 
 @pytest.mark.parametrize("relpath", ["pdf/multi_page.pdf", "pdf/redp5110_sampled.pdf", "html/wiki_duck.html",

@@ -131,6 +131,30 @@ async def test_database_url_is_used_as_given(dsn: str, tmp_path: Path) -> None:
 async def test_unreachable_database_url_fails_with_a_clear_message(tmp_path: Path) -> None:
     cli = Cli(_env(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", CHRONOS_HOME=str(tmp_path)))
     result = await cli("events", "list", ok=False, timeout=60)
-    assert result.code == 1
+    assert result.code == 69  # EX_UNAVAILABLE: every expected failure exits with its kind's code
     assert "could not use the database at postgresql://nobody@127.0.0.1:1/none" in result.err
     assert "Traceback" not in result.err
+
+
+async def test_db_url_carries_the_service_password(embedded: Cli, tmp_path: Path) -> None:
+    """`chronos db url` prints the DSN with the generated password; without it the server refuses."""
+    url = (await embedded("db", "url")).out.strip()
+    pgpass = tmp_path / "home" / "pgpass"
+    assert oct(pgpass.stat().st_mode & 0o777) == "0o600"
+    password = pgpass.read_text().strip().rsplit(":", 1)[1]
+    assert f"postgres:{password}@" in url
+    psql = shutil.which("psql")
+    if psql is None:
+        return
+    env = {"PATH": os.environ.get("PATH", ""), "PGPASSFILE": os.devnull}
+    for dsn, ok in ((url, True), (url.replace(f":{password}@", "@"), False), (url.replace(password, "x"), False)):
+        proc = await asyncio.create_subprocess_exec(
+            psql, dsn, "-w", "-XAtc", "select current_user", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert (proc.returncode == 0) is ok, (dsn, err.decode())
+        if ok:
+            assert out.decode().strip() == "postgres"
+        else:
+            assert "password" in err.decode()

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from app import domain
+from app.catalogue import events as ev
 from app.config import Settings
 from app.costs import price
-from app.embedders.batch_jobs import BatchState, poll_embedding_batches, submit_embedding_batches
+from app.embedders.batch_jobs import BatchState, Submitted, poll_embedding_batches, submit_embedding_batches
 from app.runtime import Runtime
-from app.search import search_vector
+from app.services.search import search_vector
+from app.services.selection import Selection, select_documents
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument, random_unit_vectors
@@ -65,6 +66,17 @@ async def documents(rt: Runtime, texts: list[list[str]]) -> list[SyntheticDocume
     return out
 
 
+async def submit(rt: Runtime, ids: list[str], *, scope: str | None, reason: str) -> Submitted:
+    return await submit_embedding_batches(rt.pool, rt.store, rt.blobs, rt.settings, ids, NEW, scope=scope,
+                                          reason=reason, actor="test")  # fmt: skip
+
+
+async def statuses(rt: Runtime, docs: list[SyntheticDocument]) -> list[str]:
+    rows = await rt.pool.fetch("SELECT document_id, status FROM documents")
+    status = {str(r["document_id"]): r["status"] for r in rows}
+    return [status[d.document_id] for d in docs]
+
+
 async def of_type(rt: Runtime, doc: SyntheticDocument, kind: str) -> list[dict[str, object]]:
     return [e.data for e in await rt.store.read_stream(doc.stream) if e.type == kind]
 
@@ -95,13 +107,14 @@ async def test_batch_survives_a_killed_poller_and_every_document_moves_to_the_ne
 ) -> None:
     texts = [[f"doc {d} paragraph {i} about tides" for i in range(4)] for d in range(3)]
     docs = await documents(rt, texts)
-    submitted = await submit_embedding_batches(rt, [d.document_id for d in docs], NEW, scope="all",
-                                               reason="switch", actor="test")  # fmt: skip
-    assert len(submitted.batches) == 1 and submitted.batches[0]["inputs"] == 12
+    submitted = await submit(rt, [d.document_id for d in docs], scope="all", reason="switch")
+    assert len(submitted.batches) == 1 and submitted.batches[0].inputs == 12
     (file,) = [f for f in standin.files.values() if f["purpose"] == "batch"]
     assert file["content"].count(b'"url":"/v1/embeddings"') == 3  # one request line per document
     await drain(rt, "embed")  # the documents' EmbeddingRequested are the batch's: no synchronous embedding
     assert standin.requests == []
+    await catch_up_all(rt.pool, rt.dsn)
+    assert await statuses(rt, docs) == ["embedding"] * 3  # while the batch runs (search still answers: OLD)
 
     standin.hold_batches = True
     first = poller(rt, standin)
@@ -113,22 +126,23 @@ async def test_batch_survives_a_killed_poller_and_every_document_moves_to_the_ne
     first.kill()  # SIGKILL while the batch is in progress
     first.wait()
     for doc in docs:
-        assert [e["model"] for e in await of_type(rt, doc, domain.CHUNKS_EMBEDDED)] == [OLD]
-    assert await rt.pool.fetchval("SELECT count(*) FROM events WHERE type = $1", domain.EMBEDDING_BATCH_FINISHED) == 0
+        assert [e["model"] for e in await of_type(rt, doc, ev.ChunksEmbedded.TYPE)] == [OLD]
+    assert await rt.pool.fetchval("SELECT count(*) FROM events WHERE type = $1", ev.EmbeddingBatchFinished.TYPE) == 0
 
     standin.hold_batches = False
     second = poller(rt, standin)
     _out, err = await asyncio.to_thread(second.communicate, timeout=120)
     assert second.returncode == 0, err.decode()
-    (finished,) = [e.data for e in await rt.store.read_stream(f"embedding-batch-{submitted.batches[0]['batch_id']}")
-                   if e.type == domain.EMBEDDING_BATCH_FINISHED]  # fmt: skip
+    (finished,) = [e.data for e in await rt.store.read_stream(f"embedding-batch-{submitted.batches[0].batch_id}")
+                   if e.type == ev.EmbeddingBatchFinished.TYPE]  # fmt: skip
     assert finished["status"] == "completed" and sorted(finished["embedded_documents"]) == sorted(
         d.document_id for d in docs)
     for doc in docs:
-        models = [e["model"] for e in await of_type(rt, doc, domain.CHUNKS_EMBEDDED)]
+        models = [e["model"] for e in await of_type(rt, doc, ev.ChunksEmbedded.TYPE)]
         assert models.count(NEW) == 1  # recorded once, although two pollers saw the batch
 
     await catch_up_all(rt.pool, rt.dsn)
+    assert await statuses(rt, docs) == ["searchable"] * 3
     active = await rt.pool.fetchrow("SELECT model, complete FROM v_search_models WHERE active")
     assert active is not None and active["model"] == NEW and active["complete"]
     for doc, chunk_texts in zip(docs, texts, strict=True):
@@ -153,27 +167,33 @@ async def test_an_expired_batch_keeps_its_finished_lines_and_a_resubmission_send
     a, b = await documents(rt, [long_doc, short_doc])
     ids = [a.document_id, b.document_id]
     standin.expire_after_lines = 1  # only the long document's first line is done before the window ends
-    await submit_embedding_batches(rt, ids, NEW, scope=None, reason="bulk", actor="test")
+    await submit(rt, ids, scope=None, reason="bulk")
     states = await poll_until_finished(rt)  # validating -> in_progress -> finalizing -> expired
     assert [s.status for s in states] == ["expired"]
-    assert states[0].finished is not None and set(states[0].finished["incomplete_documents"]) == set(ids)
-    cached = await of_type(rt, a, domain.EMBEDDINGS_CACHED)
+    assert states[0].finished is not None and set(states[0].finished.incomplete_documents) == set(ids)
+    cached = await of_type(rt, a, ev.EmbeddingsCached.TYPE)
     assert len(cached) == 1 and len(cached[0]["text_sha256"]) == 2048  # type: ignore[arg-type]
-    failed = await of_type(rt, b, domain.EMBEDDING_FAILED)
+    failed = await of_type(rt, b, ev.EmbeddingFailed.TYPE)
     assert failed[0]["error_class"] == "BatchIncomplete" and "batch_expired" in str(failed[0]["message"])
     await catch_up_all(rt.pool, rt.dsn)
+    # Nothing retries an ended batch by itself: the documents are failed (reprocess --failed finds them)
+    # and search goes on answering from the vectors they had.
+    assert await statuses(rt, [a, b]) == ["failed", "failed"]
+    assert sorted(await select_documents(rt.pool, Selection(failed=True))) == sorted(ids)
+    assert await rt.pool.fetchval("SELECT count(*) FROM vectors WHERE model = $1", OLD) == 2053
     tokens, _usd = await batch_ledger(rt.pool)
     assert tokens == standin.batch_billed_tokens > 0  # the finished line is paid and recorded
 
     standin.expire_after_lines = None
-    again = await submit_embedding_batches(rt, ids, NEW, scope=None, reason="finish", actor="test")
-    assert again.batches[0]["inputs"] == 2 + 3  # the long document's last two texts and the short one
+    again = await submit(rt, ids, scope=None, reason="finish")
+    assert again.batches[0].inputs == 2 + 3  # the long document's last two texts and the short one
     states = await poll_until_finished(rt)
     assert [s.status for s in states] == ["completed"]
     for doc, n in ((a, 2050), (b, 3)):
-        (embedded,) = [e for e in await of_type(rt, doc, domain.CHUNKS_EMBEDDED) if e["model"] == NEW]
+        (embedded,) = [e for e in await of_type(rt, doc, ev.ChunksEmbedded.TYPE) if e["model"] == NEW]
         assert embedded["chunk_count"] == n
     await catch_up_all(rt.pool, rt.dsn)
     tokens, _usd = await batch_ledger(rt.pool)
     assert tokens == standin.batch_billed_tokens
     assert await rt.pool.fetchval("SELECT count(*) FROM vectors WHERE model = $1", NEW) == 2053
+    assert await statuses(rt, [a, b]) == ["searchable", "searchable"]

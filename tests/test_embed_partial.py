@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app import domain
+from app.catalogue import events as ev
 from app.config import Settings
 from app.costs import price
 from app.runtime import Runtime
@@ -62,8 +62,8 @@ async def test_second_request_failing_keeps_the_first_and_the_retry_sends_only_t
     await doc.chunk(texts)
     await drain(rt, "embed")
     kinds = await types(rt, doc)
-    assert kinds.count(domain.EMBEDDING_FAILED) == 1 and kinds.count(domain.EMBEDDINGS_CACHED) == 1
-    assert kinds.count(domain.CHUNKS_EMBEDDED) == 1  # on the retry
+    assert kinds.count(ev.EmbeddingFailed.TYPE) == 1 and kinds.count(ev.EmbeddingsCached.TYPE) == 1
+    assert kinds.count(ev.ChunksEmbedded.TYPE) == 1  # on the retry
 
     sent = Counter(standin.received_inputs())
     assert all(sent[t] == 1 for t in texts[:2048])  # request 1's texts: sent (and paid) once
@@ -77,7 +77,7 @@ async def test_second_request_failing_keeps_the_first_and_the_retry_sends_only_t
     assert await rt.pool.fetchval("SELECT count(*) FROM vectors WHERE document_id = $1", doc.document_id) == 2100
     cached = await rt.pool.fetchval("SELECT count(DISTINCT text_sha256) FROM embedding_cache WHERE model = $1", SMALL)
     assert cached == 2100
-    embedded = [e.data for e in await rt.store.read_stream(doc.stream) if e.type == domain.CHUNKS_EMBEDDED]
+    embedded = [e.data for e in await rt.store.read_stream(doc.stream) if e.type == ev.ChunksEmbedded.TYPE]
     assert embedded[0]["reused_count"] == 2048
 
 
@@ -96,7 +96,7 @@ async def test_a_model_switch_keeps_the_model_that_finished_when_the_next_fails(
     await doc.convert()
     await doc.chunk(["glaciers retreat", "orchids bloom", "copper tarnishes"])
     await drain(rt, "embed")
-    events = [e for e in await rt.store.read_stream(doc.stream) if e.type == domain.CHUNKS_EMBEDDED]
+    events = [e for e in await rt.store.read_stream(doc.stream) if e.type == ev.ChunksEmbedded.TYPE]
     assert sorted(e.data["model"] for e in events) == [SMALL, SMALL_256]
     own = [body for body in standin.requests if "dimensions" not in body]
     assert len(own) == 1  # the model that finished is not embedded (or paid for) again on the retry

@@ -18,12 +18,13 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.ids import stream_for
 from app.config import Settings
-from app.pipeline.intake import IntakeResult, ingest_stream
-from app.pipeline.progress import progress
 from app.pipeline.worker import Worker
 from app.runtime import Runtime
+from app.services.documents import document_states
+from app.services.upload import IntakeResult, ingest_stream
 from events import EventStore, PgBlobStore
 from events.blobs import aiter_bytes, aiter_file
 
@@ -55,18 +56,18 @@ async def drive(rt: Runtime, ids: list[str], timeout: float = 240) -> dict[str, 
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = await progress(rt.pool, ids)
+            state = await document_states(rt.pool, ids)
             if len(state) == len(ids) and all(p.final for p in state.values()):
                 return {d: p.status for d, p in state.items()}
             await asyncio.sleep(0.3)
-        raise AssertionError(f"not final after {timeout}s: {await progress(rt.pool, ids)}")
+        raise AssertionError(f"not final after {timeout}s: {await document_states(rt.pool, ids)}")
     finally:
         stop.set()
         await task
 
 
 async def types_of(store: EventStore, document_id: str) -> Counter[str]:
-    return Counter(e.type for e in await store.read_stream(domain.stream_for(document_id)))
+    return Counter(e.type for e in await store.read_stream(stream_for(document_id)))
 
 
 async def test_documents_become_searchable_with_costs(rt: Runtime, corpus: Path) -> None:
@@ -80,20 +81,20 @@ async def test_documents_become_searchable_with_costs(rt: Runtime, corpus: Path)
     statuses = await drive(rt, [u.document_id for u in uploads])
     assert set(statuses.values()) == {"searchable"}, statuses
     for u in uploads:
-        events = await rt.store.read_stream(domain.stream_for(u.document_id))
+        events = await rt.store.read_stream(stream_for(u.document_id))
         kinds = Counter(e.type for e in events)
-        assert kinds[domain.DOCUMENT_CONVERTED] == 1
-        assert kinds[domain.DOCUMENT_CHUNKED] == 1
-        assert kinds[domain.CHUNKS_EMBEDDED] == 1
-        costs = [e.data for e in events if e.type == domain.COST_INCURRED]
+        assert kinds[ev.DocumentConverted.TYPE] == 1
+        assert kinds[ev.DocumentChunked.TYPE] == 1
+        assert kinds[ev.ChunksEmbedded.TYPE] == 1
+        costs = [e.data for e in events if e.type == ev.CostIncurred.TYPE]
         assert {c["stage"] for c in costs} == {"convert", "embed"}
         for c in costs:
             assert c["quantity"] > 0 and abs(c["amount_usd"] - c["quantity"] * c["unit_price_usd"]) < 1e-9
-        converted = next(e.data for e in events if e.type == domain.DOCUMENT_CONVERTED)
+        converted = next(e.data for e in events if e.type == ev.DocumentConverted.TYPE)
         assert converted["backend"] == "local" and converted["docling_version"]
         markdown = await rt.blobs.get_bytes(converted["markdown"]["sha256"])
         assert markdown.strip()
-        embedded = next(e.data for e in events if e.type == domain.CHUNKS_EMBEDDED)
+        embedded = next(e.data for e in events if e.type == ev.ChunksEmbedded.TYPE)
         vectors = await rt.blobs.get_bytes(embedded["vectors"]["sha256"])
         assert len(vectors) == embedded["chunk_count"] * embedded["dimensions"] * 4
 
@@ -111,7 +112,7 @@ async def test_bad_inputs_end_in_clear_failure_events(rt: Runtime, corpus: Path,
     }
     statuses = await drive(rt, [good.document_id] + [u.document_id for u in bad.values()])
     assert statuses[good.document_id] == "searchable"  # the worker kept going
-    state = await progress(rt.pool, [u.document_id for u in bad.values()])
+    state = await document_states(rt.pool, [u.document_id for u in bad.values()])
     for label, upload in bad.items():
         p = state[upload.document_id]
         assert p.status == "failed", (label, p)
@@ -170,11 +171,11 @@ async def test_sigkilled_worker_job_completes_without_duplicates(rt: Runtime, co
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            state = await progress(rt.pool, ids)
+            state = await document_states(rt.pool, ids)
             if len(state) == len(ids) and all(p.final for p in state.values()):
                 break
             await asyncio.sleep(0.5)
-        assert {p.status for p in (await progress(rt.pool, ids)).values()} == {"searchable"}
+        assert {p.status for p in (await document_states(rt.pool, ids)).values()} == {"searchable"}
     finally:
         for w in survivors:
             w.send_signal(signal.SIGTERM)
@@ -187,9 +188,9 @@ async def test_sigkilled_worker_job_completes_without_duplicates(rt: Runtime, co
         assert w.returncode == 0, (w.stdout.read() if w.stdout else b"").decode()[-2000:]
     for doc in ids:
         kinds = await types_of(rt.store, doc)
-        assert kinds[domain.DOCUMENT_CONVERTED] == 1
-        assert kinds[domain.DOCUMENT_CHUNKED] == 1
-        assert kinds[domain.CHUNKS_EMBEDDED] == 1
+        assert kinds[ev.DocumentConverted.TYPE] == 1
+        assert kinds[ev.DocumentChunked.TYPE] == 1
+        assert kinds[ev.ChunksEmbedded.TYPE] == 1
     taken_over = await rt.pool.fetchval("SELECT count(*) FROM jobs WHERE stage = 'convert' AND attempts = 2")
     assert taken_over == 1
     assert await rt.pool.fetchval("SELECT count(*) FROM jobs WHERE status <> 'done'") == 0

@@ -6,7 +6,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from app import domain
+from app.catalogue.ids import chunk_id_for
 from events import EventStore, PgBlobStore
 from projections.runner import all_projectors, catch_up_all
 from projections.synthetic import SyntheticDocument, random_unit_vectors
@@ -69,7 +69,7 @@ async def test_status_machine_to_searchable(
     chunks = await pool.fetch("SELECT * FROM chunks WHERE document_id = $1 ORDER BY ordinal", doc.document_id)
     assert [c["text"] for c in chunks] == ["alpha", "beta", "gamma"]
     assert chunks[0]["pages"] == [1] and chunks[0]["heading_path"] == ["Synthetic", "Section 0"]
-    assert chunks[1]["chunk_id"] == domain.chunk_id_for(doc.chunk_set_id or "", 1)
+    assert chunks[1]["chunk_id"] == chunk_id_for(doc.chunk_set_id or "", 1)
     assert await pool.fetchval("SELECT count(*) FROM vectors WHERE document_id = $1", doc.document_id) == 3
     assert await pool.fetchval("SELECT count(*) FROM cost_ledger WHERE document_id = $1", doc.document_id) == 1
     assert await pool.fetchval("SELECT count(*) FROM embedding_cache WHERE document_id = $1", doc.document_id) == 3
@@ -109,29 +109,41 @@ async def test_failures_final_and_not(store: EventStore, blobs: PgBlobStore, poo
     assert row["current_stage"] is None and row["failed_at"] is not None
 
 
-async def test_rechunk_replaces_chunks_and_vectors(
+async def test_rechunk_switches_chunks_and_vectors_only_when_the_new_set_is_embedded(
     store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str, rng: np.random.Generator
 ) -> None:
     doc = await searchable_doc(store, blobs, rng, n=4)
     other = await searchable_doc(store, blobs, rng, n=2)
     old_set = doc.chunk_set_id
+
+    async def count(table: str, document: SyntheticDocument = doc) -> int:
+        return int(await pool.fetchval(f"SELECT count(*) FROM {table} WHERE document_id = $1", document.document_id))
+
     await doc.request("chunk", chunk_size=64)
     await doc.chunk(["x", "y"], chunk_size=64)
     await catch_up_all(pool, dsn)
     row = await doc_row(pool, doc)
     assert (row["status"], row["chunk_count"], row["chunk_size"]) == ("chunked", 2, 64)
-    assert await pool.fetchval("SELECT count(*) FROM chunks WHERE document_id = $1", doc.document_id) == 2
-    assert await pool.fetchval("SELECT count(*) FROM vectors WHERE document_id = $1", doc.document_id) == 0
-    # Late vectors of the superseded chunk set are ignored.
+    # The old set keeps answering until the new one has vectors: never neither.
+    assert (await count("chunks"), await count("vectors")) == (4, 4)
+    sql = "SELECT DISTINCT chunk_set_id::text FROM chunks WHERE document_id = $1"
+    served = await pool.fetchval(sql, doc.document_id)
+    assert served == old_set
+    # Late vectors of the old set (a retried job) may refresh it, but it is still the old set.
     await doc.embed(random_unit_vectors(rng, 4, 384), "local:m384", chunk_set_id=old_set)
     await catch_up_all(pool, dsn)
-    assert await pool.fetchval("SELECT count(*) FROM vectors WHERE document_id = $1", doc.document_id) == 0
+    assert (await count("chunks"), await count("vectors")) == (4, 4)
     assert (await doc_row(pool, doc))["status"] == "chunked"
     await doc.embed(random_unit_vectors(rng, 2, 384), "local:m384")
     await catch_up_all(pool, dsn)
     assert (await doc_row(pool, doc))["status"] == "searchable"
-    assert await pool.fetchval("SELECT count(*) FROM vectors WHERE document_id = $1", doc.document_id) == 2
-    assert await pool.fetchval("SELECT count(*) FROM vectors WHERE document_id = $1", other.document_id) == 2
+    assert (await count("chunks"), await count("vectors")) == (2, 2)
+    assert await count("vectors_history") == 8  # the old set's vectors, as first made and as refreshed
+    assert (await count("chunks", other), await count("vectors", other)) == (2, 2)
+    # A set older than the serving one never serves again, however late its vectors come.
+    await doc.embed(random_unit_vectors(rng, 4, 384), "local:m384", chunk_set_id=old_set)
+    await catch_up_all(pool, dsn)
+    assert (await count("chunks"), await count("vectors")) == (2, 2)
 
 
 async def test_delete_drops_chunks_vectors_cache(

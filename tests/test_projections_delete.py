@@ -45,7 +45,7 @@ async def test_gc_collects_bytes_of_refused_uploads_after_the_grace_period(
 
     import pytest
 
-    from app.pipeline.intake import UnsupportedMediaType, ingest_stream
+    from app.services.upload import UnsupportedMediaType, ingest_stream
 
     async def one(data: bytes):  # type: ignore[no-untyped-def]
         yield data

@@ -9,15 +9,16 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.ids import stream_for
 from app.check import run_checks
-from app.commands.reprocess import request
 from app.config import Settings
 from app.runtime import Runtime
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
+from tests.support import request
 from tests.test_pipeline import drive, put_bytes
-from tests.test_stages_chunk import drain, ns
+from tests.test_stages_chunk import drain
 
 pytestmark = pytest.mark.local_models
 
@@ -46,7 +47,7 @@ async def test_rechunk_with_unchanged_settings_keeps_vectors(rt: Runtime) -> Non
     before = await vectors_of(rt, up.document_id)
     assert before > 0
     for _ in range(3):
-        await request(rt.store, "chunk", [up.document_id], ns())
+        await request(rt.store, "chunk", [up.document_id])
         # Projections catch up between the stages, as they do live (in one batch the bug hid).
         await drain(rt, "chunk")
         await catch_up_all(rt.pool, rt.dsn)
@@ -55,11 +56,11 @@ async def test_rechunk_with_unchanged_settings_keeps_vectors(rt: Runtime) -> Non
         await catch_up_all(rt.pool, rt.dsn)
         assert await vectors_of(rt, up.document_id) == before
         assert await status_of(rt, up.document_id) == "searchable"
-    events = await rt.store.read_stream(domain.stream_for(up.document_id))
-    chunked = [e for e in events if e.type == domain.DOCUMENT_CHUNKED]
+    events = await rt.store.read_stream(stream_for(up.document_id))
+    chunked = [e for e in events if e.type == ev.DocumentChunked.TYPE]
     assert len(chunked) == 1, "the same chunk set was appended again"
     assert len({e.data["chunk_set_id"] for e in chunked}) == 1
-    assert sum(1 for e in events if e.type == domain.CHUNKING_UNCHANGED) == 3
+    assert sum(1 for e in events if e.type == ev.ChunkingUnchanged.TYPE) == 3
     report = await run_checks(rt.pool)
     assert not report.errors, [f.to_json() for f in report.errors]
 
@@ -69,18 +70,18 @@ async def test_rechunk_back_to_earlier_settings_and_reembed_keep_vectors(rt: Run
     assert (await drive(rt, [up.document_id]))[up.document_id] == "searchable"
     await catch_up_all(rt.pool, rt.dsn)
     first = await vectors_of(rt, up.document_id)
-    await request(rt.store, "chunk", [up.document_id], ns(chunk_size=64))
+    await request(rt.store, "chunk", [up.document_id], chunk_size=64)
     await drain(rt)
-    await request(rt.store, "chunk", [up.document_id], ns())  # the first set's (default) settings again
+    await request(rt.store, "chunk", [up.document_id])  # the first set's (default) settings again
     await drain(rt)
-    await request(rt.store, "embed", [up.document_id], ns(model="local:all-MiniLM-L6-v2"))
+    await request(rt.store, "embed", [up.document_id], model="local:all-MiniLM-L6-v2")
     await drain(rt)
     await catch_up_all(rt.pool, rt.dsn)
     assert await vectors_of(rt, up.document_id) == first
     assert await status_of(rt, up.document_id) == "searchable"
-    ids = [e.data["chunk_set_id"] for e in await rt.store.read_stream(domain.stream_for(up.document_id))
-           if e.type == domain.DOCUMENT_CHUNKED]  # fmt: skip
-    assert len(ids) == len(set(ids)), "a chunk set id was appended twice"
+    set_ids = [e.data["chunk_set_id"] for e in await rt.store.read_stream(stream_for(up.document_id))
+               if e.type == ev.DocumentChunked.TYPE]  # fmt: skip
+    assert len(set_ids) == len(set(set_ids)), "a chunk set id was appended twice"
     current = await rt.pool.fetchval("SELECT chunk_set_id FROM documents WHERE document_id = $1::uuid", up.document_id)
     served = await rt.pool.fetchval("SELECT chunk_set_id FROM vector_sets WHERE document_id = $1::uuid", up.document_id)
     assert current == served

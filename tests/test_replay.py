@@ -6,12 +6,14 @@ import asyncpg
 
 HASHED = {
     "documents": "document_id",
-    "chunk_sets": "document_id",
-    "chunks": "chunk_id",
-    "vector_documents": "document_id",
+    "index_documents": "document_id",
+    "chunk_sets": "chunk_set_id",
+    "chunk_rows": "chunk_id",
     "vector_sets": "document_id, model",
     "embedding_models": "model",
     "vectors": "chunk_id, model",
+    "vectors_history": "chunk_id, model, valid_from",
+    "vector_problems": "event_id",
     "cost_ledger": "position",
     "embedding_cache": "model, dimensions, text_sha256, document_id",
 }
@@ -90,7 +92,7 @@ async def test_replay_one_document_repairs_its_rows_and_leaves_the_rest(store, b
     assert await projection_hashes(pool) != before
 
     done = await replay_documents(pool, [str(target)])
-    assert {d.projection for d in done} == {"documents", "chunks", "vectors", "cost_ledger", "embedding_cache"}
+    assert {d.projection for d in done} == {"documents", "index", "cost_ledger", "embedding_cache"}
     assert all(d.events > 0 for d in done)
     assert await projection_hashes(pool) == before
     # Other documents were not touched, and a deleted document stays deleted.

@@ -3,27 +3,16 @@ in the projections and in search while the old one stays in the log."""
 
 from __future__ import annotations
 
-import argparse
-
 import asyncpg
 import numpy as np
 import pytest
 
-from app.commands.reprocess import request
-from app.search import search_vector
+from app.services.search import search_vector
 from app.services.selection import Selection, SelectionError, select_documents
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument, random_unit_vectors
-
-
-def ns(**kw: object) -> argparse.Namespace:
-    base: dict[str, object] = {
-        "document": None, "all": False, "failed": False, "where": None, "backend": None, "chunk_size": None,
-        "chunk_overlap": None, "model": None, "reason": "test",
-    }  # fmt: skip
-    base.update(kw)
-    return argparse.Namespace(**base)
+from tests.support import request
 
 
 async def test_reprocess_chunk_size_new_chunks_vectors_search(
@@ -42,7 +31,7 @@ async def test_reprocess_chunk_size_new_chunks_vectors_search(
         await select_documents(pool, Selection(where="true; DELETE FROM documents"))
     with pytest.raises(SelectionError, match="permission denied"):
         await select_documents(pool, Selection(where="(SELECT count(*) FROM nextval('events_position_seq')) > 0"))
-    assert await request(store, "chunk", ids, ns(chunk_size=64)) == 1
+    assert await request(store, "chunk", ids, chunk_size=64) == 1
     # The worker's part (driven by hand here): a new chunk set, then its vectors.
     new_set = await doc.chunk([f"short {i}" for i in range(8)], chunk_size=64)
     new_vectors = random_unit_vectors(rng, 8, 16)

@@ -8,7 +8,8 @@ import asyncpg
 import numpy as np
 import pytest
 
-from app.search import active_model, search_vector
+from app.config import Settings
+from app.services.search import active_model, search_vector
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument, random_unit_vectors
@@ -68,7 +69,7 @@ async def test_search_finds_known_facts_in_corpus_with_real_local_embedder(
     store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str, corpus: Path
 ) -> None:
     from app.embedders import get_embedder
-    from app.search import search
+    from app.services.search import search
 
     embedder = get_embedder("local:all-MiniLM-L6-v2")
     docs = {}
@@ -82,9 +83,9 @@ async def test_search_finds_known_facts_in_corpus_with_real_local_embedder(
         await doc.embed(result.vectors, embedder.model)
         docs[name] = doc
     await catch_up_all(pool, dsn)
-    hits = await search(pool, "In which year was IBM founded?", k=3)
+    hits = await search(pool, Settings(), "In which year was IBM founded?", k=3)
     assert hits[0].filename == "wiki.md"
     assert any("founded in 1911" in h.text for h in hits)  # the founding paragraph is in the top 3
-    hits = await search(pool, "What does the duck like to eat?", k=3)
+    hits = await search(pool, Settings(), "What does the duck like to eat?", k=3)
     assert hits[0].filename == "duck.md" and "eat" in hits[0].text.lower()
     assert all(set(h.to_json()) >= {"document_id", "filename", "text", "pages", "score"} for h in hits)

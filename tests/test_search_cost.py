@@ -10,11 +10,11 @@ import asyncpg
 import numpy as np
 import pytest
 
-from app import domain
+from app.catalogue import events as ev
 from app.commands import search as search_command
 from app.config import Settings
 from app.costs import price
-from app.search import search
+from app.services.search import search
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument
@@ -50,7 +50,7 @@ async def test_each_paid_query_is_a_ledger_line_from_the_function_the_cli_and_th
 ) -> None:
     doc = await searchable(store, blobs, pool, dsn)
     settings = Settings(database_url=dsn, openai_api_key="sk-search", openai_base_url=standin.url)
-    hits = await search(pool, "orchids in the valley", 2, store=store, settings=settings)
+    hits = await search(pool, settings, "orchids in the valley", 2, store=store)
     assert hits[0].document_id == doc.document_id and hits[0].text == "orchids in the valley"
 
     monkeypatch.setenv("DATABASE_URL", dsn)
@@ -74,7 +74,7 @@ async def test_each_paid_query_is_a_ledger_line_from_the_function_the_cli_and_th
     assert float(sum(r["amount_usd"] for r in lines)) == pytest.approx(standin.billed_tokens * unit, abs=3e-8)
     month = await pool.fetchval("SELECT spent_usd FROM v_budget_month")
     assert float(month) == pytest.approx(float(sum(r["amount_usd"] for r in lines)))
-    streams = await pool.fetch("SELECT DISTINCT stream_id FROM events WHERE type = $1", domain.COST_INCURRED)
+    streams = await pool.fetch("SELECT DISTINCT stream_id FROM events WHERE type = $1", ev.CostIncurred.TYPE)
     assert all(r["stream_id"].startswith("search-") for r in streams)
 
 
@@ -91,6 +91,6 @@ async def test_a_local_query_embedding_adds_no_ledger_line(
     await doc.embed((await local.embed(TEXTS)).vectors, local.model)
     await catch_up_all(pool, dsn)
     before = await pool.fetchval("SELECT count(*) FROM events")
-    hits = await search(pool, "orchids", 1, store=store, settings=Settings(database_url=dsn))
+    hits = await search(pool, Settings(database_url=dsn), "orchids", 1, store=store)
     assert hits[0].document_id == doc.document_id
     assert await pool.fetchval("SELECT count(*) FROM events") == before

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import numpy as np
 
-from app.search import search_vector
+from app.services.search import search_vector
 from events import EventStore, PgBlobStore
 from projections.replay import replay
 from projections.runner import catch_up_all
@@ -24,11 +24,9 @@ async def make_doc(store: EventStore, blobs: PgBlobStore, vectors: np.ndarray, m
 
 
 async def behind(pool: asyncpg.Pool, projection: str) -> int:
-    value = await pool.fetchval(
-        "SELECT count(*) FROM events WHERE position > (SELECT position FROM subscriptions WHERE name = $1)",
-        projection,
-    )
-    return int(value)
+    checkpoint = await pool.fetchval("SELECT position FROM subscriptions WHERE name = $1", projection)
+    assert checkpoint is not None, f"no subscription {projection}"
+    return int(await pool.fetchval("SELECT count(*) FROM events WHERE position > $1", checkpoint))
 
 
 async def test_3072_dimensions_are_indexed_as_halfvec_and_searched_through_the_index(
@@ -38,7 +36,7 @@ async def test_3072_dimensions_are_indexed_as_halfvec_and_searched_through_the_i
     large = [await make_doc(store, blobs, random_unit_vectors(rng, 30, 3072), LARGE) for _ in range(2)]
     small = await make_doc(store, blobs, random_unit_vectors(rng, 5, 384), "local:all-MiniLM-L6-v2")
     await catch_up_all(pool, dsn)
-    assert await behind(pool, "vectors") == 0
+    assert await behind(pool, "projection:index") == 0
     row = await pool.fetchrow("SELECT dimensions, index_name FROM embedding_models WHERE model = $1", LARGE)
     assert row is not None and row["dimensions"] == 3072
     definition = await pool.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = $1", row["index_name"])
@@ -55,7 +53,7 @@ async def test_3072_dimensions_are_indexed_as_halfvec_and_searched_through_the_i
         plan = "\n".join(r[0] for r in await conn.fetch("SELECT * FROM explain_search_chunks($1, 3, $2)", query, LARGE))
     assert f"Index Scan using {row['index_name']}" in plan, plan
 
-    await replay(pool, dsn, ["vectors"], progress=False)  # bulk load, then the indexes (in the shadow schema)
+    await replay(pool, dsn, ["index"], progress=False)  # bulk load, then the indexes (in the shadow schema)
     assert (await search_vector(pool, query, 1, LARGE))[0].ordinal == 11
     definition = await pool.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = $1", row["index_name"])
     assert "halfvec(3072)" in definition
@@ -68,7 +66,7 @@ async def test_a_model_too_large_to_index_is_a_problem_and_the_projection_goes_o
     huge = await make_doc(store, blobs, random_unit_vectors(rng, 3, 4096), "openai:huge")
     after = await make_doc(store, blobs, random_unit_vectors(rng, 4, 3072), LARGE)
     await catch_up_all(pool, dsn)
-    assert await behind(pool, "vectors") == 0
+    assert await behind(pool, "projection:index") == 0
     problem = await pool.fetchval("SELECT problem FROM vector_problems WHERE document_id = $1", huge.document_id)
     assert "at most 4000" in problem and "@N" in problem
     assert await pool.fetchval("SELECT count(*) FROM vectors WHERE document_id = $1", after.document_id) == 4

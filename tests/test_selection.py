@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import pytest
 
-from app.services.selection import Selection, SelectionError, check_predicate, select_documents
+from app.services.selection import Selection, SelectionError, UnknownDocument, check_predicate, select_documents
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument
@@ -122,5 +122,23 @@ async def test_only_live_documents_and_no_phantoms(
     assert await select_documents(pool, Selection(all=True)) == [b]
     with pytest.raises(SelectionError, match="deleted"):
         await select_documents(pool, Selection(document_ids=(a,)))
-    with pytest.raises(SelectionError, match="no document"):
+    with pytest.raises(UnknownDocument, match="no document"):
         await select_documents(pool, Selection(document_ids=(str(uuid.uuid4()),)))
+
+
+async def test_predicate_cannot_notify(store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str) -> None:
+    """pg_notify() is revoked from PUBLIC (sql/views/090_analyst_role.sql): a predicate cannot wake, or
+    flood, the listeners; in a READ ONLY transaction PostgreSQL would allow it."""
+    await two_documents(store, blobs, pool, dsn)
+    received: list[str] = []
+    listener = await asyncpg.connect(dsn)
+    await listener.add_listener("chronos_events", lambda *args: received.append(args[3]))
+    try:
+        for predicate in ("pg_notify('chronos_events', '999999') IS NOT NULL",
+                          "(SELECT count(pg_notify('chronos_jobs', d::text)) FROM generate_series(1, 3) d) > 0"):
+            with pytest.raises(SelectionError, match="permission denied for function pg_notify"):
+                await select_documents(pool, where(predicate))
+        await listener.execute("SELECT 1")  # a round trip: any notification sent would be in by now
+    finally:
+        await listener.close()
+    assert received == []

@@ -3,7 +3,6 @@ one final ChunkingFailed with the reason: deterministic failures are not retried
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
@@ -12,16 +11,17 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app import domain
-from app.commands.reprocess import request
+from app.catalogue import events as ev
+from app.catalogue.ids import stream_for
 from app.config import Settings
 from app.pipeline import dispatcher
-from app.pipeline.progress import progress
 from app.pipeline.worker import Worker
 from app.runtime import Runtime
+from app.services.documents import document_states
 from events import EventStore, PgBlobStore
 from events.subscription import Subscription
 from projections.synthetic import SyntheticDocument
+from tests.support import request
 from tests.test_pipeline import drive, put_bytes
 
 pytestmark = pytest.mark.local_models
@@ -64,15 +64,9 @@ async def drain(rt: Runtime, *stages: str, timeout: float = 120) -> None:
         await task
 
 
-def ns(**kw: object) -> argparse.Namespace:
-    base: dict[str, object] = {"document": None, "all": False, "failed": False, "where": None, "backend": None,
-                               "chunk_size": None, "chunk_overlap": None, "model": None, "reason": "test"}  # fmt: skip
-    base.update(kw)
-    return argparse.Namespace(**base)
-
 
 async def stage_events(rt: Runtime, document_id: str, kind: str) -> list[dict[str, object]]:
-    return [e.data for e in await rt.store.read_stream(domain.stream_for(document_id)) if e.type == kind]
+    return [e.data for e in await rt.store.read_stream(stream_for(document_id)) if e.type == kind]
 
 
 async def test_conversion_that_is_not_a_docling_document_fails_finally(rt: Runtime) -> None:
@@ -80,17 +74,17 @@ async def test_conversion_that_is_not_a_docling_document_fails_finally(rt: Runti
     await doc.upload()
     markdown = await rt.blobs.put_bytes(b"# Broken\n\nText.\n", "text/markdown")
     bad_json = await rt.blobs.put_bytes(b"[1, 2, 3]", "application/json")  # JSON, but no DoclingDocument
-    await doc.append(doc.event(domain.DOCUMENT_CONVERTED, {
-        "document_id": doc.document_id, "conversion_id": str(uuid.uuid4()), "input_sha256": "0" * 64,
-        "backend": "local", "pipeline": "simple", "docling_version": "2.0.0", "page_count": 0,
-        "durations": {"total_s": 0.1, "convert_s": 0.1}, "docling_json": bad_json.to_json(),
-        "markdown": markdown.to_json(), "settings_hash": "s1",
-    }))  # fmt: skip
+    await doc.append(ev.DocumentConverted(
+        document_id=doc.document_id, conversion_id=str(uuid.uuid4()), input_sha256="0" * 64,
+        backend="local", pipeline="simple", docling_version="2.0.0", page_count=0,
+        durations=ev.Durations(total_s=0.1, convert_s=0.1), docling_json=ev.BlobRef.of(bad_json),
+        markdown=ev.BlobRef.of(markdown), settings_hash="s1",
+    ))  # fmt: skip
     await drain(rt, "chunk")
-    [failed] = await stage_events(rt, doc.document_id, domain.CHUNKING_FAILED)
+    [failed] = await stage_events(rt, doc.document_id, ev.ChunkingFailed.TYPE)
     assert failed["error_class"] == "ChunkingError" and failed["final"] and not failed["retryable"]
     assert "DoclingDocument" in str(failed["message"]) and failed["attempt"] == 1
-    state = (await progress(rt.pool, [doc.document_id]))[doc.document_id]
+    state = (await document_states(rt.pool, [doc.document_id]))[doc.document_id]
     assert state.status == "failed" and state.failure
     job = await rt.pool.fetchrow("SELECT status, attempts FROM jobs WHERE stage = 'chunk'")
     assert job is not None
@@ -100,11 +94,11 @@ async def test_conversion_that_is_not_a_docling_document_fails_finally(rt: Runti
 async def test_bad_chunk_settings_fail_finally_and_keep_the_old_chunks(rt: Runtime) -> None:
     up = await put_bytes(rt, b"# Settings\n\nA paragraph about chunk sizes and overlaps.\n", "settings.md")
     assert (await drive(rt, [up.document_id]))[up.document_id] == "searchable"
-    await request(rt.store, "chunk", [up.document_id], ns(chunk_size=8))
+    await request(rt.store, "chunk", [up.document_id], chunk_size=8)
     await drain(rt)
-    [failed] = await stage_events(rt, up.document_id, domain.CHUNKING_FAILED)
+    [failed] = await stage_events(rt, up.document_id, ev.ChunkingFailed.TYPE)
     assert failed["error_class"] == "ChunkingError" and failed["final"] and failed["attempt"] == 1
     assert "too small" in str(failed["message"]) and "chunk_size=8" in str(failed["message"])
-    assert len(await stage_events(rt, up.document_id, domain.DOCUMENT_CHUNKED)) == 1
+    assert len(await stage_events(rt, up.document_id, ev.DocumentChunked.TYPE)) == 1
     attempts = await rt.pool.fetchval("SELECT max(attempts) FROM jobs WHERE stage = 'chunk'")
     assert attempts == 1

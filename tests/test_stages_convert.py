@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.ids import stream_for
 from app.config import Settings
 from app.convert import ConvertOptions
 from app.convert.backends import modal_breaker
@@ -75,7 +76,7 @@ def modal_unreachable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 async def events_of(rt: Runtime, document_id: str, kind: str) -> list[dict[str, Any]]:
-    return [e.data for e in await rt.store.read_stream(domain.stream_for(document_id)) if e.type == kind]
+    return [e.data for e in await rt.store.read_stream(stream_for(document_id)) if e.type == kind]
 
 
 async def test_unsliceable_timeout_is_quarantined_at_once(rt: Runtime, tiny_timeout_above: Any) -> None:
@@ -84,7 +85,7 @@ async def test_unsliceable_timeout_is_quarantined_at_once(rt: Runtime, tiny_time
     up = await put_bytes(rt, b"# Huge\n\n" + b"word " * 2000, "huge.md")
     statuses = await drive(rt, [up.document_id], timeout=120)
     assert statuses[up.document_id] == "failed"
-    [failed] = await events_of(rt, up.document_id, domain.CONVERSION_FAILED)
+    [failed] = await events_of(rt, up.document_id, ev.ConversionFailed.TYPE)
     assert failed["error_class"] == "Timeout" and failed["final"] and not failed["retryable"]
     assert failed["backend"] == "local" and failed["attempt"] == 1
     assert seen == [None]  # converted once, not 4 times 5 minutes the same way
@@ -98,17 +99,17 @@ async def test_pdf_timeout_is_converted_in_page_slices(rt: Runtime, corpus: Path
     up = await put_file(rt, corpus / "pdf" / "multi_page.pdf")
     statuses = await drive(rt, [up.document_id], timeout=180)
     assert statuses[up.document_id] == "searchable"
-    [converted] = await events_of(rt, up.document_id, domain.DOCUMENT_CONVERTED)
+    [converted] = await events_of(rt, up.document_id, ev.DocumentConverted.TYPE)
     assert converted["slices"] == [[1, 3], [4, 5]] and converted["page_count"] == 5
     assert seen == [None, (1, 3), (4, 5)]
-    assert not await events_of(rt, up.document_id, domain.CONVERSION_FAILED)
+    assert not await events_of(rt, up.document_id, ev.ConversionFailed.TYPE)
 
 
 async def test_modal_unreachable_falls_back_to_local_and_says_why(rt: Runtime, modal_unreachable: None) -> None:
     up = await put_bytes(rt, b"# Fallback\n\nConverted locally because Modal was down.\n", "fallback.md")
     statuses = await drive(rt, [up.document_id], timeout=120)
     assert statuses[up.document_id] == "searchable"
-    [converted] = await events_of(rt, up.document_id, domain.DOCUMENT_CONVERTED)
+    [converted] = await events_of(rt, up.document_id, ev.DocumentConverted.TYPE)
     assert converted["backend"] == "local"
     assert converted["fallback"]["from_backend"] == "modal" and converted["fallback"]["reason"] == "unreachable"
     assert "Modal" in converted["fallback"]["message"]
@@ -122,6 +123,6 @@ async def test_failure_after_modal_fallback_records_both(
     up = await put_bytes(rt, b"# Slow\n\n" + b"text " * 5000, "slow.md")
     statuses = await drive(rt, [up.document_id], timeout=120)
     assert statuses[up.document_id] == "failed"
-    [failed] = await events_of(rt, up.document_id, domain.CONVERSION_FAILED)
+    [failed] = await events_of(rt, up.document_id, ev.ConversionFailed.TYPE)
     assert failed["final"] and failed["error_class"] == "Timeout" and failed["backend"] == "local"
     assert failed["fallback"]["reason"] == "unreachable"

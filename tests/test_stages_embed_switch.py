@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.ids import stream_for
 from app.check import run_checks
-from app.commands.reprocess import request
 from app.config import Settings
 from app.pipeline import dispatcher, jobs
 from app.pipeline.worker import Worker
@@ -23,8 +23,9 @@ from events.subscription import Subscription
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument
 from tests.openai_standin import StandIn, openai_standin
+from tests.support import request
 from tests.test_pipeline import put_bytes
-from tests.test_stages_chunk import drain, ns
+from tests.test_stages_chunk import drain
 
 pytestmark = pytest.mark.local_models
 
@@ -50,8 +51,8 @@ async def models(pool: asyncpg.Pool) -> dict[str, tuple[int, int, bool]]:
 
 
 async def embedded(rt: Runtime, document_id: str) -> list[str]:
-    events = await rt.store.read_stream(domain.stream_for(document_id))
-    return sorted(e.data["model"] for e in events if e.type == domain.CHUNKS_EMBEDDED)
+    events = await rt.store.read_stream(stream_for(document_id))
+    return sorted(e.data["model"] for e in events if e.type == ev.ChunksEmbedded.TYPE)
 
 
 async def test_switch_covers_documents_ingested_meanwhile(rt: Runtime, standin: StandIn) -> None:
@@ -62,7 +63,7 @@ async def test_switch_covers_documents_ingested_meanwhile(rt: Runtime, standin: 
     assert await models(rt.pool) == {OLD: (2, 2, True)}  # the default with OPENAI_API_KEY set
 
     ids = [u.document_id for u in first]
-    assert await request(rt.store, "embed", ids, ns(all=True, model=NEW)) == 2
+    assert await request(rt.store, "embed", ids, switch=True, model=NEW) == 2
     # One of the two requests done: the new model covers half; the old one still answers.
     await Subscription(rt.store, dispatcher.NAME, dispatcher.dispatch, dsn=rt.dsn).catch_up()
     worker = Worker(rt, run_projections=False)
@@ -75,11 +76,11 @@ async def test_switch_covers_documents_ingested_meanwhile(rt: Runtime, standin: 
     late = await put_bytes(rt, b"# Late\n\nA document about orchids that arrives during the switch.\n", "late.md")
     await drain(rt)
     assert await embedded(rt, late.document_id) == sorted([OLD, NEW])
-    chunked = [e.data for e in await rt.store.read_stream(domain.stream_for(late.document_id))
-               if e.type == domain.DOCUMENT_CHUNKED]
+    chunked = [e.data for e in await rt.store.read_stream(stream_for(late.document_id))
+               if e.type == ev.DocumentChunked.TYPE]
     assert chunked[0]["parameters"]["embedder_max_tokens"] == 256  # fitted to the smaller window
     costs = await rt.pool.fetchval("SELECT count(*) FROM events WHERE type = 'CostIncurred' AND stream_id = $1",
-                                   domain.stream_for(late.document_id))
+                                   stream_for(late.document_id))
     assert costs >= 2  # convert + each embedding's own cost event, none overwritten
     await catch_up_all(rt.pool, rt.dsn)
     assert await models(rt.pool) == {OLD: (3, 3, False), NEW: (3, 3, True)}  # switched in one step
@@ -99,7 +100,7 @@ async def test_switch_covers_documents_ingested_meanwhile(rt: Runtime, standin: 
 async def test_single_document_trial_is_not_a_switch(rt: Runtime) -> None:
     first = await put_bytes(rt, b"# Trial\n\nOne document tried with another model.\n", "trial.md")
     await drain(rt)
-    await request(rt.store, "embed", [first.document_id], ns(document=[first.document_id], model=NEW))
+    await request(rt.store, "embed", [first.document_id], model=NEW)
     await drain(rt)
     later = await put_bytes(rt, b"# Later\n\nNot part of any switch.\n", "later.md")
     await drain(rt)
@@ -112,6 +113,6 @@ async def test_request_ahead_of_the_chunks_is_not_a_failure(rt: Runtime) -> None
     await doc.upload()
     await doc.request("embed", model=NEW)
     await drain(rt, "embed")
-    kinds = [e.type for e in await rt.store.read_stream(domain.stream_for(doc.document_id))]
-    assert domain.EMBEDDING_FAILED not in kinds
+    kinds = [e.type for e in await rt.store.read_stream(stream_for(doc.document_id))]
+    assert ev.EmbeddingFailed.TYPE not in kinds
     assert await rt.pool.fetchval("SELECT status FROM jobs WHERE stage = 'embed'") == "done"

@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue.ids import job_id_for, stream_for
 from app.config import Settings
 from app.pipeline import dispatcher, jobs
 from app.pipeline.jobs import Job
@@ -44,7 +45,7 @@ async def upload(store: EventStore, n: int) -> list[str]:
             "blob": {"sha256": "0" * 64, "size": 1, "media_type": None},
             "source": "test",
         }
-        await store.append(domain.stream_for(doc), [NewEvent(domain.DOCUMENT_UPLOADED, data)], 0)
+        await store.append(stream_for(doc), [NewEvent(ev.DocumentUploaded.TYPE, data)], 0)
         ids.append(doc)
     return ids
 
@@ -146,7 +147,7 @@ async def test_retries_back_off_then_fail_finally(rt: Runtime, store: EventStore
     worker = Worker(rt, stages=("convert",), concurrency=1, run_projections=False, runner=runner, poll_interval=0.05)
     await run_workers(rt, [worker], done)
     assert attempts == [1, 2, 3, 4]
-    failures = [e for e in await store.read_stream(domain.stream_for(doc)) if e.type == domain.CONVERSION_FAILED]
+    failures = [e for e in await store.read_stream(stream_for(doc)) if e.type == ev.ConversionFailed.TYPE]
     assert [e.data["attempt"] for e in failures] == [1, 2, 3, 4]
     assert [e.data["final"] for e in failures] == [False, False, False, True]
     assert await pool.fetchval("SELECT status FROM jobs") == "failed"
@@ -161,7 +162,7 @@ async def test_non_retryable_failure_is_final_at_once(rt: Runtime, store: EventS
         return failure_outcome(job, owner, StageFailure("UnsupportedMediaType", "a PNG", retryable=False))
 
     await run_workers(rt, [Worker(rt, stages=("convert",), run_projections=False, runner=runner)], done)
-    [failure] = [e for e in await store.read_stream(domain.stream_for(doc)) if e.type == domain.CONVERSION_FAILED]
+    [failure] = [e for e in await store.read_stream(stream_for(doc)) if e.type == ev.ConversionFailed.TYPE]
     assert failure.data["final"] is True and failure.data["error_class"] == "UnsupportedMediaType"
 
 
@@ -184,7 +185,7 @@ async def test_worker_survives_a_crashing_stage_and_keeps_going(
     # The crash is retried after backoff (2 s for attempt 1).
     await run_workers(rt, [worker], done, timeout=20)
     assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'done'") == 4
-    internal = [e for e in await store.read_stream(domain.stream_for(docs[0])) if e.type == domain.CONVERSION_FAILED]
+    internal = [e for e in await store.read_stream(stream_for(docs[0])) if e.type == ev.ConversionFailed.TYPE]
     assert internal and internal[0].data["error_class"] == "InternalError" and not internal[0].data["final"]
 
 
@@ -211,8 +212,8 @@ async def test_stop_releases_in_flight_jobs(rt: Runtime, store: EventStore, pool
 @pytest.mark.parametrize("stage", ["convert"])
 async def test_job_ids_are_deterministic(stage: str) -> None:
     trigger = uuid.uuid4()
-    assert jobs.job_id_for(trigger, stage) == jobs.job_id_for(trigger, stage)
-    assert jobs.job_id_for(trigger, stage) != jobs.job_id_for(trigger, "chunk")
+    assert job_id_for(trigger, stage) == job_id_for(trigger, stage)
+    assert job_id_for(trigger, stage) != job_id_for(trigger, "chunk")
 
 
 async def test_slots_take_the_job_furthest_along_and_no_stage_holds_every_slot(

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from app import domain
 from app.api.errors import ApiError
+from app.catalogue import ids
 from app.runtime import Runtime
 from events.types import RecordedEvent
 
@@ -67,7 +67,7 @@ def event_json(e: RecordedEvent, *, data: str = "full") -> dict[str, Any]:
         "stream_version": e.stream_version,
         "type": e.type,
         "schema_version": e.schema_version,
-        "document_id": e.data.get("document_id") or domain.document_id_from_stream(e.stream_id),
+        "document_id": e.data.get("document_id") or ids.document_id_from_stream(e.stream_id),
         "recorded_at": e.recorded_at,
     }
     if data == "full":

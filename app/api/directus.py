@@ -27,7 +27,7 @@ from app.api.common import json_body, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
 from app.api.routes_documents import intake_json
-from app.pipeline.intake import UploadRejected, ingest_stream
+from app.services.upload import UploadRejected, ingest_stream
 
 UPLOAD_EVENTS = ("files.upload",)
 MAX_KEYS = 100

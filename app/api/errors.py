@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.responses import json_response
-from app.pipeline.intake import EmptyUpload, UnsupportedMediaType, UploadRejected, UploadTooLarge
-from events.errors import IdempotencyConflict, WrongExpectedVersion
+from events.errors import ChronosError, IdempotencyConflict, WrongExpectedVersion
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +35,15 @@ _HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
-    """An error answered to the client as it is."""
+class ApiError(ChronosError):
+    """An error answered to the client as it is (the API's own checks of a request)."""
 
     def __init__(
         self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
-        self.message = message
+        self.api_code = code
         self.headers = headers
         self.extra = extra
 
@@ -60,9 +58,20 @@ def error_response(
     return json_response(error_body(code, message, **extra), status=status, headers=headers)
 
 
-async def api_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
+async def chronos_error(_request: Request, exc: Exception) -> Response:
+    """Every ChronosError, in one place: its class says the status and code, its message the reason."""
+    assert isinstance(exc, ChronosError)
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.api_code, exc.message, exc.headers, **exc.extra)
+    if exc.http_status >= 500:
+        incident = str(uuid.uuid4())
+        logger.error("%s (incident %s)", exc, incident, exc_info=(type(exc), exc, exc.__traceback__))
+        return error_response(exc.http_status, exc.code, exc.message, incident=incident)
+    if isinstance(exc, IdempotencyConflict):
+        return error_response(409, exc.code, f"the Idempotency-Key was already used for different content: {exc}")
+    if isinstance(exc, WrongExpectedVersion):
+        return error_response(409, exc.code, f"the document changed concurrently; retry: {exc}")
+    return error_response(exc.http_status, exc.code, exc.message)
 
 
 async def http_error(_request: Request, exc: Exception) -> Response:
@@ -70,27 +79,6 @@ async def http_error(_request: Request, exc: Exception) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else code.replace("_", " ")
     return error_response(exc.status_code, code, message, dict(exc.headers) if exc.headers else None)
-
-
-async def upload_rejected(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, UploadRejected)
-    if isinstance(exc, UploadTooLarge):
-        return error_response(413, "payload_too_large", str(exc))
-    if isinstance(exc, UnsupportedMediaType):
-        return error_response(415, "unsupported_media_type", str(exc))
-    if isinstance(exc, EmptyUpload):
-        return error_response(400, "empty_upload", str(exc))
-    return error_response(400, "upload_rejected", str(exc))
-
-
-async def idempotency_conflict(_request: Request, exc: Exception) -> Response:
-    return error_response(
-        409, "idempotency_conflict", f"the Idempotency-Key was already used for different content: {exc}"
-    )
-
-
-async def version_conflict(_request: Request, exc: Exception) -> Response:
-    return error_response(409, "conflict", f"the document changed concurrently; retry: {exc}")
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -106,10 +94,7 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
-    ApiError: api_error,
+    ChronosError: chronos_error,
     HTTPException: http_error,
-    UploadRejected: upload_rejected,
-    IdempotencyConflict: idempotency_conflict,
-    WrongExpectedVersion: version_conflict,
     Exception: internal_error,
 }

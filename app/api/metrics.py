@@ -10,10 +10,8 @@ when asked), and the library's content type.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -32,6 +30,8 @@ from starlette.routing import Route
 
 from app.api.auth import reads
 from app.api.common import runtime
+from app.config import Settings
+from app.services.budget import month_to_date
 from events.sqlfiles import query
 from events.types import DbConn
 
@@ -54,16 +54,10 @@ class Snapshot:
     workers: int
 
 
-def monthly_budget_usd(row: asyncpg.Record) -> Decimal:
-    """The monthly budget as ``chronos costs`` has it (app/commands/costs.py::month_to_date):
-    ``CHRONOS_MONTHLY_BUDGET_USD`` overrides ``settings.monthly_budget_usd``."""
-    return Decimal(os.environ.get("CHRONOS_MONTHLY_BUDGET_USD") or row["budget_usd"])
-
-
-async def read_snapshot(conn: DbConn) -> Snapshot:
-    budget = await conn.fetchrow(query("api", "budget"))
+async def read_snapshot(conn: DbConn, settings: Settings) -> Snapshot:
+    month = await month_to_date(conn, settings)  # the one budget rule (chronos costs, GET /costs)
     workers = await conn.fetchrow(query("api", "workers_connected"))
-    assert budget is not None and workers is not None
+    assert workers is not None
     return Snapshot(
         events=await conn.fetch(query("api", "metrics_events")),
         head=int(await conn.fetchval(query("api", "metrics_head")) or 0),
@@ -72,8 +66,8 @@ async def read_snapshot(conn: DbConn) -> Snapshot:
         failures=await conn.fetch(query("api", "metrics_failures")),
         durations=await conn.fetch(query("api", "metrics_stage_durations"), list(DURATION_BUCKETS)),
         spend=await conn.fetch(query("api", "metrics_spend")),
-        spent_month_usd=float(budget["spent_usd"]),
-        budget_month_usd=float(monthly_budget_usd(budget)),
+        spent_month_usd=float(month.spent_usd),
+        budget_month_usd=float(month.budget_usd),
         workers=int(workers["n"]),
     )
 
@@ -100,8 +94,8 @@ class ChronosCollector(Collector):
         yield _counter("chronos_spend_usd", "USD recorded in the cost ledger, by stage and provider.",
                        ["stage", "provider"], [((r["stage"], r["provider"]), r["usd"]) for r in s.spend])  # fmt: skip
         yield _gauge("chronos_spend_month_usd", "USD spent this calendar month.", [], [((), s.spent_month_usd)])
-        yield _gauge("chronos_budget_month_usd", "The monthly budget in USD (CHRONOS_MONTHLY_BUDGET_USD overrides "
-                     "settings.monthly_budget_usd, as in chronos costs).", [], [((), s.budget_month_usd)])  # fmt: skip
+        yield _gauge("chronos_budget_month_usd", "The monthly budget in USD (app/services/budget.py, as in chronos "
+                     "costs).", [], [((), s.budget_month_usd)])  # fmt: skip
         yield _gauge("chronos_workers_connected", "Stage workers connected to the database.", [], [((), s.workers)])
 
 
@@ -147,7 +141,7 @@ def _histogram(rows: list[asyncpg.Record]) -> HistogramMetricFamily:
 async def metrics(request: Request) -> Response:
     rt = runtime(request)
     async with rt.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
-        snap = await read_snapshot(conn)
+        snap = await read_snapshot(conn, rt.settings)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ChronosCollector(snap))
     encode, content_type = choose_encoder(request.headers.get("accept", ""))

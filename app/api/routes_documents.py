@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import uuid
@@ -13,29 +12,25 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app import domain
-from app.api import timeline
 from app.api.auth import reads, writes
 from app.api.common import document_id, event_json, int_param, json_body, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
 from app.api.uploads import open_upload
-from app.pipeline.intake import IntakeResult, ingest_stream
-from app.runtime import Runtime
+from app.catalogue.content import full_chunks
+from app.catalogue.events import STAGES
+from app.catalogue.ids import chunk_id_for, stream_for
+from app.catalogue.state import Status
+from app.pipeline.stream import DocumentStream
+from app.services import reprocess as reprocess_service
+from app.services.delete import delete_document as delete_service
+from app.services.documents import DocumentDeleted, document_view, read_document
+from app.services.selection import Selection
+from app.services.upload import IntakeResult, ingest_stream
+from events.errors import BlobNotFound
 from events.sqlfiles import query
-from events.types import RecordedEvent
 
-STATUSES = (
-    "uploaded",
-    "converting",
-    "converted",
-    "chunking",
-    "chunked",
-    "embedding",
-    "searchable",
-    "failed",
-    "deleted",
-)
+STATUSES = tuple(s.value for s in Status)
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -148,31 +143,12 @@ async def list_documents(request: Request) -> Response:
     )
 
 
-async def _stream_events(rt: Runtime, doc: str) -> list[RecordedEvent]:
-    events = await rt.store.read_stream(domain.stream_for(doc), limit=100_000)
-    if not any(e.type == domain.DOCUMENT_UPLOADED for e in events):
-        raise ApiError(404, "not_found", f"no document {doc}")
-    return events
-
-
 @reads
 async def get_document(request: Request) -> Response:
     rt = runtime(request)
     doc = document_id(request)
-    events = await _stream_events(rt, doc)
-    state = timeline.document_state(events)
-    assert state is not None
-    jobs = [dict(r) for r in await rt.pool.fetch(query("api", "document_jobs"), uuid.UUID(doc))]
-    body = document_row_json(state)
-    body.update(
-        sha256=state.get("sha256"),
-        stream_version=events[-1].stream_version,
-        last_position=max(e.position for e in events),
-        stages=timeline.stages(events, jobs),
-        costs=timeline.costs(events),
-        errors=timeline.errors(events),
-        links=links(doc),
-    )
+    body = await document_view(rt.pool, rt.store, doc)
+    body["links"] = links(doc)
     return json_response(body)
 
 
@@ -182,8 +158,8 @@ async def document_events(request: Request) -> Response:
     doc = document_id(request)
     after = int_param(request, "after_version", 0, 0, 2**31 - 1)
     limit = int_param(request, "limit", 1000, 1, 10_000)
-    await _stream_events(rt, doc)
-    events = await rt.store.read_stream(domain.stream_for(doc), after, limit)
+    await read_document(rt.store, doc)
+    events = await rt.store.read_stream(stream_for(doc), after, limit)
     data = request.query_params.get("data", "full")
     if data not in ("full", "summary", "none"):
         raise ApiError(400, "invalid_parameter", "data must be full, summary or none")
@@ -194,19 +170,19 @@ async def document_events(request: Request) -> Response:
 async def document_markdown(request: Request) -> Response:
     rt = runtime(request)
     doc = document_id(request)
-    events = await _stream_events(rt, doc)
-    if (timeline.document_state(events) or {}).get("status") == "deleted":
+    state, events = await read_document(rt.store, doc)
+    if state.deleted:
         raise ApiError(410, "deleted", f"document {doc} was deleted")
-    converted = [e for e in events if e.type == domain.DOCUMENT_CONVERTED]
-    if not converted:
+    conversion = DocumentStream.of(events).current_conversion
+    if conversion is None:
         raise ApiError(409, "not_ready", f"document {doc} has not been converted yet")
-    ref = converted[-1].data["markdown"]
-    if await rt.blobs.stat(ref["sha256"]) is None:
+    ref = conversion.markdown
+    if await rt.blobs.stat(ref.sha256) is None:
         raise ApiError(410, "deleted", f"the Markdown of document {doc} is no longer stored")
     return StreamingResponse(
-        rt.blobs.open(ref["sha256"]),
+        rt.blobs.open(ref.sha256),
         media_type="text/markdown; charset=utf-8",
-        headers={"Content-Length": str(ref["size"]), "X-Conversion-Id": str(converted[-1].data["conversion_id"])},
+        headers={"Content-Length": str(ref.size), "X-Conversion-Id": conversion.conversion_id},
     )
 
 
@@ -216,73 +192,74 @@ async def document_chunks(request: Request) -> Response:
     doc = document_id(request)
     after = int_param(request, "after", -1, -1, 2**31 - 1)
     limit = int_param(request, "limit", 100, 1, 1000)
-    await _stream_events(rt, doc)
-    rows = await rt.pool.fetch(query("api", "chunks_page"), uuid.UUID(doc), after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    state, events = await read_document(rt.store, doc)
+    if state.deleted:
+        raise ApiError(410, "deleted", f"document {doc} was deleted")
+    # The document's latest chunk set, from the log: shown as soon as it is chunked, whether search
+    # serves it yet (``serving``) or still answers from the set before it.
+    chunked = DocumentStream.of(events).current_chunk_set
+    if chunked is None:
+        return json_response({"document_id": doc, "chunk_set_id": None, "serving": False, "chunks": [],
+                              "next_after": None})  # fmt: skip
+    try:
+        full = await full_chunks(rt.blobs, chunked)
+    except BlobNotFound:
+        raise ApiError(410, "deleted", f"the chunks of document {doc} are no longer stored") from None
+    page = [c for c in sorted(full, key=lambda c: c.ordinal) if c.ordinal > after][: limit + 1]
+    more = len(page) > limit
     chunks = [
         {
-            "chunk_id": str(r["chunk_id"]),
-            "chunk_set_id": str(r["chunk_set_id"]),
-            "ordinal": r["ordinal"],
-            "text": r["text"],
-            "pages": list(r["pages"]),
-            "heading_path": list(r["heading_path"]),
-            "char_start": r["char_start"],
-            "char_end": r["char_end"],
-            "token_count": r["token_count"],
+            "chunk_id": str(chunk_id_for(chunked.chunk_set_id, c.ordinal)),
+            "chunk_set_id": chunked.chunk_set_id,
+            "ordinal": c.ordinal,
+            "text": c.text,
+            "pages": list(c.pages),
+            "heading_path": list(c.heading_path or ()),
+            "char_start": c.char_start,
+            "char_end": c.char_end,
+            "token_count": c.token_count,
         }
-        for r in rows
+        for c in page[:limit]
     ]
     return json_response(
-        {"document_id": doc, "chunks": chunks, "next_after": chunks[-1]["ordinal"] if more and chunks else None}
+        {
+            "document_id": doc,
+            "chunk_set_id": chunked.chunk_set_id,
+            "serving": chunked.chunk_set_id == state.serving_chunk_set_id,
+            "chunks": chunks,
+            "next_after": chunks[-1]["ordinal"] if more and chunks else None,
+        }
     )
 
 
 @writes
 async def reprocess(request: Request) -> Response:
-    from app.commands.costs import month_to_date
-    from app.commands.reprocess import quote
-    from app.commands.reprocess import request as request_stage
-    from app.embedders.base import EmbedderUnavailable
-
     rt = runtime(request)
     doc = document_id(request)
     body = await json_body(request)
-    events = await _stream_events(rt, doc)
-    state = timeline.document_state(events) or {}
-    if state.get("status") == "deleted":
-        raise ApiError(409, "deleted", f"document {doc} was deleted; upload it again instead")
-    stage = body.get("stage") or state.get("failed_stage") or "convert"
-    if stage not in domain.STAGES:
-        raise ApiError(400, "invalid_parameter", f"stage must be one of {', '.join(domain.STAGES)}")
-    args = argparse.Namespace(
+    state, _events = await read_document(rt.store, doc)
+    if state.deleted:
+        raise DocumentDeleted(f"document {doc} was deleted; upload it again instead")
+    stage = body.get("stage") or state.failed_stage or "convert"
+    if stage not in STAGES:
+        raise ApiError(400, "invalid_parameter", f"stage must be one of {', '.join(STAGES)}")
+    wanted = reprocess_service.StageRequest(
+        stage=stage,
         reason=_opt_str(body, "reason") or "reprocess (api)",
         backend=_opt_str(body, "backend"),
         chunk_size=_opt_int(body, "chunk_size"),
         chunk_overlap=_opt_int(body, "chunk_overlap"),
-        model=_opt_str(body, "model") or (state.get("embedding_model") if stage == "embed" else None),
-        all=False,
+        model=_opt_str(body, "model") or (state.embedding_model if stage == "embed" else None),
     )
-    if args.backend not in (None, "auto", "local", "modal"):
-        raise ApiError(400, "invalid_parameter", "backend must be auto, local or modal")
-    if stage == "embed" and not args.model:
+    if stage == "embed" and not wanted.model:
         raise ApiError(400, "invalid_parameter", "stage embed needs a model (no earlier embedding to repeat)")
-    over_budget_ok = body.get("over_budget") is True
-    try:
-        estimate = await quote(rt.pool, stage, [doc], args)
-    except EmbedderUnavailable as exc:
-        raise ApiError(400, "invalid_parameter", str(exc)) from exc
-    budget = await month_to_date(rt.pool)
-    if estimate["usd"] > 0 and budget["spent_usd"] + estimate["usd"] > budget["budget_usd"] and not over_budget_ok:
-        raise ApiError(
-            409,
-            "over_budget",
-            f"${budget['spent_usd']:.2f} spent + ${estimate['usd']:.2f} quoted would cross the "
-            f"${budget['budget_usd']:.2f} monthly budget; send over_budget: true to proceed",
-        )
-    await request_stage(rt.store, stage, [doc], args, actor="api")
-    return json_response({"document_id": doc, "stage": stage, "requested": True, "quote": estimate}, status=202)
+    plan = await reprocess_service.plan(rt.pool, rt.settings, Selection(document_ids=(doc,)), wanted)
+    await reprocess_service.execute(
+        rt.pool, rt.store, rt.settings, plan, actor="api", over_budget_ok=body.get("over_budget") is True
+    )
+    return json_response(
+        {"document_id": doc, "stage": stage, "requested": True, "quote": plan.quote.to_json()}, status=202
+    )
 
 
 def _opt_str(body: dict[str, Any], key: str) -> str | None:
@@ -305,15 +282,12 @@ def _opt_int(body: dict[str, Any], key: str) -> int | None:
 
 @writes
 async def delete_document(request: Request) -> Response:
-    from app.commands.delete import delete_documents
-
     rt = runtime(request)
     doc = document_id(request)
-    await _stream_events(rt, doc)
     body = await json_body(request)
     reason = _opt_str(body, "reason") or "deleted through the api"
-    deleted = await delete_documents(rt.store, [doc], reason, actor="api")
-    return json_response({"document_id": doc, "deleted": bool(deleted), "already_deleted": not deleted})
+    deleted = await delete_service(rt.store, doc, reason, actor="api")
+    return json_response({"document_id": doc, "deleted": deleted, "already_deleted": not deleted})
 
 
 routes = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +15,8 @@ from app.api.auth import public, reads
 from app.api.common import int_param, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
-from app.search import NothingSearchable, active_model
+from app.services.budget import month_to_date
+from app.services.search import NothingSearchable, active_model
 from events.sqlfiles import query
 
 MAX_QUERY_CHARS = 4000
@@ -25,8 +25,7 @@ MAX_COST_DAYS = 3660
 
 @reads
 async def search(request: Request) -> Response:
-    from app.embedders import get_embedder  # type: ignore[attr-defined, unused-ignore]
-    from app.search import search as run_search
+    from app.services.search import search as run_search
 
     rt = runtime(request)
     q = request.query_params.get("q", "")
@@ -39,8 +38,7 @@ async def search(request: Request) -> Response:
     if found is None:
         return json_response({"query": q, "k": k, "model": None, "hits": [], "note": NothingSearchable.__doc__})
     model = found[0]
-    await asyncio.to_thread(get_embedder, model, rt.settings)  # load the model off the event loop
-    hits = await run_search(rt.pool, q, k, model, store=rt.store, settings=rt.settings, actor="api")
+    hits = await run_search(rt.pool, rt.settings, q, k, model, store=rt.store, actor="api")
     return json_response({"query": q, "k": k, "model": model, "hits": [h.to_json() for h in hits]})
 
 
@@ -73,9 +71,7 @@ async def costs(request: Request) -> Response:
         day["by_stage"][r["stage"]] = float(Decimal(day["by_stage"].get(r["stage"], 0)) + r["usd"])
         day["lines"] += r["lines"]
         total += r["usd"]
-    budget = await rt.pool.fetchrow(query("api", "budget"))
-    assert budget is not None
-    budget_usd = Decimal(os.environ.get("CHRONOS_MONTHLY_BUDGET_USD") or budget["budget_usd"])
+    month = await month_to_date(rt.pool, rt.settings)
     return json_response(
         {
             "from": start.isoformat(),
@@ -83,10 +79,10 @@ async def costs(request: Request) -> Response:
             "total_usd": float(total),
             "days": [{**d, "usd": float(d["usd"])} for _k, d in sorted(days.items())],
             "month": {
-                "month": budget["month"].isoformat(),
-                "spent_usd": float(budget["spent_usd"]),
-                "budget_usd": float(budget_usd),
-                "over_budget": Decimal(budget["spent_usd"]) > budget_usd,
+                "month": month.month,
+                "spent_usd": float(month.spent_usd),
+                "budget_usd": float(month.budget_usd),
+                "over_budget": month.over_budget,
             },
         }
     )

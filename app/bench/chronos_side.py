@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import orjson
 
-from app import domain
+from app.catalogue.ids import document_id_from_stream, stream_for
 from app.commands.ingest import upload_all, wait_until_final
 from app.config import Settings
 from app.pipeline.warmup import warm_up
@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 async def per_document(rt: Runtime, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Chunks and vectors per document, from the projections when they exist, else from the log."""
     out: dict[str, dict[str, Any]] = {}
-    for row in await rt.pool.fetch(query("bench", "log_per_document"), [domain.stream_for(d) for d in ids]):
-        doc = domain.document_id_from_stream(row["stream_id"]) or row["stream_id"]
+    for row in await rt.pool.fetch(query("bench", "log_per_document"), [stream_for(d) for d in ids]):
+        doc = document_id_from_stream(row["stream_id"]) or row["stream_id"]
         out[doc] = {"log_chunks": row["chunks"], "log_vectors": row["vectors"], "events": row["events"],
                     "cost_events": row["cost_events"]}
     with contextlib.suppress(Exception):  # projections not built in this checkout: the log figures stand

@@ -33,7 +33,8 @@ from tqdm import tqdm
 from app.bench import docgen
 from app.bench.memory import TreeSampler
 from app.bench.scratch import scratch_database
-from app.pipeline.progress import DocProgress, progress
+from app.catalogue.state import DocumentState
+from app.services.documents import Watch
 from events.connection import create_pool
 
 KINDS = ("pdf", "md")
@@ -63,13 +64,14 @@ async def _cli(env: dict[str, str], *argv: str) -> tuple[int, bytes, bytes, dict
     return proc.returncode or 0, out, err, sampler.result.as_dict(), time.perf_counter() - started
 
 
-async def wait_final(pool: asyncpg.Pool, document_id: str, timeout: float, bar: tqdm) -> DocProgress | None:
+async def wait_final(pool: asyncpg.Pool, document_id: str, timeout: float, bar: tqdm) -> DocumentState | None:
     deadline = time.monotonic() + timeout
-    state: DocProgress | None = None
+    state: DocumentState | None = None
+    watch = Watch.of([document_id])
     while time.monotonic() < deadline:
-        state = (await progress(pool, [document_id])).get(document_id)
+        state = (await watch.refresh(pool)).get(document_id)
         if state is not None:
-            bar.set_postfix_str(state.status, refresh=True)
+            bar.set_postfix_str(str(state.status), refresh=True)
             if state.final:
                 return state
         await asyncio.sleep(0.5)

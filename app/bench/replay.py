@@ -18,8 +18,11 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from app import domain
 from app.bench.scratch import scratch_database
+from app.catalogue import events as ev
+from app.catalogue.codec import decode
+from app.catalogue.content import load_content
+from app.catalogue.ids import chunk_id_for
 from events.blobs import PgBlobStore
 from events.connection import create_pool
 from events.sqlfiles import query
@@ -43,26 +46,29 @@ async def run_bench(documents: int, chunks: int, dims: int, quiet: bool) -> dict
                 await doc.chunk([f"document {i} chunk {j} " + "lorem ipsum " * 40 for j in range(chunks)])
                 await doc.embed(random_unit_vectors(rng, chunks, dims), "local:bench")
                 docs.append(doc)
-            await pool.execute("CREATE TABLE plain_chunks (LIKE chunks INCLUDING ALL)")
+            await pool.execute("CREATE TABLE plain_chunks (LIKE chunk_rows INCLUDING ALL)")
             await pool.execute("CREATE TABLE plain_vectors (LIKE vectors INCLUDING ALL)")
-            # Baseline: COPY the rows replay writes to chunks and vectors, built from the same events.
-            from projections.chunks import COLUMNS, chunk_records
+            # Baseline: COPY the rows replay writes to chunk_rows and vectors, built from the same events
+            # (chunk texts read from their content blobs, as replay reads them).
+            from projections.index import CHUNK_COLUMNS, SetRows, chunk_records
 
-            events = [
-                e async for e in store.iter_all(0, 2000) if e.type in (domain.DOCUMENT_CHUNKED, domain.CHUNKS_EMBEDDED)
-            ]
+            wanted = (ev.DocumentChunked.TYPE, ev.ChunksEmbedded.TYPE)
+            events = [decode(e) async for e in store.iter_all(0, 2000) if e.type in wanted]
             start = time.perf_counter()
             async with pool.acquire() as conn:
                 for e in events:
-                    if e.type == domain.DOCUMENT_CHUNKED:
-                        recs = chunk_records(e.data["document_id"], e.data)
-                        await conn.copy_records_to_table("plain_chunks", records=recs, columns=COLUMNS)
-                    else:
-                        raw = await blobs.get_bytes(e.data["vectors"]["sha256"])
+                    if isinstance(e, ev.DocumentChunked):
+                        rows = SetRows.of(e, 0)
+                        content = await load_content(blobs, e)
+                        recs = chunk_records(rows, content, 0)
+                        await conn.copy_records_to_table("plain_chunks", records=recs, columns=CHUNK_COLUMNS)
+                    elif isinstance(e, ev.ChunksEmbedded):
+                        raw = await blobs.get_bytes(e.vectors.sha256)
                         m = np.frombuffer(raw, "<f4").reshape(-1, dims)
-                        ids = [domain.chunk_id_for(e.data["chunk_set_id"], o) for o in range(len(m))]
+                        ids = [chunk_id_for(e.chunk_set_id, o) for o in range(len(m))]
                         body = copy.encode_rows(len(m), [("uuid", ids), ("text", "local:bench"),
-                                                         ("uuid", [ids[0]] * len(m)), ("vector", m)])  # fmt: skip
+                                                         ("uuid", [ids[0]] * len(m)), ("vector", m),
+                                                         ("int8", 0)])  # fmt: skip
                         await conn.copy_to_table("plain_vectors", source=copy.stream([body]), format="binary")
             copy_s = time.perf_counter() - start
             stats = await replay(pool, dsn, progress=not quiet)

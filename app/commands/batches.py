@@ -13,6 +13,8 @@ import logging
 
 import orjson
 
+from app.catalogue import events as ev
+from app.catalogue.codec import decode_payload, payload
 from app.embedders.batch_jobs import poll_embedding_batches
 from app.runtime import open_runtime
 from events.sqlfiles import query
@@ -39,12 +41,16 @@ async def list_main(args: argparse.Namespace) -> int:
         rows = await rt.pool.fetch(query("embeddings", "embedding_batches"), args.limit)
     out = []
     for r in rows:
-        s, f = r["submitted"], r["finished"]
-        out.append({"batch_id": s["batch_id"], "openai_batch_id": s["openai_batch_id"], "model": s["model"],
-                    "documents": len(s["documents"]), "inputs": s["inputs"],
-                    "submitted_at": r["submitted_at"].isoformat(),
-                    "status": f["status"] if f else "open", "amount_usd": f["amount_usd"] if f else None,
-                    "incomplete_documents": f["incomplete_documents"] if f else {}})  # fmt: skip
+        s = decode_payload(ev.EmbeddingBatchSubmitted.TYPE, r["submitted_version"], r["submitted"])
+        f = None
+        if r["finished"] is not None:
+            f = decode_payload(ev.EmbeddingBatchFinished.TYPE, r["finished_version"], r["finished"])
+        assert isinstance(s, ev.EmbeddingBatchSubmitted)
+        assert f is None or isinstance(f, ev.EmbeddingBatchFinished)
+        out.append({"batch_id": s.batch_id, "openai_batch_id": s.openai_batch_id, "model": s.model,
+                    "documents": len(s.documents), "inputs": s.inputs, "submitted_at": r["submitted_at"].isoformat(),
+                    "status": f.status if f else "open", "amount_usd": f.amount_usd if f else None,
+                    "incomplete_documents": f.incomplete_documents if f else {}})  # fmt: skip
     if args.json:
         print(orjson.dumps(out).decode())
         return 0
@@ -64,14 +70,14 @@ async def poll_main(args: argparse.Namespace) -> int:
         while True:
             states = await poll_embedding_batches(rt, actor="cli")
             for s in states:
+                done = s.finished
                 if args.json:
                     print(orjson.dumps({"batch_id": s.batch_id, "openai_batch_id": s.openai_batch_id,
-                                        "status": s.status, "finished": s.finished}).decode(), flush=True)  # fmt: skip
+                                        "status": s.status, "finished": payload(done) if done else None}).decode(),
+                          flush=True)  # fmt: skip
                 else:
-                    done = s.finished or {}
-                    embedded = len(done.get("embedded_documents", []))
-                    incomplete = len(done.get("incomplete_documents", {}))
-                    extra = f": {embedded} embedded, {incomplete} incomplete" if s.finished else ""
+                    extra = (f": {len(done.embedded_documents)} embedded, {len(done.incomplete_documents)} incomplete"
+                             if done else "")  # fmt: skip
                     print(f"{s.batch_id} ({s.openai_batch_id}) {s.status}{extra}", flush=True)
             if not args.wait or all(s.finished for s in states):
                 return 0

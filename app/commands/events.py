@@ -7,6 +7,9 @@ from typing import Any
 
 import orjson
 
+from app.catalogue.codec import InvalidEvent, decode_payload
+from app.catalogue.events import BY_TYPE
+from app.errors import InvalidRequest
 from app.runtime import open_runtime
 from events.types import NewEvent, RecordedEvent
 
@@ -45,8 +48,7 @@ def _as_json(e: RecordedEvent) -> dict[str, Any]:
 async def list_events(args: argparse.Namespace) -> int:
     async with open_runtime() as rt:
         if args.stream:
-            events = await rt.store.read_stream(args.stream, limit=args.limit)
-            events = [e for e in events if e.position > args.after]
+            events = await rt.store.read_stream_after_position(args.stream, args.after, args.limit)
         else:
             events = await rt.store.read_all(args.after, args.limit)
     if args.json:
@@ -61,9 +63,18 @@ async def list_events(args: argparse.Namespace) -> int:
 
 
 async def append_event(args: argparse.Namespace) -> int:
-    data = orjson.loads(args.data)
+    try:
+        data = orjson.loads(args.data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"event data is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError("event data must be a JSON object")
+        raise InvalidRequest("event data must be a JSON object")
+    if args.type in BY_TYPE:
+        # A known type must match the catalogue: a payload no reader can take would stop the projections.
+        try:
+            decode_payload(args.type, BY_TYPE[args.type].VERSION, data)
+        except InvalidEvent as exc:
+            raise InvalidRequest(str(exc)) from None
     async with open_runtime() as rt:
         result = await rt.store.append(
             args.stream, [NewEvent(args.type, data, {"actor": "cli"})], args.expected_version

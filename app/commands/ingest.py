@@ -12,10 +12,12 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from app.pipeline.intake import IntakeResult, UploadRejected, ingest_stream
-from app.pipeline.progress import DocProgress, progress
+from app.catalogue.state import DocumentState, Status
+from app.errors import InvalidRequest
 from app.pipeline.worker import Worker
 from app.runtime import Runtime, open_runtime
+from app.services.documents import Watch
+from app.services.upload import IntakeResult, UploadRejected, ingest_stream
 from events.blobs import aiter_file
 
 
@@ -45,7 +47,7 @@ def collect(paths: list[Path]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            raise InvalidRequest(f"{path}: no such file or folder")
     return files
 
 
@@ -75,29 +77,33 @@ async def upload_all(
     return results, rejected
 
 
-async def wait_until_final(rt: Runtime, ids: list[str], quiet: bool, timeout: float | None) -> dict[str, DocProgress]:
+async def wait_until_final(
+    rt: Runtime, ids: list[str], quiet: bool, timeout: float | None
+) -> dict[str, DocumentState]:
+    """Watch the documents (the one reducer over their streams) until every one is final."""
     deadline = None if timeout is None else time.monotonic() + timeout
     bars = {
         name: tqdm(total=len(ids), desc=name, unit="doc", disable=quiet, position=i, leave=True)
         for i, name in enumerate(["converted", "chunked", "embedded"])
     }
+    watch = Watch.of(ids)
     try:
         while True:
-            state = await progress(rt.pool, ids)
+            states = {d: s for d, s in (await watch.refresh(rt.pool)).items() if s is not None}
             counts = {
-                "converted": sum(1 for p in state.values() if p.converted or p.final),
-                "chunked": sum(1 for p in state.values() if p.chunked or p.final),
-                "embedded": sum(1 for p in state.values() if p.final),
+                "converted": sum(1 for s in states.values() if s.conversion_id or s.final),
+                "chunked": sum(1 for s in states.values() if s.chunk_set_id or s.final),
+                "embedded": sum(1 for s in states.values() if s.final),
             }
-            failed = sum(1 for p in state.values() if p.status == "failed")
+            failed = sum(1 for s in states.values() if s.status is Status.FAILED)
             for name, bar in bars.items():
                 bar.n = counts[name]
                 bar.set_postfix(failed=failed, refresh=False)
                 bar.refresh()
-            if len(state) == len(ids) and all(p.final for p in state.values()):
-                return state
+            if watch.all_final:
+                return states
             if deadline is not None and time.monotonic() > deadline:
-                return state
+                return states
             await asyncio.sleep(0.5)
     finally:
         for bar in bars.values():
@@ -120,7 +126,7 @@ async def run(args: argparse.Namespace) -> int:
                 + (f", {len(rejected)} rejected" if rejected else "")
             )
         ids = list(dict.fromkeys(r.document_id for r in results))
-        state: dict[str, DocProgress] = {}
+        state: dict[str, DocumentState] = {}
         if args.wait and ids:
             stop = asyncio.Event()
             worker_task = None
@@ -147,7 +153,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def _summary(
-    results: list[IntakeResult], rejected: list[dict[str, Any]], state: dict[str, DocProgress]
+    results: list[IntakeResult], rejected: list[dict[str, Any]], state: dict[str, DocumentState]
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -163,8 +169,8 @@ def _summary(
                 "media_type": r.media_type,
                 "size": r.size,
                 "created": r.created,
-                "status": p.status if p else "uploaded",
-                "reason": p.failure if p and p.status == "failed" else None,
+                "status": str(p.status) if p else "uploaded",
+                "reason": p.failure if p else None,
             }
         )
     return rows + rejected

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import asyncpg
-
 from app.config import Settings
-from app.db import resolve_dsn
-from events.migrations import migrate
+from app.db import migrate_database, resolve_dsn
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,10 +15,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     dsn = await resolve_dsn(Settings.from_env())
-    conn = await asyncpg.connect(dsn)
-    try:
-        applied = await migrate(conn)
-    finally:
-        await conn.close()
+    applied = await migrate_database(dsn)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0

@@ -15,6 +15,7 @@ import secrets
 import socket
 
 from app.config import Settings
+from app.errors import InvalidRequest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from app.api.server import ChronosServer
 
     if args.with_workers < 0:
-        raise ValueError("--with-workers must be 0 or more")
+        raise InvalidRequest("--with-workers must be 0 or more")
     settings = Settings.from_env()
     generated = None
     if not settings.api_tokens:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 
+from app.errors import InvalidRequest
 from app.pipeline.worker import Worker
 from app.runtime import open_runtime
 
@@ -23,7 +24,7 @@ async def run(args: argparse.Namespace) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     unknown = set(stages) - {"convert", "chunk", "embed"}
     if unknown:
-        raise ValueError(f"unknown stage(s): {', '.join(sorted(unknown))}; choose from convert, chunk, embed")
+        raise InvalidRequest(f"unknown stage(s): {', '.join(sorted(unknown))}; choose from convert, chunk, embed")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.convert import errors
 from app.convert.errors import ConversionFailure
 from app.convert.local import convert_local
 from app.convert.options import ConversionOutput, ConvertOptions
-from app.convert.sniff import SUPPORTED_MEDIA_TYPES, UNKNOWN, sniff_path
+from app.convert.sniff import UNKNOWN, sniff_path, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +115,11 @@ def classify_modal_error(exc: BaseException) -> ModalUnavailable:
 
 def check_input(path: Path, filename: str, media_type: str | None) -> str:
     """The media type to convert as, from the content; raises for empty or unsupported files."""
-    if path.stat().st_size == 0:
-        raise ConversionFailure(errors.EMPTY_FILE, f"{filename!r} is empty (0 bytes); nothing to convert",
-                                retryable=False)
-    sniffed = sniff_path(path, filename)
-    if sniffed not in SUPPORTED_MEDIA_TYPES:
-        declared = f" although it is declared as {media_type}" if media_type and media_type != sniffed else ""
-        what = "not a recognised document format" if sniffed == UNKNOWN else sniffed
-        raise ConversionFailure(
-            errors.UNSUPPORTED_MEDIA_TYPE,
-            f"the content of {filename!r} is {what}{declared}; Chronos converts PDF, DOCX, PPTX, XLSX, HTML, "
-            "Markdown, CSV and plain text",
-            retryable=False,
-        )
+    size = path.stat().st_size
+    sniffed = sniff_path(path, filename) if size else UNKNOWN
+    refused = unsupported(sniffed, filename, size, media_type)
+    if refused is not None:
+        raise ConversionFailure(refused[0], refused[1], retryable=False)
     if media_type and media_type != sniffed:
         log.info("converting by content, not by declared type",
                  extra={"file_name": filename, "declared": media_type, "sniffed": sniffed})

@@ -13,6 +13,10 @@ Limits, enforced by the parent while it waits for an answer:
   address space for ~0.37 GB resident. A generous RLIMIT_AS (``address_space_mb``: twice the cap,
   at least cap + 2 GB) still stops a runaway allocation between two polls; Python then raises
   MemoryError in the child, which reports ``MemoryLimit`` and exits.
+
+Environment: the fork server (and multiprocessing's resource tracker, started with it) is launched with
+``app.process_env.converter_env()``, an allow-list without the service's secrets; converter processes
+are forked from it and inherit only that (see ``_clean_spawn``).
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import logging
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.util
 import os
 import signal
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,7 @@ import psutil
 
 from app.convert import child, errors
 from app.convert.options import ConversionOutput, ConvertOptions, docling_version
+from app.process_env import converter_env
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,36 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
         return _context
 
 
+_spawn_lock = threading.Lock()
+_spawned: list[subprocess.Popen[bytes]] = []  # kept alive: multiprocessing reaps these pids itself
+
+
+def _spawn_clean(path: Any, args: Sequence[Any], passfds: Sequence[int]) -> int:
+    """``multiprocessing.util.spawnv_passfds`` (how the fork server and the resource tracker are
+    started: fork + exec, keeping only ``passfds`` and stdio) with ``converter_env()`` instead of
+    this process's environment, so no converter inherits the service's secrets."""
+    proc = subprocess.Popen(
+        [os.fsdecode(a) for a in args], executable=os.fsdecode(path), pass_fds=tuple(sorted(map(int, passfds))),
+        close_fds=True, env=converter_env(), restore_signals=False,
+    )
+    _spawned.append(proc)
+    return proc.pid
+
+
+@contextlib.contextmanager
+def _clean_spawn() -> Iterator[None]:
+    """While a converter process starts, multiprocessing launches a missing (or dead) fork server
+    with the minimal environment. ``spawnv_passfds`` has no ``env`` parameter, so it is swapped for
+    the duration, under a lock (concurrent starts must not restore each other's swap)."""
+    with _spawn_lock:
+        original = multiprocessing.util.spawnv_passfds
+        multiprocessing.util.spawnv_passfds = _spawn_clean
+        try:
+            yield
+        finally:
+            multiprocessing.util.spawnv_passfds = original
+
+
 class Cancelled(Exception):
     """The caller gave up on the conversion (task cancelled); the child was killed."""
 
@@ -91,7 +130,8 @@ class ConverterProcess:
             name="chronos-converter", daemon=True,
         )
         started = time.perf_counter()
-        self.process.start()
+        with _clean_spawn():
+            self.process.start()
         child_end.close()
         self.ps = psutil.Process(self.process.pid)
         try:

@@ -29,6 +29,19 @@ UNKNOWN = "application/octet-stream"
 
 SUPPORTED_MEDIA_TYPES: frozenset[str] = frozenset({PDF, DOCX, PPTX, XLSX, HTML, MARKDOWN, CSV, TEXT})
 PAGINATED = frozenset({PDF})
+SUPPORTED_NAMES = "PDF, DOCX, PPTX, XLSX, HTML, Markdown, CSV and plain text"
+
+
+def unsupported(media_type: str, filename: str, size: int, declared: str | None = None) -> tuple[str, str] | None:
+    """``(error_class, message)`` when a file of this content cannot be converted, else None: the one
+    rule (and wording) for the API's refusal, the CLI's failure event and the converter's own check."""
+    if size == 0:
+        return "EmptyFile", f"{filename!r} is empty (0 bytes); nothing to convert"
+    if media_type in SUPPORTED_MEDIA_TYPES:
+        return None
+    said = f" although it is declared as {declared}" if declared and declared != media_type else ""
+    what = "not a recognised document format" if media_type in (UNKNOWN, "application/x-empty") else media_type
+    return "UnsupportedMediaType", f"the content of {filename!r} is {what}{said}; Chronos converts {SUPPORTED_NAMES}"
 
 HEAD_BYTES = 65536
 """How much of a file ``sniff_media_type`` wants; ZIP containers are read whole by ``sniff_path``."""

@@ -1,4 +1,5 @@
-"""What a Batch API embedding sends: per document, the texts of its current chunk set that are not
+"""What a Batch API embedding sends: per document, the texts of its current chunk set (the one the
+embed stage would embed: the document's latest, read from its stream and content blob) that are not
 embedded with the model yet, as JSONL lines within the endpoint's limits, packed into batches within
 the Batch API's limits (app.embedders.batch_api).
 
@@ -14,14 +15,16 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from app import domain
-from app.embedders.base import EmbeddingError
+from app.catalogue.content import load_content
+from app.catalogue.ids import stream_for
+from app.embedders.base import EmbeddingError, text_sha256
 from app.embedders.batch_api import MAX_BATCH_INPUTS, MAX_BATCH_REQUESTS, MAX_FILE_BYTES, jsonl_line
 from app.embedders.cache import cached_vectors
 from app.embedders.openai import OpenAIEmbedder
 from app.embedders.salvage import salvaged_vectors
+from app.pipeline.stream import DocumentStream
 from events.blobs import BlobStore
-from events.sqlfiles import query
+from events.errors import BlobNotFound
 from events.store import EventStore
 
 
@@ -66,22 +69,26 @@ class Plan:
 async def plan_batches(
     pool: asyncpg.Pool, store: EventStore, blobs: BlobStore, embedder: OpenAIEmbedder, document_ids: list[str]
 ) -> Plan:
-    rows = await pool.fetch(query("embeddings", "batch_chunks"), document_ids)
-    chunks: dict[str, tuple[str, list[str], list[str]]] = {}
-    for r in rows:
-        doc = str(r["document_id"])
-        entry = chunks.setdefault(doc, (str(r["chunk_set_id"]), [], []))
-        entry[1].append(r["text"])
-        entry[2].append(r["text_sha256"])
     out = Plan()
     current = PlannedBatch()
     for doc in document_ids:
-        if doc not in chunks:
+        stream = await DocumentStream.read(store, stream_for(doc))
+        chunk_set = stream.current_chunk_set
+        if stream.state is None or stream.state.deleted:
+            out.refused[doc] = "deleted" if stream.state else "no such document"
+            continue
+        if chunk_set is None:
             out.no_chunks.append(doc)
             continue
-        chunk_set_id, texts, hashes = chunks[doc]
+        try:
+            texts = [c.text for c in await load_content(blobs, chunk_set)]
+        except BlobNotFound as exc:
+            out.refused[doc] = f"the texts of its chunk set are missing from the blob store: {exc}"
+            continue
+        chunk_set_id = chunk_set.chunk_set_id
+        hashes = [text_sha256(t) for t in texts]  # as the embedding cache keys them
         known = set(await cached_vectors(pool, embedder, hashes))
-        known |= set(await salvaged_vectors(blobs, await store.read_stream(domain.stream_for(doc)), embedder))
+        known |= set(await salvaged_vectors(blobs, stream.cached, embedder))
         planned = _document(embedder, doc, chunk_set_id, texts, hashes, known | current.texts, out)
         if planned is None:
             continue

@@ -1,66 +1,78 @@
 """The dispatcher: a subscription that turns events asking for work into jobs.
 
-It runs in every worker process; the subscription's checkpoint lock makes them take turns, and
+It runs in every worker process; the subscription's checkpoint makes the copies take turns, and
 jobs are inserted in the same transaction as the checkpoint, so each event yields its job once.
 """
 
 from __future__ import annotations
 
-from app import domain
+import uuid
+from typing import Any
+
+from app.catalogue import events as ev
+from app.catalogue.codec import decode
 from app.pipeline import jobs
 from events.sqlfiles import query
 from events.types import DbConn, RecordedEvent
 
 NAME = "dispatcher"
 
-STAGE_FOR: dict[str, str] = {  # the event that makes a stage's job (also the API's timeline)
-    domain.DOCUMENT_UPLOADED: "convert",
-    domain.CONVERSION_REQUESTED: "convert",
-    domain.DOCUMENT_CONVERTED: "chunk",
-    domain.CHUNKING_REQUESTED: "chunk",
-    domain.DOCUMENT_CHUNKED: "embed",
-    domain.CHUNKING_UNCHANGED: "embed",  # the embed stage skips models that already embedded the set
-    domain.EMBEDDING_REQUESTED: "embed",
+STAGE_FOR: dict[type[ev.Event], ev.Stage] = {  # the event that makes a stage's job
+    ev.DocumentUploaded: "convert",
+    ev.ConversionRequested: "convert",
+    ev.DocumentConverted: "chunk",
+    ev.ChunkingRequested: "chunk",
+    ev.DocumentChunked: "embed",
+    ev.ChunkingUnchanged: "embed",  # the embed stage skips models that already embedded the set
+    ev.EmbeddingRequested: "embed",
 }
+_TYPES = frozenset(cls.TYPE for cls in STAGE_FOR) | {ev.DocumentDeleted.TYPE}
 
-_PARAMS: dict[str, tuple[str, ...]] = {
-    domain.CONVERSION_REQUESTED: ("backend", "pipeline", "request_id"),
-    domain.DOCUMENT_CONVERTED: ("conversion_id",),
-    domain.CHUNKING_REQUESTED: ("chunk_size", "chunk_overlap", "request_id"),
-    domain.DOCUMENT_CHUNKED: ("chunk_set_id",),
-    domain.CHUNKING_UNCHANGED: ("chunk_set_id",),
-    domain.EMBEDDING_REQUESTED: ("model", "request_id"),
-}
+
+def job_params(event: ev.Event) -> dict[str, Any]:
+    """What the stage's job needs to know of the event that asked for it."""
+    match event:
+        case ev.ConversionRequested():
+            return {"backend": event.backend, "pipeline": event.pipeline, "request_id": event.request_id}
+        case ev.DocumentConverted():
+            return {"conversion_id": event.conversion_id}
+        case ev.ChunkingRequested():
+            return {
+                "chunk_size": event.chunk_size,
+                "chunk_overlap": event.chunk_overlap,
+                "request_id": event.request_id,
+            }
+        case ev.DocumentChunked() | ev.ChunkingUnchanged():
+            return {"chunk_set_id": event.chunk_set_id}
+        case ev.EmbeddingRequested():
+            return {"model": event.model, "request_id": event.request_id}
+    return {}
 
 
 async def dispatch(conn: DbConn, events: list[RecordedEvent]) -> None:
     """Subscription handler: enqueue one job per work-asking event; cancel work of deleted documents."""
     enqueued = 0
-    for event in events:
-        document_id = event.data.get("document_id")
-        if not document_id:
+    for recorded in events:
+        if recorded.type not in _TYPES:
             continue
-        if event.type == domain.DOCUMENT_DELETED:
-            await conn.execute(query("jobs", "cancel_document"), _uuid(document_id))
+        event = decode(recorded)
+        if isinstance(event, ev.DocumentDeleted):
+            await conn.execute(query("jobs", "cancel_document"), uuid.UUID(event.document_id))
             continue
-        stage = STAGE_FOR.get(event.type)
+        if not isinstance(event, ev.DocumentEvent):
+            continue
+        stage = STAGE_FOR.get(type(event))
         if stage is None:
             continue
-        params = {k: event.data[k] for k in _PARAMS.get(event.type, ()) if event.data.get(k) is not None}
+        params = {k: v for k, v in job_params(event).items() if v is not None}
         await jobs.enqueue(
             conn,
-            document_id=document_id,
+            document_id=event.document_id,
             stage=stage,
-            trigger_event_id=event.event_id,
-            trigger_position=event.position,
+            trigger_event_id=recorded.event_id,
+            trigger_position=recorded.position,
             params=params,
         )
         enqueued += 1
     if enqueued:
         await conn.execute("SELECT pg_notify($1, $2)", jobs.JOBS_CHANNEL, str(enqueued))
-
-
-def _uuid(value: str) -> object:
-    import uuid
-
-    return uuid.UUID(value)

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from app import domain
+from app.catalogue import ids
 from events.sqlfiles import query
 from events.types import DbConn
 
@@ -32,15 +32,11 @@ class Job:
 
     @property
     def stream(self) -> str:
-        return domain.stream_for(self.document_id)
+        return ids.stream_for(self.document_id)
 
     def result_id(self, kind: str) -> uuid.UUID:
-        """Deterministic id of this job's result event of ``kind`` (see domain.result_event_id)."""
-        return domain.result_event_id(self.key, kind)
-
-
-def job_id_for(trigger_event_id: uuid.UUID, stage: str) -> uuid.UUID:
-    return uuid.uuid5(domain.DOCUMENT_NAMESPACE, f"job:{trigger_event_id}:{stage}")
+        """Deterministic id of this job's result event of ``kind`` (see ids.result_event_id)."""
+        return ids.result_event_id(self.key, kind)
 
 
 async def enqueue(
@@ -53,7 +49,7 @@ async def enqueue(
     params: dict[str, Any] | None = None,
     max_attempts: int = 4,
 ) -> uuid.UUID:
-    job_id = job_id_for(trigger_event_id, stage)
+    job_id = ids.job_id_for(trigger_event_id, stage)
     await conn.execute(
         query("jobs", "enqueue"),
         job_id,
@@ -100,9 +96,3 @@ async def retry_later(conn: DbConn, job: Job, owner: str, error: str, delay_s: f
 async def release(pool: asyncpg.Pool, job: Job, owner: str) -> bool:
     return await pool.fetchval(query("jobs", "release"), job.job_id, owner) is not None
 
-
-async def queue_depth(pool: asyncpg.Pool) -> dict[str, dict[str, int]]:
-    depth: dict[str, dict[str, int]] = {}
-    for row in await pool.fetch(query("jobs", "queue_depth")):
-        depth.setdefault(row["stage"], {})[row["status"]] = row["n"]
-    return depth

@@ -2,13 +2,13 @@
 
 A handler never writes: it returns an ``Outcome`` (events to append and how the job ends) and the
 worker commits the events and the job's end in one transaction. Result event ids are derived
-from the job, so a retried job can never record its result twice.
+from the job, so a retried job can never record its result twice. Where the document stands comes
+from the one reducer (``app.catalogue.state``) over its stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import tempfile
@@ -16,31 +16,28 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
-import orjson
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue import ids
+from app.catalogue.codec import decode_payload, new_event
+from app.catalogue.content import load_content, store_content
 from app.costs import CostLine, local_cpu, modal_gpu
-from app.pipeline.history import DocumentHistory
 from app.pipeline.jobs import Job
+from app.pipeline.stream import DocumentStream
 from app.runtime import Runtime
 from events.sqlfiles import query
 from events.types import NewEvent
 
 if TYPE_CHECKING:
     from app.embedders import CachedEmbedResult, Embedder, EmbeddingError
-    from events.blobs import BlobRef
 
 logger = logging.getLogger(__name__)
 
 _RESULT_KIND = {"convert": "converted", "chunk": "chunked", "embed": "embedded"}
-_FAILED_TYPE = {
-    "convert": domain.CONVERSION_FAILED,
-    "chunk": domain.CHUNKING_FAILED,
-    "embed": domain.EMBEDDING_FAILED,
-}
 
 
 class StageFailure(Exception):
@@ -48,7 +45,7 @@ class StageFailure(Exception):
 
     ``final``: nothing is left to try (e.g. the conversion recovery ladder is exhausted), so the
     failure ends the document (quarantined with this reason) whatever the attempt count.
-    ``details``: extra fields for the failure event (e.g. the Modal fallback, the attempts made).
+    ``details``: extra fields for the failure event (the Modal fallback, the attempts made, pages).
     """
 
     def __init__(
@@ -89,56 +86,78 @@ def _cost_events(
     for i, line in enumerate(lines):
         if line.quantity <= 0:
             continue
-        data = line.event_data(str(job.document_id), stage, str(caused_by))
-        event_id = job.result_id(f"cost:{key}{i}")
-        out.append(NewEvent(domain.COST_INCURRED, dict(data), _meta(job, actor), event_id=event_id))
+        cost = line.event(str(job.document_id), stage, str(caused_by))
+        out.append(new_event(cost, _meta(job, actor), job.result_id(f"cost:{key}{i}")))
     return out
 
 
 def failure_outcome(job: Job, actor: str, failure: StageFailure, backoff_base: float = 2.0) -> Outcome:
     """A failure event; retried later with exponential backoff unless final."""
     final = failure.final or (not failure.retryable) or job.attempts >= job.max_attempts
-    data: domain.StageFailedData = {
-        "document_id": str(job.document_id),
-        "stage": job.stage,
-        "error_class": failure.error_class,
-        "message": failure.message,
-        "attempt": job.attempts,
-        "retryable": failure.retryable,
-        "final": final,
-        "backend": failure.backend,
-    }
-    payload: dict[str, Any] = {**failure.details, **data}
-    event = NewEvent(
-        _FAILED_TYPE[job.stage], payload, _meta(job, actor), event_id=job.result_id(f"failed:{job.attempts}")
+    stage: ev.Stage = job.stage  # type: ignore[assignment]
+    details = {k: v for k, v in failure.details.items() if k in ("fallback", "attempts", "page_count")}
+    event = msgspec.convert(
+        {
+            **details,
+            "document_id": str(job.document_id),
+            "stage": job.stage,
+            "error_class": failure.error_class,
+            "message": failure.message,
+            "attempt": job.attempts,
+            "retryable": failure.retryable,
+            "final": final,
+            "backend": failure.backend,
+        },
+        ev.FAILURES[stage],
     )
+    recorded = new_event(event, _meta(job, actor), job.result_id(f"failed:{job.attempts}"))
     if final:
-        return Outcome("failed", [event], f"{failure.error_class}: {failure.message}")
+        return Outcome("failed", [recorded], f"{failure.error_class}: {failure.message}")
     delay = min(backoff_base * 2 ** (job.attempts - 1), 300.0)
-    return Outcome("retry", [event], f"{failure.error_class}: {failure.message}", retry_in=delay)
+    return Outcome("retry", [recorded], f"{failure.error_class}: {failure.message}", retry_in=delay)
 
 
 async def run_stage(rt: Runtime, job: Job, actor: str) -> Outcome:
     """Run one job's stage; returns what to record. Already-recorded work is not done again."""
-    history = DocumentHistory.of(await rt.store.read_stream(job.stream, limit=1_000_000))
-    if history.deleted:
-        return Outcome("cancelled", error="document deleted")
-    if history.uploaded is None:
+    if await rt.pool.fetchval(query("jobs", "event_exists"), job.result_id(_RESULT_KIND[job.stage])) is not None:
+        return Outcome("done")  # recorded by an earlier attempt: never call Docling/Modal/OpenAI again
+    stream = await DocumentStream.read(rt.store, job.stream)
+    if stream.state is None:
         return failure_outcome(
             job, actor, StageFailure("UnknownDocument", "no DocumentUploaded in the stream", retryable=False)
         )
-    if history.has_event(job.result_id(_RESULT_KIND[job.stage])):
-        return Outcome("done")  # recorded by an earlier attempt: never call Docling/Modal/OpenAI again
+    if stream.state.deleted:
+        return Outcome("cancelled", error="document deleted")
     try:
         if job.stage == "convert":
-            return await _convert(rt, job, actor, history)
+            return await _convert(rt, job, actor, stream)
         if job.stage == "chunk":
-            return await _chunk(rt, job, actor, history)
+            return await _chunk(rt, job, actor, stream)
         if job.stage == "embed":
-            return await _embed(rt, job, actor, history)
+            return await _embed(rt, job, actor, stream)
         raise StageFailure("UnknownStage", f"no stage {job.stage!r}", retryable=False)
     except StageFailure as failure:
         return failure_outcome(job, actor, failure)
+
+
+def _cannot_run(stream: DocumentStream, job: Job, missing: str, needed: str) -> Outcome:
+    """A request for a stage whose input does not exist yet. While an earlier stage may still produce
+    it, the request's settings are sticky (the reducer keeps them) and that stage's own job will use
+    them: nothing to do now. When an earlier stage failed for good, the request can never run: a final
+    failure says why, so the document stays ``failed`` (and in ``--failed`` / ``v_failures``)."""
+    state = stream.state
+    assert state is not None
+    if state.blocked_before(job.stage):
+        raise StageFailure(
+            missing,
+            f"cannot {job.stage}: the document has no {needed} because its {state.halted} stage failed "
+            f"({state.error_class}: {state.last_error}); reprocess --stage {state.halted} first",
+            retryable=False,
+            final=True,
+        )
+    if job.params.get("request_id"):
+        return Outcome("done")
+    raise StageFailure(missing, f"the document has no {needed} yet", retryable=False)
 
 
 # --- convert ---------------------------------------------------------------------------------
@@ -179,21 +198,16 @@ def _convert_limits() -> dict[str, Any]:
     return limits
 
 
-async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
-    from app.convert import SUPPORTED_MEDIA_TYPES, ConversionFailure, ConvertOptions, convert_with_recovery
+async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> Outcome:
+    from app.convert import ConversionFailure, ConvertOptions, convert_with_recovery
+    from app.convert.sniff import unsupported
 
-    up = history.uploaded
-    assert up is not None
-    media_type = up["media_type"]
-    if up["size"] == 0:
-        raise StageFailure("EmptyFile", f"{up['filename']}: the file is empty (0 bytes)", retryable=False)
-    if media_type not in SUPPORTED_MEDIA_TYPES:
-        raise StageFailure(
-            "UnsupportedMediaType",
-            f"{up['filename']}: content is {media_type}, which Chronos cannot convert "
-            "(supported: PDF, DOCX, PPTX, XLSX, HTML, Markdown, CSV)",
-            retryable=False,
-        )
+    up = stream.state
+    assert up is not None and up.sha256 is not None
+    media_type = up.media_type or "application/octet-stream"
+    refused = unsupported(media_type, up.filename, up.size or 0)
+    if refused is not None:
+        raise StageFailure(refused[0], refused[1], retryable=False)
     params = job.params
     options = ConvertOptions(
         backend=params.get("backend") or "auto", pipeline=params.get("pipeline") or "default", **_convert_limits()
@@ -202,52 +216,46 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
     result_id = job.result_id("converted")
     meta = _meta(job, actor)
 
-    reused = await rt.pool.fetchrow(query("jobs", "find_conversion"), up["sha256"], settings_hash)
+    reused = await rt.pool.fetchrow(query("jobs", "find_conversion"), up.sha256, settings_hash)
     explicit_backend = params.get("backend") not in (None, "auto")
     if reused is not None and not (explicit_backend and reused["data"]["backend"] != params.get("backend")):
-        earlier = reused["data"]
-        data = dict(earlier)
-        data.update(
-            {
-                "document_id": str(job.document_id),
-                "conversion_id": str(result_id),
-                "reused_from": earlier["conversion_id"],
-                "fallback": None,
-            }
-        )
-        return Outcome("done", [NewEvent(domain.DOCUMENT_CONVERTED, data, meta, event_id=result_id)])
+        earlier = decode_payload(ev.DocumentConverted.TYPE, reused["schema_version"], reused["data"])
+        assert isinstance(earlier, ev.DocumentConverted)
+        again = msgspec.structs.replace(
+            earlier, document_id=str(job.document_id), conversion_id=str(result_id),
+            reused_from=earlier.conversion_id, fallback=None,
+        )  # fmt: skip
+        return Outcome("done", [new_event(again, meta, result_id)])
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="chronos-convert-") as tmp:
-        path = await _blob_to_file(rt, up["sha256"], Path(tmp), _suffix(media_type))
+        path = await _blob_to_file(rt, up.sha256, Path(tmp), _suffix(media_type))
         try:
             # Time/memory failures go down the recovery ladder (other backend, page slices) within
             # this attempt; what comes out is either a result or a failure saying whether anything
             # is left to try (``final``: the document is quarantined with the reason).
-            output = await convert_with_recovery(
-                path, filename=up["filename"], media_type=media_type, options=options
-            )
+            output = await convert_with_recovery(path, filename=up.filename, media_type=media_type, options=options)
         except ConversionFailure as exc:
             raise _conversion_failure(exc, options) from exc
     docling_ref = await rt.blobs.put_bytes(output.docling_json, "application/json")
     markdown_ref = await rt.blobs.put_bytes(output.markdown.encode("utf-8"), "text/markdown")
-    data_out: domain.DocumentConvertedData = {
-        "document_id": str(job.document_id),
-        "conversion_id": str(result_id),
-        "input_sha256": up["sha256"],
-        "backend": output.backend,
-        "pipeline": output.pipeline,
-        "docling_version": output.docling_version,
-        "page_count": output.page_count,
-        "durations": {"total_s": round(time.perf_counter() - started, 3), "convert_s": round(output.convert_s, 3)},
-        "docling_json": {"sha256": docling_ref.sha256, "size": docling_ref.size, "media_type": "application/json"},
-        "markdown": {"sha256": markdown_ref.sha256, "size": markdown_ref.size, "media_type": "text/markdown"},
-        "settings_hash": settings_hash,
-        "fallback": cast("domain.FallbackJSON | None", output.fallback),
-        "reused_from": None,
-        "slices": output.slices,
-        "gpu": output.gpu,
-    }
+    converted = ev.DocumentConverted(
+        document_id=str(job.document_id),
+        conversion_id=str(result_id),
+        input_sha256=up.sha256,
+        backend=output.backend,
+        pipeline=output.pipeline,
+        docling_version=output.docling_version,
+        page_count=output.page_count,
+        durations=ev.Durations(total_s=round(time.perf_counter() - started, 3), convert_s=round(output.convert_s, 3)),
+        docling_json=ev.BlobRef.of(docling_ref),
+        markdown=ev.BlobRef.of(markdown_ref),
+        settings_hash=settings_hash,
+        fallback=msgspec.convert(output.fallback, ev.Fallback) if output.fallback else None,
+        reused_from=None,
+        slices=output.slices,
+        gpu=output.gpu,
+    )
     lines: list[CostLine] = []
     if output.gpu_s > 0 and output.gpu:
         lines.append(modal_gpu(output.gpu_s, output.gpu))
@@ -257,7 +265,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, history: DocumentHistory) 
         # Too short for the CPU clock's ticks (a small Markdown file): every local conversion still
         # has its ledger line, priced by its wall time (an upper bound of the CPU it used).
         lines.append(local_cpu(max(output.convert_s, 1e-6)))
-    events = [NewEvent(domain.DOCUMENT_CONVERTED, dict(data_out), meta, event_id=result_id)]
+    events = [new_event(converted, meta, result_id)]
     events += _cost_events(job, actor, "convert", result_id, lines)
     return Outcome("done", events)
 
@@ -285,26 +293,19 @@ def _conversion_failure(exc: Any, options: Any) -> StageFailure:
 # --- chunk -----------------------------------------------------------------------------------
 
 
-def _stable_hash(value: object) -> str:
-    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
+async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> Outcome:
     from app.chunking import ChunkingError, chunk_document
     from app.embedders import EmbedderUnavailable, get_embedder
 
-    conversion = history.conversions.get(job.params.get("conversion_id", "")) or history.latest_conversion
+    state = stream.state
+    assert state is not None
+    conversion = stream.conversions.get(job.params.get("conversion_id", "")) or stream.current_conversion
     if conversion is None:
-        if job.params.get("request_id"):
-            # A reprocess request ahead of the conversion: its settings are sticky (DocumentHistory), the
-            # conversion's own chunk job uses them. Nothing to do now, and no failure to report.
-            return Outcome("done")
-        raise StageFailure("NoConversion", "the document has no conversion to chunk yet", retryable=False)
-    request = history.chunk_request or {}
-    chunk_size = job.params.get("chunk_size", request.get("chunk_size"))
-    chunk_overlap = job.params.get("chunk_overlap", request.get("chunk_overlap"))
+        return _cannot_run(stream, job, "NoConversion", "conversion to chunk")
+    chunk_size = job.params.get("chunk_size", state.chunk_settings[0])
+    chunk_overlap = job.params.get("chunk_overlap", state.chunk_settings[1])
     try:
-        embedder = await asyncio.to_thread(get_embedder, history.model, rt.settings)
+        embedder = await asyncio.to_thread(get_embedder, state.model, rt.settings)
     except EmbedderUnavailable as exc:
         raise StageFailure("UnknownModel", f"cannot size chunks for the embedder: {exc}", retryable=False) from exc
     for target in await switch_targets(rt):
@@ -315,8 +316,8 @@ async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
             continue
         if other.max_tokens < embedder.max_tokens:
             embedder = other
-    docling_json = await rt.blobs.get_bytes(conversion["docling_json"]["sha256"])
-    markdown = (await rt.blobs.get_bytes(conversion["markdown"]["sha256"])).decode("utf-8")
+    docling_json = await rt.blobs.get_bytes(conversion.docling_json.sha256)
+    markdown = (await rt.blobs.get_bytes(conversion.markdown.sha256)).decode("utf-8")
     try:
         chunks, parameters = await asyncio.to_thread(
             chunk_document,
@@ -340,35 +341,34 @@ async def _chunk(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
     if not chunks:
         raise StageFailure(
             "NoText",
-            f"{history.uploaded['filename'] if history.uploaded else 'document'}: no text could be extracted "
+            f"{state.filename or 'document'}: no text could be extracted "
             "(a scanned PDF needs OCR: reprocess with --backend modal or the standard pipeline)",
             retryable=False,
         )
-    chunk_set_id = uuid.uuid5(domain.CHUNK_NAMESPACE, conversion["conversion_id"] + ":" + _stable_hash(parameters))
+    chunk_set_id = ids.chunk_set_id_for(conversion.conversion_id, ids.stable_hash(msgspec.to_builtins(parameters)))
     result_id = job.result_id("chunked")
-    if str(chunk_set_id) in history.chunk_sets:
-        latest = history.latest_chunk_set
-        if latest is not None and latest["chunk_set_id"] == str(chunk_set_id):
+    meta = _meta(job, actor)
+    if str(chunk_set_id) in stream.chunk_sets:
+        if stream.latest_chunk_set_id == str(chunk_set_id):
             # The current chunk set again: record that the request is settled, append no second copy.
-            unchanged: domain.ChunkingUnchangedData = {
-                "document_id": str(job.document_id),
-                "chunk_set_id": str(chunk_set_id),
-                "conversion_id": conversion["conversion_id"],
-                "request_id": job.params.get("request_id"),
-            }
-            event = NewEvent(domain.CHUNKING_UNCHANGED, dict(unchanged), _meta(job, actor), event_id=result_id)
-            return Outcome("done", [event])
+            unchanged = ev.ChunkingUnchanged(
+                document_id=str(job.document_id), chunk_set_id=str(chunk_set_id),
+                conversion_id=conversion.conversion_id, request_id=job.params.get("request_id"),
+            )  # fmt: skip
+            return Outcome("done", [new_event(unchanged, meta, result_id)])
         # An earlier set's settings again (A -> B -> A): a new set of its own (its texts are cached, so
         # embedding it is free); a set id the stream holds already is never appended twice.
-        chunk_set_id = uuid.uuid5(domain.CHUNK_NAMESPACE, f"{chunk_set_id}:{result_id}")
-    data: domain.DocumentChunkedData = {
-        "document_id": str(job.document_id),
-        "chunk_set_id": str(chunk_set_id),
-        "conversion_id": conversion["conversion_id"],
-        "parameters": parameters,
-        "chunks": chunks,
-    }
-    return Outcome("done", [NewEvent(domain.DOCUMENT_CHUNKED, dict(data), _meta(job, actor), event_id=result_id)])
+        chunk_set_id = ids.chunk_set_id_again(chunk_set_id, result_id)
+    bare, content = await store_content(rt.blobs, chunks)  # texts in a blob that deleting collects
+    chunked = ev.DocumentChunked(
+        document_id=str(job.document_id),
+        chunk_set_id=str(chunk_set_id),
+        conversion_id=conversion.conversion_id,
+        parameters=parameters,
+        chunks=bare,
+        content=content,
+    )
+    return Outcome("done", [new_event(chunked, meta, result_id)])
 
 
 # --- embed -----------------------------------------------------------------------------------
@@ -381,21 +381,21 @@ async def switch_targets(rt: Runtime) -> list[str]:
     return [r["model"] for r in rows if r["model"]]
 
 
-async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) -> Outcome:
+async def _embed(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> Outcome:
     from app.embedders import EmbedderUnavailable, EmbeddingError, embed_with_cache, get_embedder
     from app.embedders.salvage import salvaged_vectors
 
-    if _batch_request(history, job.params.get("request_id")):
+    state = stream.state
+    assert state is not None
+    if job.params.get("request_id") in stream.batch_requests:
         return Outcome("done")  # embedded by an OpenAI Batch API job: its poller records the result
-    chunk_set = history.chunk_sets.get(job.params.get("chunk_set_id", "")) or history.latest_chunk_set
+    chunk_set = stream.chunk_sets.get(job.params.get("chunk_set_id", "")) or stream.current_chunk_set
     if chunk_set is None:
-        if job.params.get("request_id"):
-            # E.g. a model switch reached a document still converting: the requested model is sticky, so
-            # the embed job of its first chunk set uses it. Not a failure of the document.
-            return Outcome("done")
-        raise StageFailure("NoChunks", "the document has no chunk set to embed yet", retryable=False)
+        # E.g. a model switch reached a document still converting: the requested model is sticky, so
+        # the embed job of its first chunk set uses it.
+        return _cannot_run(stream, job, "NoChunks", "chunk set to embed")
     requested = job.params.get("model")
-    models: list[str | None] = [requested or history.model]
+    models: list[str | None] = [requested or state.model]
     if not requested:
         # A new chunk set (new document, or re-chunked) is embedded with the document's model and also
         # with the target of a model switch in progress (``reprocess --stage embed --model X --all``), so
@@ -414,14 +414,14 @@ async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
             embedders.append(embedder)
     if not requested:
         # A new or unchanged chunk set: a model that already embedded it has nothing to add.
-        embedders = [e for e in embedders if (chunk_set["chunk_set_id"], e.model) not in history.embedded]
+        embedders = [e for e in embedders if not state.is_embedded(chunk_set.chunk_set_id, e.model)]
         if not embedders:
             return Outcome("done")
-    texts = [c["text"] for c in chunk_set["chunks"]]
-    done: list[tuple[Embedder, CachedEmbedResult, BlobRef]] = []
+    texts = [c.text for c in await load_content(rt.blobs, chunk_set)]
+    done: list[tuple[Embedder, CachedEmbedResult, ev.BlobRef]] = []
     for embedder in embedders:
         try:
-            known = await salvaged_vectors(rt.blobs, history.events, embedder)
+            known = await salvaged_vectors(rt.blobs, stream.cached, embedder)
             result = await embed_with_cache(rt.pool, embedder, texts, known=known)
         except EmbeddingError as exc:
             # Paid results are kept: the models done so far (model-qualified ids, so a retry still runs
@@ -435,64 +435,59 @@ async def _embed(rt: Runtime, job: Job, actor: str, history: DocumentHistory) ->
             outcome.events[:0] = kept
             return outcome
         vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
-        done.append((embedder, result, await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")))
+        ref = await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")
+        done.append((embedder, result, ev.BlobRef.of(ref)))
     return Outcome("done", _embedded_events(job, actor, chunk_set, done, qualified=False))
-
-
-def _batch_request(history: DocumentHistory, request_id: str | None) -> bool:
-    """Whether the EmbeddingRequested behind this job belongs to a Batch API job (app.embedders.batch_jobs)."""
-    return bool(request_id) and any(
-        e.type == domain.EMBEDDING_REQUESTED and e.data.get("request_id") == request_id and e.data.get("batch_id")
-        for e in history.events
-    )
 
 
 def _embedded_events(
     job: Job,
     actor: str,
-    chunk_set: dict[str, Any],
-    done: list[tuple[Embedder, CachedEmbedResult, BlobRef]],
+    chunk_set: ev.DocumentChunked,
+    done: list[tuple[Embedder, CachedEmbedResult, ev.BlobRef]],
     *,
     qualified: bool,
 ) -> list[NewEvent]:
     """ChunksEmbedded + cost lines per model. The first model's result keeps the plain id (run_stage:
     never embedded twice) unless ``qualified`` (the job failed later and will run again)."""
     events: list[NewEvent] = []
+    meta = _meta(job, actor)
     for n, (embedder, result, ref) in enumerate(done):
         plain = n == 0 and not qualified
         key = "" if plain else f"{embedder.model}:"
         result_id = job.result_id("embedded" if plain else f"embedded:{embedder.model}")
         vectors = result.vectors
-        data: domain.ChunksEmbeddedData = {
-            "document_id": str(job.document_id),
-            "chunk_set_id": chunk_set["chunk_set_id"],
-            "model": embedder.model,
-            "provider": embedder.provider,
-            "dimensions": int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else embedder.dimensions,
-            "vectors": {"sha256": ref.sha256, "size": ref.size, "media_type": "application/x-float32"},
-            "chunk_count": len(chunk_set["chunks"]),
-            "reused_count": result.reused_count,
-            "tokens": result.tokens,
-        }
-        events.append(NewEvent(domain.CHUNKS_EMBEDDED, dict(data), _meta(job, actor), event_id=result_id))
+        embedded = ev.ChunksEmbedded(
+            document_id=str(job.document_id),
+            chunk_set_id=chunk_set.chunk_set_id,
+            model=embedder.model,
+            provider=embedder.provider,
+            dimensions=int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else embedder.dimensions,
+            vectors=ref,
+            chunk_count=len(chunk_set.chunks),
+            reused_count=result.reused_count,
+            tokens=result.tokens,
+        )
+        events.append(new_event(embedded, meta, result_id))
         events += _cost_events(job, actor, "embed", result_id, list(result.cost), key=key)
     return events
 
 
 async def _cached_events(
-    rt: Runtime, job: Job, actor: str, chunk_set: dict[str, Any], embedder: Embedder, exc: EmbeddingError
+    rt: Runtime, job: Job, actor: str, chunk_set: ev.DocumentChunked, embedder: Embedder, exc: EmbeddingError
 ) -> list[NewEvent]:
     """EmbeddingsCached for the requests that succeeded before ``exc``, and their cost lines."""
-    from app.embedders.salvage import cached_payload
+    from app.embedders.salvage import cached_event
 
     partial = exc.partial
     assert partial is not None
     matrix = np.ascontiguousarray(partial.vectors, dtype=np.float32)
     ref = await rt.blobs.put_bytes(matrix.tobytes(), "application/x-float32")
-    data = cached_payload(document_id=str(job.document_id), chunk_set_id=chunk_set["chunk_set_id"],
-                          embedder=embedder, partial=partial, reason=f"{type(exc).__name__}: {exc}",
-                          vectors={"sha256": ref.sha256, "size": ref.size, "media_type": "application/x-float32"})
+    cached = cached_event(
+        document_id=str(job.document_id), chunk_set_id=chunk_set.chunk_set_id, embedder=embedder, partial=partial,
+        reason=f"{type(exc).__name__}: {exc}", vectors=ev.BlobRef.of(ref),
+    )  # fmt: skip
     key = f"cached:{job.attempts}:{embedder.model}"
     event_id = job.result_id(key)
-    events = [NewEvent(domain.EMBEDDINGS_CACHED, dict(data), _meta(job, actor), event_id=event_id)]
+    events = [new_event(cached, _meta(job, actor), event_id)]
     return events + _cost_events(job, actor, "embed", event_id, list(partial.cost), key=key + ":")

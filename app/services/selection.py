@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from events.errors import ChronosError
+from app.errors import InvalidRequest, NotFound
 from events.types import DbConn
 
 PREDICATE_TIMEOUT_S = 10.0
@@ -28,8 +28,12 @@ MAX_PREDICATE = 2000
 SELECTOR_ROLE = "chronos_selector"
 
 
-class SelectionError(ChronosError, ValueError):
+class SelectionError(InvalidRequest):
     """The documents to reprocess could not be selected."""
+
+
+class UnknownDocument(NotFound):
+    """A document asked for by id does not exist."""
 
 
 @dataclass(frozen=True)
@@ -107,18 +111,18 @@ async def select_documents(pool: asyncpg.Pool, selection: Selection) -> list[str
     """Ids of live (not deleted) documents, oldest upload first; unknown or deleted ids are an error."""
     async with pool.acquire() as conn:
         if selection.document_ids:
-            ids = [_uuid(d) for d in selection.document_ids]
-            rows = await conn.fetch(
-                "SELECT document_id, status FROM documents WHERE document_id = ANY($1::uuid[])", ids
-            )
-            found = {r["document_id"]: r["status"] for r in rows}
-            unknown = [str(d) for d in ids if d not in found]
+            # From the log, not the projection: a document just uploaded is already there.
+            from app.services.documents import document_states
+
+            ids = list(dict.fromkeys(str(_uuid(d)) for d in selection.document_ids))
+            found = await document_states(pool, ids)
+            unknown = [d for d in ids if d not in found]
             if unknown:
-                raise SelectionError(f"no document {unknown[0]} (see `chronos documents list`)")
-            gone = [str(d) for d in ids if found[d] == "deleted"]
+                raise UnknownDocument(f"no document {unknown[0]} (see `chronos documents list`)")
+            gone = [d for d in ids if found[d].deleted]
             if gone:
                 raise SelectionError(f"document {gone[0]} was deleted; upload it again instead")
-            return list(dict.fromkeys(str(d) for d in ids))
+            return ids
         if selection.all:
             sql = "SELECT document_id FROM documents WHERE status <> 'deleted' ORDER BY uploaded_at, document_id"
             return [str(r[0]) for r in await conn.fetch(sql)]

@@ -22,12 +22,6 @@ SELECT stage, status, attempts, max_attempts, lease_owner, lease_until, not_befo
        updated_at, finished_at
 FROM jobs WHERE document_id = $1 ORDER BY created_at, trigger_position;
 
--- name: chunks_page
-SELECT chunk_id, chunk_set_id, ordinal, text, pages, heading_path, char_start, char_end, token_count
-FROM chunks WHERE document_id = $1 AND ordinal > $2
-ORDER BY ordinal
-LIMIT $3;
-
 -- name: snapshot_cursor
 -- The oldest transaction still running: every event of an older transaction is final.
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
@@ -94,3 +88,8 @@ ORDER BY 1, 2;
 
 -- name: metrics_spend
 SELECT stage, provider, sum(amount_usd) AS usd FROM cost_ledger GROUP BY stage, provider ORDER BY stage, provider;
+
+-- name: spend_month_by_stage_provider
+SELECT stage, provider, sum(amount_usd) AS usd FROM cost_ledger
+WHERE recorded_at >= date_trunc('month', now())
+GROUP BY 1, 2 ORDER BY 3 DESC;

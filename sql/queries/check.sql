@@ -26,6 +26,7 @@ SELECT DISTINCT ref FROM (
     UNION ALL SELECT data -> 'docling_json' ->> 'sha256' FROM events WHERE type = 'DocumentConverted'
     UNION ALL SELECT data -> 'markdown' ->> 'sha256' FROM events WHERE type = 'DocumentConverted'
     UNION ALL SELECT data -> 'vectors' ->> 'sha256' FROM events WHERE type IN ('ChunksEmbedded', 'EmbeddingsCached')
+    UNION ALL SELECT data -> 'content' ->> 'sha256' FROM events WHERE type = 'DocumentChunked'
     UNION ALL SELECT data -> 'input' ->> 'sha256' FROM events WHERE type = 'EmbeddingBatchSubmitted'
     UNION ALL SELECT data -> k ->> 'sha256' FROM events, unnest(ARRAY['output', 'errors']) AS k
               WHERE type = 'EmbeddingBatchFinished'
@@ -66,11 +67,12 @@ WHERE NOT EXISTS (SELECT 1 FROM events d WHERE d.stream_id = u.stream_id AND d.t
 LIMIT 100;
 
 -- name: searchable_without_vectors
--- Searchable documents whose current chunk set has no vectors for any model: search cannot find them.
+-- Searchable documents with no serving vectors of their chunk set: search cannot find them.
 SELECT d.document_id::text AS document_id, d.filename
 FROM documents d
 WHERE d.status = 'searchable' AND coalesce(d.chunk_count, 0) > 0
-  AND NOT EXISTS (SELECT 1 FROM vector_sets s WHERE s.document_id = d.document_id AND s.chunk_set_id = d.chunk_set_id)
+  AND NOT EXISTS (SELECT 1 FROM vector_sets s WHERE s.document_id = d.document_id
+                    AND s.chunk_set_id::text = d.state ->> 'serving_chunk_set_id')
 ORDER BY d.uploaded_at
 LIMIT 100;
 

@@ -10,7 +10,7 @@ WHERE model = $1 AND dimensions = $2 AND text_sha256 = ANY($3::text[])
 ORDER BY text_sha256, document_id;
 
 -- name: quote_uncached_chunks
--- Chunks of the documents' current chunk sets whose text the cache lacks for the model and size, one
+-- Chunks search serves now (`chunks`, the index projection's serving sets) whose text the cache lacks for the model and size, one
 -- per (document, text) (the embed stage sends a repeated text once per document). The token count is
 -- taken as is when the chunks were counted with the model's tokenizer; otherwise the text comes along
 -- to be counted.
@@ -25,15 +25,9 @@ WHERE c.document_id = ANY($1::uuid[])
                   WHERE e.model = $2 AND e.dimensions = $3 AND e.text_sha256 = c.text_sha256)
 ORDER BY c.document_id, c.text_sha256;
 
--- name: batch_chunks
--- The current chunk set of each document, in ordinal order (what a Batch API job embeds).
-SELECT document_id, chunk_set_id, ordinal, text, text_sha256
-FROM chunks WHERE document_id = ANY($1::uuid[])
-ORDER BY document_id, ordinal;
-
 -- name: open_embedding_batches
 -- Batch API jobs submitted and not finished (the poller's work list), oldest first.
-SELECT s.event_id, s.stream_id, s.data
+SELECT s.event_id, s.stream_id, s.schema_version, s.data
 FROM events s
 WHERE s.type = 'EmbeddingBatchSubmitted'
   AND NOT EXISTS (SELECT 1 FROM events f WHERE f.stream_id = s.stream_id AND f.type = 'EmbeddingBatchFinished')
@@ -41,7 +35,8 @@ ORDER BY s.position;
 
 -- name: embedding_batches
 -- Every Batch API job with its end, newest first.
-SELECT s.data AS submitted, s.recorded_at AS submitted_at, f.data AS finished, f.recorded_at AS finished_at
+SELECT s.schema_version AS submitted_version, s.data AS submitted, s.recorded_at AS submitted_at,
+       f.schema_version AS finished_version, f.data AS finished, f.recorded_at AS finished_at
 FROM events s
 LEFT JOIN events f ON f.stream_id = s.stream_id AND f.type = 'EmbeddingBatchFinished'
 WHERE s.type = 'EmbeddingBatchSubmitted'

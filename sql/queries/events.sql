@@ -47,6 +47,14 @@ WHERE stream_id = $1 AND stream_version > $2
 ORDER BY stream_version
 LIMIT $3;
 
+-- name: read_stream_after_position
+SELECT position, tx_id::text::bigint AS tx_id, event_id, stream_id, stream_version, type, schema_version,
+       data, metadata, recorded_at
+FROM events
+WHERE stream_id = $1 AND position > $2
+ORDER BY stream_version
+LIMIT $3;
+
 -- name: read_all
 -- Committed events by position, for replay and inspection. Not for tailing: a transaction that
 -- commits later may still add a lower position (use read_safe for that).

@@ -52,11 +52,8 @@ WHERE document_id = $1 AND status IN ('queued', 'running');
 -- name: job_status
 SELECT status FROM jobs WHERE job_id = $1;
 
--- name: queue_depth
-SELECT stage, status, count(*) AS n FROM jobs GROUP BY stage, status ORDER BY stage, status;
-
 -- name: find_conversion
-SELECT stream_id, data FROM events
+SELECT stream_id, schema_version, data FROM events
 WHERE type = 'DocumentConverted'
   AND data ->> 'input_sha256' = $1 AND data ->> 'settings_hash' = $2
 ORDER BY position DESC

@@ -1,13 +1,9 @@
--- name: progress
--- Stage progress of a set of documents, straight from the log (independent of projection lag).
-SELECT stream_id,
-       bool_or(type = 'DocumentConverted') AS converted,
-       bool_or(type = 'DocumentChunked') AS chunked,
-       bool_or(type = 'ChunksEmbedded') AS embedded,
-       bool_or(type = 'DocumentDeleted') AS deleted,
-       (array_agg(data ->> 'error_class' || ': ' || (data ->> 'message') ORDER BY stream_version DESC)
-            FILTER (WHERE type IN ('ConversionFailed', 'ChunkingFailed', 'EmbeddingFailed')
-                    AND (data ->> 'final')::boolean))[1] AS failure
-FROM events
-WHERE stream_id = ANY ($1::text[])
-GROUP BY stream_id;
+-- name: stream_tails
+-- The events each stream gained after a known version ($1 streams, $2 their versions), in stream
+-- order: `chronos ingest --wait` folds only what is new.
+SELECT e.position, e.tx_id::text::bigint AS tx_id, e.event_id, e.stream_id, e.stream_version, e.type,
+       e.schema_version, e.data, e.metadata, e.recorded_at
+FROM events e
+JOIN unnest($1::text[], $2::integer[]) AS k(stream_id, version)
+  ON e.stream_id = k.stream_id AND e.stream_version > k.version
+ORDER BY e.stream_id, e.stream_version;

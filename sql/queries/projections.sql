@@ -32,56 +32,6 @@ SELECT stream_id, stream_version, type FROM events
 WHERE stream_id = ANY ($1::text[]) AND type IN ('DocumentUploaded', 'DocumentDeleted')
 ORDER BY stream_id, stream_version;
 
--- name: chunk_sets_get
-SELECT * FROM chunk_sets WHERE document_id = ANY ($1::uuid[]);
-
--- name: chunk_sets_delete
-DELETE FROM chunk_sets WHERE document_id = ANY ($1::uuid[]);
-
--- name: chunk_sets_insert
-INSERT INTO chunk_sets (document_id, chunk_set_id, conversion_id, parameters, chunk_count, deleted,
-                        stream_version, position)
-VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8);
-
--- name: chunks_delete_documents
-DELETE FROM chunks WHERE document_id = ANY ($1::uuid[]);
-
--- name: vector_documents_get
-SELECT * FROM vector_documents WHERE document_id = ANY ($1::uuid[]);
-
--- name: vector_documents_delete
-DELETE FROM vector_documents WHERE document_id = ANY ($1::uuid[]);
-
--- name: vector_documents_insert
-INSERT INTO vector_documents (document_id, chunk_set_id, chunk_count, deleted, stream_version, position)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::boolean[], $5::integer[], $6::bigint[]);
-
--- name: vectors_delete_documents
-DELETE FROM vectors WHERE document_id = ANY ($1::uuid[]);
-
--- name: vector_sets_delete_documents
-DELETE FROM vector_sets WHERE document_id = ANY ($1::uuid[]);
-
--- name: vectors_delete_pairs
-DELETE FROM vectors v USING unnest($1::uuid[], $2::text[]) AS p(document_id, model)
-WHERE v.document_id = p.document_id AND v.model = p.model;
-
--- name: vector_sets_delete_pairs
-DELETE FROM vector_sets v USING unnest($1::uuid[], $2::text[]) AS p(document_id, model)
-WHERE v.document_id = p.document_id AND v.model = p.model;
-
--- name: vector_problems_insert
-INSERT INTO vector_problems (event_id, position, document_id, model, chunk_set_id, problem)
-SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::text[])
-ON CONFLICT (event_id) DO NOTHING;
-
--- name: vector_problems_delete_documents
-DELETE FROM vector_problems WHERE document_id = ANY ($1::uuid[]);
-
--- name: vector_sets_insert
-INSERT INTO vector_sets (document_id, model, chunk_set_id, dimensions, vector_count, vectors_blob, position)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::integer[], $5::integer[], $6::text[], $7::bigint[]);
-
 -- name: embedding_models_get
 SELECT model, dimensions FROM embedding_models WHERE model = ANY ($1::text[]);
 
@@ -118,7 +68,8 @@ WITH refs AS (
     SELECT e.stream_id, r.sha256
     FROM events e,
          LATERAL (VALUES (e.data -> 'blob' ->> 'sha256'), (e.data -> 'docling_json' ->> 'sha256'),
-                         (e.data -> 'markdown' ->> 'sha256'), (e.data -> 'vectors' ->> 'sha256')) AS r(sha256)
+                         (e.data -> 'markdown' ->> 'sha256'), (e.data -> 'vectors' ->> 'sha256'),
+                         (e.data -> 'content' ->> 'sha256')) AS r(sha256)
     WHERE e.stream_id LIKE 'document-%' AND r.sha256 IS NOT NULL
 ), state AS (
     SELECT DISTINCT ON (stream_id) stream_id, type = 'DocumentDeleted' AS deleted
@@ -166,7 +117,8 @@ WITH named AS (
     FROM events e,
          LATERAL (VALUES (e.data -> 'blob' ->> 'sha256'), (e.data -> 'docling_json' ->> 'sha256'),
                          (e.data -> 'markdown' ->> 'sha256'), (e.data -> 'vectors' ->> 'sha256'),
-                         (e.data ->> 'sha256'), (e.data -> 'input' ->> 'sha256'),      -- Batch API files:
+                         (e.data -> 'content' ->> 'sha256'), (e.data ->> 'sha256'),
+                         (e.data -> 'input' ->> 'sha256'),                             -- Batch API files:
                          (e.data -> 'output' ->> 'sha256'), (e.data -> 'errors' ->> 'sha256')) AS r(sha256)
     WHERE r.sha256 IS NOT NULL
 )

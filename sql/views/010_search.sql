@@ -1,17 +1,14 @@
 -- Search: which embedding model answers queries, and search_chunks() for analysts.
 -- Idempotent (re-applied by the migrator when this file changes, and after every replay swap).
 
--- The active model: the most recently introduced model that covers every document needing
--- vectors (not deleted, current chunk set non-empty and embedded by some model). While a new model
+-- The active model: the most recently introduced model that covers every searchable document
+-- (one with vectors of some model). While a new model
 -- is being rolled out, the old one keeps answering; once the new one covers every document, search
 -- switches in one step. settings.search_model pins a model by hand.
 DROP VIEW IF EXISTS v_search_models CASCADE;
 CREATE VIEW v_search_models AS
 WITH docs AS (
-    SELECT d.document_id, d.chunk_set_id
-    FROM vector_documents d
-    WHERE NOT d.deleted AND d.chunk_count > 0
-      AND EXISTS (SELECT 1 FROM vector_sets s WHERE s.document_id = d.document_id AND s.chunk_set_id = d.chunk_set_id)
+    SELECT DISTINCT s.document_id FROM vector_sets s JOIN index_documents d USING (document_id) WHERE NOT d.deleted
 ), total AS (
     SELECT count(*) AS n FROM docs
 ), cov AS (
@@ -19,7 +16,7 @@ WITH docs AS (
            count(docs.document_id) AS covered_documents
     FROM embedding_models m
     LEFT JOIN vector_sets s ON s.model = m.model
-    LEFT JOIN docs ON docs.document_id = s.document_id AND docs.chunk_set_id = s.chunk_set_id
+    LEFT JOIN docs ON docs.document_id = s.document_id
     GROUP BY m.model, m.dimensions, m.index_name, m.first_position
 )
 SELECT cov.model, cov.dimensions, cov.index_name, cov.covered_documents, total.n AS documents,
@@ -106,5 +103,45 @@ BEGIN
                        true);
     RETURN QUERY EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ' || search_chunks_statement(s.model, s.dimensions)
         USING query, k;
+END;
+$$;
+
+-- Search as of a past moment: the chunks whose vectors served at log position `at_position` (current
+-- rows that served from before it, and rows that served then and were replaced later). An exact scan
+-- (no HNSW index covers history); deleted documents are gone from every moment.
+DROP FUNCTION IF EXISTS search_chunks_as_of(vector, integer, text, bigint);
+CREATE FUNCTION search_chunks_as_of(query vector, k integer, model text, at_position bigint)
+RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, ordinal integer, text text, pages integer[],
+               heading_path text[], score double precision)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    d integer;
+BEGIN
+    SELECT e.dimensions INTO d FROM embedding_models e WHERE e.model = search_chunks_as_of.model;
+    IF d IS NULL THEN
+        RAISE EXCEPTION 'no vectors for model %', search_chunks_as_of.model;
+    END IF;
+    IF vector_dims(query) <> d THEN
+        RAISE EXCEPTION 'the query vector has % dimensions; model % has %', vector_dims(query),
+            search_chunks_as_of.model, d;
+    END IF;
+    RETURN QUERY
+    WITH served AS (
+        SELECT v.chunk_id, v.embedding FROM vectors v
+        WHERE v.model = search_chunks_as_of.model AND v.valid_from <= at_position
+        UNION ALL
+        SELECT h.chunk_id, h.embedding FROM vectors_history h
+        WHERE h.model = search_chunks_as_of.model AND h.valid_from <= at_position AND h.valid_to > at_position
+    ), nearest AS (
+        SELECT s.chunk_id, s.embedding <=> query AS distance FROM served s
+        ORDER BY s.embedding <=> query LIMIT k
+    )
+    SELECT c.chunk_id, c.document_id, doc.filename, c.ordinal, c.text, c.pages, c.heading_path,
+           (1 - n.distance)::double precision
+    FROM nearest n
+    JOIN chunk_rows c ON c.chunk_id = n.chunk_id
+    JOIN documents doc ON doc.document_id = c.document_id
+    ORDER BY n.distance;
 END;
 $$;

@@ -26,13 +26,13 @@ from typing import Any
 
 import asyncpg
 
-from app import domain
+from app.catalogue.state import FINAL
 from app.check import run_checks
 from app.config import Settings
 from app.db import resolve_dsn
-from app.pipeline.intake import ingest_stream
-from app.pipeline.progress import progress
 from app.runtime import Runtime, open_runtime
+from app.services.documents import document_states
+from app.services.upload import ingest_stream
 from events.blobs import aiter_bytes
 from projections.runner import catch_up_all
 
@@ -172,7 +172,7 @@ async def wait_final(scenario: Scenario, timeout: float, tick: Any = None) -> di
         try:
             async with open_runtime(scenario.settings, max_size=2) as rt:
                 while time.monotonic() < deadline:
-                    prog = await progress(rt.pool, scenario.ids)
+                    prog = await document_states(rt.pool, scenario.ids)
                     state = {d: p.status for d, p in prog.items()}
                     if len(state) == len(scenario.ids) and all(p.final for p in prog.values()):
                         return state
@@ -204,10 +204,10 @@ async def projection_rows(rt: Runtime, table: str) -> set[str]:
 async def verify(scenario: Scenario) -> dict[str, Any]:
     """Everything the fault suite promises, checked after a scenario; returns figures for the report."""
     async with open_runtime(scenario.settings) as rt:
-        prog = await progress(rt.pool, scenario.ids)
+        prog = await document_states(rt.pool, scenario.ids)
         statuses = {d: p.status for d, p in prog.items()}
         assert len(statuses) == len(scenario.ids)
-        assert all(s in domain.FINAL_STATUSES for s in statuses.values()), statuses
+        assert all(s in tuple(s.value for s in FINAL) for s in statuses.values()), statuses
         failed = {d: p.failure for d, p in prog.items() if p.status == "failed"}
         assert all(reason for reason in failed.values()), failed
         # The workers are stopped: bring the projections to the head before checking them and

@@ -1,8 +1,10 @@
 """Semantic search over the projections: embed the question with the model the active vectors
-were made with, then ``search_chunks()`` (per-model HNSW index) in PostgreSQL."""
+were made with (loaded with the runtime's settings), then ``search_chunks()`` (per-model HNSW index)
+in PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import asdict, dataclass
@@ -12,14 +14,16 @@ import asyncpg
 import numpy as np
 
 from app.config import Settings
-from events.errors import ChronosError
+from app.errors import InvalidRequest, NotFound
 from events.store import EventStore
 
 logger = logging.getLogger(__name__)
 
 
-class NothingSearchable(ChronosError):
+class NothingSearchable(NotFound):
     """No document has vectors yet: ingest documents first (chronos ingest PATH --wait)."""
+
+    code = "nothing_searchable"
 
 
 @dataclass(frozen=True)
@@ -63,29 +67,30 @@ async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: s
 
 async def search(
     pool: asyncpg.Pool,
+    settings: Settings,
     question: str,
     k: int = 5,
     model: str | None = None,
     *,
     store: EventStore | None = None,
-    settings: Settings | None = None,
     actor: str = "search",
 ) -> list[SearchHit]:
     """The ``k`` chunks nearest to ``question``; ``model`` defaults to the active search model. A paid
-    query embedding is recorded as a cost (app.embedders.query_cost) through ``store``."""
+    query embedding is recorded as a cost (app.embedders.query_cost) through ``store`` (the caller's, so
+    its notifier wakes the projections; one of its own on ``pool`` when None)."""
     if not question.strip():
-        raise ValueError("the question is empty")
+        raise InvalidRequest("the question is empty")
     if k < 1 or k > 1000:
-        raise ValueError(f"k must be between 1 and 1000, not {k}")
+        raise InvalidRequest(f"k must be between 1 and 1000, not {k}")
     if model is None:
         found = await active_model(pool)
         if found is None:
             raise NothingSearchable(NothingSearchable.__doc__ or "")
         model = found[0]
-    from app.embedders import get_embedder  # type: ignore[attr-defined, unused-ignore]
+    from app.embedders import get_embedder
     from app.embedders.query_cost import record_query_cost
 
-    embedder = get_embedder(model, settings)
+    embedder = await asyncio.to_thread(get_embedder, model, settings)  # loading a model blocks: off the loop
     query_id = uuid.uuid4()
     result = await embedder.embed([question])
     own_store = store is None

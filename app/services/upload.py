@@ -2,7 +2,9 @@
 
 Bytes are streamed (never held whole); the media type is sniffed from the first bytes, not the
 filename. The same content is the same document (its id derives from the sha256) unless
-``force``; a retried upload with the same idempotency key appends nothing new.
+``force``: uploading it again is a no-op while the document lives, and brings the same stream back
+after a deletion (concurrent re-uploads race on the stream version: one appends, the others see it).
+A retried upload with the same idempotency key appends nothing new.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from app import domain
+from app.catalogue import events as ev
+from app.catalogue import ids
+from app.catalogue.codec import new_event
+from app.catalogue.state import fold
 from events.blobs import BlobStore
 from events.errors import ChronosError, WrongExpectedVersion
 from events.store import NO_STREAM, EventStore
-from events.types import NewEvent
 
 logger = logging.getLogger(__name__)
 SNIFF_BYTES = 64 * 1024
@@ -26,25 +30,29 @@ SNIFF_BYTES = 64 * 1024
 class UploadRejected(ChronosError):
     """The upload was refused; nothing was recorded."""
 
-    status = 400
+    code = "upload_rejected"
+    http_status = 400
+    exit_code = 2
 
 
 class UploadTooLarge(UploadRejected):
     """The upload is larger than the configured limit."""
 
-    status = 413
+    code = "payload_too_large"
+    http_status = 413
 
 
 class UnsupportedMediaType(UploadRejected):
     """The content is not a type Chronos can convert."""
 
-    status = 415
+    code = "unsupported_media_type"
+    http_status = 415
 
 
 class EmptyUpload(UploadRejected):
     """The upload has no content."""
 
-    status = 400
+    code = "empty_upload"
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,6 @@ class _Sniffer:
             yield piece
 
 
-def upload_event_id(idempotency_key: str | None) -> uuid.UUID | None:
-    return uuid.uuid5(domain.DOCUMENT_NAMESPACE, f"upload:{idempotency_key}") if idempotency_key else None
-
-
 async def ingest_stream(
     store: EventStore,
     blobs: BlobStore,
@@ -110,74 +114,47 @@ async def ingest_stream(
     (the CLI) such files are recorded and end in a ConversionFailed event with the reason, so a
     folder ingest reports every file.
     """
-    from app.convert import SUPPORTED_MEDIA_TYPES, sniff_media_type
+    from app.convert import sniff_media_type
+    from app.convert.sniff import unsupported
 
     name = safe_filename(filename)
     sniffer = _Sniffer(chunks, max_bytes)
     ref = await blobs.put_stream(sniffer)
-    if ref.size == 0 and reject_unsupported:
-        raise EmptyUpload(f"{name}: the upload is empty (0 bytes)")
-    # An empty file the caller chose to record (CLI) fails at conversion with a clear reason.
+    # An empty or unconvertible file the caller chose to record (CLI) fails at conversion with the
+    # same reason the API refuses it with.
     media_type = sniff_media_type(bytes(sniffer.head), name) if ref.size else "application/x-empty"
-    if reject_unsupported and media_type not in SUPPORTED_MEDIA_TYPES:
-        raise UnsupportedMediaType(
-            f"{name}: content looks like {media_type}; supported are PDF, DOCX, PPTX, XLSX, HTML, Markdown, CSV"
-        )
-    event_id = upload_event_id(idempotency_key) or uuid.uuid4()
-    document_id = uuid.uuid4() if force else domain.document_id_for_content(ref.sha256)
+    refused = unsupported(media_type, name, ref.size, declared_media_type) if reject_unsupported else None
+    if refused is not None:
+        raise (EmptyUpload if refused[0] == "EmptyFile" else UnsupportedMediaType)(refused[1])
+    event_id = ids.upload_event_id(idempotency_key) if idempotency_key else uuid.uuid4()
+    document_id = str(uuid.uuid4() if force else ids.document_id_for_content(ref.sha256))
     metadata = {"actor": actor, "correlation_id": correlation_id or str(event_id)}
-
-    for _attempt in range(3):
-        data: domain.DocumentUploadedData = {
-            "document_id": str(document_id),
-            "filename": name,
-            "media_type": media_type,
-            "size": ref.size,
-            "sha256": ref.sha256,
-            "blob": {"sha256": ref.sha256, "size": ref.size, "media_type": media_type},
-            "source": source,
-            "source_ref": source_ref,
-            "declared_media_type": declared_media_type,
-        }
-        stream = domain.stream_for(document_id)
+    uploaded = ev.DocumentUploaded(
+        document_id=document_id, filename=name, media_type=media_type, size=ref.size, sha256=ref.sha256,
+        blob=ev.BlobRef(sha256=ref.sha256, size=ref.size, media_type=media_type), source=source,
+        source_ref=source_ref, declared_media_type=declared_media_type,
+    )  # fmt: skip
+    stream = ids.stream_for(document_id)
+    for _attempt in range(5):
+        existing = await store.read_stream_all(stream)
+        if any(e.event_id == event_id for e in existing):
+            # An idempotent retry of this very upload.
+            first = next(e for e in existing if e.event_id == event_id)
+            return IntakeResult(document_id, False, first.data["filename"], first.data["media_type"], ref.size,
+                                ref.sha256, first.position)  # fmt: skip
+        state = fold(existing)
+        if state is not None and not state.deleted:
+            # The same content is the same live document: nothing new to record.
+            return IntakeResult(document_id, False, state.filename, state.media_type or media_type, ref.size,
+                                ref.sha256, state.last_position)  # fmt: skip
+        # A new document, or content uploaded again after its deletion: the same stream comes back to life.
+        expected = existing[-1].stream_version if existing else NO_STREAM
         try:
-            result = await store.append(
-                stream,
-                [NewEvent(domain.DOCUMENT_UPLOADED, dict(data), metadata, event_id=event_id)],
-                NO_STREAM,
-            )
-            created = not result.duplicate  # duplicate: an idempotent retry of this very upload
-            logger.info(
-                "recorded upload %s as %s",
-                name,
-                document_id,
-                extra={"action": "upload", "document_id": str(document_id), "media_type": media_type},
-            )
-            return IntakeResult(str(document_id), created, name, media_type, ref.size, ref.sha256, result.last_position)
+            result = await store.append(stream, [new_event(uploaded, metadata, event_id)], expected)
         except WrongExpectedVersion:
-            existing = await store.read_stream(stream, limit=100_000)
-            if existing and existing[0].event_id == event_id:
-                first = existing[0]
-                return IntakeResult(
-                    str(document_id),
-                    False,
-                    first.data["filename"],
-                    first.data["media_type"],
-                    ref.size,
-                    ref.sha256,
-                    first.position,
-                )
-            if existing and not any(e.type == domain.DOCUMENT_DELETED for e in existing):
-                first = existing[0]
-                return IntakeResult(
-                    str(document_id),
-                    False,
-                    first.data["filename"],
-                    first.data["media_type"],
-                    ref.size,
-                    ref.sha256,
-                    first.position,
-                )
-            # The earlier document with this content was deleted: this upload is a new document.
-            document_id = uuid.uuid4()
-    raise ChronosError(f"{name}: could not record the upload after 3 attempts")
+            continue  # another upload of the same content got there first: look again
+        logger.info("recorded upload %s as %s", name, document_id,
+                    extra={"action": "upload", "document_id": document_id, "media_type": media_type})  # fmt: skip
+        return IntakeResult(document_id, not result.duplicate, name, media_type, ref.size, ref.sha256,
+                            result.last_position)  # fmt: skip
+    raise ChronosError(f"{name}: could not record the upload after 5 attempts (the document is being changed)")

@@ -1,0 +1,182 @@
+"""Reprocess: run a stage again with new settings for chosen documents.
+
+``plan`` selects the documents (app/services/selection.py) and quotes the spend; ``request`` appends
+one ConversionRequested / ChunkingRequested / EmbeddingRequested per document; the stage workers act
+on them. A paid request is quoted first (outputs that can be reused cost nothing: chunks whose text
+and model are in the embedding cache) and stopped when it would cross the monthly budget
+(app/services/budget.py) unless the caller allows it. An embedding with OpenAI can go through its Batch
+API instead (``batch_api``: half price, results within 24 hours, recorded by ``chronos batches poll``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from app import costs
+from app.catalogue import events as ev
+from app.catalogue.codec import new_event
+from app.catalogue.ids import stream_for
+from app.config import Settings
+from app.errors import InvalidRequest
+from app.services.budget import check_quote
+from app.services.selection import Selection, select_documents
+from events.blobs import PgBlobStore
+from events.store import EventStore
+
+if TYPE_CHECKING:
+    from app.embedders.batch_jobs import Submitted
+
+BACKENDS = ("auto", "local", "modal")
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """What to run again, and with which settings (None: keep the document's own)."""
+
+    stage: ev.Stage
+    reason: str = "reprocess"
+    backend: str | None = None
+    pipeline: str | None = None
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
+    model: str | None = None
+    switch: bool = False  # embed --all: a model switch (later documents are embedded with it too)
+    batch_api: bool = False  # embed with OpenAI's Batch API (half price, within 24 h: app/embedders/batch_jobs.py)
+
+
+@dataclass(frozen=True)
+class Quote:
+    resource: str | None
+    quantity: float
+    usd: float
+    model: str | None = None  # embed: the model as its vectors will be stored
+    unit_price_usd: float | None = None
+    batch_api: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"resource": self.resource, "quantity": self.quantity, "usd": self.usd}
+        if self.model is not None:
+            out.update(model=self.model, unit_price_usd=self.unit_price_usd, batch_api=self.batch_api)
+        return out
+
+
+@dataclass
+class Plan:
+    request: StageRequest
+    document_ids: list[str]
+    quote: Quote
+    requested: int = 0
+    extra: list[str] = field(default_factory=list)
+    batches: Submitted | None = None  # what a Batch API request submitted
+
+
+def validated(request: StageRequest, settings: Settings) -> StageRequest:
+    """The request with its model in canonical form; InvalidRequest for settings that cannot work."""
+    if request.stage not in ev.STAGES:
+        raise InvalidRequest(f"stage must be one of {', '.join(ev.STAGES)}, not {request.stage!r}")
+    if request.backend is not None and request.backend not in BACKENDS:
+        raise InvalidRequest(f"backend must be one of {', '.join(BACKENDS)}, not {request.backend!r}")
+    if request.batch_api and request.stage != "embed":
+        raise InvalidRequest("--batch-api is for --stage embed (OpenAI's Batch API)")
+    if request.stage != "embed":
+        return request
+    if not request.model:
+        raise InvalidRequest(
+            "--stage embed needs --model (e.g. local:all-MiniLM-L6-v2 or openai:text-embedding-3-small)"
+        )
+    from app.embedders import resolve_model
+
+    spec = resolve_model(request.model, settings)  # EmbedderUnavailable (an InvalidRequest) says why not
+    if spec.provider == "openai" and not settings.openai_api_key:
+        raise InvalidRequest(f"{request.model!r} needs OpenAI: set OPENAI_API_KEY (and OPENAI_BASE_URL if not OpenAI)")
+    if request.batch_api and spec.provider != "openai":
+        raise InvalidRequest(f"--batch-api is OpenAI's Batch API; {spec.stored} runs locally")
+    return StageRequest(**{**request.__dict__, "model": spec.stored})
+
+
+async def quote(pool: asyncpg.Pool, settings: Settings, request: StageRequest, ids: list[str]) -> Quote:
+    """Estimated USD of the request: embedding tokens not in the cache (app/embedders/pricing.py), or
+    Modal GPU seconds per page."""
+    if request.stage == "embed" and request.model:
+        from app.embedders.pricing import quote_embedding
+
+        q = await quote_embedding(pool, ids, request.model, settings, batch_api=request.batch_api)
+        return Quote(q["resource"], q["quantity"], q["usd"], q["model"], q["unit_price_usd"], q["batch_api"])
+    if request.stage == "convert" and request.backend == "modal":
+        row = await pool.fetchrow(
+            "SELECT coalesce(sum(l.quantity) / nullif(sum(d.page_count), 0), 2.0) AS s_per_page "
+            "FROM cost_ledger l JOIN documents d USING (document_id) WHERE l.resource = 'gpu_seconds'"
+        )
+        pages = await pool.fetchval(
+            "SELECT coalesce(sum(page_count), 0) FROM documents WHERE document_id = ANY($1::uuid[])", ids
+        )
+        seconds = float(row["s_per_page"] if row else 2.0) * int(pages)
+        return Quote("gpu_seconds", seconds, seconds * costs.price("modal_gpu_second_a10g"))
+    return Quote(None, 0, 0.0)
+
+
+async def plan(pool: asyncpg.Pool, settings: Settings, selection: Selection, request: StageRequest) -> Plan:
+    """The documents and the quote; nothing is appended yet."""
+    request = validated(request, settings)
+    ids = await select_documents(pool, selection)
+    return Plan(request, ids, await quote(pool, settings, request, ids))
+
+
+async def execute(
+    pool: asyncpg.Pool,
+    store: EventStore,
+    settings: Settings,
+    plan_: Plan,
+    *,
+    actor: str,
+    over_budget_ok: bool = False,
+    selection: Selection | None = None,
+    blobs: PgBlobStore | None = None,
+) -> Plan:
+    """Append the requests of a plan (after the budget check). For a model switch over every document,
+    documents that appeared since the plan was made are asked for too. A Batch API request submits the
+    batches instead (``plan_.batches``; ``blobs`` keeps their input files, default: the pool's)."""
+    await check_quote(pool, settings, plan_.quote.usd, over_budget_ok=over_budget_ok)
+    if plan_.request.batch_api:
+        from app.embedders.batch_jobs import submit_embedding_batches
+
+        assert plan_.request.model is not None  # validated
+        plan_.batches = await submit_embedding_batches(
+            pool, store, blobs or PgBlobStore(pool), settings, plan_.document_ids, plan_.request.model,
+            scope="all" if plan_.request.switch else None, reason=plan_.request.reason, actor=actor,
+        )  # fmt: skip
+        plan_.requested = len(plan_.document_ids) - len(plan_.batches.plan.refused)
+        return plan_
+    plan_.requested = await request_stage(store, plan_.request, plan_.document_ids, actor)
+    if plan_.request.switch and selection is not None:
+        seen = set(plan_.document_ids)
+        plan_.extra = [d for d in await select_documents(pool, selection) if d not in seen]
+        plan_.requested += await request_stage(store, plan_.request, plan_.extra, actor)
+    return plan_
+
+
+def request_event(request: StageRequest, document_id: str) -> ev.DocumentEvent:
+    request_id = str(uuid.uuid4())
+    if request.stage == "convert":
+        return ev.ConversionRequested(document_id=document_id, request_id=request_id,
+                                      backend=request.backend or "auto", pipeline=request.pipeline,
+                                      reason=request.reason)  # fmt: skip
+    if request.stage == "chunk":
+        return ev.ChunkingRequested(document_id=document_id, request_id=request_id, chunk_size=request.chunk_size,
+                                    chunk_overlap=request.chunk_overlap, reason=request.reason)  # fmt: skip
+    if not request.model:
+        raise InvalidRequest(
+            "--stage embed needs --model (e.g. local:all-MiniLM-L6-v2 or openai:text-embedding-3-small)"
+        )
+    return ev.EmbeddingRequested(document_id=document_id, request_id=request_id, model=request.model,
+                                 reason=request.reason, scope="all" if request.switch else None)  # fmt: skip
+
+
+async def request_stage(store: EventStore, request: StageRequest, ids: list[str], actor: str) -> int:
+    for doc in ids:
+        await store.append(stream_for(doc), [new_event(request_event(request, doc), {"actor": actor})])
+    return len(ids)
