@@ -9,21 +9,20 @@ FROM embedding_cache
 WHERE model = $1 AND dimensions = $2 AND text_sha256 = ANY($3::text[])
 ORDER BY text_sha256, document_id;
 
--- name: quote_uncached_chunks
--- Chunks search serves now (`chunks`, the index projection's serving sets) whose text the cache lacks for the model and size, one
--- per (document, text) (the embed stage sends a repeated text once per document). The token count is
--- taken as is when the chunks were counted with the model's tokenizer; otherwise the text comes along
--- to be counted.
--- $1 document ids, $2 model (provider-qualified), $3 dimensions, $4 the model's tokenizer name
-SELECT DISTINCT ON (c.document_id, c.text_sha256)
-       c.document_id, c.text_sha256, c.token_count,
-       CASE WHEN s.parameters ->> 'tokenizer' = $4 AND c.token_count IS NOT NULL THEN NULL ELSE c.text END AS text
-FROM chunks c
-JOIN chunk_sets s ON s.document_id = c.document_id AND s.chunk_set_id = c.chunk_set_id
-WHERE c.document_id = ANY($1::uuid[])
-  AND NOT EXISTS (SELECT 1 FROM embedding_cache e
-                  WHERE e.model = $2 AND e.dimensions = $3 AND e.text_sha256 = c.text_sha256)
-ORDER BY c.document_id, c.text_sha256;
+-- name: current_chunk_sets
+-- The DocumentChunked of each document's current chunk set (documents.chunk_set_id: what the embed stage
+-- embeds next, served by search yet or not), for the reprocess quote.
+SELECT DISTINCT ON (d.document_id) d.document_id, e.schema_version, e.data
+FROM documents d
+JOIN events e ON e.stream_id = 'document-' || d.document_id::text AND e.type = 'DocumentChunked'
+             AND e.data ->> 'chunk_set_id' = d.chunk_set_id::text
+WHERE d.document_id = ANY($1::uuid[]) AND d.status <> 'deleted'
+ORDER BY d.document_id, e.position;
+
+-- name: cached_text_hashes
+-- $1 model (provider-qualified), $2 dimensions, $3 text_sha256[]: which of them the cache holds.
+SELECT DISTINCT text_sha256 FROM embedding_cache
+WHERE model = $1 AND dimensions = $2 AND text_sha256 = ANY($3::text[]);
 
 -- name: open_embedding_batches
 -- Batch API jobs submitted and not finished (the poller's work list), oldest first.
