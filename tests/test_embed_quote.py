@@ -39,8 +39,6 @@ def tokens(texts: list[str]) -> int:
 
 
 async def docs(store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str) -> list[SyntheticDocument]:
-    """Two documents chunked and never embedded: search serves none of their chunks (the `chunks` view is
-    empty), yet embedding them costs every token -- the quote counts their current chunk sets."""
     out = []
     for i in range(2):
         doc = SyntheticDocument(store, blobs, filename=f"q{i}.pdf")
@@ -83,8 +81,10 @@ async def test_quote_resolves_the_model_like_the_embedders(
     other = await quote(pool, ids, "openai:text-embedding-3-small@256")
     assert other.quantity == tokens(all_texts)
 
-    with pytest.raises(EmbedderUnavailable, match="at most 4000"):
+    # Unusable models are a bad request (400 / exit 2), never an internal error.
+    with pytest.raises(EmbedderUnavailable, match="at most 4000") as too_large:
         await quote(pool, ids, "openai:custom@8192")
+    assert isinstance(too_large.value, InvalidRequest) and too_large.value.http_status == 400
     with pytest.raises(EmbedderUnavailable, match="unknown OpenAI embedding model"):
         await quote(pool, ids, "openai:text-embedding-9")
     with pytest.raises(InvalidRequest, match="Batch API; local:all-MiniLM-L6-v2 runs locally"):

@@ -4,12 +4,14 @@ document_id NULL) that the ledger and the month's budget count; a local model's 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Iterator
 
 import asyncpg
 import numpy as np
 import pytest
 
+from app import cli
 from app.catalogue import events as ev
 from app.commands import search as search_command
 from app.config import Settings
@@ -19,7 +21,7 @@ from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument
 from tests.api_support import asgi_client
-from tests.openai_standin import StandIn, openai_standin, vector_for
+from tests.openai_standin import StandIn, openai_standin, rate_limited, vector_for
 
 MODEL = "openai:text-embedding-3-small@64"
 TEXTS = ["cranes in the harbour", "orchids in the valley", "copper on the roof"]
@@ -94,3 +96,36 @@ async def test_a_local_query_embedding_adds_no_ledger_line(
     hits = await search(pool, Settings(database_url=dsn), "orchids", 1, store=store)
     assert hits[0].document_id == doc.document_id
     assert await pool.fetchval("SELECT count(*) FROM events") == before
+
+
+async def test_an_embedder_failure_is_an_answer_not_a_500_or_a_traceback(
+    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str, standin: StandIn,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The embedder errors are ChronosError kinds: the API answers them with their status and code, the
+    CLI with a message and an exit code -- OpenAI unavailable is 503 / exit 69, OpenAI refusing Chronos's
+    key is 502 (the API client's own token is fine) / exit 78, and nothing is charged for either."""
+    await searchable(store, blobs, pool, dsn)
+    standin.api_keys = {"sk-right"}
+    async with asgi_client(dsn, pool, store, openai_api_key="sk-right", openai_base_url=standin.url) as (
+        client, _app, _rt,
+    ):  # fmt: skip
+        standin.script = [rate_limited(retry_after_ms=5)] * 6  # the client's 5 retries, all refused
+        down = await client.get("/search", params={"q": "cranes in the harbour"})
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "embedder_unavailable" and "try again later" in down.text
+    async with asgi_client(dsn, pool, store, openai_api_key="sk-wrong", openai_base_url=standin.url) as (
+        client, _app, _rt,
+    ):  # fmt: skip
+        refused = await client.get("/search", params={"q": "cranes in the harbour"})
+        assert refused.status_code == 502, refused.text
+        assert refused.json()["error"]["code"] == "embedder_auth" and "OPENAI_API_KEY" in refused.text
+
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    monkeypatch.setenv("OPENAI_BASE_URL", standin.url)
+    code = await asyncio.to_thread(cli.main, ["search", "copper on the roof"])
+    err = capsys.readouterr().err
+    assert code == 78 and "chronos search: error:" in err and "OPENAI_API_KEY" in err
+    assert "Traceback" not in err
+    assert await search_lines(pool) == []
