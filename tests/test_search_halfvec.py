@@ -78,3 +78,41 @@ async def vector_blob(pool: asyncpg.Pool, document_id: str) -> str:
         "SELECT data -> 'vectors' ->> 'sha256' FROM events WHERE type = 'ChunksEmbedded' AND stream_id = $1",
         f"document-{document_id}",
     ))  # fmt: skip
+
+
+async def as_of(pool: asyncpg.Pool, query: np.ndarray, k: int, model: str, at: int) -> list[tuple[int, str, float]]:
+    rows = await pool.fetch("SELECT * FROM search_chunks_as_of($1, $2, $3, $4)", query, k, model, at)
+    return [(r["ordinal"], r["text"], r["score"]) for r in rows]
+
+
+async def halfvec_score(pool: asyncpg.Pool, a: np.ndarray, b: np.ndarray, dims: int) -> float:
+    """The cosine similarity pgvector gives for ``a`` and ``b`` taken as halfvec(dims), as the index does."""
+    return float(await pool.fetchval(f"SELECT 1 - ($1::vector::halfvec({dims}) <=> $2::vector::halfvec({dims}))",
+                                     a, b))  # fmt: skip
+
+
+async def test_search_as_of_a_moment_scores_3072_dimensions_as_halfvec_like_search_does(
+    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str
+) -> None:
+    rng = np.random.default_rng(9)
+    first = random_unit_vectors(rng, 6, 3072)
+    doc = await make_doc(store, blobs, first, LARGE)
+    await catch_up_all(pool, dsn)
+    before = int(await pool.fetchval("SELECT max(position) FROM events"))
+    await doc.chunk([f"rechunked {i}" for i in range(4)])  # a new chunk set replaces the first one
+    second = random_unit_vectors(rng, 4, 3072)
+    await doc.embed(second, LARGE)
+    await catch_up_all(pool, dsn)
+    now = int(await pool.fetchval("SELECT max(position) FROM events"))
+    assert await pool.fetchval("SELECT count(*) FROM vectors_history WHERE model = $1", LARGE) == 6
+
+    query = (second[2] + 0.3 * second[1]).astype(np.float32)
+    current = [(h.ordinal, h.text, h.score) for h in await search_vector(pool, query, 4, LARGE)]
+    assert await as_of(pool, query, 4, LARGE, now) == current  # the same moment, the same scores exactly
+    expected = [await halfvec_score(pool, second[o], query, 3072) for o, _t, _s in current]
+    assert [s for _o, _t, s in current] == expected
+
+    old_query = (first[4] + 0.2 * first[0]).astype(np.float32)
+    earlier = await as_of(pool, old_query, 2, LARGE, before)
+    assert [(o, t) for o, t, _s in earlier] == [(4, f"{LARGE} text 4"), (0, f"{LARGE} text 0")]
+    assert [s for _o, _t, s in earlier] == [await halfvec_score(pool, first[o], old_query, 3072) for o in (4, 0)]

@@ -108,7 +108,9 @@ $$;
 
 -- Search as of a past moment: the chunks whose vectors served at log position `at_position` (current
 -- rows that served from before it, and rows that served then and were replaced later). An exact scan
--- (no HNSW index covers history); deleted documents are gone from every moment.
+-- (no HNSW index covers history); deleted documents are gone from every moment. Distances are taken in
+-- the type the model is indexed and searched as (vector up to 2000 dimensions, else halfvec: see
+-- search_chunks_statement), so a moment that is now scores exactly as search_chunks does.
 DROP FUNCTION IF EXISTS search_chunks_as_of(vector, integer, text, bigint);
 CREATE FUNCTION search_chunks_as_of(query vector, k integer, model text, at_position bigint)
 RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, ordinal integer, text text, pages integer[],
@@ -126,22 +128,23 @@ BEGIN
         RAISE EXCEPTION 'the query vector has % dimensions; model % has %', vector_dims(query),
             search_chunks_as_of.model, d;
     END IF;
-    RETURN QUERY
-    WITH served AS (
-        SELECT v.chunk_id, v.embedding FROM vectors v
-        WHERE v.model = search_chunks_as_of.model AND v.valid_from <= at_position
-        UNION ALL
-        SELECT h.chunk_id, h.embedding FROM vectors_history h
-        WHERE h.model = search_chunks_as_of.model AND h.valid_from <= at_position AND h.valid_to > at_position
-    ), nearest AS (
-        SELECT s.chunk_id, s.embedding <=> query AS distance FROM served s
-        ORDER BY s.embedding <=> query LIMIT k
-    )
-    SELECT c.chunk_id, c.document_id, doc.filename, c.ordinal, c.text, c.pages, c.heading_path,
-           (1 - n.distance)::double precision
-    FROM nearest n
-    JOIN chunk_rows c ON c.chunk_id = n.chunk_id
-    JOIN documents doc ON doc.document_id = c.document_id
-    ORDER BY n.distance;
+    RETURN QUERY EXECUTE format(
+        'WITH served AS (
+             SELECT v.chunk_id, v.embedding::%1$s(%2$s) AS embedding FROM vectors v
+             WHERE v.model = $3 AND v.valid_from <= $4
+             UNION ALL
+             SELECT h.chunk_id, h.embedding::%1$s(%2$s) FROM vectors_history h
+             WHERE h.model = $3 AND h.valid_from <= $4 AND h.valid_to > $4
+         ), nearest AS (
+             SELECT s.chunk_id, s.embedding <=> $1::%1$s(%2$s) AS distance FROM served s
+             ORDER BY s.embedding <=> $1::%1$s(%2$s) LIMIT $2
+         )
+         SELECT c.chunk_id, c.document_id, doc.filename, c.ordinal, c.text, c.pages, c.heading_path,
+                (1 - n.distance)::double precision
+         FROM nearest n
+         JOIN chunk_rows c ON c.chunk_id = n.chunk_id
+         JOIN documents doc ON doc.document_id = c.document_id
+         ORDER BY n.distance', vector_index_type(d), d)
+    USING query, k, search_chunks_as_of.model, at_position;
 END;
 $$;
