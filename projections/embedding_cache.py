@@ -12,6 +12,7 @@ are the deleted ones).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from projections import copy
 from projections.base import Conn, Projector, as_uuid, document_id_of, in_own_stream, unique_ids
 from projections.lineage import ChunkSetRows, DeletionTimeline, chunk_sets, chunked_events
 
+logger = logging.getLogger(__name__)
 COLUMNS = ["model", "dimensions", "text_sha256", "document_id", "embedding"]
 HANDLED = frozenset({ev.ChunksEmbedded.TYPE, ev.EmbeddingsCached.TYPE, ev.DocumentDeleted.TYPE})
 BLOB_READS = 8  # concurrent blob reads per batch
@@ -142,11 +144,17 @@ class EmbeddingCacheProjector(Projector):
         } if keys else set()  # fmt: skip
         bodies: list[bytes] = []
         for i in loaded:
-            assert i.matrix is not None and i.rows is not None
-            if i.matrix.shape[0] != len(i.rows.text_sha256) or not np.isfinite(i.matrix).all():
-                continue  # the index projector logs this
+            assert i.rows is not None
             dims = i.result.dimensions
-            if i.matrix.shape[1] != dims:
+            if (i.matrix is None or i.matrix.shape[0] != len(i.rows.text_sha256) or i.matrix.shape[1] != dims
+                    or not np.isfinite(i.matrix).all()):  # fmt: skip
+                # Unusable vectors: the index projection records a ChunksEmbedded's problem; these are
+                # only skipped (the texts are embedded again when needed).
+                if isinstance(i.result, ev.EmbeddingsCached):
+                    logger.warning("paid-for vectors of document %s not cached: %s", i.document_id,
+                                   i.problem or "the blob does not match the event", extra={
+                                       "action": "project_embedding_cache", "document_id": i.document_id,
+                                       "event_id": str(i.event.event_id), "model": i.model})  # fmt: skip
                 continue
             take: list[int] = []
             for row, h in enumerate(i.rows.text_sha256):

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -106,3 +107,32 @@ async def test_a_model_switch_keeps_the_model_that_finished_when_the_next_fails(
     models = {r["model"] for r in await rt.pool.fetch("SELECT DISTINCT model FROM vectors WHERE document_id = $1",
                                                       doc.document_id)}  # fmt: skip
     assert models == {SMALL, SMALL_256}
+
+
+async def test_unusable_vectors_blobs_are_skipped_by_the_embedding_cache_and_it_goes_on(
+    rt: Runtime, standin: StandIn
+) -> None:
+    """A ChunksEmbedded or EmbeddingsCached whose blob is not float32 rows of its dimensions: the index
+    records the problem, the embedding cache leaves those rows out (it used to stop at an assertion,
+    stalling the projection for every later event) and takes in the events after it."""
+    doc = SyntheticDocument(rt.store, rt.blobs)
+    await doc.upload()
+    await doc.convert()
+    await doc.chunk(["tides", "herons", "eels"])
+    bad = ev.BlobRef.of(await rt.blobs.put_bytes(b"\x00" * 10, "application/x-float32"))  # not 4 * 8 * n bytes
+    await doc.append(
+        ev.ChunksEmbedded(document_id=doc.document_id, chunk_set_id=doc.chunk_set_id or "", model="local:m8",
+                          provider="local", dimensions=8, vectors=bad, chunk_count=3),
+        ev.EmbeddingsCached(document_id=doc.document_id, chunk_set_id=doc.chunk_set_id or "", model="local:m8",
+                            provider="local", dimensions=8, vectors=bad, text_sha256=["h1", "h2"], tokens=0,
+                            reason="test"),
+    )  # fmt: skip
+    rng = np.random.default_rng(4)
+    await doc.embed(rng.standard_normal((3, 8)).astype(np.float32), "local:m8")
+    await catch_up_all(rt.pool, rt.dsn)
+    for name in ("projection:embedding_cache", "projection:index"):
+        checkpoint = await rt.pool.fetchval("SELECT position FROM subscriptions WHERE name = $1", name)
+        assert checkpoint == await rt.pool.fetchval("SELECT max(position) FROM events"), name
+    assert await rt.pool.fetchval("SELECT count(*) FROM embedding_cache WHERE model = 'local:m8'") == 3
+    problem = await rt.pool.fetchval("SELECT problem FROM vector_problems WHERE document_id = $1", doc.document_id)
+    assert "not float32 rows of 8 dimensions" in problem
