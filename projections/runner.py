@@ -22,6 +22,7 @@ from projections.cost_ledger import CostLedgerProjector
 from projections.documents import DocumentsProjector
 from projections.embedding_cache import EmbeddingCacheProjector
 from projections.index import IndexProjector
+from projections.tokens import TokensProjector
 
 logger = logging.getLogger(__name__)
 BATCH_SIZE = 500
@@ -39,11 +40,12 @@ def all_projectors(blobs: BlobStore, *, bulk: bool = False) -> list[Projector]:
         IndexProjector(blobs, defer_indexes=bulk),
         CostLedgerProjector(),
         EmbeddingCacheProjector(blobs),
+        TokensProjector(),
     ]
 
 
 PROJECTOR_CLASSES: tuple[type[Projector], ...] = (
-    DocumentsProjector, IndexProjector, CostLedgerProjector, EmbeddingCacheProjector,
+    DocumentsProjector, IndexProjector, CostLedgerProjector, EmbeddingCacheProjector, TokensProjector,
 )  # fmt: skip
 
 

@@ -43,11 +43,13 @@ def test_every_route_is_classified_and_writes_are_the_known_ones() -> None:
             continue
         assert isinstance(route, Route)
         access = getattr(route.endpoint, "chronos_access", None)
-        assert access in ("read", "write", "public"), f"{route.path} is not marked read/write/public"
-        if access == "write":
+        assert access in ("read", "write", "admin", "public"), f"{route.path} is not marked read/write/admin/public"
+        if access in ("write", "admin"):
             writes |= {(m, route.path) for m in route.methods or ()}
         else:
             assert route.methods is not None and route.methods <= {"GET", "HEAD"}, route.path
+        if access == "admin":
+            assert route.methods == {"DELETE"}, route.path
     expected = {(m, p.replace(DOC, "{document_id}")) for m, p in WRITES}
     assert writes == expected
 

@@ -15,8 +15,10 @@ from app.convert.backends import modal_breaker
 from app.convert.local import ConverterPool
 from app.convert.options import ConversionOutput
 from app.convert.sniff import PDF
-from app.modal_app import convert_batch as modal_convert_batch
 from tests.conftest import CORPUS
+from tests.modal_standin import deploy
+
+__all__ = ["deploy"]  # the fixture
 
 pytestmark = pytest.mark.local_models
 
@@ -92,32 +94,15 @@ async def test_input_failures_are_final_at_once(tiny_timeout_above: Any) -> None
     assert info.value.error_class == "PasswordProtected" and info.value.final and len(seen) == 1
 
 
-async def test_single_file_formats_go_to_the_other_backend(
-    tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Local times out on a DOCX (no pages to slice): with Modal configured, Modal converts it."""
-    import modal
-
-    calls: list[int] = []
-
-    class Deployed:
-        remote = None
-
-        async def aio(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            calls.append(len(items))
-            return list(modal_convert_batch.local(items))
-
-    deployed = Deployed()
-    deployed.remote = deployed  # type: ignore[assignment]
-    monkeypatch.setattr(modal.Function, "from_name", lambda *a, **k: deployed)
-    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
-    modal_breaker.reset()
+async def test_single_file_formats_go_to_the_other_backend(tiny_timeout_above: Any, deploy: Any) -> None:
+    """Local times out on a DOCX (no pages to slice): with Modal configured, Modal converts it (the one
+    case a document that needs no GPU is sent there: its larger container is the last thing to try)."""
+    fake = deploy()
     tiny_timeout_above(0)
     docx = CORPUS / "docx" / "word_sample.docx"
     out = await convert_with_recovery(docx, filename="w.docx", media_type="application/octet-stream",
                                       options=LOCAL)
-    assert out.backend == "modal" and calls == [1] and out.markdown.strip()
+    assert out.backend == "modal" and fake.documents_sent == [1] and out.markdown.strip()
 
 
 def modal_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +113,7 @@ def modal_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     def from_name(*_: Any, **__: Any) -> Any:
         raise mex.ConnectionError("Could not connect to the Modal server.")
 
-    monkeypatch.setattr(modal.Function, "from_name", from_name)
+    monkeypatch.setattr(modal.Cls, "from_name", from_name)
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
     modal_breaker.reset()

@@ -60,15 +60,15 @@ async def test_quote_resolves_the_model_like_the_embedders(
     small = await quote(pool, ids, "openai:text-embedding-3-small@512")  # was a KeyError
     assert small.resource == "tokens" and small.quantity == tokens(all_texts)
     assert small.usd == pytest.approx(tokens(all_texts) * price("openai_token_text-embedding-3-small"))
-    assert small.model == "openai:text-embedding-3-small@512"
+    assert small.details["model"] == "openai:text-embedding-3-small@512"
 
     large = await quote(pool, ids, "text-embedding-3-large")  # was $0: no prefix
     assert large.usd == pytest.approx(tokens(all_texts) * price("openai_token_text-embedding-3-large"))
-    assert large.usd > 0 and large.model == "openai:text-embedding-3-large"
+    assert large.usd > 0 and large.details["model"] == "openai:text-embedding-3-large"
     assert large.to_json()["unit_price_usd"] == price("openai_token_text-embedding-3-large")
 
     batch = await quote(pool, ids, "text-embedding-3-large", batch_api=True)
-    assert batch.usd == pytest.approx(large.usd / 2) and batch.batch_api
+    assert batch.usd == pytest.approx(large.usd / 2) and batch.to_json()["batch_api"] is True
 
     local = await quote(pool, ids, "local:all-MiniLM-L6-v2")
     assert local.usd == 0 and local.resource is None

@@ -11,15 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import modal
 import modal.exception as mex
 import pytest
 
 from app.convert import ConversionFailure, ConvertOptions, convert_batch, convert_file
-from app.convert.backends import APP_NAME, FUNCTION_NAME, modal_breaker
+from app.convert.backends import APP_NAME, CLASS_NAME, modal_breaker
+from app.convert.modal_client import ModalItem, call_modal
 from app.convert.sniff import PDF, sniff_path
-from app.modal_app import convert_batch as modal_convert_batch
+from app.modal_app import Converter
 from tests.conftest import CORPUS
+from tests.modal_standin import deploy
+
+__all__ = ["deploy"]  # the fixture
 
 pytestmark = pytest.mark.local_models
 
@@ -29,50 +32,11 @@ DOCX = CORPUS / "docx" / "word_sample.docx"
 MODAL = ConvertOptions(backend="modal")
 
 
-class FakeDeployed:
-    """Stands in for ``modal.Function.from_name(...)``: ``remote.aio`` runs ``behaviour``."""
-
-    def __init__(self, behaviour: Any) -> None:
-        self.calls: list[list[dict[str, Any]]] = []
-        self.remote = self
-        self._behaviour = behaviour
-
-    async def aio(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.calls.append(items)
-        result = self._behaviour(items)
-        if asyncio.iscoroutine(result):
-            result = await result
-        return list(result)
-
-
 @pytest.fixture(autouse=True)
 def fresh_breaker() -> Iterator[None]:
     modal_breaker.reset()
     yield
     modal_breaker.reset()
-
-
-@pytest.fixture
-def deploy(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Install a fake deployed function; record the names it was looked up by."""
-    looked_up: list[tuple[str, str]] = []
-
-    def install(behaviour: Any) -> FakeDeployed:
-        fake = FakeDeployed(behaviour)
-
-        def from_name(app_name: str, name: str, **_: Any) -> FakeDeployed:
-            looked_up.append((app_name, name))
-            return fake
-
-        monkeypatch.setattr(modal.Function, "from_name", from_name)
-        fake.looked_up = looked_up  # type: ignore[attr-defined]
-        return fake
-
-    return install
-
-
-def run_body_locally(items: list[dict[str, Any]]) -> Any:
-    return asyncio.to_thread(modal_convert_batch.local, items)
 
 
 def test_import_needs_no_credentials(tmp_path: Path) -> None:
@@ -98,41 +62,50 @@ def test_function_body_runs_with_local_docling() -> None:
          "data": (CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf").read_bytes()},
         {"filename": "c.pdf", "media_type": PDF, "data": MULTI.read_bytes(), "page_range": [2, 3]},
     ]
-    results = modal_convert_batch.local(items)
+    reply = Converter(device="cpu").convert.local(items, None)  # type: ignore[call-arg]
+    results = reply["results"]
     assert len(results) == 4
     pdf, docx, locked, part = results
     assert pdf["ok"] and pdf["page_count"] == 5 and pdf["pipeline"] == "native" and pdf["markdown"].strip()
-    assert pdf["docling_json"].startswith(b"{") and pdf["convert_s"] > 0 and pdf["gpu_s"] >= pdf["convert_s"]
-    assert pdf["gpu"] is None  # .local(): not in a Modal container, no GPU
+    assert pdf["docling_json"].startswith(b"{") and pdf["convert_s"] > 0
+    assert pdf["usage"]["container_s"] >= pdf["convert_s"] and pdf["usage"]["started_container"]
+    # The container reports the deployment's GPU and the device it really converted on.
+    assert reply["container"]["gpu"] == "A10G" and reply["container"]["device"] == "cpu"
     assert docx["ok"] and docx["pipeline"] == "simple" and docx["markdown"].strip()
     assert not locked["ok"] and locked["failure"]["error_class"] == "PasswordProtected"
     assert part["ok"] and part["page_count"] == 2 and part["page_range"] == [2, 3]
 
 
 async def test_service_calls_the_deployed_function_by_name(deploy: Any) -> None:
-    fake = deploy(run_body_locally)
-    results = await convert_batch([(MULTI, "a.pdf", PDF), (DOCX, "b.docx", sniff_path(DOCX)),
+    fake = deploy()
+    results = await convert_batch([(MULTI, "a.pdf", PDF), (MULTI, "b.pdf", PDF), (DOCX, "b.docx", sniff_path(DOCX)),
                                    (CORPUS / "md" / "duck.md", "duck.md", "text/markdown")], MODAL)
-    assert fake.looked_up == [(APP_NAME, FUNCTION_NAME)]
-    assert len(fake.calls) == 1 and len(fake.calls[0]) == 3  # one call, one container start
-    assert fake.calls[0][0]["data"] == MULTI.read_bytes()
-    for out in results:
+    assert fake.looked_up and set(fake.looked_up) == {(APP_NAME, CLASS_NAME)}
+    assert fake.documents_sent == [2]  # the two PDFs in one call (one container start); the rest local
+    assert fake.calls[0].items[0]["data"] == MULTI.read_bytes()
+    pdf_a, pdf_b, docx, md = results
+    for out in (pdf_a, pdf_b):
         assert not isinstance(out, ConversionFailure)
         assert out.backend == "modal" and out.fallback is None and out.gpu == "A10G" and out.gpu_s > 0
-        assert out.cpu_s == 0.0 and out.markdown.strip()
-    assert results[0].page_count == 5
+        assert out.cpu_s == 0.0 and out.markdown.strip() and out.page_count == 5
+        [usage] = out.modal_usage
+        assert usage.batch_documents == 2 and usage.started_container
+    for out in (docx, md):
+        assert not isinstance(out, ConversionFailure)
+        assert out.backend == "local" and out.fallback is None and not out.modal_usage
 
 
 async def test_input_failures_on_modal_are_not_fallbacks(deploy: Any) -> None:
-    deploy(run_body_locally)
+    deploy()
     with pytest.raises(ConversionFailure) as info:
         await convert_file(CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf", filename="x.pdf",
                            media_type=PDF, options=MODAL)
     assert info.value.error_class == "PasswordProtected" and info.value.backend == "modal"
+    assert info.value.modal_usage and info.value.modal_usage[0].container_s > 0  # the failure was billed
 
 
 def raising(exc: BaseException) -> Any:
-    def behaviour(items: list[dict[str, Any]]) -> Any:
+    def behaviour(items: list[dict[str, Any]], deadline: float | None) -> Any:
         raise exc
 
     return behaviour
@@ -160,20 +133,21 @@ async def test_modal_failures_fall_back_to_local(deploy: Any, exc: BaseException
 
 
 async def test_a_slow_modal_call_times_out_and_falls_back(deploy: Any) -> None:
-    async def hang(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def hang(items: list[dict[str, Any]], deadline: float | None) -> dict[str, Any]:
         await asyncio.sleep(30)
-        return []
+        return {}
 
-    deploy(hang)
+    fake = deploy(hang)
     options = ConvertOptions(backend="modal", modal_timeout_s=0.3)
     out = await convert_file(MULTI, filename="a.pdf", media_type=PDF, options=options)
     assert out.backend == "local" and out.fallback is not None and out.fallback["reason"] == "timeout"
+    assert fake.calls[0].cancelled_with == {"terminate_containers": True}  # cancelled, not left billing
 
 
 async def test_an_outage_is_remembered_for_a_while(deploy: Any) -> None:
     fake = deploy(raising(mex.ConnectionError("Could not connect to the Modal server.")))
     first = await convert_file(MULTI, filename="a.pdf", media_type=PDF, options=MODAL)
-    second = await convert_file(DOCX, filename="b.docx", media_type=sniff_path(DOCX), options=MODAL)
+    second = await convert_file(MULTI, filename="b.pdf", media_type=PDF, options=MODAL)
     assert len(fake.calls) == 1  # the second document did not wait for Modal again
     assert first.fallback and second.fallback
     assert second.fallback["reason"] == "unreachable" and "not retried" in second.fallback["message"]
@@ -206,17 +180,17 @@ def test_auto_backend_follows_modal_credentials() -> None:
 async def test_a_lookup_that_hangs_is_unreachable_and_trips_the_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Modal client retries a dead server by itself: the lookup has its own short limit, so an
     outage is reported as unreachable (and the breaker opens) instead of waiting out the whole call."""
-    import app.convert.backends as backends
+    import app.convert.modal_client as client
 
     class Hanging:
-        class hydrate:  # mirrors modal: `function.hydrate.aio()`
+        class hydrate:  # mirrors modal: `cls.hydrate.aio()`
             @staticmethod
             async def aio() -> None:
                 await asyncio.sleep(3600)
 
-    monkeypatch.setattr(backends, "_lookup_function", lambda: Hanging())
-    monkeypatch.setattr(backends, "MODAL_CONNECT_TIMEOUT_S", 0.2)
-    with pytest.raises(backends.ModalUnavailable) as info:
-        await backends._call_modal([(0, MULTI, "m.pdf", "application/pdf")], MODAL, None)
-    assert info.value.reason == "unreachable" and "could not reach Modal" in str(info.value)
+    monkeypatch.setattr(client, "_lookup_class", lambda: Hanging())
+    monkeypatch.setattr(client, "MODAL_CONNECT_TIMEOUT_S", 0.2)
+    [outcome] = await call_modal([ModalItem(MULTI, "m.pdf", PDF, "default")], 600.0)
+    assert isinstance(outcome, client.ModalUnavailable)
+    assert outcome.reason == "unreachable" and "could not reach Modal" in str(outcome)
     assert modal_breaker.error is not None and modal_breaker.error.reason == "unreachable"

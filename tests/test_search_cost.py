@@ -20,7 +20,7 @@ from app.services.search import search
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument
-from tests.api_support import asgi_client
+from tests.api_support import AUTH, asgi_client
 from tests.openai_standin import StandIn, openai_standin, rate_limited, vector_for
 
 MODEL = "openai:text-embedding-3-small@64"
@@ -64,7 +64,7 @@ async def test_each_paid_query_is_a_ledger_line_from_the_function_the_cli_and_th
     async with asgi_client(dsn, pool, store, openai_api_key="sk-search", openai_base_url=standin.url) as (
         client, _app, _rt,
     ):  # fmt: skip
-        answer = await client.get("/search", params={"q": "cranes in the harbour", "k": 1})
+        answer = await client.get("/search", params={"q": "cranes in the harbour", "k": 1}, headers=AUTH)
         assert answer.status_code == 200 and answer.json()["hits"][0]["text"] == "cranes in the harbour"
 
     await catch_up_all(pool, dsn)
@@ -78,6 +78,9 @@ async def test_each_paid_query_is_a_ledger_line_from_the_function_the_cli_and_th
     assert float(month) == pytest.approx(float(sum(r["amount_usd"] for r in lines)))
     streams = await pool.fetch("SELECT DISTINCT stream_id FROM events WHERE type = $1", ev.CostIncurred.TYPE)
     assert all(r["stream_id"].startswith("search-") for r in streams)
+    actors = [r["actor"] for r in await pool.fetch(
+        "SELECT metadata ->> 'actor' AS actor FROM events WHERE type = $1 ORDER BY position", ev.CostIncurred.TYPE)]
+    assert actors[:2] == ["search", "cli"] and actors[2].startswith("token:")  # the API: the caller's token
 
 
 @pytest.mark.local_models

@@ -67,7 +67,7 @@ def modal_unreachable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def from_name(*_: Any, **__: Any) -> Any:
         raise mex.ConnectionError("Could not connect to the Modal server.")
 
-    monkeypatch.setattr(modal.Function, "from_name", from_name)
+    monkeypatch.setattr(modal.Cls, "from_name", from_name)
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
     modal_breaker.reset()
@@ -105,14 +105,19 @@ async def test_pdf_timeout_is_converted_in_page_slices(rt: Runtime, corpus: Path
     assert not await events_of(rt, up.document_id, ev.ConversionFailed.TYPE)
 
 
-async def test_modal_unreachable_falls_back_to_local_and_says_why(rt: Runtime, modal_unreachable: None) -> None:
-    up = await put_bytes(rt, b"# Fallback\n\nConverted locally because Modal was down.\n", "fallback.md")
-    statuses = await drive(rt, [up.document_id], timeout=120)
-    assert statuses[up.document_id] == "searchable"
-    [converted] = await events_of(rt, up.document_id, ev.DocumentConverted.TYPE)
+async def test_modal_unreachable_falls_back_to_local_and_says_why(
+    rt: Runtime, corpus: Path, modal_unreachable: None
+) -> None:
+    pdf = await put_file(rt, corpus / "pdf" / "multi_page.pdf")
+    md = await put_bytes(rt, b"# Local\n\nMarkdown needs no GPU: converted locally, Modal or not.\n", "local.md")
+    statuses = await drive(rt, [pdf.document_id, md.document_id], timeout=120)
+    assert statuses == {pdf.document_id: "searchable", md.document_id: "searchable"}
+    [converted] = await events_of(rt, pdf.document_id, ev.DocumentConverted.TYPE)
     assert converted["backend"] == "local"
     assert converted["fallback"]["from_backend"] == "modal" and converted["fallback"]["reason"] == "unreachable"
     assert "Modal" in converted["fallback"]["message"]
+    [local] = await events_of(rt, md.document_id, ev.DocumentConverted.TYPE)
+    assert local["backend"] == "local" and local["fallback"] is None  # never sent to Modal
 
 
 async def test_failure_after_modal_fallback_records_both(

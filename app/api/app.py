@@ -29,6 +29,7 @@ from app.api.responses import json_response
 from app.api.sse import Hub
 from app.config import Settings
 from app.runtime import Runtime, open_runtime
+from app.services.tokens import TokenCache
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.tokens = TokenCache()
     app.state.rt = None
     app.state.worker_slots = worker_slots
     app.state.sse_poll_s = sse_poll_s

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app.api.auth import reads, writes
+from app.api.auth import actor_of, admin, reads, require, writes
 from app.api.common import document_id, event_json, int_param, json_body, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
@@ -83,7 +83,7 @@ async def upload(request: Request) -> Response:
         body.chunks,
         filename=body.filename,
         source="api",
-        actor="api",
+        actor=actor_of(request),
         declared_media_type=body.declared_media_type,
         max_bytes=rt.settings.max_upload_bytes,
         reject_unsupported=True,
@@ -254,8 +254,10 @@ async def reprocess(request: Request) -> Response:
     if stage == "embed" and not wanted.model:
         raise ApiError(400, "invalid_parameter", "stage embed needs a model (no earlier embedding to repeat)")
     plan = await reprocess_service.plan(rt.pool, rt.settings, Selection(document_ids=(doc,)), wanted)
+    if plan.paid:
+        await require(request, "admin")  # spending money needs admin; a free re-run only write
     await reprocess_service.execute(
-        rt.pool, rt.store, rt.settings, plan, actor="api", over_budget_ok=body.get("over_budget") is True
+        rt.pool, rt.store, rt.settings, plan, actor=actor_of(request), over_budget_ok=body.get("over_budget") is True
     )
     return json_response(
         {"document_id": doc, "stage": stage, "requested": True, "quote": plan.quote.to_json()}, status=202
@@ -280,13 +282,13 @@ def _opt_int(body: dict[str, Any], key: str) -> int | None:
     return value
 
 
-@writes
+@admin
 async def delete_document(request: Request) -> Response:
     rt = runtime(request)
     doc = document_id(request)
     body = await json_body(request)
     reason = _opt_str(body, "reason") or "deleted through the api"
-    deleted = await delete_service(rt.store, doc, reason, actor="api")
+    deleted = await delete_service(rt.store, doc, reason, actor=actor_of(request))
     return json_response({"document_id": doc, "deleted": deleted, "already_deleted": not deleted})
 
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.auth import public, reads
+from app.api.auth import actor_of, public, reads
 from app.api.common import int_param, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
@@ -38,7 +38,7 @@ async def search(request: Request) -> Response:
     if found is None:
         return json_response({"query": q, "k": k, "model": None, "hits": [], "note": NothingSearchable.__doc__})
     model = found[0]
-    hits = await run_search(rt.pool, rt.settings, q, k, model, store=rt.store, actor="api")
+    hits = await run_search(rt.pool, rt.settings, q, k, model, store=rt.store, actor=actor_of(request))
     return json_response({"query": q, "k": k, "model": model, "hits": [h.to_json() for h in hits]})
 
 

@@ -315,10 +315,33 @@ class CostIncurred(Event, frozen=True):
     details: dict[str, Any] | None = None
 
 
+# --- API tokens (stream ``token-<token_id>``) --------------------------------------------------
+
+Scope = Literal["read", "write", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
+
+
+class ApiTokenCreated(Event, frozen=True):
+    """A bearer token for the HTTP API. Only its sha256 is stored: the token itself is shown once."""
+
+    TYPE: ClassVar[str] = "ApiTokenCreated"
+    token_id: str
+    name: str
+    scope: Scope  # read < write < admin: each includes the ones before it
+    token_sha256: str
+    collections: list[str] | None = None  # None: every collection
+
+
+class ApiTokenRevoked(Event, frozen=True):
+    TYPE: ClassVar[str] = "ApiTokenRevoked"
+    token_id: str
+    reason: str = ""
+
+
 ALL: tuple[type[Event], ...] = (
     DocumentUploaded, DocumentDeleted, ConversionRequested, ChunkingRequested, EmbeddingRequested,
     DocumentConverted, DocumentChunked, ChunkingUnchanged, ChunksEmbedded, EmbeddingsCached,
     ConversionFailed, ChunkingFailed, EmbeddingFailed, CostIncurred,
-    EmbeddingBatchSubmitted, EmbeddingBatchFinished,
+    EmbeddingBatchSubmitted, EmbeddingBatchFinished, ApiTokenCreated, ApiTokenRevoked,
 )  # fmt: skip
 BY_TYPE: dict[str, type[Event]] = {cls.TYPE: cls for cls in ALL}

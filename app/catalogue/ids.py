@@ -23,6 +23,13 @@ def document_id_from_stream(stream_id: str) -> str | None:
     return stream_id.removeprefix(STREAM_PREFIX) if stream_id.startswith(STREAM_PREFIX) else None
 
 
+TOKEN_STREAM_PREFIX = "token-"
+
+
+def token_stream(token_id: str | uuid.UUID) -> str:
+    return f"{TOKEN_STREAM_PREFIX}{token_id}"
+
+
 def document_id_for_content(sha256: str) -> uuid.UUID:
     """Same content, same document: the id of a document without a key is its content hash's."""
     return uuid.uuid5(DOCUMENT_NAMESPACE, sha256)

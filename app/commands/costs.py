@@ -1,13 +1,16 @@
 """``chronos costs [--json]``: month-to-date spend against the monthly budget, by stage/provider
-(the budget is resolved in app/services/budget.py)."""
+(the budget is resolved in app/services/budget.py); ``chronos costs reconcile --provider modal``:
+make the ledger's Modal totals equal Modal's bill (app/convert/billing.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 
 import orjson
 
+from app.errors import InvalidRequest
 from app.runtime import open_runtime
 from app.services.budget import month_to_date
 
@@ -16,6 +19,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("costs", help="month-to-date spend against the monthly budget")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
+    more = p.add_subparsers(dest="costs_command", metavar="reconcile")
+    r = more.add_parser("reconcile", help="make the ledger's provider totals equal the provider's bill")
+    r.add_argument("--provider", required=True, choices=["modal"])
+    r.add_argument("--from", dest="start", type=date.fromisoformat, help="first UTC day (default: this month's first)")
+    r.add_argument("--to", dest="end", type=date.fromisoformat, help="UTC day after the last (default: today)")
+    r.add_argument("--app", default=None, help="Modal app name (default: chronos-docling)")
+    r.add_argument("--dry-run", action="store_true", help="show the adjustments, append nothing")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=reconcile_main)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -33,4 +45,34 @@ async def main(args: argparse.Namespace) -> int:
             f"warning: month-to-date spend ${report['spent_usd']:.2f} is over the ${report['budget_usd']:.2f} budget",
             file=sys.stderr,
         )
+    return 0
+
+
+async def reconcile_main(args: argparse.Namespace) -> int:
+    from app.convert import billing
+    from app.convert.options import modal_configured
+
+    if not modal_configured():
+        raise InvalidRequest(
+            "Modal is not configured: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET to a token of the workspace the "
+            "app is deployed in"
+        )
+    start, end = billing.default_period()
+    async with open_runtime() as rt:
+        result = await billing.reconcile_modal(
+            rt.pool, rt.store, args.start or start, args.end or end, app=args.app or billing.APP_NAME,
+            dry_run=args.dry_run,
+        )  # fmt: skip
+    report = result.to_json()
+    if args.json:
+        print(orjson.dumps(report).decode())
+        return 0
+    print(f"Modal ({report['app']}), {report['from']} to {report['to']} (UTC days, end exclusive)")
+    print(f"  {'day':<10} {'bill':>12} {'ledger':>12} {'adjustment':>12}")
+    for day in report["days"]:
+        print(f"  {day['day']:<10} {day['bill_usd']:>12.6f} {day['ledger_usd']:>12.6f} {day['adjustment_usd']:>12.6f}")
+    verb = "would append" if args.dry_run else "appended"
+    adjusted = sum(1 for d in report["days"] if d["adjustment_usd"])
+    print(f"bill ${report['bill_usd']:.6f}, ledger ${report['ledger_before_usd']:.6f} -> "
+          f"${report['ledger_after_usd']:.6f}; {verb} {adjusted} adjustment(s)")  # fmt: skip
     return 0

@@ -1,9 +1,11 @@
 """The convert stage: a file in, a DoclingDocument (JSON) and its Markdown out, or a clear failure.
 
 Local Docling runs in warm child processes with a per-document timeout and memory cap (``local``);
-the deployed Modal function (``app/modal_app.py``) runs the standard pipeline on a GPU, with a
-fallback to local when Modal is unavailable (``backends``); time/memory failures are retried in page
-slices or on the other backend (``recovery``). Nothing here writes events or touches the database.
+the deployed Modal converter (``app/modal_app.py``, ``container``) runs the standard pipeline on a GPU
+for the PDFs that need it, in batched calls (``batcher``, ``modal_client``) with a fallback to local
+when Modal is unavailable (``backends``); time/memory failures are retried in page slices or on the
+other backend (``recovery``). ``billing`` and ``quote`` read and write costs; nothing else here writes
+events or touches the database.
 """
 
 from app.convert.backends import convert_batch, convert_file

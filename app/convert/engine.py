@@ -20,7 +20,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub reads its constants
 
 import pypdfium2  # type: ignore[import-untyped]
-from docling.datamodel.base_models import ConversionStatus, DocumentStream, InputFormat
+from docling.datamodel.base_models import ConversionStatus, DocumentStream, FailureCategory, InputFormat
 from docling.datamodel.pipeline_options import (
     LayoutObjectDetectionOptions,
     NativePdfPipelineOptions,
@@ -72,21 +72,32 @@ def models_present() -> bool:
 
 
 class Engine:
-    """Docling converters built once per process and reused for every document."""
+    """Docling converters built once per process and reused for every document.
 
-    def __init__(self) -> None:
+    ``standard_options``: the standard PDF pipeline's options (the Modal container passes its GPU
+    settings, see ``app/modal_app.py``); ``document_timeout``: Docling's own per-document limit. A
+    document Docling stops at that limit comes back ``PARTIAL_SUCCESS`` and truncated: ``convert``
+    raises ``Timeout`` for it (retryable, so the recovery ladder converts it in page slices).
+    """
+
+    def __init__(self, standard_options: Any = None, document_timeout: float | None = None) -> None:
         self._converters: dict[str, DocumentConverter] = {}
+        self.document_timeout = document_timeout
+        self._standard_options = standard_options
+        if standard_options is not None and document_timeout is not None:
+            standard_options.document_timeout = document_timeout
 
     def converter(self, pdf_pipeline: str) -> DocumentConverter:
         if pdf_pipeline not in self._converters:
             pdf_option: FormatOption
             if pdf_pipeline == "standard":
-                pdf_option = PdfFormatOption(pipeline_cls=StandardPdfPipeline, pipeline_options=PdfPipelineOptions())
+                options = self._standard_options or PdfPipelineOptions(document_timeout=self.document_timeout)
+                pdf_option = PdfFormatOption(pipeline_cls=StandardPdfPipeline, pipeline_options=options)
             else:
                 # No page renders or picture bitmaps: search needs text, and on the corpus this made
                 # native conversion 3.4x faster and its JSON 22x smaller (same Markdown).
                 pdf_option = NativePdfFormatOption(pipeline_options=NativePdfPipelineOptions(
-                    generate_page_images=False, generate_picture_images=False))
+                    generate_page_images=False, generate_picture_images=False, document_timeout=self.document_timeout))
             conv = DocumentConverter(
                 allowed_formats=sorted(set(FORMATS.values()), key=lambda f: f.value),
                 format_options={InputFormat.PDF: pdf_option},
@@ -146,6 +157,17 @@ class Engine:
             )
         if result.status == ConversionStatus.FAILURE or result.document is None:
             raise _failure_for(media_type, messages, pdfium_error, page_count)
+        if result.status == ConversionStatus.PARTIAL_SUCCESS and timed_out(result):
+            # Docling stopped at ``document_timeout`` and returned what it had: a truncated document,
+            # never a conversion. Retryable: the ladder tries the other backend, then page slices.
+            done = result.document.num_pages() if media_type == PDF else 0
+            of = f" after {done} of {_expected_pages(page_count, page_range)} pages" if page_count else ""
+            raise errors.ConversionFailure(
+                errors.TIMEOUT,
+                f"Docling stopped at its document timeout ({self.document_timeout or 0:g} s){of}; "
+                "a truncated document is not accepted",
+                page_count=page_count,
+            )
         if result.status != ConversionStatus.SUCCESS:
             warnings.extend(f"{result.status.value}: {m}" for m in messages)
         doc = result.document
@@ -258,6 +280,11 @@ def _failure_for(
         errors.DOCLING_ERROR, f"Docling could not convert the document: {detail}", retryable=False,
         page_count=page_count,
     )
+
+
+def timed_out(result: Any) -> bool:
+    """Docling recorded that it stopped at ``document_timeout`` (errors of category TIMEOUT)."""
+    return any(getattr(e, "category", None) == FailureCategory.TIMEOUT for e in result.errors)
 
 
 _MEMORY_MARKERS = ("std::bad_alloc", "MemoryError", "Cannot allocate memory", "out of memory")

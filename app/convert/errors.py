@@ -3,6 +3,8 @@ retry can help. The pipeline turns it into a ``ConversionFailed`` event."""
 
 from __future__ import annotations
 
+from typing import Any
+
 # Error classes (the ``error_class`` of ConversionFailed). Retryable ones may succeed another time or
 # another way (in page slices, on the other backend); the others are properties of the input.
 EMPTY_FILE = "EmptyFile"
@@ -44,6 +46,9 @@ class ConversionFailure(Exception):
         self.final = final  # True when the recovery policy has nothing left to try
         self.attempts = list(attempts or [])
         self.fallback: dict[str, str] | None = None  # set when Modal was unavailable and local failed
+        # Modal container time this document was billed for on the way to this failure
+        # (app.convert.options.ModalUsage), so the failure event carries its cost lines.
+        self.modal_usage: list[Any] = []
 
     def to_dict(self) -> dict[str, object]:
         return {

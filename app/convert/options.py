@@ -42,9 +42,14 @@ class ConvertOptions:
     memory_mb: int = 3072
     """Resident memory cap of the local converter process."""
     gpu: str = field(default_factory=lambda: os.environ.get("CHRONOS_MODAL_GPU", "A10G"))
-    """GPU the deployed Modal function runs on (set at deploy time; used for pricing)."""
+    """GPU the deployment is expected to have (``CHRONOS_MODAL_GPU``, as at deploy time). Cost lines use
+    the GPU the deployed containers report; this prices only a call cancelled before any reply."""
     modal_timeout_s: float = 600.0
-    """Limit for one Modal call (a whole batch), including the container start."""
+    """Limit for one Modal call (a whole batch), including the container start; the call is cancelled
+    when it passes (the deployed function's own timeout, 540 s, is shorter)."""
+    any_type_on_modal: bool = False
+    """Send documents that need no GPU to Modal too: only the recovery ladder's try on the other
+    backend does, for a file that timed out or ran out of memory locally and has no pages to slice."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -67,6 +72,41 @@ class ConvertOptions:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+IMAGE_MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/tiff", "image/bmp", "image/webp"})
+"""Images need the standard pipeline (OCR) too; Chronos does not accept them yet (``sniff``)."""
+
+
+def runs_on_modal(media_type: str, pipeline: str) -> bool:
+    """Whether a document goes to the Modal GPU when the backend is Modal: only what needs Docling's
+    standard pipeline (layout, tables, OCR: PDFs unless the native pipeline is asked for, images).
+    Office, web, Markdown and CSV files, and native-pipeline PDFs, use no GPU: they convert locally."""
+    if media_type in IMAGE_MEDIA_TYPES:
+        return True
+    return media_type == "application/pdf" and pipeline != "native"
+
+
+@dataclass
+class ModalUsage:
+    """Modal container time attributed to one document (what the ledger prices; see app/costs.py).
+
+    ``container_s`` is the document's share of everything its call held the container for: its own
+    conversion, an equal share of the batch's overhead, of the cold start when its batch started the
+    container, and of the idle time (``app.convert.container`` explains the attribution)."""
+
+    gpu: str
+    container_s: float
+    cpu_cores: float
+    memory_gib: float
+    busy_s: float = 0.0  # this document's share of the batch's own run time
+    cold_start_s: float = 0.0  # share of the container's start (boot, imports, model loading)
+    idle_s: float = 0.0  # share of the time the container was held idle (scaledown window)
+    container_id: str | None = None
+    started_container: bool = False  # this document's batch was the first on a new container
+    batch_documents: int = 1
+    cancelled: bool = False  # the call was cancelled after the client's timeout (an upper bound)
+    device: str | None = None
+
+
 @dataclass
 class ConversionOutput:
     docling_json: bytes  # DoclingDocument JSON
@@ -84,3 +124,4 @@ class ConversionOutput:
     slices: list[list[int]] | None = None  # 1-based inclusive page ranges when converted in slices
     media_type: str | None = None  # the sniffed type that was converted
     warnings: list[str] = field(default_factory=list)
+    modal_usage: list[ModalUsage] = field(default_factory=list)  # Modal time billed for this document

@@ -11,6 +11,9 @@ Policy (``convert_with_recovery``), each step only while the failure is Timeout 
    quarantine the document with the reason.
 Failures that are properties of the input (password, corrupt, unsupported, empty, ...) are returned
 at once; ``final`` is then ``not retryable``.
+
+Modal container time billed on the way (a Modal attempt that failed or was cancelled) is carried into
+the result or the final failure (``modal_usage``), so the stage records its cost whatever the outcome.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from app.convert import errors
 from app.convert.backends import check_input, convert_file
 from app.convert.errors import ConversionFailure
 from app.convert.local import convert_local, merge_local, pdf_page_count
-from app.convert.options import ConversionOutput, ConvertOptions, modal_configured
+from app.convert.options import ConversionOutput, ConvertOptions, ModalUsage, modal_configured, runs_on_modal
 from app.convert.sniff import PDF
 
 log = logging.getLogger(__name__)
@@ -35,32 +38,41 @@ async def convert_with_recovery(
 ) -> ConversionOutput:
     started = time.perf_counter()
     attempts: list[str] = []
+    paid: list[ModalUsage] = []  # Modal time of attempts that did not produce the result
     media_type = check_input_or_final(path, filename, media_type)
     backend = options.resolved_backend()
     try:
         return await convert_file(path, filename=filename, media_type=media_type, options=options)
     except ConversionFailure as failure:
         last = failure
+        paid += failure.modal_usage
         attempts.append(f"{failure.backend or backend} whole document: {_short(failure)}")
         if failure.error_class not in errors.RESOURCE_LIMITS:
-            raise _finish(failure, attempts, final=not failure.retryable) from None
+            raise _finish(failure, attempts, final=not failure.retryable, paid=paid) from None
     page_count = last.page_count
     ran_on = last.backend or backend  # Modal may have fallen back to local already
     if page_count is None and media_type == PDF:
         page_count = await pdf_page_count(path, options)
 
     other = None if last.fallback else _other_backend(ran_on)  # after a fallback both were tried
+    # A file with no pages to slice may try Modal's larger container even though it needs no GPU; a
+    # sliceable one that needs no GPU goes straight to page slices (on "modal" it would run here again).
+    sliceable = media_type == PDF and bool(page_count and page_count > 1)
+    if other == "modal" and sliceable and not runs_on_modal(media_type, options.pipeline):
+        other = None
     if other is not None:
+        retry = dataclasses.replace(options, backend=other, any_type_on_modal=not sliceable)
         try:
-            output = await convert_file(path, filename=filename, media_type=media_type,
-                                        options=dataclasses.replace(options, backend=other))
+            output = await convert_file(path, filename=filename, media_type=media_type, options=retry)
             output.total_s = time.perf_counter() - started
+            output.modal_usage = paid + output.modal_usage
             return output
         except ConversionFailure as failure:
-            attempts.append(f"{other} whole document: {_short(failure)}")
+            paid += failure.modal_usage
+            attempts.append(f"{failure.backend or other} whole document: {_short(failure)}")
             page_count = page_count or failure.page_count
             if failure.error_class not in errors.RESOURCE_LIMITS:
-                raise _finish(failure, attempts, final=not failure.retryable) from None
+                raise _finish(failure, attempts, final=not failure.retryable, paid=paid) from None
             last = failure
 
     if media_type == PDF and page_count and page_count > 1:
@@ -71,13 +83,14 @@ async def convert_with_recovery(
             parts += await _slices(path, media_type, options, mid + 1, page_count, budget, attempts)
         except ConversionFailure as failure:
             failure.fallback = failure.fallback or last.fallback
-            raise _finish(failure, attempts, final=True) from None
+            raise _finish(failure, attempts, final=True, paid=paid) from None
         output = await _merge(parts, options)
         output.total_s = time.perf_counter() - started
         output.fallback = output.fallback or last.fallback
+        output.modal_usage = paid
         log.info("converted in page slices", extra={"file_name": filename, "slices": output.slices})
         return output
-    raise _finish(last, attempts, final=True)
+    raise _finish(last, attempts, final=True, paid=paid)
 
 
 def check_input_or_final(path: Path, filename: str, media_type: str) -> str:
@@ -91,7 +104,7 @@ def check_input_or_final(path: Path, filename: str, media_type: str) -> str:
 def _other_backend(ran_on: str) -> str | None:
     if ran_on == "modal":
         return "local"
-    from app.convert.backends import modal_breaker
+    from app.convert.modal_client import modal_breaker
 
     if modal_configured() and modal_breaker.error is None:
         return "modal"
@@ -135,10 +148,13 @@ def _short(failure: ConversionFailure) -> str:
     return f"{failure.error_class} ({failure.message[:160]})"
 
 
-def _finish(failure: ConversionFailure, attempts: list[str], final: bool) -> ConversionFailure:
+def _finish(
+    failure: ConversionFailure, attempts: list[str], final: bool, paid: list[ModalUsage] | None = None
+) -> ConversionFailure:
     if len(attempts) <= 1:
         failure.final = final
         failure.attempts = attempts
+        failure.modal_usage = list(paid or [])
         if final and failure.retryable:
             failure.retryable = False
         return failure
@@ -153,4 +169,5 @@ def _finish(failure: ConversionFailure, attempts: list[str], final: bool) -> Con
         attempts=attempts,
     )
     result.fallback = failure.fallback  # why Modal was not used, if it was not: kept for the event
+    result.modal_usage = list(paid or [])
     return result

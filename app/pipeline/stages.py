@@ -25,7 +25,7 @@ from app.catalogue import events as ev
 from app.catalogue import ids
 from app.catalogue.codec import decode_payload, new_event
 from app.catalogue.content import load_content, store_content
-from app.costs import CostLine, local_cpu, modal_gpu
+from app.costs import CostLine, local_cpu, modal_usages
 from app.pipeline.jobs import Job
 from app.pipeline.stream import DocumentStream
 from app.runtime import Runtime
@@ -236,7 +236,13 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
             # is left to try (``final``: the document is quarantined with the reason).
             output = await convert_with_recovery(path, filename=up.filename, media_type=media_type, options=options)
         except ConversionFailure as exc:
-            raise _conversion_failure(exc, options) from exc
+            # A failure can still have cost Modal container time (a cancelled or failed call): its
+            # cost lines go with the failure event, keyed by the attempt so a retry records its own.
+            failed = failure_outcome(job, actor, _conversion_failure(exc, options))
+            paid = modal_usages(exc.modal_usage)
+            failed.events += _cost_events(job, actor, "convert", failed.events[0].event_id, paid,
+                                          key=f"failed:{job.attempts}:")
+            return failed
     docling_ref = await rt.blobs.put_bytes(output.docling_json, "application/json")
     markdown_ref = await rt.blobs.put_bytes(output.markdown.encode("utf-8"), "text/markdown")
     converted = ev.DocumentConverted(
@@ -256,9 +262,9 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
         slices=output.slices,
         gpu=output.gpu,
     )
-    lines: list[CostLine] = []
-    if output.gpu_s > 0 and output.gpu:
-        lines.append(modal_gpu(output.gpu_s, output.gpu))
+    # Modal: GPU, CPU and memory of the container time this document held (its share of the batch,
+    # the cold start and the idle tail), including attempts that did not produce this result.
+    lines: list[CostLine] = modal_usages(output.modal_usage)
     if output.cpu_s > 0:
         lines.append(local_cpu(output.cpu_s))
     elif output.backend == "local":

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from app import costs
 from app.catalogue import events as ev
 from app.catalogue.codec import new_event
 from app.catalogue.ids import stream_for
@@ -53,15 +52,10 @@ class Quote:
     resource: str | None
     quantity: float
     usd: float
-    model: str | None = None  # embed: the model as its vectors will be stored
-    unit_price_usd: float | None = None
-    batch_api: bool = False
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. the GPU, pages, and what the price rests on
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"resource": self.resource, "quantity": self.quantity, "usd": self.usd}
-        if self.model is not None:
-            out.update(model=self.model, unit_price_usd=self.unit_price_usd, batch_api=self.batch_api)
-        return out
+        return {**self.details, "resource": self.resource, "quantity": self.quantity, "usd": self.usd}
 
 
 @dataclass
@@ -72,6 +66,11 @@ class Plan:
     requested: int = 0
     extra: list[str] = field(default_factory=list)
     batches: Submitted | None = None  # what a Batch API request submitted
+
+    @property
+    def paid(self) -> bool:
+        """Does the request spend money (a priced quote, or a GPU conversion asked for)?"""
+        return self.quote.usd > 0 or (self.request.stage == "convert" and self.request.backend == "modal")
 
 
 def validated(request: StageRequest, settings: Settings) -> StageRequest:
@@ -98,24 +97,25 @@ def validated(request: StageRequest, settings: Settings) -> StageRequest:
     return StageRequest(**{**request.__dict__, "model": spec.stored})
 
 
-async def quote(pool: asyncpg.Pool, settings: Settings, request: StageRequest, ids: list[str]) -> Quote:
+async def quote(
+    pool: asyncpg.Pool, request: StageRequest, ids: list[str], settings: Settings | None = None
+) -> Quote:
     """Estimated USD of the request: embedding tokens not in the cache (app/embedders/pricing.py), or
-    Modal GPU seconds per page."""
+    the conversion's GPU time (app/convert/quote.py). ``settings``: the caller's (``plan`` passes its own;
+    they only matter to name the default model)."""
     if request.stage == "embed" and request.model:
         from app.embedders.pricing import quote_embedding
 
+        settings = settings or Settings.from_env()
         q = await quote_embedding(pool, ids, request.model, settings, batch_api=request.batch_api)
-        return Quote(q["resource"], q["quantity"], q["usd"], q["model"], q["unit_price_usd"], q["batch_api"])
-    if request.stage == "convert" and request.backend == "modal":
-        row = await pool.fetchrow(
-            "SELECT coalesce(sum(l.quantity) / nullif(sum(d.page_count), 0), 2.0) AS s_per_page "
-            "FROM cost_ledger l JOIN documents d USING (document_id) WHERE l.resource = 'gpu_seconds'"
-        )
-        pages = await pool.fetchval(
-            "SELECT coalesce(sum(page_count), 0) FROM documents WHERE document_id = ANY($1::uuid[])", ids
-        )
-        seconds = float(row["s_per_page"] if row else 2.0) * int(pages)
-        return Quote("gpu_seconds", seconds, seconds * costs.price("modal_gpu_second_a10g"))
+        rest = {k: v for k, v in q.items() if k not in ("resource", "quantity", "usd")}  # model, unit price, batch_api
+        return Quote(q["resource"], float(q["quantity"]), float(q["usd"]), rest)
+    if request.stage == "convert":
+        from app.convert.quote import convert_quote
+
+        q = await convert_quote(pool, ids, request.backend, request.pipeline)
+        rest = {k: v for k, v in q.items() if k not in ("resource", "quantity", "usd")}
+        return Quote(q["resource"], float(q["quantity"]), float(q["usd"]), rest)
     return Quote(None, 0, 0.0)
 
 
@@ -123,7 +123,7 @@ async def plan(pool: asyncpg.Pool, settings: Settings, selection: Selection, req
     """The documents and the quote; nothing is appended yet."""
     request = validated(request, settings)
     ids = await select_documents(pool, selection)
-    return Plan(request, ids, await quote(pool, settings, request, ids))
+    return Plan(request, ids, await quote(pool, request, ids, settings))
 
 
 async def execute(

@@ -163,6 +163,18 @@ async def upload_documents(scenario: Scenario, seed: int = 7) -> list[str]:
     return scenario.ids
 
 
+async def upload_files(scenario: Scenario, paths: list[Path]) -> list[str]:
+    """Upload real files as well (e.g. corpus PDFs, the only documents that go to Modal)."""
+    ids = []
+    async with open_runtime(scenario.settings) as rt:
+        for path in paths:
+            result = await ingest_stream(rt.store, rt.blobs, aiter_bytes(path.read_bytes()), filename=path.name,
+                                         source="faults", actor="faults")
+            ids.append(result.document_id)
+    scenario.ids.extend(ids)
+    return ids
+
+
 async def wait_final(scenario: Scenario, timeout: float, tick: Any = None) -> dict[str, str]:
     """Poll until every document is final; ``tick`` (async, gets elapsed seconds) injects faults meanwhile."""
     deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.conftest import CORPUS
 from tests.faults.harness import (
     LONG,
     Scenario,
@@ -30,6 +31,7 @@ from tests.faults.harness import (
     refused_url,
     server_dsn,
     upload_documents,
+    upload_files,
     verify,
     wait_final,
 )
@@ -40,6 +42,7 @@ pytestmark = [pytest.mark.local_models, pytest.mark.faults]
 DOCS = int(os.environ.get("CHRONOS_FAULTS_DOCS") or (300 if LONG else 16))
 TIMEOUT = 2400 if LONG else 600
 RESULTS = Path(__file__).resolve().parent / "last_results.json"
+PDFS = ("multi_page.pdf", "normal_4pages.pdf", "2305.03393v1-pg9.pdf", "right_to_left_01.pdf")
 
 
 def record(name: str, figures: dict[str, object]) -> None:
@@ -254,8 +257,10 @@ async def test_replay_while_ingesting(scenario: Scenario) -> None:
 
 async def test_modal_unreachable_or_timing_out(scenario: Scenario) -> None:
     """Modal configured, but one worker's Modal refuses connections and the other's never answers:
-    every conversion falls back to local Docling, and the event says so."""
+    every PDF (the documents that go to Modal) falls back to local Docling, and the event says so;
+    the generated Markdown, HTML and CSV files need no GPU and convert locally without trying Modal."""
     await upload_documents(scenario)
+    pdfs = await upload_files(scenario, [CORPUS / "pdf" / name for name in PDFS])
     scenario.env.update(MODAL_TOKEN_ID="ak-faults", MODAL_TOKEN_SECRET="as-faults", CHRONOS_MODAL_TIMEOUT="3")
     with black_hole() as hanging:
         scenario.env["MODAL_SERVER_URL"] = refused_url()
@@ -267,14 +272,17 @@ async def test_modal_unreachable_or_timing_out(scenario: Scenario) -> None:
     conn = await asyncpg.connect(await server_dsn(scenario))
     try:
         rows = await conn.fetch(
-            "SELECT data -> 'fallback' ->> 'reason' AS reason, data ->> 'backend' AS backend, count(*) AS n "
-            "FROM events WHERE type = 'DocumentConverted' GROUP BY 1, 2"
+            "SELECT data -> 'fallback' ->> 'reason' AS reason, data ->> 'backend' AS backend, "
+            "stream_id = ANY($1::text[]) AS pdf, count(*) AS n FROM events WHERE type = 'DocumentConverted' "
+            "GROUP BY 1, 2, 3", [f"document-{d}" for d in pdfs]
         )
     finally:
         await conn.close()
-    fallbacks = {f"{r['backend']} after {r['reason']}": r["n"] for r in rows}
-    assert all(r["backend"] == "local" and r["reason"] for r in rows), fallbacks
-    scenario.faults = sum(r["n"] for r in rows)
+    fallbacks = {f"{'pdf' if r['pdf'] else 'other'} {r['backend']} after {r['reason']}": r["n"] for r in rows}
+    assert all(r["backend"] == "local" for r in rows), fallbacks
+    assert all(bool(r["reason"]) == r["pdf"] for r in rows), fallbacks  # only PDFs went to Modal
+    assert sum(r["n"] for r in rows if r["pdf"]) == len(pdfs), fallbacks
+    scenario.faults = sum(r["n"] for r in rows if r["pdf"])
     figures = await verify(scenario)
     record("modal_unreachable_or_timing_out", {**figures, "fallbacks": fallbacks})
 

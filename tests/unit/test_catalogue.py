@@ -55,7 +55,7 @@ def sample(cls: type[ev.Event]) -> ev.Event:
         ev.CostIncurred: {"stage": "embed", "provider": "openai", "resource": "tokens", "quantity": 5.0,
                           "unit_price_usd": 2e-8, "amount_usd": 1e-7, "caused_by": "e", "details": {"k": 1}},
     }  # fmt: skip
-    batches: dict[type[ev.Event], dict[str, Any]] = {  # no document_id: the stream embedding-batch-<id>
+    others: dict[type[ev.Event], dict[str, Any]] = {  # no document_id: streams embedding-batch-<id>, token-<id>
         ev.EmbeddingBatchSubmitted: {"batch_id": "b", "openai_batch_id": "batch_1", "input_file_id": "file_1",
                                      "input": BLOB, "model": "openai:m", "dimensions": 4,
                                      "documents": [ev.EmbeddingBatchDocument(document_id=DOC, chunk_set_id="s",
@@ -64,9 +64,12 @@ def sample(cls: type[ev.Event]) -> ev.Event:
         ev.EmbeddingBatchFinished: {"batch_id": "b", "openai_batch_id": "batch_1", "status": "expired",
                                     "output": BLOB, "errors": BLOB, "embedded_documents": [DOC],
                                     "incomplete_documents": {DOC: "expired"}, "tokens": 9, "amount_usd": 1e-7},
+        ev.ApiTokenCreated: {"token_id": "t", "name": "ci", "scope": "write", "token_sha256": "b" * 64,
+                             "collections": ["reports"]},
+        ev.ApiTokenRevoked: {"token_id": "t", "reason": "leaked"},
     }  # fmt: skip
-    if cls in batches:
-        return cls(**batches[cls])
+    if cls in others:
+        return cls(**others[cls])
     return cls(**common, **values[cls])
 
 
