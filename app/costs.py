@@ -18,6 +18,7 @@ Defaults come from the providers' public price lists (checked 2026; override any
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -129,6 +130,34 @@ def modal_rate_per_second(gpu: str, cpu_cores: float, memory_gib: float) -> floa
 
 def local_cpu(seconds: float) -> CostLine:
     return CostLine("local", "cpu_seconds", seconds, price("local_cpu_second"))
+
+
+_PER_REQUEST = frozenset({"request", "custom_id"})  # details that name one request of several
+
+
+def summed(lines: Sequence[CostLine]) -> list[CostLine]:
+    """One line per provider and resource for one result, as ``chronos check`` wants it (two lines of one
+    resource for one result count as paid twice): quantities and amounts add up, the details of the first
+    line are kept without what named a single request, plus ``requests`` (how many lines were summed)
+    and ``inputs`` added up when the lines have them. An OpenAI result made of several requests (or a
+    Batch API document of several lines) is billed request by request; its ledger line is their sum."""
+    groups: dict[tuple[str, str], list[CostLine]] = {}
+    for line in lines:
+        groups.setdefault((line.provider, line.resource), []).append(line)
+    out: list[CostLine] = []
+    for (provider, resource), group in groups.items():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        quantity = sum(g.quantity for g in group)
+        amount = sum(g.quantity * g.unit_price_usd for g in group)
+        unit = amount / quantity if quantity else group[0].unit_price_usd
+        details = {k: v for k, v in (group[0].details or {}).items() if k not in _PER_REQUEST}
+        if all(g.details and "inputs" in g.details for g in group):
+            details["inputs"] = sum(int((g.details or {})["inputs"]) for g in group)
+        details["requests"] = len(group)
+        out.append(CostLine(provider, resource, quantity, unit, details))
+    return out
 
 
 def openai_tokens(tokens: int, model: str, *, batch_api: bool = False) -> CostLine:

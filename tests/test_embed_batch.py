@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from app.catalogue import events as ev
+from app.check import run_checks
 from app.config import Settings
 from app.costs import price
 from app.embedders.batch_jobs import BatchState, Submitted, poll_embedding_batches, submit_embedding_batches
@@ -197,3 +198,5 @@ async def test_an_expired_batch_keeps_its_finished_lines_and_a_resubmission_send
     assert tokens == standin.batch_billed_tokens
     assert await rt.pool.fetchval("SELECT count(*) FROM vectors WHERE model = $1", NEW) == 2053
     assert await statuses(rt, [a, b]) == ["searchable", "searchable"]
+    report = await run_checks(rt.pool)  # nothing paid twice, no blob missing
+    assert not report.errors, [f.to_json() for f in report.errors]

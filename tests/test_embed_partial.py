@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from app.catalogue import events as ev
+from app.check import run_checks
 from app.config import Settings
 from app.costs import price
 from app.runtime import Runtime
@@ -74,12 +75,35 @@ async def test_second_request_failing_keeps_the_first_and_the_retry_sends_only_t
     assert tokens == standin.billed_tokens  # the ledger is the bill: request 1, then the retry's request
     assert usd == pytest.approx(standin.billed_tokens * price("openai_token_text-embedding-3-small"), abs=1e-7)
     lines = await rt.pool.fetchval("SELECT count(*) FROM cost_ledger WHERE provider = 'openai'")
-    assert lines == 2  # one per billed request
+    assert lines == 2  # one per result: request 1's (EmbeddingsCached), the retry's (ChunksEmbedded)
     assert await rt.pool.fetchval("SELECT count(*) FROM vectors WHERE document_id = $1", doc.document_id) == 2100
     cached = await rt.pool.fetchval("SELECT count(DISTINCT text_sha256) FROM embedding_cache WHERE model = $1", SMALL)
     assert cached == 2100
     embedded = [e.data for e in await rt.store.read_stream(doc.stream) if e.type == ev.ChunksEmbedded.TYPE]
     assert embedded[0]["reused_count"] == 2048
+
+
+async def test_a_document_embedded_in_several_requests_has_one_ledger_line_and_a_clean_check(
+    rt: Runtime, standin: StandIn
+) -> None:
+    """OpenAI bills request by request; the result's ledger line is their sum (``chronos check`` counts
+    two lines of one resource for one result as paid twice)."""
+    texts = [f"entry {i} of the tide tables" for i in range(2100)]  # two requests: 2048 inputs + 52
+    doc = SyntheticDocument(rt.store, rt.blobs)
+    await doc.upload()
+    await doc.convert()
+    await doc.chunk(texts)
+    await drain(rt, "embed")
+    assert len(standin.requests) == 2
+    await catch_up_all(rt.pool, rt.dsn)
+    rows = await rt.pool.fetch("SELECT quantity, amount_usd, (details ->> 'requests')::int AS requests, "
+                               "(details ->> 'inputs')::int AS inputs FROM cost_ledger WHERE provider = 'openai'")
+    assert len(rows) == 1 and rows[0]["quantity"] == standin.billed_tokens
+    assert (rows[0]["requests"], rows[0]["inputs"]) == (2, 2100)
+    unit = price("openai_token_text-embedding-3-small")
+    assert float(rows[0]["amount_usd"]) == pytest.approx(standin.billed_tokens * unit, abs=1e-7)
+    report = await run_checks(rt.pool)
+    assert not [f for f in report.errors if f.check == "duplicate_costs"], [f.to_json() for f in report.errors]
 
 
 async def test_a_model_switch_keeps_the_model_that_finished_when_the_next_fails(

@@ -315,6 +315,7 @@ def _cost(
 
 
 def _cost_events(ended: Ended, caused_by: uuid.UUID, lines: list[costs.CostLine]) -> list[NewEvent]:
+    """The cost of the document's lines: billed line by line, one ledger line per resource (their sum)."""
     return [new_event(line.event(ended.doc.document_id, "embed", str(caused_by)), ended.meta,
-                      ended.event_id(f"cost:{(line.details or {}).get('custom_id', i)}"))
-            for i, line in enumerate(lines) if line.quantity > 0]  # fmt: skip
+                      ended.event_id(f"cost:{i}"))
+            for i, line in enumerate(costs.summed(lines)) if line.quantity > 0]  # fmt: skip

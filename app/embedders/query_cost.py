@@ -18,6 +18,7 @@ import uuid
 
 from app.catalogue.codec import new_event
 from app.catalogue.ids import query_cost_event_id, search_stream
+from app.costs import summed
 from app.embedders.base import EmbedResult
 from events.store import EventStore
 
@@ -33,7 +34,7 @@ async def record_query_cost(
     meta = {"actor": actor, "correlation_id": str(query_id)}
     events = [
         new_event(line.event(None, "search", str(query_id)), meta, query_cost_event_id(query_id, i))
-        for i, line in enumerate(result.cost)
+        for i, line in enumerate(summed(result.cost))
         if line.quantity > 0
     ]
     if events:

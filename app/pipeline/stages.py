@@ -25,7 +25,7 @@ from app.catalogue import events as ev
 from app.catalogue import ids
 from app.catalogue.codec import decode_payload, new_event
 from app.catalogue.content import load_content, store_content
-from app.costs import CostLine, local_cpu, modal_usages
+from app.costs import CostLine, local_cpu, modal_usages, summed
 from app.pipeline.jobs import Job
 from app.pipeline.stream import DocumentStream
 from app.runtime import Runtime
@@ -475,7 +475,7 @@ def _embedded_events(
             tokens=result.tokens,
         )
         events.append(new_event(embedded, meta, result_id))
-        events += _cost_events(job, actor, "embed", result_id, list(result.cost), key=key)
+        events += _cost_events(job, actor, "embed", result_id, summed(result.cost), key=key)
     return events
 
 
@@ -496,4 +496,4 @@ async def _cached_events(
     key = f"cached:{job.attempts}:{embedder.model}"
     event_id = job.result_id(key)
     events = [new_event(cached, _meta(job, actor), event_id)]
-    return events + _cost_events(job, actor, "embed", event_id, list(partial.cost), key=key + ":")
+    return events + _cost_events(job, actor, "embed", event_id, summed(partial.cost), key=key + ":")
