@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import numpy as np
+import orjson
 import pytest
 import pytest_asyncio
 
+from app import cli
 from app.catalogue import events as ev
 from app.check import run_checks
 from app.config import Settings
@@ -200,3 +202,33 @@ async def test_an_expired_batch_keeps_its_finished_lines_and_a_resubmission_send
     assert await statuses(rt, [a, b]) == ["searchable", "searchable"]
     report = await run_checks(rt.pool)  # nothing paid twice, no blob missing
     assert not report.errors, [f.to_json() for f in report.errors]
+
+
+async def test_reprocess_batch_api_goes_through_the_service_from_the_cli(
+    rt: Runtime, standin: StandIn, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (doc,) = await documents(rt, [["a note on kelp", "a note on gulls"]])
+    for key, value in {"DATABASE_URL": rt.dsn, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": standin.url}.items():
+        monkeypatch.setenv(key, value)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(["reprocess", *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = await asyncio.to_thread(
+        run, "--stage", "embed", "--model", NEW, "--document", doc.document_id, "--batch-api", "--yes", "--json")
+    assert code == 0, err
+    answer = orjson.loads(out)
+    assert len(answer["batches"]) == 1 and answer["batches"][0]["inputs"] == 2 and answer["refused"] == {}
+    assert answer["quote"]["batch_api"] is True and answer["quote"]["usd"] > 0
+    (request,) = [e for e in await of_type(rt, doc, ev.EmbeddingRequested.TYPE) if e["model"] == NEW]
+    assert request["batch_id"] == answer["batches"][0]["batch_id"]
+    assert await rt.pool.fetchval("SELECT count(*) FROM events WHERE type = $1", ev.EmbeddingBatchSubmitted.TYPE) == 1
+
+    for argv, why in (
+        (("--stage", "chunk", "--all", "--batch-api"), "--batch-api is for --stage embed"),
+        (("--stage", "embed", "--model", "local:all-MiniLM-L6-v2", "--all", "--batch-api"), "runs locally"),
+    ):
+        code, _out, err = await asyncio.to_thread(run, *argv)
+        assert code == 2 and why in err and "Traceback" not in err
