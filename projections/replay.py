@@ -121,7 +121,7 @@ async def _replay_one(
         bar.update(len(events))
 
     name = f"replay:{projector.name}"
-    sub = Subscription(store, name, handler, dsn=dsn, batch_size=BATCH_SIZE)
+    sub = Subscription(store, name, handler, batch_size=BATCH_SIZE)
     await sub.reset()
     count = await sub.catch_up()
     t1 = time.perf_counter()

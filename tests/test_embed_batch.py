@@ -232,3 +232,4 @@ async def test_reprocess_batch_api_goes_through_the_service_from_the_cli(
     ):
         code, _out, err = await asyncio.to_thread(run, *argv)
         assert code == 2 and why in err and "Traceback" not in err
+

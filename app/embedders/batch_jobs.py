@@ -87,7 +87,8 @@ async def submit_embedding_batches(
             model=embedder.model, dimensions=embedder.dimensions,
             documents=[ev.EmbeddingBatchDocument(document_id=d.document_id, chunk_set_id=d.chunk_set_id,
                                                  request_id=str(batch_event_id(batch_id, d.document_id, "request")),
-                                                 custom_ids=d.custom_ids) for d in batch.documents],
+                                                 custom_ids=d.custom_ids, revision=d.revision)
+                       for d in batch.documents],
             requests=batch.requests, inputs=batch.inputs, estimated_tokens=_estimate(embedder, jsonl), scope=scope,
         )  # fmt: skip
         meta = {"actor": actor, "batch_id": batch_id}
@@ -118,7 +119,8 @@ async def _request(
 ) -> None:  # fmt: skip
     """The document's EmbeddingRequested for this batch (same id every time: appending it again is a no-op)."""
     request = ev.EmbeddingRequested(document_id=doc.document_id, request_id=doc.request_id, model=batch.model,
-                                    reason=reason, scope=batch.scope, batch_id=batch.batch_id)  # fmt: skip
+                                    reason=reason, scope=batch.scope, batch_id=batch.batch_id,
+                                    revision=doc.revision)  # fmt: skip
     await store.append(stream_for(doc.document_id), [new_event(request, meta, uuid.UUID(doc.request_id))])
 
 
@@ -266,6 +268,7 @@ async def _embedded(
         document_id=ended.doc.document_id, chunk_set_id=chunk_set.chunk_set_id, model=embedder.model,
         provider=embedder.provider, dimensions=embedder.dimensions, vectors=ev.BlobRef.of(ref),
         chunk_count=len(hashes), reused_count=max(0, len(hashes) - sent), tokens=sum(line.tokens for _, line in paid),
+        revision=ended.doc.revision,
     )  # fmt: skip
     events = [new_event(embedded, ended.meta, result_id), *_cost_events(ended, result_id, cost_lines)]
     await rt.store.append(stream_for(ended.doc.document_id), events)
@@ -289,7 +292,7 @@ async def _incomplete(
             document_id=document_id, chunk_set_id=ended.doc.chunk_set_id, model=embedder.model,
             provider=embedder.provider, dimensions=embedder.dimensions, vectors=ev.BlobRef.of(ref),
             text_sha256=[text_sha256(t) for t in texts_paid], tokens=sum(line.tokens for _, line in paid),
-            reason=f"batch {ended.batch.batch_id} ended {ended.status}",
+            reason=f"batch {ended.batch.batch_id} ended {ended.status}", revision=ended.doc.revision,
         )  # fmt: skip
         events += [new_event(cached, ended.meta, cached_id), *_cost_events(ended, cached_id, cost_lines)]
     reason = "; ".join(failed) or "some texts have no vector"
@@ -300,7 +303,7 @@ async def _incomplete(
     # selected by reprocess --failed; retryable: reprocessing finishes it.
     failure = ev.EmbeddingFailed(document_id=document_id, stage="embed", error_class="BatchIncomplete",
                                  message=message, attempt=1, retryable=True, final=True,
-                                 backend="openai")  # fmt: skip
+                                 backend="openai", revision=ended.doc.revision)  # fmt: skip
     events.append(new_event(failure, ended.meta, ended.event_id("failed")))
     await rt.store.append(stream_for(document_id), events)
 

@@ -35,6 +35,7 @@ class PlannedDocument:
     custom_ids: list[str]
     inputs: int
     jsonl: bytes
+    revision: int | None = None  # of the chunk set (its results are for that revision)
 
 
 @dataclass
@@ -92,12 +93,14 @@ async def plan_batches(
         planned = _document(embedder, doc, chunk_set_id, texts, hashes, known | current.texts, out)
         if planned is None:
             continue
+        planned.revision = stream.state.chunk_set_revision or stream.state.revision
         if current.documents and not _fits(current, planned):
             out.batches.append(current)
             current = PlannedBatch()
             planned = _document(embedder, doc, chunk_set_id, texts, hashes, known, out)
             if planned is None:
                 continue
+            planned.revision = stream.state.chunk_set_revision or stream.state.revision
         if not _fits(PlannedBatch(), planned):
             out.refused[doc] = (f"{planned.inputs} texts to embed, more than one batch holds "
                                 f"({MAX_BATCH_INPUTS}); embed it without --batch-api")  # fmt: skip

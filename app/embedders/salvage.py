@@ -50,7 +50,7 @@ async def salvaged_vectors(
 
 def cached_event(
     *, document_id: str, chunk_set_id: str, embedder: Embedder, partial: PartialEmbedding, vectors: ev.BlobRef,
-    reason: str,
+    reason: str, revision: int | None = None,
 ) -> ev.EmbeddingsCached:  # fmt: skip
     """The ``EmbeddingsCached`` for ``partial`` (its vectors already stored as ``vectors``)."""
     return ev.EmbeddingsCached(
@@ -63,4 +63,5 @@ def cached_event(
         text_sha256=[text_sha256(t) for t in partial.texts],
         tokens=partial.tokens,
         reason=reason,
+        revision=revision,
     )

@@ -107,6 +107,7 @@ def failure_outcome(job: Job, actor: str, failure: StageFailure, backoff_base: f
             "retryable": failure.retryable,
             "final": final,
             "backend": failure.backend,
+            "revision": job.params.get("revision"),
         },
         ev.FAILURES[stage],
     )
@@ -128,6 +129,9 @@ async def run_stage(rt: Runtime, job: Job, actor: str) -> Outcome:
         )
     if stream.state.deleted:
         return Outcome("cancelled", error="document deleted")
+    wanted = job.params.get("revision")
+    if wanted is not None and wanted < stream.state.revision:
+        return Outcome("cancelled", error=f"superseded by revision {stream.state.revision}")
     try:
         if job.stage == "convert":
             return await _convert(rt, job, actor, stream)
@@ -138,6 +142,12 @@ async def run_stage(rt: Runtime, job: Job, actor: str) -> Outcome:
         raise StageFailure("UnknownStage", f"no stage {job.stage!r}", retryable=False)
     except StageFailure as failure:
         return failure_outcome(job, actor, failure)
+
+
+def _revision(job: Job, stream: DocumentStream) -> int:
+    """The revision a job's results are for: the one its trigger named, else the current one."""
+    assert stream.state is not None
+    return int(job.params.get("revision") or stream.state.revision)
 
 
 def _cannot_run(stream: DocumentStream, job: Job, missing: str, needed: str) -> Outcome:
@@ -223,7 +233,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
         assert isinstance(earlier, ev.DocumentConverted)
         again = msgspec.structs.replace(
             earlier, document_id=str(job.document_id), conversion_id=str(result_id),
-            reused_from=earlier.conversion_id, fallback=None,
+            reused_from=earlier.conversion_id, fallback=None, revision=_revision(job, stream),
         )  # fmt: skip
         return Outcome("done", [new_event(again, meta, result_id)])
 
@@ -261,6 +271,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
         reused_from=None,
         slices=output.slices,
         gpu=output.gpu,
+        revision=_revision(job, stream),
     )
     # Modal: GPU, CPU and memory of the container time this document held (its share of the batch,
     # the cold start and the idle tail), including attempts that did not produce this result.
@@ -360,6 +371,7 @@ async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
             unchanged = ev.ChunkingUnchanged(
                 document_id=str(job.document_id), chunk_set_id=str(chunk_set_id),
                 conversion_id=conversion.conversion_id, request_id=job.params.get("request_id"),
+                revision=_revision(job, stream),
             )  # fmt: skip
             return Outcome("done", [new_event(unchanged, meta, result_id)])
         # An earlier set's settings again (A -> B -> A): a new set of its own (its texts are cached, so
@@ -373,6 +385,7 @@ async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
         parameters=parameters,
         chunks=bare,
         content=content,
+        revision=_revision(job, stream),
     )
     return Outcome("done", [new_event(chunked, meta, result_id)])
 
@@ -435,15 +448,15 @@ async def _embed(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
             failure = StageFailure(type(exc).__name__, str(exc), retryable=bool(getattr(exc, "retryable", True)),
                                    backend=embedder.provider)  # fmt: skip
             outcome = failure_outcome(job, actor, failure)
-            kept = _embedded_events(job, actor, chunk_set, done, qualified=True)
+            kept = _embedded_events(job, actor, chunk_set, done, _revision(job, stream), qualified=True)
             if exc.partial is not None and exc.partial.texts:
-                kept += await _cached_events(rt, job, actor, chunk_set, embedder, exc)
+                kept += await _cached_events(rt, job, actor, chunk_set, embedder, exc, _revision(job, stream))
             outcome.events[:0] = kept
             return outcome
         vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
         ref = await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")
         done.append((embedder, result, ev.BlobRef.of(ref)))
-    return Outcome("done", _embedded_events(job, actor, chunk_set, done, qualified=False))
+    return Outcome("done", _embedded_events(job, actor, chunk_set, done, _revision(job, stream), qualified=False))
 
 
 def _embedded_events(
@@ -451,6 +464,7 @@ def _embedded_events(
     actor: str,
     chunk_set: ev.DocumentChunked,
     done: list[tuple[Embedder, CachedEmbedResult, ev.BlobRef]],
+    revision: int,
     *,
     qualified: bool,
 ) -> list[NewEvent]:
@@ -473,6 +487,7 @@ def _embedded_events(
             chunk_count=len(chunk_set.chunks),
             reused_count=result.reused_count,
             tokens=result.tokens,
+            revision=revision,
         )
         events.append(new_event(embedded, meta, result_id))
         events += _cost_events(job, actor, "embed", result_id, summed(result.cost), key=key)
@@ -480,7 +495,8 @@ def _embedded_events(
 
 
 async def _cached_events(
-    rt: Runtime, job: Job, actor: str, chunk_set: ev.DocumentChunked, embedder: Embedder, exc: EmbeddingError
+    rt: Runtime, job: Job, actor: str, chunk_set: ev.DocumentChunked, embedder: Embedder, exc: EmbeddingError,
+    revision: int,
 ) -> list[NewEvent]:
     """EmbeddingsCached for the requests that succeeded before ``exc``, and their cost lines."""
     from app.embedders.salvage import cached_event
@@ -491,7 +507,7 @@ async def _cached_events(
     ref = await rt.blobs.put_bytes(matrix.tobytes(), "application/x-float32")
     cached = cached_event(
         document_id=str(job.document_id), chunk_set_id=chunk_set.chunk_set_id, embedder=embedder, partial=partial,
-        reason=f"{type(exc).__name__}: {exc}", vectors=ev.BlobRef.of(ref),
+        reason=f"{type(exc).__name__}: {exc}", vectors=ev.BlobRef.of(ref), revision=revision,
     )  # fmt: skip
     key = f"cached:{job.attempts}:{embedder.model}"
     event_id = job.result_id(key)
