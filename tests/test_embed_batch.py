@@ -233,3 +233,22 @@ async def test_reprocess_batch_api_goes_through_the_service_from_the_cli(
         code, _out, err = await asyncio.to_thread(run, *argv)
         assert code == 2 and why in err and "Traceback" not in err
 
+
+async def test_a_batch_ending_after_a_new_revision_does_not_speak_for_it(rt: Runtime, standin: StandIn) -> None:
+    """Batch results are for the revision whose chunk set was sent: when the document has a newer revision
+    by the time the batch ends, its incomplete failure leaves the new revision's status alone."""
+    (doc,) = await documents(rt, [["an old paragraph on dunes", "another on shingle"]])
+    standin.expire_after_lines = 0  # the batch ends without doing anything
+    await submit(rt, [doc.document_id], scope=None, reason="bulk")
+    ref = await rt.blobs.put_bytes(b"%PDF-1.7 revised", "application/pdf")
+    await doc.append(ev.DocumentUploaded(
+        document_id=doc.document_id, filename=doc.filename, media_type="application/pdf", size=ref.size,
+        sha256=ref.sha256, blob=ev.BlobRef.of(ref), source="api", key="api:dunes", revision=2,
+    ))  # fmt: skip
+    assert [s.status for s in await poll_until_finished(rt)] == ["expired"]
+    (failed,) = await of_type(rt, doc, ev.EmbeddingFailed.TYPE)
+    assert failed["error_class"] == "BatchIncomplete" and failed["revision"] == 1
+    (request,) = [e for e in await of_type(rt, doc, ev.EmbeddingRequested.TYPE) if e.get("batch_id")]
+    assert request["revision"] == 1
+    await catch_up_all(rt.pool, rt.dsn)
+    assert await statuses(rt, [doc]) == ["uploaded"]  # revision 2's, not the batch's failure
