@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from events.errors import ChronosError
 
@@ -60,6 +61,16 @@ def _decimal(env: dict[str, str], name: str) -> Decimal | None:
     return value
 
 
+def _url(env: dict[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL (e.g. https://hooks.slack.com/services/...)")
+    return raw
+
+
 def _flag(raw: str | None) -> bool:
     return (raw or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -95,6 +106,12 @@ class Settings:
     modal_token_secret: str | None = None
     monthly_budget_usd: Decimal | None = None
     """``CHRONOS_MONTHLY_BUDGET_USD``: overrides the budget stored in the database (settings table)."""
+    alert_webhook_url: str | None = None
+    """``CHRONOS_ALERT_WEBHOOK_URL``: where budget alerts (80 % and 100 % of the monthly budget) are
+    POSTed as JSON with a Slack-compatible ``text`` field (docs/costs.md). Unset: alerts are recorded
+    and shown (``chronos costs``, the dashboard) but not sent."""
+    alert_webhook_attempts: int = 5
+    """``CHRONOS_ALERT_WEBHOOK_ATTEMPTS``: tries per delivery (exponential backoff between them)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -116,6 +133,8 @@ class Settings:
             modal_token_id=e.get("MODAL_TOKEN_ID") or None,
             modal_token_secret=e.get("MODAL_TOKEN_SECRET") or None,
             monthly_budget_usd=_decimal(e, "CHRONOS_MONTHLY_BUDGET_USD"),
+            alert_webhook_url=_url(e, "CHRONOS_ALERT_WEBHOOK_URL"),
+            alert_webhook_attempts=_int(e, "CHRONOS_ALERT_WEBHOOK_ATTEMPTS", cls.alert_webhook_attempts),
         )
 
     @property

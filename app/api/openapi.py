@@ -275,9 +275,53 @@ SCHEMAS: S = {
             "from": string(format="date"),
             "to": string(format="date"),
             "total_usd": number(),
-            "days": array(obj({"day": string(format="date"), "usd": number(), "by_stage": obj({})}, ["day", "usd"])),
+            "days": array(
+                obj(
+                    {
+                        "day": string(format="date"),
+                        "usd": number(),
+                        "by_stage": obj({}),
+                        "parts": array(
+                            obj(
+                                {
+                                    "stage": string(),
+                                    "provider": string(),
+                                    "usd": number(),
+                                    "overhead_usd": number(description="Modal cold-start and idle share"),
+                                },
+                                ["stage", "provider", "usd", "overhead_usd"],
+                            )
+                        ),
+                    },
+                    ["day", "usd"],
+                )
+            ),
             "month": obj(
-                {"month": string(), "spent_usd": number(), "budget_usd": number(), "over_budget": {"type": "boolean"}},
+                {
+                    "month": string(),
+                    "spent_usd": number(),
+                    "budget_usd": number(),
+                    "over_budget": {"type": "boolean"},
+                    "alerts": array(
+                        obj(
+                            {
+                                "alert_id": string(),
+                                "month": string(),
+                                "threshold_pct": integer(),
+                                "spent_usd": number(),
+                                "budget_usd": number(),
+                                "crossed_at": string(format="date-time"),
+                                "message": string(),
+                                "delivery": string(enum=["delivered", "failed", "pending"]),
+                                "delivered_at": nullable(string(format="date-time")),
+                                "attempts": integer(),
+                                "last_error": nullable(string()),
+                            },
+                            ["alert_id", "threshold_pct", "crossed_at", "delivery"],
+                        )
+                    ),
+                    "alert_webhook": {"type": "boolean"},
+                },
                 ["month", "spent_usd", "budget_usd", "over_budget"],
             ),
         },

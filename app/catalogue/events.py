@@ -327,6 +327,48 @@ class CostIncurred(Event, frozen=True):
     details: dict[str, Any] | None = None
 
 
+# --- monthly budget alerts (stream budget-YYYY-MM, app/alerts/) --------------------------------
+
+
+class BudgetThresholdCrossed(Event, frozen=True):
+    """Month-to-date spend reached ``threshold_pct`` % of the monthly budget. Once per month and
+    threshold: the event id is derived from both (app.catalogue.ids.budget_alert_event_id), so
+    checkers racing in several processes append it once."""
+
+    TYPE: ClassVar[str] = "BudgetThresholdCrossed"
+    month: str  # "YYYY-MM" (UTC)
+    threshold_pct: int  # 80 | 100
+    spent_usd: float  # month-to-date spend when the crossing was seen
+    budget_usd: float
+    message: str  # what the webhook's ``text`` says
+
+
+class BudgetAlertDelivered(Event, frozen=True):
+    """The webhook (``CHRONOS_ALERT_WEBHOOK_URL``) accepted the alert ``alert_event_id``."""
+
+    TYPE: ClassVar[str] = "BudgetAlertDelivered"
+    alert_event_id: str
+    month: str
+    threshold_pct: int
+    webhook: str  # scheme://host[:port] only: a Slack webhook's path is its secret
+    attempts: int
+    status_code: int
+
+
+class BudgetAlertDeliveryFailed(Event, frozen=True):
+    """Every attempt to deliver ``alert_event_id`` failed (or the webhook refused it for good); the
+    alert stays pending and is tried again later (app/alerts/delivery.py)."""
+
+    TYPE: ClassVar[str] = "BudgetAlertDeliveryFailed"
+    alert_event_id: str
+    month: str
+    threshold_pct: int
+    webhook: str
+    attempts: int
+    error: str
+    status_code: int | None = None
+
+
 # --- API tokens (stream ``token-<token_id>``) --------------------------------------------------
 
 Scope = Literal["read", "write", "admin"]
@@ -355,5 +397,6 @@ ALL: tuple[type[Event], ...] = (
     DocumentConverted, DocumentChunked, ChunkingUnchanged, ChunksEmbedded, EmbeddingsCached,
     ConversionFailed, ChunkingFailed, EmbeddingFailed, CostIncurred,
     EmbeddingBatchSubmitted, EmbeddingBatchFinished, ApiTokenCreated, ApiTokenRevoked,
+    BudgetThresholdCrossed, BudgetAlertDelivered, BudgetAlertDeliveryFailed,
 )  # fmt: skip
 BY_TYPE: dict[str, type[Event]] = {cls.TYPE: cls for cls in ALL}

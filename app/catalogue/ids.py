@@ -13,6 +13,7 @@ CHUNK_NAMESPACE = uuid.UUID("0b4f3c9e-8d21-4a6b-b5e7-3f9a1c2d7e40")
 STREAM_PREFIX = "document-"
 QUERY_NAMESPACE = uuid.UUID("3c1f0a8e-6b52-4d7e-9f14-2a8d5e7c9b31")
 BATCH_NAMESPACE = uuid.UUID("9a4e2c71-3f5b-4d08-8e6a-1b7c0d9f2e54")
+BUDGET_NAMESPACE = uuid.UUID("5d2b8f40-7c19-4e63-a0f5-8e3c6b1d9a27")
 
 
 def stream_for(document_id: str | uuid.UUID) -> str:
@@ -97,3 +98,18 @@ def batch_event_id(batch_id: str, *parts: object) -> uuid.UUID:
     """Every event a Batch API job records is named by the batch and what it is for (a document and
     its kind of result), so a poller restarted half-way appends nothing twice."""
     return uuid.uuid5(BATCH_NAMESPACE, ":".join([batch_id, *map(str, parts)]))
+
+
+def budget_stream(month: str) -> str:
+    """The stream of one month's budget alerts (``month``: "YYYY-MM")."""
+    return f"budget-{month}"
+
+
+def budget_alert_event_id(month: str, threshold_pct: int) -> uuid.UUID:
+    """One BudgetThresholdCrossed per month and threshold, whoever appends it first."""
+    return uuid.uuid5(BUDGET_NAMESPACE, f"{month}:{threshold_pct}")
+
+
+def budget_delivered_event_id(alert_event_id: str | uuid.UUID) -> uuid.UUID:
+    """One BudgetAlertDelivered per alert."""
+    return uuid.uuid5(BUDGET_NAMESPACE, f"{alert_event_id}:delivered")

@@ -65,6 +65,13 @@ def sample(cls: type[ev.Event]) -> ev.Event:
         ev.EmbeddingBatchFinished: {"batch_id": "b", "openai_batch_id": "batch_1", "status": "expired",
                                     "output": BLOB, "errors": BLOB, "embedded_documents": [DOC],
                                     "incomplete_documents": {DOC: "expired"}, "tokens": 9, "amount_usd": 1e-7},
+        ev.BudgetThresholdCrossed: {"month": "2026-12", "threshold_pct": 80, "spent_usd": 40.5, "budget_usd": 50.0,
+                                    "message": "80 % of the budget"},
+        ev.BudgetAlertDelivered: {"alert_event_id": "a", "month": "2026-12", "threshold_pct": 100,
+                                  "webhook": "https://hooks.example", "attempts": 2, "status_code": 200},
+        ev.BudgetAlertDeliveryFailed: {"alert_event_id": "a", "month": "2026-12", "threshold_pct": 80,
+                                       "webhook": "https://hooks.example", "attempts": 5, "error": "HTTP 503",
+                                       "status_code": 503},
         ev.CostIncurred: {"stage": "embed", "provider": "openai", "resource": "tokens", "quantity": 5.0,
                           "unit_price_usd": 2e-8, "amount_usd": 1e-7, "caused_by": "e", "details": {"k": 1}},
     }  # fmt: skip
