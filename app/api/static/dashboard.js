@@ -291,9 +291,9 @@ async function loadCosts() {
 const PALETTE = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#e53935", "#6d4c41", "#546e7a"];
 
 function niceTop(v) {
-  // The smallest 1/2/2.5/5 x 10^n at or above v (so the axis ticks are round numbers).
+  // The smallest round step (1, 1.2, 1.5, 2, ... 8 x 10^n) at or above v: the axis ends on a round number.
   const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v * (1 - 1e-12)) return m * p;
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v * (1 - 1e-12)) return m * p;
   return 10 * p;
 }
 
