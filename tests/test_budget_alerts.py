@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.alerts.crossing import NAME, BudgetCheck, check_month, month_of
 from app.alerts.delivery import Deliverer
@@ -35,7 +36,7 @@ from app.supervisor import Supervisor
 from events.connection import create_pool
 from events.store import EventStore
 from events.subscription import Subscription
-from tests.api_support import wait_until
+from tests.api_support import asgi_client, wait_until
 from tests.webhook_standin import Webhook, webhook_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,6 +222,21 @@ async def test_the_worker_services_check_and_deliver_on_their_own(dsn: str, tmp_
                 await wait_until(delivered, timeout=60)
         assert hook.statuses == [502, 200]
         assert hook.bodies()[0]["body"]["alert_id"] == str(budget_alert_event_id(month, 80))
+
+
+async def test_metrics_count_this_months_alerts_by_delivery(dsn: str, pool: asyncpg.Pool, store: EventStore) -> None:
+    with webhook_server(answers=[400]) as hook:
+        async with asgi_client(dsn, pool, store, monthly_budget_usd=Decimal(10), alert_webhook_url=hook.url,
+                               alert_webhook_attempts=1) as (client, _app, rt):  # fmt: skip
+            await spend(store, 10.0)
+            await check_month(store, rt.settings, await this_month(pool))
+            await fast(store, rt.settings).deliver_pending()
+            text = (await client.get("/metrics")).text
+    assert hook.statuses == [400, 200]  # 80 % refused, 100 % accepted
+    [family] = [f for f in text_string_to_metric_families(text) if f.name == "chronos_budget_alerts"]
+    assert {(s.labels["threshold_pct"], s.labels["delivery"]): s.value for s in family.samples} == {
+        ("80", "failed"): 1.0, ("100", "delivered"): 1.0,
+    }  # fmt: skip
 
 
 async def test_no_webhook_records_the_alert_and_sends_nothing(dsn: str, store: EventStore) -> None:

@@ -51,8 +51,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(raw) if raw else None
-        return max(0.0, when.timestamp() - time.time()) if when else None
+        pass
+    try:  # an HTTP date
+        return max(0.0, email.utils.parsedate_to_datetime(raw).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None  # unreadable: the exponential backoff alone
 
 
 async def _post_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> int:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.alerts.state import recent_alerts
 from app.api.auth import reads
 from app.api.common import runtime
 from app.config import Settings
@@ -52,12 +53,14 @@ class Snapshot:
     spent_month_usd: float
     budget_month_usd: float
     workers: int
+    alerts: list[tuple[int, str]]  # this month's budget alerts: (threshold_pct, delivery)
 
 
 async def read_snapshot(conn: DbConn, settings: Settings) -> Snapshot:
     month = await month_to_date(conn, settings)  # the one budget rule (chronos costs, GET /costs)
     workers = await conn.fetchrow(query("api", "workers_connected"))
     assert workers is not None
+    alerts = await recent_alerts(conn)
     return Snapshot(
         events=await conn.fetch(query("api", "metrics_events")),
         head=int(await conn.fetchval(query("api", "metrics_head")) or 0),
@@ -69,6 +72,7 @@ async def read_snapshot(conn: DbConn, settings: Settings) -> Snapshot:
         spent_month_usd=float(month.spent_usd),
         budget_month_usd=float(month.budget_usd),
         workers=int(workers["n"]),
+        alerts=[(a.crossed.threshold_pct, a.status) for a in alerts if a.crossed.month == month.month[:7]],
     )
 
 
@@ -96,6 +100,9 @@ class ChronosCollector(Collector):
         yield _gauge("chronos_spend_month_usd", "USD spent this calendar month.", [], [((), s.spent_month_usd)])
         yield _gauge("chronos_budget_month_usd", "The monthly budget in USD (app/services/budget.py, as in chronos "
                      "costs).", [], [((), s.budget_month_usd)])  # fmt: skip
+        yield _gauge("chronos_budget_alerts", "This month's budget alerts (80 / 100 % of the budget crossed) by "
+                     "delivery state (delivered, failed, pending): docs/costs.md.", ["threshold_pct", "delivery"],
+                     [((pct, delivery), 1) for pct, delivery in s.alerts])  # fmt: skip
         yield _gauge("chronos_workers_connected", "Stage workers connected to the database.", [], [((), s.workers)])
 
 
