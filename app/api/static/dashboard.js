@@ -194,6 +194,7 @@ const STAMP = {
 const FAILED = { ConversionFailed: "convert", ChunkingFailed: "chunk", EmbeddingFailed: "embed" };
 
 function apply(e) {
+  if (e.type && e.type.startsWith("Budget")) scheduleCosts(); // an alert crossed or delivered: show it
   if (!e.document_id) return;
   let d = docs.get(e.document_id);
   if (!d) {
