@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from app.alerts.state import recent_alerts
 from events.sqlfiles import query
 
 
@@ -72,6 +73,15 @@ async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
             f"{len(cost_dups)} result(s) have duplicated cost entries",
             [f"{r['caused_by']} {r['resource']}: {r['n']}" for r in cost_dups],
         )
+    undelivered = [a for a in await recent_alerts(pool) if a.status == "failed"]
+    if undelivered:
+        report.add(
+            "warning",
+            "budget_alerts",
+            f"{len(undelivered)} budget alert(s) could not be delivered to the webhook "
+            "(check CHRONOS_ALERT_WEBHOOK_URL, then chronos costs --resend-alerts)",
+            [f"{a.crossed.month} {a.crossed.threshold_pct} %: {a.failures[-1][1].error}" for a in undelivered],
+        )
 
     refs = [r["ref"] for r in await pool.fetch(query("check", "referenced_blobs"))]
     report.stats["referenced_blobs"] = len(refs)
@@ -119,7 +129,7 @@ async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
             )
     if await _table_exists(pool, "documents"):
         absent = await pool.fetch(query("check", "documents_missing"))
-        projectors = [name for name in behind if name != "dispatcher"]
+        projectors = [name for name in behind if name not in ("dispatcher", "budget-alerts")]  # not projections
         caught_up = bool(projectors) and not any(behind[name] > 0 for name in projectors)
         if absent and caught_up:
             report.add(

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from events.errors import ChronosError
 
@@ -63,6 +64,16 @@ def _decimal(env: dict[str, str], name: str) -> Decimal | None:
     if not value.is_finite() or value < 0:
         raise ConfigError(f"{name}={raw!r} must be zero or more")
     return value
+
+
+def _url(env: dict[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL (e.g. https://hooks.slack.com/services/...)")
+    return raw
 
 
 def _flag(raw: str | None) -> bool:
@@ -196,6 +207,12 @@ class Settings:
     modal: ModalSettings = field(default_factory=ModalSettings)
     price_overrides: tuple[tuple[str, float], ...] = ()
     """``CHRONOS_PRICE_<NAME>``: unit prices in USD that replace app/costs.py's defaults."""
+    alert_webhook_url: str | None = None
+    """``CHRONOS_ALERT_WEBHOOK_URL``: where budget alerts (80 % and 100 % of the monthly budget) are
+    POSTed as JSON with a Slack-compatible ``text`` field (docs/costs.md). Unset: alerts are recorded
+    and shown (``chronos costs``, the dashboard) but not sent."""
+    alert_webhook_attempts: int = 5
+    """``CHRONOS_ALERT_WEBHOOK_ATTEMPTS``: tries per delivery (exponential backoff between them)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -221,6 +238,8 @@ class Settings:
             convert=ConvertSettings.from_env(e),
             modal=ModalSettings.from_env(e),
             price_overrides=_prices(e),
+            alert_webhook_url=_url(e, "CHRONOS_ALERT_WEBHOOK_URL"),
+            alert_webhook_attempts=_int(e, "CHRONOS_ALERT_WEBHOOK_ATTEMPTS", cls.alert_webhook_attempts),
         )
 
     @property

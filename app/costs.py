@@ -12,11 +12,12 @@ Defaults come from the providers' public price lists (checked 2026; override any
 * Local CPU, per CPU-second: $0.0000131 -- Modal's price for one physical CPU core, used so local
   and Modal conversion can be compared in dollars (set it to 0 to count local compute as free).
 * OpenAI embeddings, per token: text-embedding-3-small $0.02/1M, text-embedding-3-large $0.13/1M,
-  text-embedding-ada-002 $0.10/1M.
+  text-embedding-ada-002 $0.10/1M; through the Batch API half that (``openai_batch_token_<model>``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,9 @@ DEFAULT_PRICES: dict[str, float] = {
     "openai_token_text-embedding-3-small": 0.02 / 1_000_000,
     "openai_token_text-embedding-3-large": 0.13 / 1_000_000,
     "openai_token_text-embedding-ada-002": 0.10 / 1_000_000,
+    "openai_batch_token_text-embedding-3-small": 0.01 / 1_000_000,
+    "openai_batch_token_text-embedding-3-large": 0.065 / 1_000_000,
+    "openai_batch_token_text-embedding-ada-002": 0.05 / 1_000_000,
 }
 
 
@@ -127,5 +131,37 @@ def local_cpu(seconds: float) -> CostLine:
     return CostLine("local", "cpu_seconds", seconds, price("local_cpu_second"))
 
 
-def openai_tokens(tokens: int, model: str) -> CostLine:
+_PER_REQUEST = frozenset({"request", "custom_id"})  # details that name one request of several
+
+
+def summed(lines: Sequence[CostLine]) -> list[CostLine]:
+    """One line per provider and resource for one result, as ``chronos check`` wants it (two lines of one
+    resource for one result count as paid twice): quantities and amounts add up, the details of the first
+    line are kept without what named a single request, plus ``requests`` (how many lines were summed)
+    and ``inputs`` added up when the lines have them. An OpenAI result made of several requests (or a
+    Batch API document of several lines) is billed request by request; its ledger line is their sum."""
+    groups: dict[tuple[str, str], list[CostLine]] = {}
+    for line in lines:
+        groups.setdefault((line.provider, line.resource), []).append(line)
+    out: list[CostLine] = []
+    for (provider, resource), group in groups.items():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        quantity = sum(g.quantity for g in group)
+        amount = sum(g.quantity * g.unit_price_usd for g in group)
+        unit = amount / quantity if quantity else group[0].unit_price_usd
+        details = {k: v for k, v in (group[0].details or {}).items() if k not in _PER_REQUEST}
+        if all(g.details and "inputs" in g.details for g in group):
+            details["inputs"] = sum(int((g.details or {})["inputs"]) for g in group)
+        details["requests"] = len(group)
+        out.append(CostLine(provider, resource, quantity, unit, details))
+    return out
+
+
+def openai_tokens(tokens: int, model: str, *, batch_api: bool = False) -> CostLine:
+    """``tokens`` of OpenAI model ``model`` (its own name, no provider or @dimensions)."""
+    if batch_api:
+        return CostLine("openai", "tokens", float(tokens), price(f"openai_batch_token_{model}"),
+                        {"model": model, "batch_api": True})  # fmt: skip
     return CostLine("openai", "tokens", float(tokens), price(f"openai_token_{model}"), {"model": model})

@@ -2,14 +2,17 @@
 one row per contributing document, so the embed stage can reuse vectors for text it has seen.
 
 Filled from every ``ChunksEmbedded`` (current chunk set or not: the vectors are valid for their
-text either way) unless the document is deleted at that point; a document's rows go when it is
-deleted. Keeping rows per document makes the table independent of deletion order, so a replay
-after blob garbage collection gives the same table (the skipped rows are the deleted ones).
+text either way) and every ``EmbeddingsCached`` (vectors paid for by an embedding that did not
+complete; the payload names each row's text hash) unless the document is deleted at that point;
+a document's rows go when it is deleted. Keeping rows per document makes the table independent of
+deletion order, so a replay after blob garbage collection gives the same table (the skipped rows
+are the deleted ones).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,23 +27,27 @@ from projections import copy
 from projections.base import Conn, Projector, as_uuid, document_id_of, in_own_stream, unique_ids
 from projections.lineage import ChunkSetRows, DeletionTimeline, chunk_sets, chunked_events
 
+logger = logging.getLogger(__name__)
 COLUMNS = ["model", "dimensions", "text_sha256", "document_id", "embedding"]
+HANDLED = frozenset({ev.ChunksEmbedded.TYPE, ev.EmbeddingsCached.TYPE, ev.DocumentDeleted.TYPE})
 BLOB_READS = 8  # concurrent blob reads per batch
 
 
 @dataclass
 class Embedded:
-    """One ChunksEmbedded worth projecting, with its vectors once loaded."""
+    """One ChunksEmbedded (or EmbeddingsCached) worth projecting, with its vectors once loaded."""
 
     event: RecordedEvent
     document_id: str
-    result: ev.ChunksEmbedded
+    result: ev.ChunksEmbedded | ev.EmbeddingsCached
     matrix: np.ndarray | None = None
     rows: ChunkSetRows | None = None
     problem: str | None = None  # why the vectors blob cannot be read as this set's vectors
 
     @classmethod
     def of(cls, event: RecordedEvent, document_id: str) -> Embedded:
+        if event.type == ev.EmbeddingsCached.TYPE:
+            return cls(event, document_id, decode_as(event, ev.EmbeddingsCached))
         return cls(event, document_id, decode_as(event, ev.ChunksEmbedded))
 
     @property
@@ -52,8 +59,8 @@ class Embedded:
         return self.result.chunk_set_id
 
 
-async def load_matrix(blobs: BlobStore, result: ev.ChunksEmbedded) -> np.ndarray:
-    """The (chunk_count, dimensions) float32 matrix of a ChunksEmbedded result."""
+async def load_matrix(blobs: BlobStore, result: ev.ChunksEmbedded | ev.EmbeddingsCached) -> np.ndarray:
+    """The (rows, dimensions) float32 matrix of a ChunksEmbedded or EmbeddingsCached."""
     raw = await blobs.get_bytes(result.vectors.sha256)
     dims = result.dimensions
     if dims <= 0 or len(raw) % (4 * dims):
@@ -87,7 +94,7 @@ class EmbeddingCacheProjector(Projector):
         self.blobs = blobs
 
     async def apply(self, conn: Conn, events: list[RecordedEvent]) -> None:
-        relevant = [e for e in events if e.type in (ev.ChunksEmbedded.TYPE, ev.DocumentDeleted.TYPE)]
+        relevant = [e for e in events if e.type in HANDLED]
         ids = unique_ids(relevant)
         if not ids:
             return
@@ -110,9 +117,13 @@ class EmbeddingCacheProjector(Projector):
     ) -> None:
         if not items:
             return
-        found = await chunk_sets(conn, {i.chunk_set_id: i.document_id for i in items}, chunked_events(batch))
+        embedded = [i for i in items if isinstance(i.result, ev.ChunksEmbedded)]
+        found = await chunk_sets(conn, {i.chunk_set_id: i.document_id for i in embedded}, chunked_events(batch))
         for i in items:
-            i.rows = found.get(i.chunk_set_id, ChunkSetRows([], []))
+            if isinstance(i.result, ev.EmbeddingsCached):  # its payload names each row's text
+                i.rows = ChunkSetRows(list(range(len(i.result.text_sha256))), list(i.result.text_sha256))
+            else:
+                i.rows = found.get(i.chunk_set_id, ChunkSetRows([], []))
         loaded, missing = await load_all(self.blobs, items)
         for i in missing:
             if not timeline.deleted_after(i.document_id, i.event.stream_version):
@@ -133,11 +144,17 @@ class EmbeddingCacheProjector(Projector):
         } if keys else set()  # fmt: skip
         bodies: list[bytes] = []
         for i in loaded:
-            assert i.matrix is not None and i.rows is not None
-            if i.matrix.shape[0] != len(i.rows.text_sha256) or not np.isfinite(i.matrix).all():
-                continue  # the vectors projector logs this
+            assert i.rows is not None
             dims = i.result.dimensions
-            if i.matrix.shape[1] != dims:
+            if (i.matrix is None or i.matrix.shape[0] != len(i.rows.text_sha256) or i.matrix.shape[1] != dims
+                    or not np.isfinite(i.matrix).all()):  # fmt: skip
+                # Unusable vectors: the index projection records a ChunksEmbedded's problem; these are
+                # only skipped (the texts are embedded again when needed).
+                if isinstance(i.result, ev.EmbeddingsCached):
+                    logger.warning("paid-for vectors of document %s not cached: %s", i.document_id,
+                                   i.problem or "the blob does not match the event", extra={
+                                       "action": "project_embedding_cache", "document_id": i.document_id,
+                                       "event_id": str(i.event.event_id), "model": i.model})  # fmt: skip
                 continue
             take: list[int] = []
             for row, h in enumerate(i.rows.text_sha256):

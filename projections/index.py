@@ -9,9 +9,10 @@ and a reader never sees two sets of a document. Vectors that stop serving move t
 ``DocumentDeleted`` removes everything of the document, history included.
 
 A ``ChunksEmbedded`` that cannot be applied (a vectors blob of the wrong shape, NaN, a dimension the
-model does not have) keeps the serving vectors and is recorded in ``vector_problems`` (``chronos
-check`` reports it). Batch boundaries do not matter: switches within one batch are chained exactly as
-they would be one batch at a time, so replay rebuilds the same tables, history included.
+model does not have, more dimensions than an HNSW index holds) keeps the serving vectors and is
+recorded in ``vector_problems`` (``chronos check`` reports it). Batch boundaries do not matter:
+switches within one batch are chained exactly as they would be one batch at a time, so replay
+rebuilds the same tables, history included.
 
 Replay makes no model call: vectors come from the float32 blobs named in ``ChunksEmbedded`` and chunk
 texts from ``DocumentChunked`` (inline, or the content blob it names). A blob may be missing only
@@ -46,6 +47,7 @@ HANDLED = frozenset(
     {ev.DocumentUploaded.TYPE, ev.DocumentChunked.TYPE, ev.ChunksEmbedded.TYPE, ev.DocumentDeleted.TYPE}
 )
 BLOB_READS = 8  # concurrent blob reads per batch
+MAX_INDEXED_DIMENSIONS = 4000  # pgvector HNSW: vector up to 2000, halfvec up to 4000 (sql/040_halfvec_vector_index.sql)
 CHUNK_COLUMNS = (
     "chunk_id", "document_id", "chunk_set_id", "ordinal", "text", "text_sha256", "pages", "heading_path",
     "char_start", "char_end", "token_count", "serving", "served_from",
@@ -200,7 +202,11 @@ class IndexProjector(Projector):
         dims = await self._register_models(conn, valid + missing + batch.dropped)
         for s in valid:
             assert s.matrix is not None
-            if s.matrix.shape[1] != dims[s.result.model]:
+            if s.result.model not in dims:
+                s.problem = (f"{s.matrix.shape[1]} dimensions: pgvector's HNSW indexes hold at most "
+                             f"{MAX_INDEXED_DIMENSIONS}, so {s.result.model} cannot be searched; embed with "
+                             "fewer dimensions (openai:<model>@N)")  # fmt: skip
+            elif s.matrix.shape[1] != dims[s.result.model]:
                 s.problem = f"{s.matrix.shape[1]} dimensions, but model {s.result.model} has {dims[s.result.model]}"
         all_items = [s for chain in batch.switches.values() for s in chain]
         await self._record_problems(conn, [s for s in all_items if s.problem is not None])
@@ -368,8 +374,8 @@ class IndexProjector(Projector):
             for r in await conn.fetch(query("projections", "embedding_models_get"), list(wanted))
         }
         for model, (dims, position) in wanted.items():
-            if model in known:
-                continue
+            if model in known or dims > MAX_INDEXED_DIMENSIONS:
+                continue  # too large to index: the caller records each such switch as a problem
             index = (
                 ""
                 if self.defer_indexes

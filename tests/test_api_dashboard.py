@@ -5,8 +5,11 @@ button requests the stage again. Skipped when /usr/bin/chromium is not installed
 
 from __future__ import annotations
 
+import itertools
 import shutil
+import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -14,12 +17,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from app.catalogue.codec import new_event
+from app.catalogue.events import CostIncurred
+from app.catalogue.ids import stream_for
 from app.config import Settings
 from app.runtime import Runtime
 from app.services.upload import ingest_stream
 from events.blobs import PgBlobStore, aiter_bytes
 from events.store import EventStore
-from tests.api_support import TOKEN, fake_cost, fake_failure, server_thread, settings_for
+from tests.api_support import TOKEN, fake_cost, fake_failure, server_thread, settings_for, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -127,5 +133,92 @@ async def test_failures_show_reason_and_retry(dsn: str, pool: asyncpg.Pool, stor
         )
         assert requested is not None and requested["metadata"]["actor"].startswith("token:")  # the dashboard's token
         assert "1.25" in (await page.locator("#cost-summary").text_content() or "")
+        assert not problems, problems
+        await page.close()
+
+
+GEOMETRY = """() => {
+  const num = (n, a) => Number(n.getAttribute(a));
+  const bars = [...document.querySelectorAll("#cost-chart rect.day")].map((r) => ({
+    y: num(r, "y"), h: num(r, "height"), key: r.dataset.key || "", usd: Number(r.dataset.usd || 0) }))
+    .filter((b) => b.h > 0);
+  const overhead = [...document.querySelectorAll("#cost-chart rect.overhead")].map((r) => ({
+    y: num(r, "y"), h: num(r, "height"), key: r.dataset.key || "" }));
+  const budget = document.querySelector("#cost-chart line.budget");
+  const axis = [...document.querySelectorAll("#cost-chart text.axis")].map((t) => t.textContent);
+  return { bars, overhead, budgetY: num(budget, "y1"), axis };
+}"""
+
+
+async def modal_cost(rt: Runtime, document_id: str, usd: float) -> None:
+    """A Modal convert line of which cold start + idle are half the container time (as app.costs writes it)."""
+    details = {"gpu": "L4", "container_s": 10.0, "busy_s": 5.0, "cold_start_s": 3.0, "idle_s": 2.0}
+    cost = CostIncurred(
+        document_id=document_id, stage="convert", provider="modal", resource="gpu_seconds", quantity=usd / 0.000222,
+        unit_price_usd=0.000222, amount_usd=usd, caused_by=str(uuid.uuid4()), details=details,
+    )  # fmt: skip
+    await rt.store.append(stream_for(document_id), [new_event(cost, {"actor": "test"})])
+
+
+async def test_cost_chart_is_one_honest_scale_stacked_by_provider_and_stage(
+    dsn: str, pool: asyncpg.Pool, store: EventStore, browser: Any
+) -> None:
+    """Bars, the cumulative line and the budget line share one scale: $0.0004 against a $54 budget is
+    a sliver (it was drawn 60 % of the chart high, two-thirds of the way to the budget line); $27 is
+    half-way to the budget line; a day stacks provider·stage segments with Modal's cold-start/idle
+    share hatched on top of its segment; an 80 % alert shows under the chart."""
+    expect = playwright_api.expect
+    settings = settings_for(dsn, monthly_budget_usd=Decimal(54))
+    rt = Runtime(settings, dsn, pool, store, PgBlobStore(pool))
+    upload = await ingest_stream(
+        store, rt.blobs, aiter_bytes(b"# Costs\n\nbody\n"), filename="costs.md", source="cli", actor="test"
+    )
+    doc = upload.document_id
+    await fake_cost(rt, doc, 0.0004)
+    ledger = "SELECT count(*) FROM cost_ledger"
+    with server_thread(settings, run_projections=True) as server:
+        await wait_until(lambda: pool.fetchval(ledger), timeout=60)
+        page, problems = await open_page(browser, server.url)
+        await expect(page.locator("#cost-chart line.budget")).to_have_count(1, timeout=30_000)
+        g = await page.evaluate(GEOMETRY)
+        [bar] = g["bars"]
+        baseline = bar["y"] + bar["h"]
+        assert bar["h"] / (baseline - g["budgetY"]) == pytest.approx(0.0004 / 54, abs=1e-4)
+        assert g["axis"][-1] == "$60"  # the axis ends on a round number above the budget
+        await expect(page.locator("#cost-summary")).to_contain_text("under a pixel")
+
+        await modal_cost(rt, doc, 27.0)
+        await fake_cost(rt, doc, 5.4, stage="embed")
+
+        async def three_lines() -> bool:
+            return await pool.fetchval(ledger) == 3
+
+        await wait_until(three_lines, timeout=60)
+        await page.reload()
+        await expect(page.locator("#cost-chart rect.day").nth(2)).to_be_attached(timeout=30_000)
+        g = await page.evaluate(GEOMETRY)
+        bars = {b["key"]: b for b in g["bars"]}
+        assert set(bars) == {"local · convert", "local · embed", "modal · convert"}
+        to_budget = baseline - g["budgetY"]
+        assert bars["modal · convert"]["h"] / to_budget == pytest.approx(0.5, abs=0.005)
+        assert bars["local · embed"]["h"] / to_budget == pytest.approx(0.1, abs=0.005)
+        stacked = sorted(g["bars"], key=lambda b: -b["y"])  # bottom first: each starts where the last ended
+        for below, above in itertools.pairwise(stacked):
+            assert above["y"] + above["h"] == pytest.approx(below["y"], abs=0.01)
+        [overhead] = g["overhead"]
+        assert overhead["key"] == "modal · convert" and overhead["y"] == pytest.approx(bars["modal · convert"]["y"])
+        assert overhead["h"] == pytest.approx(bars["modal · convert"]["h"] / 2, rel=0.01)
+        await expect(page.locator('#cost-legend li[data-key="modal · convert"]')).to_contain_text("$27.0000")
+        await expect(page.locator("#cost-legend .overhead-share")).to_contain_text("$13.5000 (50 % of Modal)")
+        await expect(page.locator("#cost-alerts")).to_be_hidden()
+
+        await fake_cost(rt, doc, 11.0)  # $43.4004 of $54: past 80 %
+        await wait_until(
+            lambda: pool.fetchval("SELECT count(*) FROM events WHERE type = 'BudgetThresholdCrossed'"), timeout=60
+        )
+        await page.reload()
+        alert = page.locator('#cost-alerts li[data-threshold="80"]')
+        await expect(alert).to_contain_text("80 % of the budget crossed", timeout=30_000)
+        await expect(alert).to_contain_text("not sent (no webhook configured)")
         assert not problems, problems
         await page.close()

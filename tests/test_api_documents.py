@@ -296,8 +296,9 @@ async def test_search_costs_metrics_health(dsn: str, pool: asyncpg.Pool, store: 
 
         text = (await client.get("/metrics")).text
         assert 'chronos_events_appended_total{type="DocumentUploaded"} 1' in text
-        assert 'chronos_stage_failures_total{stage="convert",error_class="BrokenInput",final="true"} 1' in text
-        assert 'chronos_spend_usd_total{stage="convert",provider="local"} 0.5' in text
+        # prometheus_client writes labels sorted by name (the same series to Prometheus)
+        assert 'chronos_stage_failures_total{error_class="BrokenInput",final="true",stage="convert"} 1' in text
+        assert 'chronos_spend_usd_total{provider="local",stage="convert"} 0.5' in text
         assert 'chronos_documents{status="failed"} 1' in text
         assert "chronos_workers_connected 0" in text and "# TYPE chronos_stage_duration_seconds histogram" in text
 

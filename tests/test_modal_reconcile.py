@@ -29,7 +29,11 @@ from events import EventStore
 from projections.runner import catch_up_all
 
 ROOT = Path(__file__).resolve().parent.parent
-TODAY = datetime.now(UTC).date()
+
+
+def utc_today() -> date:
+    """The UTC date now (not at import: a suite that runs past midnight must not use yesterday's)."""
+    return datetime.now(UTC).date()
 
 
 def row(day: date, cost: str, app: str = "chronos-docling", tags: dict[str, str] | None = None) -> Any:
@@ -74,7 +78,7 @@ def bill(monkeypatch: pytest.MonkeyPatch) -> Bill:
 async def test_adjustments_make_the_modal_total_equal_the_bill_once(
     pool: asyncpg.Pool, store: EventStore, dsn: str, bill: Bill
 ) -> None:
-    today, yesterday, tomorrow = TODAY, TODAY - timedelta(days=1), TODAY + timedelta(days=1)
+    today, yesterday, tomorrow = utc_today(), utc_today() - timedelta(days=1), utc_today() + timedelta(days=1)
     later = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 1, tzinfo=UTC)  # today is complete by then
     await record_modal_cost(store, 0.25)
     await record_modal_cost(store, 0.125)  # 0.375 recorded today by the stages
@@ -107,20 +111,20 @@ async def test_a_day_recorded_but_not_billed_is_adjusted_down_and_dry_run_writes
     pool: asyncpg.Pool, store: EventStore, bill: Bill
 ) -> None:
     await record_modal_cost(store, 0.5)
-    end = TODAY + timedelta(days=1)
+    end = utc_today() + timedelta(days=1)
     tomorrow = datetime(end.year, end.month, end.day, 1, tzinfo=UTC)
-    dry = await billing.reconcile_modal(pool, store, TODAY, end, now=tomorrow, dry_run=True)
+    dry = await billing.reconcile_modal(pool, store, utc_today(), end, now=tomorrow, dry_run=True)
     assert [d.adjustment_usd for d in dry.days] == [Decimal("-0.5")] and dry.appended == 0
     assert await store.stream_version(billing.STREAM) == 0
-    done = await billing.reconcile_modal(pool, store, TODAY, end, now=tomorrow)
-    assert done.appended == 1 and await modal_total(pool, TODAY, end) == 0
+    done = await billing.reconcile_modal(pool, store, utc_today(), end, now=tomorrow)
+    assert done.appended == 1 and await modal_total(pool, utc_today(), end) == 0
 
 
 async def test_only_complete_days_are_reconciled(pool: asyncpg.Pool, store: EventStore, bill: Bill) -> None:
     await record_modal_cost(store, 0.5)
     # Today is not over: Modal's report leaves it out, so it must not be "adjusted" to zero.
     with pytest.raises(billing.ReconcileError, match="complete UTC days"):
-        await billing.reconcile_modal(pool, store, TODAY, date.fromordinal(TODAY.toordinal() + 1))
+        await billing.reconcile_modal(pool, store, utc_today(), date.fromordinal(utc_today().toordinal() + 1))
     assert bill.calls == []
 
 

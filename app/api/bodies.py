@@ -252,10 +252,32 @@ class SearchResult(Body):
     note: str | None = None  # why there are no hits, when nothing is searchable
 
 
+class CostPart(Body):
+    stage: str
+    provider: str
+    usd: float
+    overhead_usd: float  # Modal's cold-start and idle share
+
+
 class CostDay(Body):
     day: dt.date
     usd: float
     by_stage: dict[str, float] = {}
+    parts: list[CostPart] = []
+
+
+class BudgetAlert(Body):
+    alert_id: str
+    threshold_pct: int
+    crossed_at: dt.datetime
+    delivery: Literal["delivered", "failed", "pending"]
+    month: str | None = None
+    spent_usd: float | None = None
+    budget_usd: float | None = None
+    message: str | None = None
+    delivered_at: dt.datetime | None = None
+    attempts: int | None = None
+    last_error: str | None = None
 
 
 class CostMonth(Body):
@@ -263,6 +285,8 @@ class CostMonth(Body):
     spent_usd: float
     budget_usd: float
     over_budget: bool
+    alerts: list[BudgetAlert] = []
+    alert_webhook: bool | None = None
 
 
 class Costs(Body):

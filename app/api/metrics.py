@@ -1,136 +1,158 @@
-"""``/metrics``: Prometheus text exposition, computed from SQL at scrape time.
+"""``/metrics``: Prometheus exposition by ``prometheus_client``, computed from SQL at scrape time.
 
 Everything is derived from the log and the tables (nothing is counted in process memory), so any
-number of API processes report the same figures and a restart loses nothing.
+number of API processes report the same figures and a restart loses nothing. The usual pattern for
+that is a custom Collector that reads the source when scraped; the database is read asynchronously
+first (one read-only snapshot), then a Collector over that snapshot is exposed through a registry of
+its own with the library's encoder, chosen from the Accept header (text 0.0.4 by default, OpenMetrics
+when asked), and the library's content type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.alerts.state import recent_alerts
 from app.api.auth import reads
 from app.api.common import runtime
+from app.config import Settings
+from app.services.budget import month_to_date
 from events.sqlfiles import query
+from events.types import DbConn
 
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _label(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+@dataclass(frozen=True)
+class Snapshot:
+    """What one scrape read, in one read-only transaction."""
+
+    events: list[asyncpg.Record]
+    head: int
+    documents: list[asyncpg.Record]
+    jobs: list[asyncpg.Record]
+    failures: list[asyncpg.Record]
+    durations: list[asyncpg.Record]
+    spend: list[asyncpg.Record]
+    spent_month_usd: float
+    budget_month_usd: float
+    workers: int
+    alerts: list[tuple[int, str]]  # this month's budget alerts: (threshold_pct, delivery)
 
 
-def _labels(**labels: object) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
+async def read_snapshot(conn: DbConn, settings: Settings) -> Snapshot:
+    month = await month_to_date(conn, settings)  # the one budget rule (chronos costs, GET /costs)
+    workers = await conn.fetchrow(query("api", "workers_connected"))
+    assert workers is not None
+    alerts = await recent_alerts(conn)
+    return Snapshot(
+        events=await conn.fetch(query("api", "metrics_events")),
+        head=int(await conn.fetchval(query("api", "metrics_head")) or 0),
+        documents=await conn.fetch(query("api", "metrics_documents")),
+        jobs=await conn.fetch(query("api", "metrics_jobs")),
+        failures=await conn.fetch(query("api", "metrics_failures")),
+        durations=await conn.fetch(query("api", "metrics_stage_durations"), list(DURATION_BUCKETS)),
+        spend=await conn.fetch(query("api", "metrics_spend")),
+        spent_month_usd=float(month.spent_usd),
+        budget_month_usd=float(month.budget_usd),
+        workers=int(workers["n"]),
+        alerts=[(a.crossed.threshold_pct, a.status) for a in alerts if a.crossed.month == month.month[:7]],
+    )
 
 
-def _num(value: object) -> str:
-    number = float(value)  # type: ignore[arg-type]
-    return repr(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
+class ChronosCollector(Collector):
+    """The Chronos metric families over one snapshot (names and labels are a public contract)."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.snap
+        yield _counter("chronos_events_appended", "Events in the log, by type.", ["type"],
+                       [((r["type"],), r["n"]) for r in s.events])  # fmt: skip
+        yield _gauge("chronos_event_log_head_position", "Highest position in the log.", [], [((), s.head)])
+        yield _gauge("chronos_documents", "Documents by status (documents projection).", ["status"],
+                     [((r["status"],), r["n"]) for r in s.documents])  # fmt: skip
+        yield _gauge("chronos_jobs", "Stage jobs by stage and status; queued is the queue depth.",
+                     ["stage", "status"], [((r["stage"], r["status"]), r["n"]) for r in s.jobs])  # fmt: skip
+        failures = [((r["stage"], r["error_class"], str(r["final"]).lower()), r["n"]) for r in s.failures]
+        yield _counter("chronos_stage_failures", "Stage failure events (final: no more attempts).",
+                       ["stage", "error_class", "final"], failures)  # fmt: skip
+        yield _histogram(s.durations)
+        yield _counter("chronos_spend_usd", "USD recorded in the cost ledger, by stage and provider.",
+                       ["stage", "provider"], [((r["stage"], r["provider"]), r["usd"]) for r in s.spend])  # fmt: skip
+        yield _gauge("chronos_spend_month_usd", "USD spent this calendar month.", [], [((), s.spent_month_usd)])
+        yield _gauge("chronos_budget_month_usd", "The monthly budget in USD (app/services/budget.py, as in chronos "
+                     "costs).", [], [((), s.budget_month_usd)])  # fmt: skip
+        yield _gauge("chronos_budget_alerts", "This month's budget alerts (80 / 100 % of the budget crossed) by "
+                     "delivery state (delivered, failed, pending): docs/costs.md.", ["threshold_pct", "delivery"],
+                     [((pct, delivery), 1) for pct, delivery in s.alerts])  # fmt: skip
+        yield _gauge("chronos_workers_connected", "Stage workers connected to the database.", [], [((), s.workers)])
 
 
-class Exposition:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+Samples = list[tuple[tuple[Any, ...], Any]]
 
-    def family(
-        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[str, dict[str, object], object]]
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for suffix, labels, value in samples:
-            self.lines.append(f"{name}{suffix}{_labels(**labels)} {_num(value)}")
 
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+def _counter(name: str, doc: str, labels: list[str], samples: Samples) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric([str(v) for v in values], float(value))
+    return family
+
+
+def _gauge(name: str, doc: str, labels: list[str], samples: Samples) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric([str(v) for v in values], float(value))
+    return family
+
+
+def _histogram(rows: list[asyncpg.Record]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
+        "chronos_stage_duration_seconds",
+        "Seconds from a stage's trigger (upload, request or previous result) to its result.",
+        labels=["stage"],
+    )
+    by_stage: dict[str, dict[int, tuple[int, float]]] = {}
+    for r in rows:
+        by_stage.setdefault(r["stage"], {})[int(r["bucket"])] = (int(r["n"]), float(r["total_s"] or 0))
+    for stage, buckets in sorted(by_stage.items()):
+        cumulative = 0
+        series: list[tuple[str, float]] = []
+        for i, le in enumerate(DURATION_BUCKETS):
+            # width_bucket: bucket i holds latencies in [bounds[i-1], bounds[i]).
+            cumulative += buckets.get(i, (0, 0.0))[0]
+            series.append((floatToGoString(le), float(cumulative)))
+        series.append(("+Inf", float(sum(n for n, _ in buckets.values()))))
+        family.add_metric([stage], series, sum(total for _, total in buckets.values()))
+    return family
 
 
 @reads
 async def metrics(request: Request) -> Response:
     rt = runtime(request)
-    out = Exposition()
     async with rt.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
-        events = await conn.fetch(query("api", "metrics_events"))
-        head = await conn.fetchval(query("api", "metrics_head"))
-        documents = await conn.fetch(query("api", "metrics_documents"))
-        jobs = await conn.fetch(query("api", "metrics_jobs"))
-        failures = await conn.fetch(query("api", "metrics_failures"))
-        durations = await conn.fetch(query("api", "metrics_stage_durations"), list(DURATION_BUCKETS))
-        spend = await conn.fetch(query("api", "metrics_spend"))
-        budget = await conn.fetchrow(query("api", "budget"))
-        workers = await conn.fetchrow(query("api", "workers_connected"))
-    out.family(
-        "chronos_events_appended_total",
-        "counter",
-        "Events in the log, by type.",
-        [("", {"type": r["type"]}, r["n"]) for r in events],
-    )
-    out.family("chronos_event_log_head_position", "gauge", "Highest position in the log.", [("", {}, head)])
-    out.family(
-        "chronos_documents",
-        "gauge",
-        "Documents by status (documents projection).",
-        [("", {"status": r["status"]}, r["n"]) for r in documents],
-    )
-    out.family(
-        "chronos_jobs",
-        "gauge",
-        "Stage jobs by stage and status; queued is the queue depth.",
-        [("", {"stage": r["stage"], "status": r["status"]}, r["n"]) for r in jobs],
-    )
-    out.family(
-        "chronos_stage_failures_total",
-        "counter",
-        "Stage failure events (final: no more attempts).",
-        [
-            ("", {"stage": r["stage"], "error_class": r["error_class"], "final": str(r["final"]).lower()}, r["n"])
-            for r in failures
-        ],
-    )
-    out.family(
-        "chronos_stage_duration_seconds",
-        "histogram",
-        "Seconds from a stage's trigger (upload, request or previous result) to its result.",
-        _histogram(durations),
-    )
-    out.family(
-        "chronos_spend_usd_total",
-        "counter",
-        "USD recorded in the cost ledger, by stage and provider.",
-        [("", {"stage": r["stage"], "provider": r["provider"]}, r["usd"]) for r in spend],
-    )
-    assert budget is not None and workers is not None
-    out.family("chronos_spend_month_usd", "gauge", "USD spent this calendar month.", [("", {}, budget["spent_usd"])])
-    out.family("chronos_budget_month_usd", "gauge", "The monthly budget in USD.", [("", {}, budget["budget_usd"])])
-    out.family(
-        "chronos_workers_connected", "gauge", "Stage workers connected to the database.", [("", {}, workers["n"])]
-    )
-    return Response(out.text(), media_type=CONTENT_TYPE)
-
-
-def _histogram(rows: list[asyncpg.Record]) -> list[tuple[str, dict[str, object], object]]:
-    by_stage: dict[str, dict[int, tuple[int, float]]] = {}
-    for r in rows:
-        by_stage.setdefault(r["stage"], {})[int(r["bucket"])] = (int(r["n"]), float(r["total_s"] or 0))
-    samples: list[tuple[str, dict[str, object], object]] = []
-    for stage, buckets in sorted(by_stage.items()):
-        cumulative = 0
-        for i, le in enumerate(DURATION_BUCKETS):
-            # width_bucket: bucket i holds latencies in [bounds[i-1], bounds[i]).
-            cumulative += buckets.get(i, (0, 0.0))[0]
-            samples.append(("_bucket", {"stage": stage, "le": _num(le)}, cumulative))
-        count = sum(n for n, _ in buckets.values())
-        samples.append(("_bucket", {"stage": stage, "le": "+Inf"}, count))
-        samples.append(("_sum", {"stage": stage}, sum(s for _, s in buckets.values())))
-        samples.append(("_count", {"stage": stage}, count))
-    return samples
+        snap = await read_snapshot(conn, rt.settings)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ChronosCollector(snap))
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(registry), headers={"Content-Type": content_type})
 
 
 routes = [Route("/metrics", metrics, methods=["GET"])]

@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.auth import public, reads
+from app.alerts.state import recent_alerts
+from app.api.auth import actor_of, public, reads
 from app.api.common import int_param, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
@@ -38,7 +39,7 @@ async def search(request: Request) -> Response:
     if found is None:
         return json_response({"query": q, "k": k, "model": None, "hits": [], "note": NothingSearchable.__doc__})
     model = found[0]
-    hits = await run_search(rt.pool, rt.settings, q, k, model)
+    hits = await run_search(rt.pool, rt.settings, q, k, model, store=rt.store, actor=actor_of(request))
     return json_response({"query": q, "k": k, "model": model, "hits": [h.to_json() for h in hits]})
 
 
@@ -66,12 +67,17 @@ async def costs(request: Request) -> Response:
     days: dict[dt.date, dict[str, Any]] = {}
     total = Decimal(0)
     for r in rows:
-        day = days.setdefault(r["day"], {"day": r["day"].isoformat(), "usd": Decimal(0), "by_stage": {}, "lines": 0})
+        day = days.setdefault(
+            r["day"], {"day": r["day"].isoformat(), "usd": Decimal(0), "by_stage": {}, "lines": 0, "parts": []}
+        )
         day["usd"] += r["usd"]
         day["by_stage"][r["stage"]] = float(Decimal(day["by_stage"].get(r["stage"], 0)) + r["usd"])
         day["lines"] += r["lines"]
+        day["parts"].append({"stage": r["stage"], "provider": r["provider"], "usd": float(r["usd"]),
+                             "overhead_usd": float(r["overhead_usd"])})  # fmt: skip
         total += r["usd"]
     month = await month_to_date(rt.pool, rt.settings)
+    alerts = [a.to_json() for a in await recent_alerts(rt.pool)]
     return json_response(
         {
             "from": start.isoformat(),
@@ -83,6 +89,8 @@ async def costs(request: Request) -> Response:
                 "spent_usd": float(month.spent_usd),
                 "budget_usd": float(month.budget_usd),
                 "over_budget": month.over_budget,
+                "alerts": [a for a in alerts if a["month"] == month.month[:7]],
+                "alert_webhook": rt.settings.alert_webhook_url is not None,
             },
         }
     )

@@ -97,6 +97,7 @@ class EmbeddingRequested(DocumentEvent, frozen=True):
     model: str  # e.g. "local:all-MiniLM-L6-v2" or "openai:text-embedding-3-small"
     reason: str = "reprocess"
     scope: str | None = None  # "all": a model switch (later documents are embedded with it too)
+    batch_id: str | None = None  # an OpenAI Batch API job embeds it (EmbeddingBatchSubmitted), not the embed stage
     revision: int | None = None
 
 
@@ -208,6 +209,24 @@ class ChunksEmbedded(DocumentEvent, frozen=True):
     revision: int | None = None
 
 
+class EmbeddingsCached(DocumentEvent, frozen=True):
+    """Vectors that were made and paid for, but are not (yet) a document's complete ChunksEmbedded: the
+    requests that succeeded before a later one failed for good, or the finished lines of a Batch API job
+    that did not finish. The embedding cache keeps them, so a retry pays only for what is missing; each
+    paid request has its own CostIncurred (caused_by = this event)."""
+
+    TYPE: ClassVar[str] = "EmbeddingsCached"
+    chunk_set_id: str  # the chunk set whose texts these are
+    model: str  # provider-qualified, as in ChunksEmbedded
+    provider: str
+    dimensions: int
+    vectors: BlobRef  # float32, row-major, one row per text_sha256 entry
+    text_sha256: list[str]
+    tokens: int  # billed for these vectors
+    reason: str  # why they are not a ChunksEmbedded: the failure that stopped the rest
+    revision: int | None = None
+
+
 class StageFailed(DocumentEvent, frozen=True):
     """A stage could not produce its result (``final``: nothing is left to try)."""
 
@@ -244,6 +263,51 @@ FAILURES: dict[Stage, type[StageFailed]] = {"convert": ConversionFailed, "chunk"
                                             "embed": EmbeddingFailed}  # fmt: skip
 
 
+# --- OpenAI Batch API jobs (stream embedding-batch-<batch_id>, app/embedders/batch_jobs.py) -----------
+
+
+class EmbeddingBatchDocument(Struct, frozen=True):
+    """One document of a Batch API job."""
+
+    document_id: str
+    chunk_set_id: str
+    request_id: str  # of the EmbeddingRequested appended for it (marked with the batch_id)
+    custom_ids: list[str]  # lines of the batch input carrying this document's texts
+    revision: int | None = None  # the revision the chunk set is of (its results are for it)
+
+
+class EmbeddingBatchSubmitted(Event, frozen=True):
+    """An OpenAI Batch API embedding job was created; its documents' EmbeddingRequested name it."""
+
+    TYPE: ClassVar[str] = "EmbeddingBatchSubmitted"
+    batch_id: str  # ours (uuid); the stream is embedding-batch-<batch_id>
+    openai_batch_id: str
+    input_file_id: str
+    input: BlobRef  # the JSONL as uploaded (custom_id -> texts, for the results)
+    model: str  # provider-qualified
+    dimensions: int
+    documents: list[EmbeddingBatchDocument]
+    requests: int
+    inputs: int
+    estimated_tokens: int
+    scope: str | None = None  # "all": a model switch
+
+
+class EmbeddingBatchFinished(Event, frozen=True):
+    """A Batch API job ended and its documents' results are recorded (in their own streams)."""
+
+    TYPE: ClassVar[str] = "EmbeddingBatchFinished"
+    batch_id: str
+    openai_batch_id: str
+    status: str  # "completed" | "expired" | "cancelled" | "failed"
+    output: BlobRef | None = None  # the output file as downloaded
+    errors: BlobRef | None = None  # the error file as downloaded
+    embedded_documents: list[str] = []
+    incomplete_documents: dict[str, str] = {}  # document_id -> why it got no ChunksEmbedded
+    tokens: int = 0
+    amount_usd: float = 0.0
+
+
 # --- costs -----------------------------------------------------------------------------------
 
 
@@ -261,6 +325,48 @@ class CostIncurred(Event, frozen=True):
     amount_usd: float
     caused_by: str  # event id of the result this cost belongs to
     details: dict[str, Any] | None = None
+
+
+# --- monthly budget alerts (stream budget-YYYY-MM, app/alerts/) --------------------------------
+
+
+class BudgetThresholdCrossed(Event, frozen=True):
+    """Month-to-date spend reached ``threshold_pct`` % of the monthly budget. Once per month and
+    threshold: the event id is derived from both (app.catalogue.ids.budget_alert_event_id), so
+    checkers racing in several processes append it once."""
+
+    TYPE: ClassVar[str] = "BudgetThresholdCrossed"
+    month: str  # "YYYY-MM" (UTC)
+    threshold_pct: int  # 80 | 100
+    spent_usd: float  # month-to-date spend when the crossing was seen
+    budget_usd: float
+    message: str  # what the webhook's ``text`` says
+
+
+class BudgetAlertDelivered(Event, frozen=True):
+    """The webhook (``CHRONOS_ALERT_WEBHOOK_URL``) accepted the alert ``alert_event_id``."""
+
+    TYPE: ClassVar[str] = "BudgetAlertDelivered"
+    alert_event_id: str
+    month: str
+    threshold_pct: int
+    webhook: str  # scheme://host[:port] only: a Slack webhook's path is its secret
+    attempts: int
+    status_code: int
+
+
+class BudgetAlertDeliveryFailed(Event, frozen=True):
+    """Every attempt to deliver ``alert_event_id`` failed (or the webhook refused it for good); the
+    alert stays pending and is tried again later (app/alerts/delivery.py)."""
+
+    TYPE: ClassVar[str] = "BudgetAlertDeliveryFailed"
+    alert_event_id: str
+    month: str
+    threshold_pct: int
+    webhook: str
+    attempts: int
+    error: str
+    status_code: int | None = None
 
 
 # --- API tokens (stream ``token-<token_id>``) --------------------------------------------------
@@ -305,8 +411,9 @@ class SourceSynced(Event, frozen=True):
 
 ALL: tuple[type[Event], ...] = (
     DocumentUploaded, DocumentDeleted, ConversionRequested, ChunkingRequested, EmbeddingRequested,
-    DocumentConverted, DocumentChunked, ChunkingUnchanged, ChunksEmbedded,
-    ConversionFailed, ChunkingFailed, EmbeddingFailed, CostIncurred, ApiTokenCreated, ApiTokenRevoked,
-    SourceSynced,
+    DocumentConverted, DocumentChunked, ChunkingUnchanged, ChunksEmbedded, EmbeddingsCached,
+    ConversionFailed, ChunkingFailed, EmbeddingFailed, CostIncurred,
+    EmbeddingBatchSubmitted, EmbeddingBatchFinished, ApiTokenCreated, ApiTokenRevoked,
+    BudgetThresholdCrossed, BudgetAlertDelivered, BudgetAlertDeliveryFailed, SourceSynced,
 )  # fmt: skip
 BY_TYPE: dict[str, type[Event]] = {cls.TYPE: cls for cls in ALL}

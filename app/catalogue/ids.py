@@ -11,6 +11,9 @@ import orjson
 DOCUMENT_NAMESPACE = uuid.UUID("6f1d7a2e-5c3b-4e8f-9a0d-2b7c4e1f8a63")
 CHUNK_NAMESPACE = uuid.UUID("0b4f3c9e-8d21-4a6b-b5e7-3f9a1c2d7e40")
 STREAM_PREFIX = "document-"
+QUERY_NAMESPACE = uuid.UUID("3c1f0a8e-6b52-4d7e-9f14-2a8d5e7c9b31")
+BATCH_NAMESPACE = uuid.UUID("9a4e2c71-3f5b-4d08-8e6a-1b7c0d9f2e54")
+BUDGET_NAMESPACE = uuid.UUID("5d2b8f40-7c19-4e63-a0f5-8e3c6b1d9a27")
 
 
 def stream_for(document_id: str | uuid.UUID) -> str:
@@ -74,3 +77,39 @@ def chunk_set_id_again(chunk_set_id: uuid.UUID | str, result_id: uuid.UUID | str
 def chunk_id_for(chunk_set_id: str | uuid.UUID, ordinal: int) -> uuid.UUID:
     """Chunk ids are derived from the chunk set and ordinal, so replay reproduces them exactly."""
     return uuid.uuid5(CHUNK_NAMESPACE, f"{chunk_set_id}:{ordinal}")
+
+
+def search_stream(query_id: uuid.UUID) -> str:
+    """A paid search query's cost lines have a stream of their own: concurrent searches never contend
+    for a stream version."""
+    return f"search-{query_id}"
+
+
+def query_cost_event_id(query_id: uuid.UUID, line: int) -> uuid.UUID:
+    return uuid.uuid5(QUERY_NAMESPACE, f"{query_id}:{line}")
+
+
+def batch_stream(batch_id: str) -> str:
+    """The stream of an OpenAI Batch API job (EmbeddingBatchSubmitted, EmbeddingBatchFinished)."""
+    return f"embedding-batch-{batch_id}"
+
+
+def batch_event_id(batch_id: str, *parts: object) -> uuid.UUID:
+    """Every event a Batch API job records is named by the batch and what it is for (a document and
+    its kind of result), so a poller restarted half-way appends nothing twice."""
+    return uuid.uuid5(BATCH_NAMESPACE, ":".join([batch_id, *map(str, parts)]))
+
+
+def budget_stream(month: str) -> str:
+    """The stream of one month's budget alerts (``month``: "YYYY-MM")."""
+    return f"budget-{month}"
+
+
+def budget_alert_event_id(month: str, threshold_pct: int) -> uuid.UUID:
+    """One BudgetThresholdCrossed per month and threshold, whoever appends it first."""
+    return uuid.uuid5(BUDGET_NAMESPACE, f"{month}:{threshold_pct}")
+
+
+def budget_delivered_event_id(alert_event_id: str | uuid.UUID) -> uuid.UUID:
+    """One BudgetAlertDelivered per alert."""
+    return uuid.uuid5(BUDGET_NAMESPACE, f"{alert_event_id}:delivered")

@@ -5,7 +5,10 @@ stages decide from it (deleted? which conversion and chunk set are current? whic
 sticky?), ``chronos ingest --wait`` waits on it and the API shows it. There is no other rule.
 
 Statuses: ``uploaded`` → ``converted`` → ``chunked`` → ``searchable``; a request moves a document to
-``converting`` / ``chunking`` / ``embedding`` until the stage's result (or final failure) arrives.
+``converting`` / ``chunking`` / ``embedding`` until the stage's result (or final failure) arrives. An
+embedding request an OpenAI Batch API job owns (``batch_id``) is no different: the document is
+``embedding`` while the batch runs (up to 24 hours), and the poller records its result or, when the
+batch ended without all of the document's texts, a final ``BatchIncomplete`` failure.
 Final (public contract): ``searchable``, ``failed`` (a final failure event of the latest work; its
 ``last_error`` and ``error_class`` say why) and ``deleted``. A non-final failure records the error and
 counts the attempt. ``searchable`` and ``serving`` are not the same thing: a document whose re-embedding
@@ -262,6 +265,10 @@ def _changes(s: DocumentState, event: ev.Event, recorded: RecordedEvent) -> dict
                 "serving_revision": s.chunk_set_revision or s.revision, "last_error": None, "error_class": None,
                 "halted": None,
             }  # fmt: skip
+        case ev.EmbeddingsCached():
+            # Paid vectors kept for a retry (the embedding cache takes them in): where the document
+            # stands is said by the failure recorded with them.
+            return {}
         case ev.StageFailed():
             out = {"attempts": s.attempts + 1, "last_error": event.message, "error_class": event.error_class}
             if event.final:

@@ -13,6 +13,7 @@ COMMAND_MODULES: list[str] = [
     "delete",
     "costs",
     "reprocess",
+    "batches",
     "serve",
     "tokens",
     "sync",

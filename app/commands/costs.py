@@ -1,5 +1,6 @@
 """``chronos costs [--json]``: month-to-date spend against the monthly budget, by stage/provider
-(the budget is resolved in app/services/budget.py); ``chronos costs reconcile --provider modal``:
+(the budget is resolved in app/services/budget.py) and this and last month's budget alerts
+(app/alerts/); ``chronos costs reconcile --provider modal``:
 make the ledger's Modal totals equal Modal's bill (app/convert/billing.py)."""
 
 from __future__ import annotations
@@ -7,9 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
+from typing import Any
 
 import orjson
 
+from app.alerts.delivery import Deliverer
+from app.alerts.state import recent_alerts
 from app.errors import InvalidRequest
 from app.runtime import open_runtime
 from app.services.budget import month_to_date
@@ -18,6 +22,10 @@ from app.services.budget import month_to_date
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("costs", help="month-to-date spend against the monthly budget")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--resend-alerts", action="store_true",
+        help="deliver this and last month's budget alerts the webhook has not accepted yet, now",
+    )  # fmt: skip
     p.set_defaults(func=main)
     more = p.add_subparsers(dest="costs_command", metavar="reconcile")
     r = more.add_parser("reconcile", help="make the ledger's provider totals equal the provider's bill")
@@ -32,20 +40,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     async with open_runtime() as rt:
+        if args.resend_alerts:
+            if rt.settings.alert_webhook_url is None:
+                raise InvalidRequest("no webhook to send alerts to: set CHRONOS_ALERT_WEBHOOK_URL")
+            for outcome in await Deliverer(rt.store, rt.settings).deliver_pending(force=True):
+                d = outcome.delivery
+                said = "delivered" if d.ok else f"not delivered ({d.error})"
+                print(f"alert {outcome.month} {outcome.threshold_pct} %: {said} after {d.attempts} attempt(s)",
+                      file=sys.stderr)  # fmt: skip
         month = await month_to_date(rt.pool, rt.settings)
-    report = month.to_json()
+        alerts = [a.to_json() for a in await recent_alerts(rt.pool)]
+    report = {**month.to_json(), "alerts": alerts, "alert_webhook": rt.settings.alert_webhook_url is not None}
     if args.json:
         print(orjson.dumps(report).decode())
     else:
         print(f"{report['month'][:7]}: ${report['spent_usd']:.4f} spent of ${report['budget_usd']:.2f} budget")
         for line in report["by_stage_provider"]:
             print(f"  {line['stage']:<8} {line['provider']:<8} ${line['usd']:.6f}")
+        for alert in alerts:
+            print(alert_line(alert, webhook=rt.settings.alert_webhook_url is not None))
     if month.over_budget:
         print(
             f"warning: month-to-date spend ${report['spent_usd']:.2f} is over the ${report['budget_usd']:.2f} budget",
             file=sys.stderr,
         )
     return 0
+
+
+def alert_line(alert: dict[str, Any], *, webhook: bool) -> str:
+    when = alert["crossed_at"][:16].replace("T", " ")
+    if alert["delivery"] == "delivered":
+        state = f"delivered to the webhook ({alert['attempts']} attempt(s))"
+    elif alert["delivery"] == "failed":
+        state = f"NOT delivered after {alert['attempts']} attempt(s): {alert['last_error']}"
+    else:
+        state = "delivery pending" if webhook else "not sent (CHRONOS_ALERT_WEBHOOK_URL is not set)"
+    return (f"alert {alert['month']} {alert['threshold_pct']} % of budget: crossed {when} UTC at "
+            f"${alert['spent_usd']:.2f} of ${alert['budget_usd']:.2f}; {state}")  # fmt: skip
 
 
 async def reconcile_main(args: argparse.Namespace) -> int:

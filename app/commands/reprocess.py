@@ -1,15 +1,19 @@
 """``chronos reprocess --stage convert|chunk|embed (--document ID… | --all | --failed | --where SQL)``.
 
 Parsing and printing only; the work is in app/services/reprocess.py (selection, quote, budget stop,
-requests). ``--where`` is a predicate over the documents view, run as a role that can read nothing
-else (app/services/selection.py). A paid request asks before appending (``--yes`` skips) and stops at
-the monthly budget unless ``--over-budget``.
+requests, OpenAI Batch API submission). ``--where`` is a predicate over the documents view, run as a role
+that can read nothing else (app/services/selection.py). A paid request asks before appending (``--yes``
+skips) and stops at the monthly budget unless ``--over-budget``. ``--batch-api`` (``--stage embed`` with
+an OpenAI model) submits OpenAI Batch API jobs instead of asking the embed stage: half price, results
+within 24 hours, recorded by ``chronos batches poll``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from typing import Any
 
 import orjson
 
@@ -30,6 +34,7 @@ def stage_request(args: argparse.Namespace) -> reprocess.StageRequest:
     return reprocess.StageRequest(
         stage=args.stage, reason=args.reason, backend=args.backend, chunk_size=args.chunk_size,
         chunk_overlap=args.chunk_overlap, model=args.model, switch=bool(args.all and args.stage == "embed"),
+        batch_api=bool(getattr(args, "batch_api", False)),
     )  # fmt: skip
 
 
@@ -48,6 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--reason", default="reprocess")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation of the cost quote")
     p.add_argument("--over-budget", action="store_true", help="proceed even past the monthly budget")
+    p.add_argument("--batch-api", action="store_true",
+                   help="--stage embed with an OpenAI model: OpenAI's Batch API (half price, within 24 h); "
+                        "results are recorded by chronos batches poll")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
 
@@ -66,10 +74,37 @@ async def main(args: argparse.Namespace) -> int:
                 print("nothing requested")
                 return 1
         await reprocess.execute(rt.pool, rt.store, rt.settings, plan, actor="cli", over_budget_ok=args.over_budget,
-                                selection=chosen)  # fmt: skip
+                                selection=chosen, blobs=rt.blobs)  # fmt: skip
+    if plan.batches is not None:
+        return _print_batches(plan, args.json)
     if args.json:
         ids = plan.document_ids + plan.extra
         print(orjson.dumps({"requested": plan.requested, "documents": ids, "quote": q.to_json()}).decode())
     else:
         print(f"requested {args.stage} for {plan.requested} document(s)")
     return 0
+
+
+def _print_batches(plan: reprocess.Plan, as_json: bool) -> int:
+    """What a Batch API request submitted; exit 1 when some documents could not be submitted."""
+    assert plan.batches is not None
+    submitted, planned = plan.batches.batches, plan.batches.plan
+    batches: list[dict[str, Any]] = [
+        {"batch_id": b.batch_id, "openai_batch_id": b.openai_batch_id, "documents": len(b.documents),
+         "inputs": b.inputs} for b in submitted
+    ]
+    if as_json:
+        print(orjson.dumps({"batches": batches, "quote": plan.quote.to_json(), "embedded_now": planned.nothing_to_send,
+                            "waiting_for_chunks": planned.no_chunks, "refused": planned.refused}).decode())  # fmt: skip
+    else:
+        for b in batches:
+            print(f"submitted batch {b['batch_id']} ({b['openai_batch_id']}): {b['documents']} document(s), "
+                  f"{b['inputs']} texts")
+        if planned.nothing_to_send or planned.no_chunks:
+            print(f"{len(planned.nothing_to_send) + len(planned.no_chunks)} document(s) need no batch (cached, or "
+                  "not chunked yet): requested from the embed stage")  # fmt: skip
+        for doc, why in planned.refused.items():
+            print(f"not submitted {doc}: {why}", file=sys.stderr)
+        if batches:
+            print("results are recorded by: chronos batches poll --wait")
+    return 1 if planned.refused else 0

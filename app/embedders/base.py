@@ -1,4 +1,18 @@
-"""What every embedder offers the pipeline, what it returns, and how it fails."""
+"""What every embedder offers the pipeline, what it returns, and how it fails.
+
+The errors are ``ChronosError`` kinds (app/errors.py), so the CLI and the API answer them like any other
+expected failure, never as a traceback or a 500:
+
+* ``EmbedderUnavailable`` (no such model, a size that cannot be indexed, a missing key or package): the
+  request asked for something that cannot work here -- ``InvalidRequest`` (400, exit 2).
+* ``EmbeddingRequestError`` / ``EmbeddingInputTooLong`` (the provider refused the request itself, or a
+  text is longer than the model's window) -- ``InvalidRequest`` (400, exit 2).
+* ``EmbeddingUnavailable`` (429/5xx/connection after every retry) -- ``Unavailable`` (503, exit 69).
+* ``EmbeddingAuthError`` and ``EmbeddingQuotaExceeded``: the provider refuses *Chronos's* credentials or
+  account, which the caller cannot fix (a 401 would tell an API client its own token is wrong):
+  ``Unavailable`` answered as 502 Bad Gateway; the CLI exits 78 (EX_CONFIG) for the key, 69 for quota.
+* ``EmbeddingError`` itself (the provider answered something malformed): 502, exit 69.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +24,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from app.costs import CostLine
+from app.errors import InvalidRequest, Unavailable
+from events.errors import ChronosError
 
 
 def text_sha256(text: str) -> str:
@@ -35,6 +51,17 @@ class CachedEmbedResult:
     cost: list[CostLine] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PartialEmbedding:
+    """What a failed embed call did get, and pay for, before it failed: the texts of the requests
+    that succeeded, their vectors (rows in ``texts`` order), tokens and one cost line per request."""
+
+    texts: list[str]
+    vectors: np.ndarray
+    tokens: int
+    cost: list[CostLine]
+
+
 @runtime_checkable
 class Embedder(Protocol):
     model: str  # provider-qualified, as stored in vectors.model: "local:all-MiniLM-L6-v2"
@@ -49,13 +76,18 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> EmbedResult: ...
 
 
-class EmbedderUnavailable(ValueError):
+class EmbedderUnavailable(InvalidRequest, ValueError):
     """The embedder asked for cannot be built here (unknown model, missing key or package)."""
 
+    code = "embedder_unavailable"
 
-class EmbeddingError(Exception):
+
+class EmbeddingError(ChronosError):
     """Embedding failed. ``retryable`` tells the pipeline whether a later attempt may succeed."""
 
+    code = "embedding_failed"
+    http_status = 502
+    exit_code = 69
     retryable = True
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool | None = None) -> None:
@@ -63,33 +95,50 @@ class EmbeddingError(Exception):
         self.status = status
         if retryable is not None:
             self.retryable = retryable
+        self.partial: PartialEmbedding | None = None
+        """Results of the requests that succeeded (and were billed) before this failure, if any."""
 
 
-class EmbeddingAuthError(EmbeddingError):
+class EmbeddingAuthError(EmbeddingError, Unavailable):
     """The provider refused the credentials (HTTP 401/403): fix OPENAI_API_KEY."""
 
+    code = "embedder_auth"
+    http_status = 502
+    exit_code = 78  # EX_CONFIG
     retryable = False
 
 
-class EmbeddingRequestError(EmbeddingError):
+class EmbeddingRequestError(EmbeddingError, InvalidRequest):
     """The provider rejected the request itself (HTTP 400/404/422): retrying sends the same request."""
 
+    code = "embedding_refused"
+    http_status = 400
+    exit_code = 2
     retryable = False
 
 
-class EmbeddingQuotaExceeded(EmbeddingError):
+class EmbeddingQuotaExceeded(EmbeddingError, Unavailable):
     """The account has no quota left (HTTP 429 insufficient_quota): waiting does not help."""
 
+    code = "embedder_quota"
+    http_status = 502
+    exit_code = 69
     retryable = False
 
 
-class EmbeddingInputTooLong(EmbeddingError):
+class EmbeddingInputTooLong(EmbeddingError, InvalidRequest):
     """A text is longer than the model's input window: re-chunk with a smaller chunk size."""
 
+    code = "input_too_long"
+    http_status = 400
+    exit_code = 2
     retryable = False
 
 
-class EmbeddingUnavailable(EmbeddingError):
+class EmbeddingUnavailable(EmbeddingError, Unavailable):
     """The provider kept failing (429/5xx/connection) after every retry: try again later."""
 
+    code = "embedder_unavailable"
+    http_status = 503
+    exit_code = 69
     retryable = True

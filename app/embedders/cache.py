@@ -1,14 +1,16 @@
 """Reuse embeddings already made: the same text with the same model and dimensions is embedded once.
 
 Only reads ``embedding_cache`` (keyed by model, dimensions, sha256 of the text); the projections
-fill it from ChunksEmbedded events. Texts not found, and repeated texts within one call, are sent
-to the embedder once each.
+fill it from ChunksEmbedded and EmbeddingsCached events. ``known`` adds vectors the caller has
+already (e.g. paid for by an earlier, failed attempt: app.embedders.salvage). Texts not found, and
+repeated texts within one call, are sent to the embedder once each. When the embedder fails after
+some of its requests succeeded, the error's ``partial`` holds them (texts, vectors, cost lines).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -49,12 +51,17 @@ def _as_array(value: Any) -> np.ndarray:
 
 
 async def embed_with_cache(
-    conn_or_pool: asyncpg.Pool | asyncpg.Connection, embedder: Embedder, texts: Sequence[str]
+    conn_or_pool: asyncpg.Pool | asyncpg.Connection,
+    embedder: Embedder,
+    texts: Sequence[str],
+    known: Mapping[str, np.ndarray] | None = None,
 ) -> CachedEmbedResult:
-    """Vectors for every text (rows in input order); only cache misses reach the embedder."""
+    """Vectors for every text (rows in input order); only texts neither cached nor ``known`` reach the
+    embedder."""
     items = list(texts)
     hashes = [text_sha256(t) for t in items]
-    found = await cached_vectors(conn_or_pool, embedder, hashes)
+    found = dict(known or {})
+    found.update(await cached_vectors(conn_or_pool, embedder, [h for h in hashes if h not in found]))
     miss_index: dict[str, int] = {}
     miss_texts: list[str] = []
     for text, digest in zip(items, hashes, strict=True):

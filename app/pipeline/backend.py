@@ -24,9 +24,24 @@ logger = logging.getLogger(__name__)
 
 
 def projection_services(rt: Runtime, *, poll_interval: float = 1.0) -> list[Service]:
-    return [
-        Service(sub.name, sub.run) for sub in subscriptions(rt.store, rt.blobs, hub=rt.hub, poll_interval=poll_interval)
-    ]
+    """The projections, and the budget alerts that follow the costs they project."""
+    subs = subscriptions(rt.store, rt.blobs, hub=rt.hub, poll_interval=poll_interval)
+    return [*(Service(sub.name, sub.run) for sub in subs), *budget_alert_services(rt, poll_interval=poll_interval)]
+
+
+def budget_alert_services(rt: Runtime, *, poll_interval: float = 1.0) -> list[Service]:
+    """The ``budget-alerts`` check after every batch of costs and, with ``CHRONOS_ALERT_WEBHOOK_URL``
+    set, the delivery of what it records (app/alerts/__init__.py)."""
+    from app.alerts.crossing import NAME, BudgetCheck
+    from app.alerts.delivery import Deliverer
+
+    deliverer = Deliverer(rt.store, rt.settings)
+    check = BudgetCheck(rt.store, rt.settings, on_alert=deliverer.kick.set)
+    sub = Subscription(rt.store, NAME, check.handle, hub=rt.hub, poll_interval=poll_interval)
+    services = [Service(sub.name, sub.run)]
+    if rt.settings.alert_webhook_url is not None:
+        services.append(Service("budget-alert-delivery", deliverer.run))
+    return services
 
 
 def dispatcher_service(rt: Runtime, *, poll_interval: float = 1.0) -> Service:

@@ -25,7 +25,7 @@ from app.catalogue import ids
 from app.catalogue.codec import decode_payload, new_event
 from app.catalogue.content import load_content, store_content
 from app.config import Settings
-from app.costs import CostLine, local_cpu, modal_usages
+from app.costs import CostLine, local_cpu, modal_usages, summed
 from app.pipeline.jobs import Job
 from app.pipeline.stream import DocumentStream
 from app.runtime import Runtime
@@ -33,7 +33,7 @@ from events.sqlfiles import query
 from events.types import NewEvent
 
 if TYPE_CHECKING:
-    from app.embedders import Embedder
+    from app.embedders import CachedEmbedResult, Embedder, EmbeddingError
 
 logger = logging.getLogger(__name__)
 
@@ -403,9 +403,12 @@ async def switch_targets(rt: Runtime) -> list[str]:
 
 async def _embed(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> Outcome:
     from app.embedders import EmbedderUnavailable, EmbeddingError, embed_with_cache, get_embedder
+    from app.embedders.salvage import salvaged_vectors
 
     state = stream.state
     assert state is not None
+    if job.params.get("request_id") in stream.batch_requests:
+        return Outcome("done")  # embedded by an OpenAI Batch API job: its poller records the result
     chunk_set = stream.chunk_sets.get(job.params.get("chunk_set_id", "")) or stream.current_chunk_set
     if chunk_set is None:
         # E.g. a model switch reached a document still converting: the requested model is sticky, so
@@ -435,33 +438,79 @@ async def _embed(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
         if not embedders:
             return Outcome("done")
     texts = [c.text for c in await load_content(rt.blobs, chunk_set)]
-    events: list[NewEvent] = []
-    meta = _meta(job, actor)
-    for n, embedder in enumerate(embedders):
+    done: list[tuple[Embedder, CachedEmbedResult, ev.BlobRef]] = []
+    for embedder in embedders:
         try:
-            result = await embed_with_cache(rt.pool, embedder, texts)
+            known = await salvaged_vectors(rt.blobs, stream.cached, embedder)
+            result = await embed_with_cache(rt.pool, embedder, texts, known=known)
         except EmbeddingError as exc:
-            raise StageFailure(
-                type(exc).__name__, str(exc), retryable=bool(getattr(exc, "retryable", True)),
-                backend=embedder.provider,
-            ) from exc
+            # Paid results are kept: the models done so far (model-qualified ids, so a retry still runs
+            # the rest) and the requests of this one that succeeded, with a cost line each.
+            failure = StageFailure(type(exc).__name__, str(exc), retryable=bool(getattr(exc, "retryable", True)),
+                                   backend=embedder.provider)  # fmt: skip
+            outcome = failure_outcome(job, actor, failure)
+            kept = _embedded_events(job, actor, chunk_set, done, _revision(job, stream), qualified=True)
+            if exc.partial is not None and exc.partial.texts:
+                kept += await _cached_events(rt, job, actor, chunk_set, embedder, exc, _revision(job, stream))
+            outcome.events[:0] = kept
+            return outcome
         vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
         ref = await rt.blobs.put_bytes(vectors.tobytes(), "application/x-float32")
-        # The first model's result keeps the plain id (checked by run_stage: never embedded twice).
-        key = "" if n == 0 else f"{embedder.model}:"
-        result_id = job.result_id("embedded" if n == 0 else f"embedded:{embedder.model}")
+        done.append((embedder, result, ev.BlobRef.of(ref)))
+    return Outcome("done", _embedded_events(job, actor, chunk_set, done, _revision(job, stream), qualified=False))
+
+
+def _embedded_events(
+    job: Job,
+    actor: str,
+    chunk_set: ev.DocumentChunked,
+    done: list[tuple[Embedder, CachedEmbedResult, ev.BlobRef]],
+    revision: int,
+    *,
+    qualified: bool,
+) -> list[NewEvent]:
+    """ChunksEmbedded + cost lines per model. The first model's result keeps the plain id (run_stage:
+    never embedded twice) unless ``qualified`` (the job failed later and will run again)."""
+    events: list[NewEvent] = []
+    meta = _meta(job, actor)
+    for n, (embedder, result, ref) in enumerate(done):
+        plain = n == 0 and not qualified
+        key = "" if plain else f"{embedder.model}:"
+        result_id = job.result_id("embedded" if plain else f"embedded:{embedder.model}")
+        vectors = result.vectors
         embedded = ev.ChunksEmbedded(
             document_id=str(job.document_id),
             chunk_set_id=chunk_set.chunk_set_id,
             model=embedder.model,
             provider=embedder.provider,
             dimensions=int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else embedder.dimensions,
-            vectors=ev.BlobRef.of(ref),
-            chunk_count=len(texts),
+            vectors=ref,
+            chunk_count=len(chunk_set.chunks),
             reused_count=result.reused_count,
             tokens=result.tokens,
-            revision=_revision(job, stream),
+            revision=revision,
         )
         events.append(new_event(embedded, meta, result_id))
-        events += _cost_events(job, actor, "embed", result_id, list(result.cost), key=key)
-    return Outcome("done", events)
+        events += _cost_events(job, actor, "embed", result_id, summed(result.cost), key=key)
+    return events
+
+
+async def _cached_events(
+    rt: Runtime, job: Job, actor: str, chunk_set: ev.DocumentChunked, embedder: Embedder, exc: EmbeddingError,
+    revision: int,
+) -> list[NewEvent]:
+    """EmbeddingsCached for the requests that succeeded before ``exc``, and their cost lines."""
+    from app.embedders.salvage import cached_event
+
+    partial = exc.partial
+    assert partial is not None
+    matrix = np.ascontiguousarray(partial.vectors, dtype=np.float32)
+    ref = await rt.blobs.put_bytes(matrix.tobytes(), "application/x-float32")
+    cached = cached_event(
+        document_id=str(job.document_id), chunk_set_id=chunk_set.chunk_set_id, embedder=embedder, partial=partial,
+        reason=f"{type(exc).__name__}: {exc}", vectors=ev.BlobRef.of(ref), revision=revision,
+    )  # fmt: skip
+    key = f"cached:{job.attempts}:{embedder.model}"
+    event_id = job.result_id(key)
+    events = [new_event(cached, _meta(job, actor), event_id)]
+    return events + _cost_events(job, actor, "embed", event_id, summed(partial.cost), key=key + ":")

@@ -1,5 +1,7 @@
 """A document's stream as a stage sees it: where the document stands (the one reducer,
-``app.catalogue.state``) and the results a stage may build on, by id."""
+``app.catalogue.state``) and the results a stage may build on, by id: conversions, chunk sets, the
+vectors paid for outside a complete result (``EmbeddingsCached``, app.embedders.salvage) and the
+embedding requests an OpenAI Batch API job owns."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ class DocumentStream:
     conversions: dict[str, ev.DocumentConverted] = field(default_factory=dict)  # conversion_id -> result
     chunk_sets: dict[str, ev.DocumentChunked] = field(default_factory=dict)  # chunk_set_id -> result
     latest_chunk_set_id: str | None = None  # the newest DocumentChunked, current or not
+    cached: list[ev.EmbeddingsCached] = field(default_factory=list)  # paid vectors outside a ChunksEmbedded
+    batch_requests: dict[str, str] = field(default_factory=dict)  # request_id -> batch_id (Batch API jobs)
 
     @classmethod
     def of(cls, events: list[RecordedEvent]) -> DocumentStream:
@@ -32,6 +36,10 @@ class DocumentStream:
             elif isinstance(event, ev.DocumentChunked):
                 s.chunk_sets[event.chunk_set_id] = event
                 s.latest_chunk_set_id = event.chunk_set_id
+            elif isinstance(event, ev.EmbeddingsCached):
+                s.cached.append(event)
+            elif isinstance(event, ev.EmbeddingRequested) and event.batch_id:
+                s.batch_requests[event.request_id] = event.batch_id
         return s
 
     @classmethod

@@ -1,6 +1,7 @@
 """The monthly budget, resolved in one place: ``CHRONOS_MONTHLY_BUDGET_USD`` (Settings) when set,
 else the ``monthly_budget_usd`` row of the ``settings`` table (default $50, the product plan's alert
-threshold). ``chronos costs``, ``GET /costs``, ``/metrics`` and the reprocess budget stop all use it."""
+threshold). ``chronos costs``, ``GET /costs``, ``/metrics``, the reprocess budget stop and the budget
+alerts (app/alerts/) all use it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncpg
 from app.config import Settings
 from app.errors import OverBudget
 from events.sqlfiles import query
+from events.types import DbConn
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,25 @@ class MonthToDate:
         }
 
 
-async def month_to_date(pool: asyncpg.Pool, settings: Settings) -> MonthToDate:
+def resolve_budget(settings: Settings, stored_usd: Decimal | None) -> Decimal:
+    """The rule: ``CHRONOS_MONTHLY_BUDGET_USD`` when set, else the settings table's row, else $50."""
+    if settings.monthly_budget_usd is not None:
+        return settings.monthly_budget_usd
+    return Decimal(stored_usd) if stored_usd is not None else Decimal(50)
+
+
+async def budget_usd(pool: asyncpg.Pool | DbConn, settings: Settings) -> Decimal:
+    """The monthly budget (the same for every month: there is no history of it)."""
+    if settings.monthly_budget_usd is not None:
+        return settings.monthly_budget_usd
+    return resolve_budget(settings, await pool.fetchval(query("alerts", "stored_budget")))
+
+
+async def month_to_date(pool: asyncpg.Pool | DbConn, settings: Settings) -> MonthToDate:
+    """This month's spend and budget (``pool``: or a connection, e.g. inside a read-only snapshot)."""
     row = await pool.fetchrow(query("api", "budget"))
     assert row is not None
-    budget = settings.monthly_budget_usd if settings.monthly_budget_usd is not None else Decimal(row["budget_usd"])
+    budget = resolve_budget(settings, row["budget_usd"])
     lines = await pool.fetch(query("api", "spend_month_by_stage_provider"))
     return MonthToDate(
         month=row["month"].isoformat(),

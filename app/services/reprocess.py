@@ -4,18 +4,18 @@
 one ConversionRequested / ChunkingRequested / EmbeddingRequested per document; the stage workers act
 on them. A paid request is quoted first (outputs that can be reused cost nothing: chunks whose text
 and model are in the embedding cache) and stopped when it would cross the monthly budget
-(app/services/budget.py) unless the caller allows it.
+(app/services/budget.py) unless the caller allows it. An embedding with OpenAI can go through its Batch
+API instead (``batch_api``: half price, results within 24 hours, recorded by ``chronos batches poll``).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from app import costs
 from app.catalogue import events as ev
 from app.catalogue.codec import new_event
 from app.catalogue.ids import stream_for
@@ -23,7 +23,11 @@ from app.config import Settings
 from app.errors import InvalidRequest
 from app.services.budget import check_quote
 from app.services.selection import Selection, select_documents
+from events.blobs import PgBlobStore
 from events.store import EventStore
+
+if TYPE_CHECKING:
+    from app.embedders.batch_jobs import Submitted
 
 BACKENDS = ("auto", "local", "modal")
 
@@ -40,6 +44,7 @@ class StageRequest:
     chunk_overlap: int | None = None
     model: str | None = None
     switch: bool = False  # embed --all: a model switch (later documents are embedded with it too)
+    batch_api: bool = False  # embed with OpenAI's Batch API (half price, within 24 h: app/embedders/batch_jobs.py)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Plan:
     quote: Quote
     requested: int = 0
     extra: list[str] = field(default_factory=list)
+    batches: Submitted | None = None  # what a Batch API request submitted
 
     @property
     def paid(self) -> bool:
@@ -73,35 +79,37 @@ def validated(request: StageRequest, settings: Settings) -> StageRequest:
         raise InvalidRequest(f"stage must be one of {', '.join(ev.STAGES)}, not {request.stage!r}")
     if request.backend is not None and request.backend not in BACKENDS:
         raise InvalidRequest(f"backend must be one of {', '.join(BACKENDS)}, not {request.backend!r}")
+    if request.batch_api and request.stage != "embed":
+        raise InvalidRequest("--batch-api is for --stage embed (OpenAI's Batch API)")
     if request.stage != "embed":
         return request
     if not request.model:
         raise InvalidRequest(
             "--stage embed needs --model (e.g. local:all-MiniLM-L6-v2 or openai:text-embedding-3-small)"
         )
-    from app.embedders import EmbedderUnavailable, parse_model
+    from app.embedders import resolve_model
 
-    try:
-        provider, name, dimensions = parse_model(request.model, settings)
-    except EmbedderUnavailable as exc:
-        raise InvalidRequest(str(exc)) from exc
-    if provider == "openai" and not settings.openai_api_key:
+    spec = resolve_model(request.model, settings)  # EmbedderUnavailable (an InvalidRequest) says why not
+    if spec.provider == "openai" and not settings.openai_api_key:
         raise InvalidRequest(f"{request.model!r} needs OpenAI: set OPENAI_API_KEY (and OPENAI_BASE_URL if not OpenAI)")
-    model = f"{provider}:{name}" + (f"@{dimensions}" if dimensions else "")
-    return StageRequest(**{**request.__dict__, "model": model})
+    if request.batch_api and spec.provider != "openai":
+        raise InvalidRequest(f"--batch-api is OpenAI's Batch API; {spec.stored} runs locally")
+    return StageRequest(**{**request.__dict__, "model": spec.stored})
 
 
-async def quote(pool: asyncpg.Pool, request: StageRequest, ids: list[str]) -> Quote:
-    """Estimated USD of the request: OpenAI tokens not in the cache, or Modal GPU seconds per page."""
-    if request.stage == "embed" and request.model and request.model.startswith("openai:"):
-        name = request.model.split(":", 1)[1].partition("@")[0]
-        tokens = await pool.fetchval(
-            "SELECT coalesce(sum(c.token_count), 0) FROM chunks c WHERE c.document_id = ANY($1::uuid[]) "
-            "AND NOT EXISTS (SELECT 1 FROM embedding_cache e WHERE e.model = $2 AND e.text_sha256 = c.text_sha256)",
-            ids,
-            request.model,
-        )
-        return Quote("tokens", int(tokens), int(tokens) * costs.price(f"openai_token_{name}"))
+async def quote(
+    pool: asyncpg.Pool, request: StageRequest, ids: list[str], settings: Settings | None = None
+) -> Quote:
+    """Estimated USD of the request: embedding tokens not in the cache (app/embedders/pricing.py), or
+    the conversion's GPU time (app/convert/quote.py). ``settings``: the caller's (``plan`` passes its own;
+    they only matter to name the default model)."""
+    if request.stage == "embed" and request.model:
+        from app.embedders.pricing import quote_embedding
+
+        settings = settings or Settings.from_env()
+        q = await quote_embedding(pool, ids, request.model, settings, batch_api=request.batch_api)
+        rest = {k: v for k, v in q.items() if k not in ("resource", "quantity", "usd")}  # model, unit price, batch_api
+        return Quote(q["resource"], float(q["quantity"]), float(q["usd"]), rest)
     if request.stage == "convert":
         from app.convert.quote import convert_quote
 
@@ -115,7 +123,7 @@ async def plan(pool: asyncpg.Pool, settings: Settings, selection: Selection, req
     """The documents and the quote; nothing is appended yet."""
     request = validated(request, settings)
     ids = await select_documents(pool, selection)
-    return Plan(request, ids, await quote(pool, request, ids))
+    return Plan(request, ids, await quote(pool, request, ids, settings))
 
 
 async def execute(
@@ -127,10 +135,22 @@ async def execute(
     actor: str,
     over_budget_ok: bool = False,
     selection: Selection | None = None,
+    blobs: PgBlobStore | None = None,
 ) -> Plan:
     """Append the requests of a plan (after the budget check). For a model switch over every document,
-    documents that appeared since the plan was made are asked for too."""
+    documents that appeared since the plan was made are asked for too. A Batch API request submits the
+    batches instead (``plan_.batches``; ``blobs`` keeps their input files, default: the pool's)."""
     await check_quote(pool, settings, plan_.quote.usd, over_budget_ok=over_budget_ok)
+    if plan_.request.batch_api:
+        from app.embedders.batch_jobs import submit_embedding_batches
+
+        assert plan_.request.model is not None  # validated
+        plan_.batches = await submit_embedding_batches(
+            pool, store, blobs or PgBlobStore(pool), settings, plan_.document_ids, plan_.request.model,
+            scope="all" if plan_.request.switch else None, reason=plan_.request.reason, actor=actor,
+        )  # fmt: skip
+        plan_.requested = len(plan_.document_ids) - len(plan_.batches.plan.refused)
+        return plan_
     plan_.requested = await request_stage(store, plan_.request, plan_.document_ids, actor)
     if plan_.request.switch and selection is not None:
         seen = set(plan_.document_ids)

@@ -15,6 +15,7 @@ import numpy as np
 
 from app.config import Settings
 from app.errors import InvalidRequest, NotFound
+from events.store import EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,18 @@ async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: s
 
 
 async def search(
-    pool: asyncpg.Pool, settings: Settings, question: str, k: int = 5, model: str | None = None
+    pool: asyncpg.Pool,
+    settings: Settings,
+    question: str,
+    k: int = 5,
+    model: str | None = None,
+    *,
+    store: EventStore | None = None,
+    actor: str = "search",
 ) -> list[SearchHit]:
-    """The ``k`` chunks nearest to ``question``; ``model`` defaults to the active search model."""
+    """The ``k`` chunks nearest to ``question``; ``model`` defaults to the active search model. A paid
+    query embedding is recorded as a cost (app.embedders.query_cost) through ``store`` (the caller's, so
+    its notifier wakes the projections; one of its own on ``pool`` when None)."""
     if not question.strip():
         raise InvalidRequest("the question is empty")
     if k < 1 or k > 1000:
@@ -78,10 +88,17 @@ async def search(
             raise NothingSearchable(NothingSearchable.__doc__ or "")
         model = found[0]
     from app.embedders import get_embedder
+    from app.embedders.query_cost import record_query_cost
 
     embedder = await asyncio.to_thread(get_embedder, model, settings)  # loading a model blocks: off the loop
+    query_id = uuid.uuid4()
     result = await embedder.embed([question])
+    own_store = store is None
+    store = store or EventStore(pool)
+    await record_query_cost(store, embedder.provider, result, query_id, actor)
+    if own_store:
+        await store.notifier.flush()
     hits = await search_vector(pool, result.vectors[0], k, model)
     logger.info("searched", extra={"action": "search", "model": model, "k": k, "hits": len(hits),
-                                   "query_id": str(uuid.uuid4())})  # fmt: skip
+                                   "query_id": str(query_id), "tokens": result.tokens})  # fmt: skip
     return hits

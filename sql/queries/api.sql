@@ -31,7 +31,13 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
 SELECT tx_id::text::bigint AS tx_id, position FROM events WHERE position <= $1 ORDER BY position DESC LIMIT 1;
 
 -- name: costs_daily
-SELECT date_trunc('day', recorded_at)::date AS day, stage, provider, sum(amount_usd) AS usd, count(*) AS lines
+-- overhead_usd: the part of Modal lines paying for cold starts and the idle tail of containers (the
+-- line's details: (cold_start_s + idle_s) / container_s of its amount; app/convert/container.py).
+SELECT date_trunc('day', recorded_at)::date AS day, stage, provider, sum(amount_usd) AS usd, count(*) AS lines,
+       coalesce(sum(amount_usd * least(1, (coalesce((details ->> 'cold_start_s')::numeric, 0)
+                                           + coalesce((details ->> 'idle_s')::numeric, 0))
+                                          / nullif((details ->> 'container_s')::numeric, 0)))
+                FILTER (WHERE provider = 'modal'), 0) AS overhead_usd
 FROM cost_ledger
 WHERE recorded_at >= $1::date AND recorded_at < $2::date + 1
 GROUP BY 1, 2, 3

@@ -25,8 +25,11 @@ SELECT DISTINCT ref FROM (
     SELECT data -> 'blob' ->> 'sha256' AS ref FROM events WHERE type = 'DocumentUploaded'
     UNION ALL SELECT data -> 'docling_json' ->> 'sha256' FROM events WHERE type = 'DocumentConverted'
     UNION ALL SELECT data -> 'markdown' ->> 'sha256' FROM events WHERE type = 'DocumentConverted'
-    UNION ALL SELECT data -> 'vectors' ->> 'sha256' FROM events WHERE type = 'ChunksEmbedded'
+    UNION ALL SELECT data -> 'vectors' ->> 'sha256' FROM events WHERE type IN ('ChunksEmbedded', 'EmbeddingsCached')
     UNION ALL SELECT data -> 'content' ->> 'sha256' FROM events WHERE type = 'DocumentChunked'
+    UNION ALL SELECT data -> 'input' ->> 'sha256' FROM events WHERE type = 'EmbeddingBatchSubmitted'
+    UNION ALL SELECT data -> k ->> 'sha256' FROM events, unnest(ARRAY['output', 'errors']) AS k
+              WHERE type = 'EmbeddingBatchFinished'
 ) refs WHERE ref IS NOT NULL;
 
 -- name: missing_blobs

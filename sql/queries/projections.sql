@@ -117,7 +117,9 @@ WITH named AS (
     FROM events e,
          LATERAL (VALUES (e.data -> 'blob' ->> 'sha256'), (e.data -> 'docling_json' ->> 'sha256'),
                          (e.data -> 'markdown' ->> 'sha256'), (e.data -> 'vectors' ->> 'sha256'),
-                         (e.data -> 'content' ->> 'sha256'), (e.data ->> 'sha256')) AS r(sha256)
+                         (e.data -> 'content' ->> 'sha256'), (e.data ->> 'sha256'),
+                         (e.data -> 'input' ->> 'sha256'),                             -- Batch API files:
+                         (e.data -> 'output' ->> 'sha256'), (e.data -> 'errors' ->> 'sha256')) AS r(sha256)
     WHERE r.sha256 IS NOT NULL
 )
 SELECT b.sha256 FROM blobs b

@@ -27,9 +27,50 @@ SELECT cov.model, cov.dimensions, cov.index_name, cov.covered_documents, total.n
        ) = 1 AS active
 FROM cov, total;
 
+-- The model a search uses (NULL: the active one) and its dimensions; refuses a query of another size.
+DROP FUNCTION IF EXISTS search_model(text, vector);
+CREATE FUNCTION search_model(p_model text, p_query vector, OUT model text, OUT dimensions integer)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_model IS NULL THEN
+        SELECT s.model, s.dimensions INTO model, dimensions FROM v_search_models s WHERE s.active;
+        IF model IS NULL THEN
+            RAISE EXCEPTION 'nothing is searchable yet: no document has vectors';
+        END IF;
+    ELSE
+        model := p_model;
+        SELECT e.dimensions INTO dimensions FROM embedding_models e WHERE e.model = p_model;
+        IF dimensions IS NULL THEN
+            RAISE EXCEPTION 'no vectors for model %', p_model;
+        END IF;
+    END IF;
+    IF vector_dims(p_query) <> dimensions THEN
+        RAISE EXCEPTION 'the query vector has % dimensions; model % has %', vector_dims(p_query), model, dimensions;
+    END IF;
+END;
+$$;
+
+-- The statement search_chunks runs for a model ($1 the query vector, $2 k): the model and dimension go
+-- in as literals, so the planner matches the partial expression index (a parameter would not); models
+-- of more than 2000 dimensions are indexed as halfvec (sql/040_halfvec_vector_index.sql), so both
+-- sides are cast to halfvec(d) for them, as the index expression is.
+DROP FUNCTION IF EXISTS search_chunks_statement(text, integer);
+CREATE FUNCTION search_chunks_statement(p_model text, p_dimensions integer) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+SELECT format(
+    'SELECT c.chunk_id, c.document_id, doc.filename, c.ordinal, c.text, c.pages, c.heading_path,
+            (1 - h.distance)::double precision
+     FROM (SELECT v.chunk_id, v.embedding::%1$s(%2$s) <=> $1::%1$s(%2$s) AS distance
+           FROM vectors v WHERE v.model = %3$L
+           ORDER BY v.embedding::%1$s(%2$s) <=> $1::%1$s(%2$s) LIMIT $2) h
+     JOIN chunks c ON c.chunk_id = h.chunk_id
+     JOIN documents doc ON doc.document_id = c.document_id
+     WHERE doc.status <> ''deleted''
+     ORDER BY h.distance', vector_index_type(p_dimensions), p_dimensions, p_model)
+$$;
+
 -- Nearest chunks to `query` with `model`'s vectors (NULL: the active model), through that model's
--- HNSW index: the model and dimension go into the statement as literals, so the planner matches
--- the partial expression index (a parameter would not).
+-- HNSW index.
 DROP FUNCTION IF EXISTS search_chunks(vector, integer, text);
 CREATE FUNCTION search_chunks(query vector, k integer DEFAULT 5, model text DEFAULT NULL)
 RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, ordinal integer, text text, pages integer[],
@@ -37,43 +78,39 @@ RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, ordinal integer, 
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    m text := search_chunks.model;
-    d integer;
-    ef integer;
+    s record;
 BEGIN
-    IF m IS NULL THEN
-        SELECT s.model, s.dimensions INTO m, d FROM v_search_models s WHERE s.active;
-        IF m IS NULL THEN
-            RAISE EXCEPTION 'nothing is searchable yet: no document has vectors';
-        END IF;
-    ELSE
-        SELECT e.dimensions INTO d FROM embedding_models e WHERE e.model = m;
-        IF d IS NULL THEN
-            RAISE EXCEPTION 'no vectors for model %', m;
-        END IF;
-    END IF;
-    IF vector_dims(query) <> d THEN
-        RAISE EXCEPTION 'the query vector has % dimensions; model % has %', vector_dims(query), m, d;
-    END IF;
-    ef := greatest(k, coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_ef_search'), 40));
-    PERFORM set_config('hnsw.ef_search', ef::text, true);
-    RETURN QUERY EXECUTE format(
-        'SELECT c.chunk_id, c.document_id, doc.filename, c.ordinal, c.text, c.pages, c.heading_path,
-                (1 - h.distance)::double precision
-         FROM (SELECT v.chunk_id, v.embedding::vector(%s) <=> $1::vector(%s) AS distance
-               FROM vectors v WHERE v.model = %L
-               ORDER BY v.embedding::vector(%s) <=> $1::vector(%s) LIMIT $2) h
-         JOIN chunks c ON c.chunk_id = h.chunk_id
-         JOIN documents doc ON doc.document_id = c.document_id
-         WHERE doc.status <> ''deleted''
-         ORDER BY h.distance', d, d, m, d, d)
-    USING query, k;
+    SELECT * INTO s FROM search_model(search_chunks.model, query);
+    PERFORM set_config('hnsw.ef_search',
+                       greatest(k, coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_ef_search'), 40))::text,
+                       true);
+    RETURN QUERY EXECUTE search_chunks_statement(s.model, s.dimensions) USING query, k;
+END;
+$$;
+
+-- The executed plan of search_chunks(query, k, model): EXPLAIN (ANALYZE) of the very statement it runs,
+-- with its settings. Shows whether the model's HNSW index answered (Index Scan using vectors_hnsw_...).
+DROP FUNCTION IF EXISTS explain_search_chunks(vector, integer, text);
+CREATE FUNCTION explain_search_chunks(query vector, k integer DEFAULT 5, model text DEFAULT NULL)
+RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    s record;
+BEGIN
+    SELECT * INTO s FROM search_model(explain_search_chunks.model, query);
+    PERFORM set_config('hnsw.ef_search',
+                       greatest(k, coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_ef_search'), 40))::text,
+                       true);
+    RETURN QUERY EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ' || search_chunks_statement(s.model, s.dimensions)
+        USING query, k;
 END;
 $$;
 
 -- Search as of a past moment: the chunks whose vectors served at log position `at_position` (current
 -- rows that served from before it, and rows that served then and were replaced later). An exact scan
--- (no HNSW index covers history); deleted documents are gone from every moment.
+-- (no HNSW index covers history); deleted documents are gone from every moment. Distances are taken in
+-- the type the model is indexed and searched as (vector up to 2000 dimensions, else halfvec: see
+-- search_chunks_statement), so a moment that is now scores exactly as search_chunks does.
 DROP FUNCTION IF EXISTS search_chunks_as_of(vector, integer, text, bigint);
 CREATE FUNCTION search_chunks_as_of(query vector, k integer, model text, at_position bigint)
 RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, ordinal integer, text text, pages integer[],
@@ -91,22 +128,23 @@ BEGIN
         RAISE EXCEPTION 'the query vector has % dimensions; model % has %', vector_dims(query),
             search_chunks_as_of.model, d;
     END IF;
-    RETURN QUERY
-    WITH served AS (
-        SELECT v.chunk_id, v.embedding FROM vectors v
-        WHERE v.model = search_chunks_as_of.model AND v.valid_from <= at_position
-        UNION ALL
-        SELECT h.chunk_id, h.embedding FROM vectors_history h
-        WHERE h.model = search_chunks_as_of.model AND h.valid_from <= at_position AND h.valid_to > at_position
-    ), nearest AS (
-        SELECT s.chunk_id, s.embedding <=> query AS distance FROM served s
-        ORDER BY s.embedding <=> query LIMIT k
-    )
-    SELECT c.chunk_id, c.document_id, doc.filename, c.ordinal, c.text, c.pages, c.heading_path,
-           (1 - n.distance)::double precision
-    FROM nearest n
-    JOIN chunk_rows c ON c.chunk_id = n.chunk_id
-    JOIN documents doc ON doc.document_id = c.document_id
-    ORDER BY n.distance;
+    RETURN QUERY EXECUTE format(
+        'WITH served AS (
+             SELECT v.chunk_id, v.embedding::%1$s(%2$s) AS embedding FROM vectors v
+             WHERE v.model = $3 AND v.valid_from <= $4
+             UNION ALL
+             SELECT h.chunk_id, h.embedding::%1$s(%2$s) FROM vectors_history h
+             WHERE h.model = $3 AND h.valid_from <= $4 AND h.valid_to > $4
+         ), nearest AS (
+             SELECT s.chunk_id, s.embedding <=> $1::%1$s(%2$s) AS distance FROM served s
+             ORDER BY s.embedding <=> $1::%1$s(%2$s) LIMIT $2
+         )
+         SELECT c.chunk_id, c.document_id, doc.filename, c.ordinal, c.text, c.pages, c.heading_path,
+                (1 - n.distance)::double precision
+         FROM nearest n
+         JOIN chunk_rows c ON c.chunk_id = n.chunk_id
+         JOIN documents doc ON doc.document_id = c.document_id
+         ORDER BY n.distance', vector_index_type(d), d)
+    USING query, k, search_chunks_as_of.model, at_position;
 END;
 $$;

@@ -137,3 +137,46 @@ def test_the_state_survives_its_row() -> None:
     state = s.state
     assert state is not None
     assert DocumentState.from_row(state.row()) == state
+
+
+def batch_request(model: str = "openai:new") -> ev.EmbeddingRequested:
+    return ev.EmbeddingRequested(document_id=DOC, request_id="r-batch", model=model, scope="all", batch_id="b1")
+
+
+def cached(model: str = "openai:new") -> ev.EmbeddingsCached:
+    return ev.EmbeddingsCached(document_id=DOC, chunk_set_id="s1", model=model, provider="openai", dimensions=4,
+                               vectors=BLOB, text_sha256=["h"], tokens=3, reason="a later request failed")  # fmt: skip
+
+
+def test_a_document_is_embedding_while_a_batch_api_job_runs_and_searchable_when_it_is_recorded() -> None:
+    s = searchable()
+    during = s.add(batch_request())
+    assert during.status is Status.EMBEDDING and not during.final and during.current_stage == "embed"
+    assert during.model == "openai:new" and during.serving_chunk_set_id == "s1"  # search keeps answering
+    after = s.add(embedded(model="openai:new"))
+    assert after.status is Status.SEARCHABLE and after.embedding_model == "openai:new"
+    assert after.is_embedded("s1", "local:m") and after.is_embedded("s1", "openai:new")
+
+
+def test_an_ended_batch_without_every_text_fails_the_document_for_good_and_search_keeps_serving() -> None:
+    s = searchable()
+    s.add(batch_request())
+    kept = s.add(cached())  # what the batch did (paid): no change in where the document stands
+    assert kept.status is Status.EMBEDDING and kept.attempts == 0 and kept.last_error is None
+    assert not kept.is_embedded("s1", "openai:new")
+    incomplete = ev.EmbeddingFailed(document_id=DOC, stage="embed", error_class="BatchIncomplete",
+                                    message="expired; finish with chronos reprocess", retryable=True, final=True)
+    state = s.add(incomplete)
+    assert state.status is Status.FAILED and state.final and state.failed_stage == "embed"
+    assert state.failure == "BatchIncomplete: expired; finish with chronos reprocess"
+    assert state.serving_chunk_set_id == "s1" and state.is_embedded("s1", "local:m")
+    again = s.add(ev.EmbeddingRequested(document_id=DOC, request_id="r2", model="openai:new"))
+    assert again.status is Status.EMBEDDING and again.halted is None
+
+
+def test_paid_vectors_before_a_failure_that_will_be_retried_only_count_the_attempt() -> None:
+    s = searchable()
+    s.add(ev.EmbeddingRequested(document_id=DOC, request_id="r", model="openai:new"))
+    s.add(cached())
+    state = s.add(failed(ev.EmbeddingFailed, final=False))
+    assert state.status is Status.EMBEDDING and state.attempts == 1 and state.last_error == "boom"

@@ -194,6 +194,7 @@ const STAMP = {
 const FAILED = { ConversionFailed: "convert", ChunkingFailed: "chunk", EmbeddingFailed: "embed" };
 
 function apply(e) {
+  if (e.type && e.type.startsWith("Budget")) scheduleCosts(); // an alert crossed or delivered: show it
   if (!e.document_id) return;
   let d = docs.get(e.document_id);
   if (!d) {
@@ -283,52 +284,138 @@ async function loadCosts() {
   drawCosts(costs, first, last.getUTCDate());
 }
 
+// One honest scale: bars (spend per day, stacked by provider and stage), the cumulative line and the
+// budget line all use the same dollars-to-pixels mapping, labelled on the axis. A day of $0.0004
+// against a $54 budget is a sliver at the bottom, as it should be; the amounts are in the tooltips,
+// the legend and the summary. Modal's share paying for cold starts and idle containers is drawn as
+// the hatched top of its segment.
+const PALETTE = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#e53935", "#6d4c41", "#546e7a"];
+
+function niceTop(v) {
+  // The smallest round step (1, 1.2, 1.5, 2, ... 8 x 10^n) at or above v: the axis ends on a round number.
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v * (1 - 1e-12)) return m * p;
+  return 10 * p;
+}
+
+const axisUsd = (v, top) => `$${top < 0.01 ? v.toPrecision(2) : top < 10 ? v.toFixed(2) : v.toFixed(0)}`;
+
 function drawCosts(costs, first, days) {
-  const W = 640, H = 220, L = 58, R = 12, T = 14, B = 26;
-  const byDay = new Map(costs.days.map((d) => [d.day, d.usd]));
+  const W = 640, H = 240, L = 58, R = 12, T = 14, B = 26;
+  const byDay = new Map(costs.days.map((d) => [d.day, d]));
+  const keyOf = (p) => `${p.provider} · ${p.stage}`;
+  const totals = new Map(); // key -> month's usd
+  let overheadTotal = 0, modalTotal = 0;
   const daily = [];
   let cumulative = 0;
   const cumul = [];
   for (let i = 0; i < days; i++) {
     const day = new Date(first.getTime() + i * 86400000).toISOString().slice(0, 10);
-    const v = byDay.get(day) || 0;
-    daily.push(v);
+    const d = byDay.get(day);
+    const parts = d ? (d.parts || Object.entries(d.by_stage || {}).map(([stage, usd]) => ({ stage, provider: "", usd, overhead_usd: 0 }))) : [];
+    for (const p of parts) {
+      totals.set(keyOf(p), (totals.get(keyOf(p)) || 0) + p.usd);
+      overheadTotal += p.overhead_usd || 0;
+      if (p.provider === "modal") modalTotal += p.usd;
+    }
+    const v = d ? d.usd : 0;
+    daily.push({ day, usd: v, parts });
     cumulative += v;
     cumul.push(cumulative);
   }
+  const keys = [...totals.keys()].sort();
+  const colour = new Map(keys.map((k, i) => [k, PALETTE[i % PALETTE.length]]));
   const budget = costs.month.budget_usd;
-  const top = Math.max(budget, cumulative, 1e-9) * 1.08;
-  const maxDaily = Math.max(...daily, 1e-9);
+  const maxDaily = Math.max(0, ...daily.map((d) => d.usd));
+  const top = niceTop(Math.max(budget, cumulative, maxDaily, 1e-6));
+  const plot = H - T - B;
   const x = (i) => L + ((W - L - R) * (i + 0.5)) / days;
-  const y = (v) => T + (H - T - B) * (1 - v / top);
-  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
-  chart.append(svg("title", { text: `Cost per day; month to date ${usd(cumulative)} of ${usd(budget)} budget` }));
+  const y = (v) => T + plot * (1 - v / top);
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-top-usd": top, "data-plot-top": T, "data-plot-bottom": H - B });
+  chart.append(svg("title", { text: `Cost per day, stacked by provider and stage; month to date ${usd(cumulative)} of ${usd(budget)} budget` }));
+  const defs = svg("defs");
+  const hatch = svg("pattern", { id: "overhead-hatch", width: 4, height: 4, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
+  hatch.append(svg("rect", { width: 4, height: 4, fill: "#fff", "fill-opacity": 0.45 }));
+  hatch.append(svg("line", { x1: 0, y1: 0, x2: 0, y2: 4, stroke: "#fff", "stroke-width": 2 }));
+  defs.append(hatch);
+  chart.append(defs);
+  // Axis ticks and grid lines at quarters of the (round) top.
+  for (let t = 0; t <= 4; t++) {
+    const v = (top * t) / 4;
+    chart.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: t ? "#eceff3" : "#999" }));
+    chart.append(svg("text", { class: "legend axis", x: L - 4, y: y(v) + 4, "text-anchor": "end", "data-usd": v, text: axisUsd(v, top) }));
+  }
   const bw = Math.max(2, ((W - L - R) / days) * 0.7);
-  daily.forEach((v, i) => {
-    const h = ((H - T - B) * 0.6 * v) / maxDaily;
-    const bar = svg("rect", { class: "day", x: x(i) - bw / 2, y: H - B - h, width: bw, height: h, fill: "#90caf9" });
-    bar.append(svg("title", { text: `${i + 1}: ${usd(v)}` }));
-    chart.append(bar);
+  daily.forEach((d, i) => {
+    let base = 0;
+    const parts = [...d.parts].sort((a, b) => keyOf(a).localeCompare(keyOf(b)));
+    for (const p of parts) {
+      if (p.usd <= 0) continue;
+      const y0 = y(base), y1 = y(base + p.usd);
+      const seg = svg("rect", {
+        class: "day part", x: x(i) - bw / 2, y: y1, width: bw, height: y0 - y1, fill: colour.get(keyOf(p)),
+        "data-day": d.day, "data-key": keyOf(p), "data-usd": p.usd,
+      });
+      seg.append(svg("title", { text: `${d.day} ${keyOf(p)}: ${usd(p.usd)}` }));
+      chart.append(seg);
+      const over = Math.min(p.overhead_usd || 0, p.usd);
+      if (over > 0) {
+        const yo = y(base + p.usd - over);
+        const o = svg("rect", {
+          class: "overhead", x: x(i) - bw / 2, y: y1, width: bw, height: yo - y1, fill: "url(#overhead-hatch)",
+          "data-day": d.day, "data-key": keyOf(p), "data-usd": over,
+        });
+        o.append(svg("title", { text: `${d.day} ${keyOf(p)}: ${usd(over)} of it paid for cold starts and idle containers` }));
+        chart.append(o);
+      }
+      base += p.usd;
+    }
   });
   chart.append(svg("polyline", {
-    class: "cumulative", fill: "none", stroke: "#1565c0", "stroke-width": 2,
+    class: "cumulative", fill: "none", stroke: "#1d2330", "stroke-width": 1.5,
     points: cumul.map((v, i) => `${x(i)},${y(v)}`).join(" "),
   }));
-  chart.append(svg("line", {
-    class: "budget", x1: L, x2: W - R, y1: y(budget), y2: y(budget), stroke: "#c62828", "stroke-dasharray": "6 4",
-  }));
-  chart.append(svg("text", { class: "legend", x: W - R, y: y(budget) - 4, "text-anchor": "end", text: `monthly budget ${usd(budget)}` }));
-  chart.append(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: "#999" }));
-  chart.append(svg("text", { class: "legend", x: L - 4, y: T + 8, "text-anchor": "end", text: `$${top < 1 ? top.toFixed(4) : top.toFixed(2)}` }));
-  chart.append(svg("text", { class: "legend", x: L - 4, y: H - B, "text-anchor": "end", text: "$0" }));
+  for (const pct of [80, 100]) {
+    const v = (budget * pct) / 100;
+    chart.append(svg("line", {
+      class: pct === 100 ? "budget" : "budget-80", x1: L, x2: W - R, y1: y(v), y2: y(v),
+      stroke: pct === 100 ? "#c62828" : "#ef9a9a", "stroke-dasharray": "6 4", "data-usd": v,
+    }));
+    chart.append(svg("text", { class: "legend", x: W - R, y: y(v) - 4, "text-anchor": "end",
+                               text: pct === 100 ? `monthly budget ${usd(budget)}` : `80 % ${usd(v)}` }));
+  }
   for (const i of [0, Math.floor(days / 2), days - 1]) {
     chart.append(svg("text", { class: "legend", x: x(i), y: H - 8, "text-anchor": "middle", text: String(i + 1) }));
   }
   document.getElementById("cost-chart").replaceChildren(chart);
+  document.getElementById("cost-legend").replaceChildren(
+    ...keys.map((k) => {
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = colour.get(k); // CSSOM, not a style attribute: the CSP forbids inline styles
+      return el("li", { "data-key": k }, swatch, `${k} ${usd(totals.get(k))}`);
+    }),
+    ...(modalTotal > 0 ? [el("li", { class: "overhead-share" }, el("span", { class: "swatch hatched" }),
+      `Modal cold starts + idle: ${usd(overheadTotal)} (${((100 * overheadTotal) / modalTotal).toFixed(0)} % of Modal)`)] : []),
+  );
   document.getElementById("cost-month").textContent = costs.month.month.slice(0, 7);
   const over = costs.month.over_budget ? " — over budget!" : "";
+  const tiny = maxDaily > 0 && (plot * maxDaily) / top < 1 ? ` The largest day, ${usd(maxDaily)}, is under a pixel at this scale.` : "";
   document.getElementById("cost-summary").textContent =
-    `Month to date ${usd(costs.month.spent_usd)} of ${usd(budget)}${over}. Bars: spend per day; line: cumulative.`;
+    `Month to date ${usd(costs.month.spent_usd)} of ${usd(budget)}${over}. Bars: spend per day by provider and stage, on the axis's scale; line: cumulative.${tiny}`;
+  drawAlerts(costs.month);
+}
+
+function drawAlerts(month) {
+  const list = document.getElementById("cost-alerts");
+  const alerts = month.alerts || [];
+  list.replaceChildren(...alerts.map((a) => {
+    const state = a.delivery === "delivered" ? "delivered to the webhook"
+      : a.delivery === "failed" ? `not delivered: ${a.last_error}`
+      : month.alert_webhook ? "delivery pending" : "not sent (no webhook configured)";
+    return el("li", { class: `alert ${a.delivery}`, "data-threshold": a.threshold_pct, "data-delivery": a.delivery,
+                      text: `${a.threshold_pct} % of the budget crossed ${when(a.crossed_at)} at ${usd(a.spent_usd)} — ${state}` });
+  }));
+  list.hidden = alerts.length === 0;
 }
 
 // ---- upload -----------------------------------------------------------------------------------

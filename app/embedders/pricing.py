@@ -1,0 +1,85 @@
+"""What embedding documents with a model will cost, before asking for it (the reprocess quote).
+
+The model is resolved with the parser ``get_embedder`` uses (app.embedders.models), so the quote and
+the embedding agree on what ``text-embedding-3-large`` or ``openai:...@512`` mean, and priced with
+app.costs (the Batch API at its own, half, price). What is quoted is what the embed stage (or a Batch
+API job) will embed: each document's current chunk set (``documents.chunk_set_id``, its DocumentChunked
+read through the codec), whether search serves it yet or not -- a document chunked but never embedded
+(say its embedding failed for good) is quoted in full, not at $0. Texts the embedding cache holds for
+that model and size cost nothing; the rest are counted once per document with the model's tokenizer
+(cl100k_base for OpenAI): the chunk stage's own count when it used that tokenizer, else the texts (from
+the chunk set's content blob) are counted here. Local models cost CPU time only, which is not quoted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from app import costs
+from app.catalogue import events as ev
+from app.catalogue.codec import decode_payload
+from app.catalogue.content import load_content
+from app.config import Settings
+from app.embedders.base import EmbedderUnavailable
+from app.embedders.encoding import ENCODING, load_encoding
+from app.embedders.models import ModelSpec, resolve_model
+from events.blobs import PgBlobStore
+from events.sqlfiles import query
+
+
+async def quote_embedding(
+    pool: asyncpg.Pool, document_ids: Sequence[str], model: str | None, settings: Settings, *,
+    batch_api: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """{"resource", "quantity", "usd", "model", "unit_price_usd", "batch_api"} for embedding the current
+    chunk sets of ``document_ids`` with ``model``; EmbedderUnavailable for a model that cannot be used."""
+    spec = resolve_model(model, settings)
+    if spec.provider != "openai":
+        if batch_api:
+            raise EmbedderUnavailable(f"--batch-api is OpenAI's Batch API; {spec.stored} runs locally")
+        return {"resource": None, "quantity": 0, "usd": 0.0, "model": spec.stored, "unit_price_usd": 0.0,
+                "batch_api": False}  # fmt: skip
+    try:
+        line = costs.openai_tokens(0, spec.name, batch_api=batch_api)
+    except KeyError as exc:
+        raise EmbedderUnavailable(str(exc.args[0])) from exc
+    counted = await uncached_tokens(pool, document_ids, spec)
+    return {"resource": "tokens", "quantity": counted, "usd": counted * line.unit_price_usd, "model": spec.stored,
+            "unit_price_usd": line.unit_price_usd, "batch_api": batch_api}  # fmt: skip
+
+
+async def uncached_tokens(pool: asyncpg.Pool, document_ids: Sequence[str], spec: ModelSpec) -> int:
+    """Tokens of the current chunk sets' texts the cache lacks for ``spec``, each text once per document."""
+    tokenizer = f"tiktoken:{ENCODING}"
+    sets: list[ev.DocumentChunked] = []
+    for r in await pool.fetch(query("embeddings", "current_chunk_sets"), list(document_ids)):
+        chunked = decode_payload(ev.DocumentChunked.TYPE, r["schema_version"], r["data"])
+        assert isinstance(chunked, ev.DocumentChunked)
+        sets.append(chunked)
+    hashes = sorted({c.text_sha256 for s in sets for c in s.chunks})
+    cached = {r["text_sha256"] for r in await pool.fetch(query("embeddings", "cached_text_hashes"), spec.stored,
+                                                           spec.dimensions, hashes)} if hashes else set()  # fmt: skip
+    counted = 0
+    texts: list[str] = []
+    blobs = PgBlobStore(pool)
+    for chunked in sets:
+        same_tokenizer = chunked.parameters.tokenizer == tokenizer
+        wanted: dict[str, ev.Chunk] = {}
+        for c in chunked.chunks:
+            if c.text_sha256 not in cached:
+                wanted.setdefault(c.text_sha256, c)
+        if same_tokenizer and all(c.token_count is not None for c in wanted.values()):
+            counted += sum(int(c.token_count or 0) for c in wanted.values())
+            continue
+        content = await load_content(blobs, chunked)
+        texts += [x.text for c, x in zip(chunked.chunks, content, strict=True) if wanted.pop(c.text_sha256, None)]
+    if texts:
+        counted += await asyncio.to_thread(_count, texts)
+    return counted
+def _count(texts: list[str]) -> int:
+    encoding = load_encoding(ENCODING)
+    return sum(len(ids) for ids in encoding.encode_ordinary_batch(texts))
