@@ -185,12 +185,14 @@ def _suffix(media_type: str) -> str:
 
 def _convert_limits() -> dict[str, Any]:
     """Operator overrides of the conversion limits: ``CHRONOS_CONVERT_TIMEOUT`` (seconds per local
-    conversion), ``CHRONOS_CONVERT_MEMORY_MB`` and ``CHRONOS_MODAL_TIMEOUT`` (seconds per Modal call)."""
+    conversion), ``CHRONOS_CONVERT_MEMORY_MB``, ``CHRONOS_MODAL_TIMEOUT`` (seconds per Modal call) and
+    ``CHRONOS_CONVERT_BUDGET`` (converter seconds per document across all recovery attempts)."""
     limits: dict[str, Any] = {}
     for env, key, kind in (
         ("CHRONOS_CONVERT_TIMEOUT", "timeout_s", float),
         ("CHRONOS_CONVERT_MEMORY_MB", "memory_mb", int),
         ("CHRONOS_MODAL_TIMEOUT", "modal_timeout_s", float),
+        ("CHRONOS_CONVERT_BUDGET", "budget_s", float),
     ):
         raw = os.environ.get(env)
         if raw:
