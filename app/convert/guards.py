@@ -52,9 +52,15 @@ _IMPLIED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "td": (frozenset({"td", "th"}), frozenset({"tr", "table"})),
     "th": (frozenset({"td", "th"}), frozenset({"tr", "table"})),
     "tr": (frozenset({"tr", "td", "th"}), frozenset({"table", "thead", "tbody", "tfoot"})),
-    "p": (frozenset({"p"}), frozenset({"div", "table", "td", "th", "li", "button", "section", "article", "body"})),
     "option": (frozenset({"option"}), frozenset({"select", "datalist"})),
 }
+# Block elements whose start closes an open <p> (HTML's "close a p element"), within its scope.
+_CLOSES_P = frozenset({
+    "address", "article", "aside", "blockquote", "details", "div", "dl", "fieldset", "figcaption", "figure",
+    "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "main", "menu", "nav", "ol", "p",
+    "pre", "section", "table", "ul",
+})  # fmt: skip
+_P_SCOPE = frozenset({"button", "td", "th", "caption", "table", "html", "template", "object", "marquee"})
 
 
 class _TooDeep(Exception):
@@ -85,22 +91,29 @@ class _DepthMeter(HTMLParser):
             raise _TooDeep(f"leaves more than {self.max_open} HTML elements open at once (line {line}: end tags "
                            "such as </li> or </p> omitted); Docling re-nests such elements one by one, which takes "
                            "minutes")  # fmt: skip
+        if tag in _CLOSES_P:
+            self._close(frozenset({"p"}), _P_SCOPE)
         implied = _IMPLIED.get(tag)
         if implied is not None:
-            closes, stops = implied
-            for i in range(len(self.tree) - 1, -1, -1):
-                name = self.tree[i]
-                if name in closes:
-                    del self.tree[i:]
-                    break
-                if name in stops:
-                    break
+            self._close(*implied)
         self.tree.append(tag)
         self.deepest = max(self.deepest, len(self.tree))
         if len(self.tree) > self.max_depth:
             line = self.getpos()[0]
             raise _TooDeep(f"nests HTML elements more than {self.max_depth} deep (line {line}); Docling walks "
                            "HTML recursively and fails or runs for minutes on markup this deep")  # fmt: skip
+
+    def _close(self, closes: frozenset[str], stops: frozenset[str]) -> None:
+        """Close open elements as Docling's clean-up does: while the nearest open element among
+        ``closes | stops`` is one of ``closes``, close it (and what it contains)."""
+        i = len(self.tree) - 1
+        while i >= 0:
+            name = self.tree[i]
+            if name in stops:
+                return
+            if name in closes:
+                del self.tree[i:]
+            i -= 1
 
     def handle_endtag(self, tag: str) -> None:
         if self.raw_names[tag]:  # as BeautifulSoup does: pop to the innermost open element of that name
