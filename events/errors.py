@@ -60,3 +60,41 @@ class MigrationError(ChronosError):
     """A database migration could not be applied."""
 
     code = "migration"
+
+
+# --- kinds every layer may raise (app/errors.py re-exports them) ------------------------------
+# Exit codes follow sysexits(3) where one fits: 2 for a request that cannot be done as asked, 3 for
+# something that does not exist, 4 for a conflict with the current state, 69 for an unavailable
+# service (database, Modal, OpenAI), 70 for an internal error.
+
+
+class InvalidRequest(ChronosError):
+    """The request cannot be done as asked."""
+
+    code = "invalid_parameter"
+    http_status = 400
+    exit_code = 2
+
+
+class NotFound(ChronosError):
+    """No such thing."""
+
+    code = "not_found"
+    http_status = 404
+    exit_code = 3
+
+
+class Conflict(ChronosError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    http_status = 409
+    exit_code = 4
+
+
+class Unavailable(ChronosError):
+    """A service Chronos depends on is unavailable."""
+
+    code = "unavailable"
+    http_status = 503
+    exit_code = 69

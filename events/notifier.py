@@ -7,6 +7,10 @@ notification per event: a notification only says "re-read from your checkpoint".
 process sends at most one NOTIFY at a time, after its appends commit, carrying only the highest
 position it wrote; appends that commit while one is in flight are covered by the next one.
 Correctness never depends on it: subscribers also poll.
+
+The notification goes out from a task of its own. Whoever closes the pool closes the notifier
+first (``await notifier.close()``; ``app.runtime`` does): it waits until every poke so far has
+been sent, so no task is left running on a closed pool or pending in a closed event loop.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 
 import asyncpg
 
+from events.hub import wait_any
 from events.sqlfiles import query
 
 CHANNEL = "chronos_events"
@@ -33,11 +38,21 @@ class Notifier:
         self._pending = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()  # ends the pause between notifications
+        self._closed = False
         self.sent = 0
 
     def poke(self, position: int) -> None:
         """Record that ``position`` was committed; a notification will follow shortly."""
         self._pending = max(self._pending, position)
+        if self._closed:
+            # Closing: the pool is about to go. The commit is in the log; listeners find it by polling.
+            logger.info(
+                "not notifying position %d: the notifier is closed",
+                position,
+                extra={"action": "notify", "position": position},
+            )
+            return
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="chronos-notifier")
@@ -55,10 +70,17 @@ class Notifier:
                 return
             # At most one notification per interval under load: commits that land meanwhile are
             # covered by the next one (listeners re-read from their checkpoint anyway).
-            await asyncio.sleep(self._min_interval)
+            await wait_any(self._min_interval, self._closing)
 
     async def flush(self) -> None:
-        """Wait until every poke so far has been notified (used before closing a pool)."""
-        if self._task is not None:
+        """Wait until every poke so far has been notified (also one that lands while waiting)."""
+        while self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
-                await self._task
+                await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        """Send what was poked (without the pause), then start no more tasks: call before closing the
+        pool."""
+        self._closing.set()
+        await self.flush()
+        self._closed = True

@@ -25,26 +25,32 @@ anywhere in the database holds delivery back until it ends, so writers keep tran
 (the blob store commits per chunk). Per-stream order is kept as long as an append is the first
 write of its transaction, which is how the store and the workers append.
 
-Exactly once
-------------
+Exactly once, and nobody waits on a lock
+----------------------------------------
 The handler receives the connection of the transaction that also moves the checkpoint; a
-projection writes its rows on it, so rows and checkpoint commit together. The checkpoint row is
-locked (FOR UPDATE) for the batch, so two processes running the same subscription never apply a
-batch twice; they take turns.
+projection writes its rows on it, so rows and checkpoint commit together. The batch's transaction
+holds the checkpoint row (FOR UPDATE), so two processes running the same subscription never apply
+a batch twice. The row is taken with SKIP LOCKED: a process that finds it held (another one is
+applying a batch right now) gives its pool connection back at once and waits on the wake-up hub
+and its poll interval instead of queueing on the lock. The holder reads what was appended meanwhile
+when its batch is done (its own wake-up token was set), so the loser only takes over when the
+holder stops or dies. (Proved by
+tests/test_subscription.py::test_loser_holds_no_connection_while_another_process_applies.)
 
-NOTIFY is a wake-up only: after every (re)connect the subscriber re-reads from its checkpoint, and
-it polls every ``poll_interval`` seconds in case a notification was lost.
+NOTIFY is a wake-up only: the subscriber re-reads from its checkpoint after every reconnect of the
+process's hub (events/hub.py), and polls every ``poll_interval`` seconds in case a notification was
+lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from events.hub import Hub, wait_any
 from events.notifier import CHANNEL
 from events.sqlfiles import query
 from events.store import EventStore
@@ -55,10 +61,14 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[DbConn, list[RecordedEvent]], Awaitable[None]]
 
 _PENDING = "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint))"
+_BUSY_RETRY_MAX = 0.5  # catch_up(): longest pause between tries while another process holds the checkpoint
 
 
 class Subscription:
-    """Feeds every event, once, in (tx_id, position) order, to ``handler`` in batches."""
+    """Feeds every event, once, in (tx_id, position) order, to ``handler`` in batches.
+
+    ``catch_up()`` brings it to the committed head once; ``run(stop)`` keeps it there, woken by the
+    process's ``hub`` (needed only by ``run``)."""
 
     def __init__(
         self,
@@ -66,27 +76,26 @@ class Subscription:
         name: str,
         handler: Handler,
         *,
-        dsn: str,
+        hub: Hub | None = None,
         batch_size: int = 500,
         poll_interval: float = 1.0,
-        reconnect_delay: float = 0.2,
     ) -> None:
         self.store = store
         self.name = name
         self.handler = handler
-        self.dsn = dsn
+        self.hub = hub
         self.batch_size = batch_size
         self.poll_interval = poll_interval
-        self.reconnect_delay = reconnect_delay
-        self.listening = asyncio.Event()
-        self.reconnects = 0
         self.last_error: str | None = None  # the handler error that stalls run(), if any
-        self._wake = asyncio.Event()
+        self.busy = 0  # times the checkpoint was held by another process when this one looked
+        self._created = False  # the checkpoint row is known to exist
 
     async def checkpoint(self) -> Cursor:
         async with self.store.pool.acquire() as conn:
-            await conn.execute(query("events", "checkpoint_ensure"), self.name)
             row = await conn.fetchrow(query("events", "checkpoint_get"), self.name)
+            if row is None:
+                await conn.execute(query("events", "checkpoint_ensure"), self.name)
+                row = await conn.fetchrow(query("events", "checkpoint_get"), self.name)
         assert row is not None
         return Cursor(row["tx_id"], row["position"])
 
@@ -96,32 +105,55 @@ class Subscription:
             await conn.execute(query("events", "checkpoint_ensure"), self.name)
             await conn.execute(query("events", "checkpoint_reset"), self.name)
 
-    async def process_batch(self) -> int:
-        """Handle one batch in one transaction with its checkpoint; returns how many events."""
+    async def process_batch(self) -> int | None:
+        """Handle one batch in one transaction with its checkpoint; returns how many events, or
+        None when another process holds the checkpoint (it is applying a batch) -- without waiting."""
         async with self.store.pool.acquire() as conn:
-            await conn.execute(query("events", "checkpoint_ensure"), self.name)
+            if not self._created:
+                # In a transaction of its own: a checkpoint row created inside a batch's transaction
+                # would make every other process's INSERT wait for that batch to commit.
+                await conn.execute(query("events", "checkpoint_ensure"), self.name)
+                self._created = True
             async with conn.transaction():
-                row = await conn.fetchrow(query("events", "checkpoint_lock"), self.name)
-                assert row is not None
-                cursor = Cursor(row["tx_id"], row["position"])
-                events = await self.store.read_safe(cursor, self.batch_size, conn=conn)
+                row = await conn.fetchrow(query("events", "checkpoint_try_lock"), self.name)
+                if row is None:
+                    if await conn.fetchval(query("events", "checkpoint_exists"), self.name):
+                        self.busy += 1
+                    else:  # deleted meanwhile (replay drops its own): created again on the next try
+                        self._created = False
+                    return None
+                events = await self.store.read_safe(Cursor(row["tx_id"], row["position"]), self.batch_size, conn=conn)
                 if not events:
                     return 0
                 await self.handler(conn, events)
                 last = events[-1]
-                await conn.execute(
-                    query("events", "checkpoint_set"), self.name, str(last.tx_id), last.position
-                )
+                await conn.execute(query("events", "checkpoint_set"), self.name, str(last.tx_id), last.position)
         return len(events)
 
-    async def catch_up(self) -> int:
-        """Handle batches until no safe event is left; returns how many were handled."""
+    async def catch_up_once(self) -> int | None:
+        """Handle batches until no safe event is left; None when another process held the
+        checkpoint (it carries on from there)."""
         total = 0
         while True:
             n = await self.process_batch()
+            if n is None:
+                return None
             total += n
             if n < self.batch_size:
                 return total
+
+    async def catch_up(self) -> int:
+        """Handle batches until no safe event is left, also when another process is applying a batch
+        (tried again after a short pause; no connection is held meanwhile). Returns how many this
+        process handled."""
+        total = 0
+        pause = 0.01
+        while True:
+            n = await self.catch_up_once()
+            if n is not None:
+                return total + n
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _BUSY_RETRY_MAX)
 
     async def has_pending(self) -> bool:
         """Are there committed events after the checkpoint still held back by an open transaction?"""
@@ -129,18 +161,27 @@ class Subscription:
         return bool(await self.store.pool.fetchval(_PENDING, str(cursor.tx_id), cursor.position))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Listen, catch up, wait for a notification or the poll interval; until ``stop`` is set."""
-        listener = asyncio.create_task(self._listen(stop), name=f"listen-{self.name}")
-        try:
+        """Catch up, then wait for a wake-up from the hub or the poll interval; until ``stop`` is set."""
+        hub = self.hub
+        if hub is None:
+            raise ValueError(f"subscription {self.name} needs the process's wake-up hub to run (hub=rt.hub)")
+        async with hub.running():
             failures = 0
             while not stop.is_set():
-                self._wake.clear()
+                woken: asyncio.Event | None = hub.wakeup(CHANNEL)
                 try:
-                    await self.catch_up()
+                    handled = await self.catch_up_once()
                     failures = 0
-                    # Events held back by an open transaction: look again soon rather than after a
-                    # full poll interval (that transaction may not notify when it commits).
-                    timeout = 0.05 if await self.has_pending() else self.poll_interval
+                    if handled is None:
+                        # Another process is applying a batch; it reads what follows when it is done.
+                        # Look again after the poll interval (sooner only if asked to stop), in case
+                        # it stopped or died meanwhile.
+                        woken, timeout = None, self.poll_interval
+                    else:
+                        self.last_error = None
+                        # Events held back by an open transaction: look again soon rather than after
+                        # a full poll interval (that transaction may not notify when it commits).
+                        timeout = 0.05 if await self.has_pending() else self.poll_interval
                 except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                     failures += 1
                     timeout = min(self.poll_interval * 2**failures, 30.0)
@@ -167,47 +208,4 @@ class Subscription:
                         exc_info=True,
                         extra={"action": "catch_up", "subscription": self.name, "error": self.last_error},
                     )
-                await _wait_any(self._wake, stop, timeout)
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-
-    async def _listen(self, stop: asyncio.Event) -> None:
-        """Keep a LISTEN connection open; after every (re)connect, wake the catch-up loop."""
-        first = True
-        while not stop.is_set():
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"listen:{self.name}"})
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, lambda *_args: self._wake.set())
-                if not first:
-                    self.reconnects += 1
-                first = False
-                self.listening.set()
-                self._wake.set()  # notifications sent while disconnected are lost: re-read now
-                while not (lost.is_set() or stop.is_set()):
-                    await _wait_any(lost, stop, self.poll_interval * 5)
-                    if not (lost.is_set() or stop.is_set()):
-                        await conn.execute("SELECT 1")  # notice a dead connection early
-            except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                logger.info("listener for %s lost its connection: %s", self.name, exc)
-            finally:
-                self.listening.clear()
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=1)
-            if not stop.is_set():
-                await _wait_any(stop, stop, self.reconnect_delay)
-
-
-async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
-    """Return when either event is set or the timeout passes."""
-    waiters = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
+                await wait_any(timeout, stop, *([woken] if woken is not None else []))

@@ -32,6 +32,8 @@ class Projector(ABC):
     name: str
     tables: tuple[str, ...]
     """Tables the projector owns and writes, in the order replay builds and swaps them."""
+    per_document: bool = True
+    """Its rows belong to documents (``chronos replay --document`` rebuilds them one document at a time)."""
 
     @property
     def subscription(self) -> str:

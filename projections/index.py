@@ -162,6 +162,7 @@ class IndexProjector(Projector):
         if batch.new_sets:
             await conn.execute(
                 query("index", "chunk_sets_insert"),
+                [s.revision or 1 for s, _ in batch.new_sets.values()],
                 [s.chunk_set_id for s, _ in batch.new_sets.values()],
                 [s.document_id for s, _ in batch.new_sets.values()],
                 [s.conversion_id for s, _ in batch.new_sets.values()],
@@ -243,6 +244,7 @@ class IndexProjector(Projector):
             [len(sets[s.result.chunk_set_id].ordinals) for s in last],
             [s.result.vectors.sha256 for s in last],
             [s.position for s in last],
+            [sets[s.result.chunk_set_id].event.revision or 1 for s in last],
         )
 
     async def _install_chunks(
@@ -350,7 +352,9 @@ class IndexProjector(Projector):
     async def _register_models(self, conn: Conn, items: list[Switch]) -> dict[str, int]:
         """Dimensions of every model in ``items``; a model seen for the first time is recorded and
         (unless deferred) gets its HNSW index now, before its first vectors arrive."""
-        wanted = {s.result.model: (s.result.dimensions, s.position) for s in items}
+        wanted: dict[str, tuple[int, int]] = {}
+        for s in sorted(items, key=lambda s: s.position):  # a model's first appearance, whatever the batch
+            wanted.setdefault(s.result.model, (s.result.dimensions, s.position))
         if not wanted:
             return {}
         known = {

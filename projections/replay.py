@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from events.blobs import PgBlobStore
 from events.connection import set_local_search_path
+from events.errors import InvalidRequest
 from events.migrations import discover
 from events.sqlfiles import query
 from events.store import EventStore
@@ -91,7 +92,8 @@ async def replay(pool: asyncpg.Pool, dsn: str, names: list[str] | None = None, *
     projectors = [p for p in all_projectors(blobs, bulk=True) if names is None or p.name in names]
     unknown = set(names or ()) - {p.name for p in projectors}
     if unknown:
-        raise ValueError(f"unknown projection(s) {sorted(unknown)}; known: {[p.name for p in all_projectors(blobs)]}")
+        known = [p.name for p in all_projectors(blobs)]
+        raise InvalidRequest(f"unknown projection(s) {sorted(unknown)}; known: {known}")
     log_events = int(await pool.fetchval("SELECT count(*) FROM events"))
     start = time.perf_counter()
     total = 0
@@ -119,7 +121,7 @@ async def _replay_one(
         bar.update(len(events))
 
     name = f"replay:{projector.name}"
-    sub = Subscription(store, name, handler, dsn=dsn, batch_size=BATCH_SIZE)
+    sub = Subscription(store, name, handler, batch_size=BATCH_SIZE)
     await sub.reset()
     count = await sub.catch_up()
     t1 = time.perf_counter()

@@ -17,6 +17,7 @@ import asyncpg
 
 from app.catalogue.ids import stream_for
 from events.blobs import PgBlobStore
+from events.errors import InvalidRequest, NotFound
 from events.sqlfiles import query
 from events.store import to_event
 from projections.base import Conn, Projector
@@ -52,13 +53,15 @@ async def replay_documents(
         try:
             ids.append(uuid.UUID(str(raw)))
         except ValueError:
-            raise ValueError(f"{raw!r} is not a document id (a UUID, as `chronos ingest` prints)") from None
+            raise InvalidRequest(f"{raw!r} is not a document id (a UUID, as `chronos ingest` prints)") from None
     streams = [stream_for(str(i)) for i in ids]
     known = {str(r["stream_id"]) for r in await pool.fetch(query("projections", "streams_present"), streams)}
     missing = [str(i) for i, s in zip(ids, streams, strict=True) if s not in known]
     if missing:
-        raise ValueError(f"no events for document(s) {', '.join(missing)}; nothing to replay")
-    projectors = [p for p in all_projectors(PgBlobStore(pool)) if names is None or p.name in names]
+        raise NotFound(f"no events for document(s) {', '.join(missing)}; nothing to replay")
+    projectors = [
+        p for p in all_projectors(PgBlobStore(pool)) if p.per_document and (names is None or p.name in names)
+    ]
     out: list[DocumentReplay] = []
     for projector in projectors:
         async with pool.acquire() as conn, conn.transaction():

@@ -1,20 +1,21 @@
-"""Run the projectors: continuously (``run_projections``) or once up to the head (``catch_up_all``).
+"""The projectors as subscriptions (``subscriptions``), and once up to the head (``catch_up_all``).
 
 Each projector is an ``events.Subscription`` named ``projection:<name>``; its handler writes the
 projection's rows on the connection whose transaction also moves the checkpoint, so every event
 is applied exactly once. Several processes may run the same projectors: the checkpoint row lock
-makes them take turns, never apply a batch twice.
+makes them take turns, never apply a batch twice, and a process that finds it taken waits on its
+hub without holding a connection (see events/subscription.py). Running them is the application's
+business: each subscription's ``run`` is a service of the process's supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Protocol
 
 import asyncpg
 
 from events.blobs import BlobStore, PgBlobStore
+from events.hub import Hub
 from events.store import EventStore
 from events.subscription import Subscription
 from projections.base import Projector
@@ -24,13 +25,7 @@ from projections.embedding_cache import EmbeddingCacheProjector
 from projections.index import IndexProjector
 from projections.tokens import TokensProjector
 
-logger = logging.getLogger(__name__)
 BATCH_SIZE = 500
-
-
-class HasPool(Protocol):
-    pool: asyncpg.Pool
-    store: EventStore
 
 
 def all_projectors(blobs: BlobStore, *, bulk: bool = False) -> list[Projector]:
@@ -54,28 +49,17 @@ def projector_names() -> list[str]:
 
 
 def subscriptions(
-    runtime_or_pool: HasPool | asyncpg.Pool, dsn: str, *, poll_interval: float = 1.0
+    store: EventStore, blobs: BlobStore, *, hub: Hub | None = None, poll_interval: float = 1.0
 ) -> list[Subscription]:
-    if isinstance(runtime_or_pool, asyncpg.Pool):
-        pool, store = runtime_or_pool, EventStore(runtime_or_pool)
-    else:
-        pool, store = runtime_or_pool.pool, runtime_or_pool.store
-    blobs = PgBlobStore(pool)
+    """One subscription per projector (``hub``: the process's wake-up hub, needed to ``run`` them)."""
     return [
-        Subscription(store, p.subscription, p.apply, dsn=dsn, batch_size=BATCH_SIZE, poll_interval=poll_interval)
+        Subscription(store, p.subscription, p.apply, hub=hub, batch_size=BATCH_SIZE, poll_interval=poll_interval)
         for p in all_projectors(blobs)
     ]
 
 
-async def catch_up_all(pool: asyncpg.Pool, dsn: str) -> int:
+async def catch_up_all(pool: asyncpg.Pool, dsn: str | None = None) -> int:
     """Bring every projection up to the committed head once; returns the events handled in total
-    (summed over projectors)."""
-    counts = await asyncio.gather(*(s.catch_up() for s in subscriptions(pool, dsn)))
+    (summed over projectors). ``dsn`` is not used (catching up needs no LISTEN connection)."""
+    counts = await asyncio.gather(*(s.catch_up() for s in subscriptions(EventStore(pool), PgBlobStore(pool))))
     return sum(counts)
-
-
-async def run_projections(runtime_or_pool: HasPool | asyncpg.Pool, dsn: str, stop: asyncio.Event) -> None:
-    """Keep every projection up to date until ``stop`` is set (woken by NOTIFY, polling as fallback)."""
-    subs = subscriptions(runtime_or_pool, dsn)
-    logger.info("projections running", extra={"action": "projections", "subscriptions": [s.name for s in subs]})
-    await asyncio.gather(*(s.run(stop) for s in subs))

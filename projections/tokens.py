@@ -16,6 +16,7 @@ HANDLED = frozenset({ev.ApiTokenCreated.TYPE, ev.ApiTokenRevoked.TYPE})
 class TokensProjector(Projector):
     name = "tokens"
     tables = ("api_tokens",)
+    per_document = False
 
     async def apply(self, conn: Conn, events: list[RecordedEvent]) -> None:
         for recorded in events:

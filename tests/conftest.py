@@ -79,7 +79,7 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 async def store(pool: asyncpg.Pool) -> AsyncIterator[EventStore]:
     s = EventStore(pool)
     yield s
-    await s.notifier.flush()
+    await s.notifier.close()
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ async def test_upload_multipart_then_same_content_raw(dsn: str, pool: asyncpg.Po
         assert uploads == 1
         event = await pool.fetchrow("SELECT data, metadata FROM events WHERE type = 'DocumentUploaded'")
         assert event is not None
-        assert event["data"]["source"] == "api" and event["metadata"]["actor"] == "api"
+        assert event["data"]["source"] == "api" and event["metadata"]["actor"].startswith("token:env:")
 
 
 async def test_streamed_chunked_upload_and_percent_encoded_name(
@@ -217,7 +217,8 @@ async def test_reprocess_and_delete(dsn: str, pool: asyncpg.Pool, store: EventSt
             "SELECT type, data, metadata FROM events WHERE type LIKE '%Requested' ORDER BY position"
         )
         assert [e["type"] for e in requests] == [ev.ChunkingRequested.TYPE, ev.ConversionRequested.TYPE]
-        assert all(e["metadata"]["actor"] == "api" for e in requests) and requests[1]["data"]["backend"] == "local"
+        assert all(e["metadata"]["actor"].startswith("token:env:") for e in requests)
+        assert requests[1]["data"]["backend"] == "local"
         assert_error(await client.post(f"/documents/{doc}/reprocess", json={"stage": "x"}, headers=AUTH), 400)
         assert_error(await client.post(f"/documents/{doc}/reprocess", json={"stage": "embed"}, headers=AUTH), 400)
         r = await client.post(f"/documents/{doc}/reprocess", content=b"{nope", headers=AUTH)

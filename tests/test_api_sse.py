@@ -130,3 +130,22 @@ async def test_heartbeats_while_idle_and_bad_resume_id(dsn: str) -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
             r = await client.get(f"{server.url}/events/stream", headers={"Last-Event-ID": "garbage"})
             assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor"
+
+
+async def test_streams_and_projections_share_one_listen_connection(
+    dsn: str, store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """The API process with its projections and three live streams: one LISTEN connection (the
+    runtime's hub) wakes them all. Before: one for the streams plus one per projection."""
+    with server_thread(settings_for(dsn), run_projections=True) as server:
+        async with stream(server.url) as a, stream(server.url) as b, stream(server.url) as c:
+            expected = await append(store, 3)
+            for reader in (a, b, c):
+                assert [(await reader.next()).data["event_id"] for _ in range(3)] == expected
+            rows = await pool.fetch(
+                """SELECT application_name, count(*) AS n FROM pg_stat_activity
+                   WHERE datname = current_database() AND backend_type = 'client backend'
+                   GROUP BY application_name"""
+            )
+    # Every other connection is a pool's (the server's or this test's): named "chronos".
+    assert {r["application_name"]: r["n"] for r in rows if r["application_name"] != "chronos"} == {"chronos-hub": 1}

@@ -22,7 +22,7 @@ MD = b"# Tokens\n\nWho may do what.\n"
 async def make(store: EventStore, dsn: str, scope: str) -> tuple[str, dict[str, str]]:
     token_id, token = await tokens.create(store, f"{scope}-user", scope, actor="test")
     projector = TokensProjector()
-    await Subscription(store, projector.subscription, projector.apply, dsn=dsn).catch_up()
+    await Subscription(store, projector.subscription, projector.apply).catch_up()
     return token_id, {"Authorization": f"Bearer {token}"}
 
 
@@ -79,7 +79,7 @@ async def test_a_revoked_token_stops_working_and_only_hashes_are_stored(
         assert await tokens.revoke(store, rt.pool, token_id, actor="test") is True
         assert await tokens.revoke(store, rt.pool, token_id, actor="test") is False
         projector = TokensProjector()
-        await Subscription(store, projector.subscription, projector.apply, dsn=dsn).catch_up()
+        await Subscription(store, projector.subscription, projector.apply).catch_up()
         r = await client.post("/documents", content=MD + b"2", headers={**write, "X-Filename": "t.md"})
         assert r.status_code == 403 and "revoked" in r.json()["error"]["message"]
         logged = await rt.pool.fetchval("SELECT count(*) FROM events WHERE data::text LIKE '%' || $1 || '%'", token)

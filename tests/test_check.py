@@ -37,7 +37,7 @@ async def test_finds_gaps_duplicates_missing_and_garbage(
         ],
     )
     await blobs.put_bytes(b"nobody points at me")
-    sub = Subscription(store, "lagging", _noop, dsn=dsn)
+    sub = Subscription(store, "lagging", _noop)
     await sub.checkpoint()
     report = await run_checks(pool)
     found = {f.check: f for f in report.findings}

@@ -27,8 +27,10 @@ from app.convert.local import ConverterPool
 from app.convert.modal_client import ModalItem, ModalUnavailable, call_modal
 from app.convert.options import ConversionOutput
 from app.convert.sniff import PDF, sniff_path
+from app.pipeline.backend import backend_services
 from app.pipeline.worker import Worker
 from app.runtime import Runtime
+from app.supervisor import Supervisor
 from events import EventStore, PgBlobStore
 from tests.conftest import CORPUS
 from tests.modal_standin import deploy
@@ -82,9 +84,9 @@ async def costs_of(rt: Runtime, document_id: str) -> list[dict[str, Any]]:
 
 async def run_convert_worker(rt: Runtime, ids: list[str], concurrency: int) -> dict[str, dict[str, Any]]:
     stop = asyncio.Event()
-    worker = Worker(rt, stages=("convert",), concurrency=concurrency, run_projections=False, poll_interval=0.2,
-                    warm=False)
-    task = asyncio.create_task(worker.run(stop))
+    worker = Worker(rt, stages=("convert",), concurrency=concurrency, poll_interval=0.2)
+    services = backend_services(rt, worker, projections=False, warm=False)
+    task = asyncio.create_task(Supervisor(services).run(stop))
     try:
         return await converted(rt, ids)
     finally:

@@ -21,10 +21,12 @@ import pytest_asyncio
 from app.catalogue import events as ev
 from app.catalogue.ids import stream_for
 from app.config import Settings
+from app.pipeline.backend import backend_services
 from app.pipeline.worker import Worker
 from app.runtime import Runtime
 from app.services.documents import document_states
 from app.services.upload import IntakeResult, ingest_stream
+from app.supervisor import Supervisor
 from events import EventStore, PgBlobStore
 from events.blobs import aiter_bytes, aiter_file
 
@@ -49,10 +51,10 @@ async def put_bytes(rt: Runtime, data: bytes, name: str) -> IntakeResult:
 
 
 async def drive(rt: Runtime, ids: list[str], timeout: float = 240) -> dict[str, str]:
-    """Run an in-process worker until every document is final; returns {id: status}."""
+    """Run an in-process worker (with its dispatcher) until every document is final; returns {id: status}."""
     stop = asyncio.Event()
-    worker = Worker(rt, concurrency=2, run_projections=False, poll_interval=0.2)
-    task = asyncio.create_task(worker.run(stop))
+    worker = Worker(rt, concurrency=2, poll_interval=0.2)
+    task = asyncio.create_task(Supervisor(backend_services(rt, worker, projections=False)).run(stop))
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

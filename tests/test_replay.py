@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from events.errors import InvalidRequest, NotFound
+
 HASHED = {
     "documents": "document_id",
     "index_documents": "document_id",
@@ -99,7 +101,7 @@ async def test_replay_one_document_repairs_its_rows_and_leaves_the_rest(store, b
     await replay_documents(pool, [str(docs[3].document_id)])
     assert await projection_hashes(pool) == before
 
-    with pytest.raises(ValueError, match="not a document id"):
+    with pytest.raises(InvalidRequest, match="not a document id"):
         await replay_documents(pool, ["nope"])
-    with pytest.raises(ValueError, match="no events"):
+    with pytest.raises(NotFound, match="no events"):
         await replay_documents(pool, ["00000000-0000-0000-0000-000000000001"])

@@ -34,10 +34,10 @@ async def rt(dsn: str, pool: asyncpg.Pool, store: EventStore) -> AsyncIterator[R
 
 async def drain(rt: Runtime, *stages: str, timeout: float = 120) -> None:
     """Run an in-process worker until every event is dispatched and no job is queued or running."""
-    sub = Subscription(rt.store, dispatcher.NAME, dispatcher.dispatch, dsn=rt.dsn)
+    sub = Subscription(rt.store, dispatcher.NAME, dispatcher.dispatch)
     stop = asyncio.Event()
     stages = stages or ("convert", "chunk", "embed")
-    worker = Worker(rt, stages=stages, concurrency=2, run_projections=False, poll_interval=0.2)
+    worker = Worker(rt, stages=stages, concurrency=2, poll_interval=0.2)
     task = asyncio.create_task(worker.run(stop))
     try:
         async with asyncio.timeout(timeout):

@@ -65,8 +65,8 @@ async def test_switch_covers_documents_ingested_meanwhile(rt: Runtime, standin: 
     ids = [u.document_id for u in first]
     assert await request(rt.store, "embed", ids, switch=True, model=NEW) == 2
     # One of the two requests done: the new model covers half; the old one still answers.
-    await Subscription(rt.store, dispatcher.NAME, dispatcher.dispatch, dsn=rt.dsn).catch_up()
-    worker = Worker(rt, run_projections=False)
+    await Subscription(rt.store, dispatcher.NAME, dispatcher.dispatch).catch_up()
+    worker = Worker(rt)
     [job] = await jobs.claim(rt.pool, ["embed"], worker.owner, 60, 1)
     await worker._work(job)
     await catch_up_all(rt.pool, rt.dsn)

@@ -39,7 +39,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.last_batch: tuple[str, list[NewEvent], list[int]] | None = None
         self.pending: tuple[Any, Any, str, list[NewEvent]] | None = None  # (conn, tx, stream, events)
         self.delivered: list[RecordedEvent] = []
-        self.sub = Subscription(self.store, f"model-{self.prefix}", self._collect, dsn=self.dsn, batch_size=7)
+        self.sub = Subscription(self.store, f"model-{self.prefix}", self._collect, batch_size=7)
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -151,6 +151,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.run(self.sub.catch_up())
         for stream in STREAMS:
             assert [e.event_id for e in self.delivered if e.stream_id == self.sid(stream)] == self.model[stream]
+        self.run(self.store.notifier.close())  # no notification task may outlive the pool and loop
         self.run(self.pool.close())
         self.loop.close()
 

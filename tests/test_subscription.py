@@ -1,4 +1,5 @@
-"""Subscriptions: gap-free under out-of-order commits, durable, exactly-once, woken by NOTIFY."""
+"""Subscriptions: gap-free under out-of-order commits, durable, exactly-once (also across processes,
+without waiting on a lock), woken by NOTIFY through the process's hub."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from events import EventStore, NewEvent, RecordedEvent, Subscription
 from events.connection import create_pool
+from events.hub import Hub
 from events.types import Cursor, DbConn
 
 
@@ -47,10 +49,11 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> float:
 @contextlib.asynccontextmanager
 async def running(sub: Subscription) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``sub`` in the background until the block ends; its errors surface at the end."""
+    assert sub.hub is not None
     stop = asyncio.Event()
     task = asyncio.create_task(sub.run(stop))
     try:
-        await asyncio.wait_for(sub.listening.wait(), 10)
+        await asyncio.wait_for(sub.hub.connected.wait(), 10)
         yield task
     finally:
         stop.set()
@@ -66,7 +69,7 @@ async def naive_position_reader(pool: asyncpg.Pool, last: int) -> list[int]:
 async def test_open_transaction_holds_back_later_commits(store: EventStore, pool: asyncpg.Pool, dsn: str) -> None:
     """A commits nothing yet (lower position), B commits (higher position): nothing past A is delivered."""
     rec = Recorder()
-    sub = Subscription(store, "proj", rec, dsn=dsn)
+    sub = Subscription(store, "proj", rec)
     async with pool.acquire() as a:
         tx = a.transaction()
         await tx.start()
@@ -82,14 +85,12 @@ async def test_open_transaction_holds_back_later_commits(store: EventStore, pool
     assert await sub.catch_up() == 0
 
 
-async def test_late_commit_of_lower_position_is_delivered_once(
-    store: EventStore, pool: asyncpg.Pool, dsn: str
-) -> None:
+async def test_late_commit_of_lower_position_is_delivered_once(store: EventStore, pool: asyncpg.Pool, dsn: str) -> None:
     """The nasty order: B takes its xid first, A appends a lower position with a higher xid and stays
     open, B appends a higher position and commits, then A commits. Both arrive, once each; a
     position checkpoint would have skipped A's event."""
     rec = Recorder()
-    sub = Subscription(store, "proj", rec, dsn=dsn)
+    sub = Subscription(store, "proj", rec)
     async with pool.acquire() as a, pool.acquire() as b:
         tx_b = b.transaction()
         await tx_b.start()
@@ -118,7 +119,7 @@ async def test_late_commit_of_lower_position_is_delivered_once(
 
 async def test_running_subscriber_waits_for_open_transaction(store: EventStore, pool: asyncpg.Pool, dsn: str) -> None:
     rec = Recorder()
-    sub = Subscription(store, "proj", rec, dsn=dsn, poll_interval=30)
+    sub = Subscription(store, "proj", rec, hub=Hub(dsn), poll_interval=30)
     async with running(sub), pool.acquire() as a:
         tx = a.transaction()
         await tx.start()
@@ -134,89 +135,157 @@ async def test_running_subscriber_waits_for_open_transaction(store: EventStore, 
 async def test_resumes_from_durable_checkpoint_after_restart(store: EventStore, dsn: str) -> None:
     first = Recorder()
     await store.append("s", [ev(1), ev(2), ev(3)])
-    assert await Subscription(store, "proj", first, dsn=dsn, batch_size=2).catch_up() == 3
+    assert await Subscription(store, "proj", first, batch_size=2).catch_up() == 3
     await store.append("s", [ev(4), ev(5)])
 
     # A new process: its own pool, store and Subscription object with the same name.
     pool2 = await create_pool(dsn, min_size=1, max_size=2)
     try:
         second = Recorder()
-        sub2 = Subscription(EventStore(pool2), "proj", second, dsn=dsn)
+        sub2 = Subscription(EventStore(pool2), "proj", second)
         cursor = await sub2.checkpoint()
         assert cursor == first.seen[-1].cursor
         assert await sub2.catch_up() == 2
         assert second.ns == [4, 5]
         other = Recorder()  # another name starts from the beginning
-        assert await Subscription(EventStore(pool2), "other", other, dsn=dsn).catch_up() == 5
+        assert await Subscription(EventStore(pool2), "other", other).catch_up() == 5
         await sub2.reset()
         assert await sub2.catch_up() == 5
     finally:
         await pool2.close()
 
 
-async def test_listener_killed_reconnects_and_misses_nothing(
-    store: EventStore, pool: asyncpg.Pool, dsn: str
-) -> None:
+async def test_listener_killed_reconnects_and_misses_nothing(store: EventStore, pool: asyncpg.Pool, dsn: str) -> None:
     rec = Recorder()
     # A long poll interval: only the reconnect's re-read can deliver what was appended meanwhile.
-    sub = Subscription(store, "killme", rec, dsn=dsn, poll_interval=30, reconnect_delay=1.0)
+    hub = Hub(dsn, name="hub-killme", reconnect_delay=3.0)
+    sub = Subscription(store, "killme", rec, hub=hub, poll_interval=30)
     async with running(sub):
         await store.append("s", [ev(1)])
         await eventually(lambda: rec.ns == [1])
+        await asyncio.sleep(0.5)  # let it commit and settle into its 30 s wait (no quick re-look)
         killed = await pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-            "listen:killme",
+            "hub-killme",
         )
         assert killed == 1
-        await eventually(lambda: not sub.listening.is_set())
+        await eventually(lambda: not hub.connected.is_set())
         # Appended while no listener exists: these notifications are lost for good.
         for n in (2, 3, 4):
             await store.append("s", [ev(n)])
         await store.notifier.flush()
         await asyncio.sleep(0.2)
         assert rec.ns == [1]
-        await asyncio.wait_for(sub.listening.wait(), 5)
+        await asyncio.wait_for(hub.connected.wait(), 5)
         await eventually(lambda: len(rec.seen) == 4, timeout=3)
-        assert sub.reconnects == 1
-        listeners = await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'listen:killme'"
-        )
+        assert hub.reconnects == 1
+        listeners = await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hub-killme'")
         assert listeners == 1
         await store.append("s", [ev(5)])  # and the new connection LISTENs again
         await eventually(lambda: len(rec.seen) == 5, timeout=3)
     assert rec.ns == [1, 2, 3, 4, 5]
 
 
-async def test_two_instances_of_one_subscription_never_apply_twice(
+@contextlib.asynccontextmanager
+async def process(dsn: str, name: str) -> AsyncIterator[tuple[EventStore, Hub]]:
+    """What another process has: its own pool, store and wake-up hub."""
+    own = await create_pool(dsn, min_size=1, max_size=3)
+    try:
+        yield EventStore(own), Hub(dsn, name=name)
+    finally:
+        await own.close()
+
+
+def applying(who: str) -> Callable[[DbConn, list[RecordedEvent]], Awaitable[None]]:
+    """A handler that records which process applied each event (table ``applied``)."""
+
+    async def apply(conn: DbConn, events: list[RecordedEvent]) -> None:
+        await conn.executemany(
+            "INSERT INTO applied (event_id, worker) VALUES ($1, $2)", [(e.event_id, who) for e in events]
+        )
+        await asyncio.sleep(0.01)  # widen the window in which the other instance could interfere
+
+    return apply
+
+
+async def test_two_processes_running_one_subscription_never_apply_twice(
     store: EventStore, pool: asyncpg.Pool, dsn: str
 ) -> None:
     await pool.execute("CREATE TABLE applied (event_id uuid NOT NULL, worker text NOT NULL)")
-
-    def handler(worker: str) -> Callable[[DbConn, list[RecordedEvent]], Awaitable[None]]:
-        async def apply(conn: DbConn, events: list[RecordedEvent]) -> None:
-            await conn.executemany(
-                "INSERT INTO applied (event_id, worker) VALUES ($1, $2)", [(e.event_id, worker) for e in events]
-            )
-            await asyncio.sleep(0.01)  # widen the window in which the other instance could interfere
-
-        return apply
-
-    subs = [Subscription(store, "shared", handler(w), dsn=dsn, batch_size=7, poll_interval=0.2) for w in "ab"]
 
     async def writer(w: int) -> None:
         for k in range(40):
             await store.append(f"w-{w}", [ev(k)])
 
-    async with running(subs[0]), running(subs[1]):
-        await asyncio.gather(*(writer(w) for w in range(5)))
-        deadline = time.monotonic() + 15
-        while await pool.fetchval("SELECT count(*) FROM applied") < 200:
-            assert time.monotonic() < deadline, "not every event was applied"
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # give a double application the chance to show
+    async with process(dsn, "hub-a") as (store_a, hub_a), process(dsn, "hub-b") as (store_b, hub_b):
+        subs = [
+            Subscription(s, "shared", applying(w), hub=h, batch_size=7, poll_interval=0.2)
+            for s, h, w in ((store_a, hub_a, "a"), (store_b, hub_b, "b"))
+        ]
+        async with running(subs[0]), running(subs[1]):
+            await asyncio.gather(*(writer(w) for w in range(5)))
+            deadline = time.monotonic() + 15
+            while await pool.fetchval("SELECT count(*) FROM applied") < 200:
+                assert time.monotonic() < deadline, "not every event was applied"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # give a double application the chance to show
     row = await pool.fetchrow("SELECT count(*) AS total, count(DISTINCT event_id) AS distinct FROM applied")
     assert row is not None and (row["total"], row["distinct"]) == (200, 200)
     assert await pool.fetchval("SELECT count(*) FROM events") == 200
+
+
+async def test_loser_holds_no_connection_while_another_process_applies(
+    store: EventStore, pool: asyncpg.Pool, dsn: str
+) -> None:
+    """Process A is inside a batch (holding the checkpoint); process B, woken by every append and by
+    its poll, finds the checkpoint taken and goes back to waiting. B has a pool of one connection, and
+    the test can take that connection at any moment: B does not hold it while it waits, and no
+    backend queues on the checkpoint row. Once A is done every event is applied exactly once."""
+    await pool.execute("CREATE TABLE applied (event_id uuid NOT NULL, worker text NOT NULL)")
+    gate, inside = asyncio.Event(), asyncio.Event()
+
+    async def apply_a(conn: DbConn, events: list[RecordedEvent]) -> None:
+        inside.set()
+        await gate.wait()  # a long batch
+        await conn.executemany(
+            "INSERT INTO applied (event_id, worker) VALUES ($1, $2)", [(e.event_id, "a") for e in events]
+        )
+
+    await store.append("s", [ev(n) for n in range(3)])
+    pool_b = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        async with process(dsn, "hub-a") as (store_a, hub_a):
+            sub_a = Subscription(store_a, "shared", apply_a, hub=hub_a, batch_size=2, poll_interval=0.1)
+            sub_b = Subscription(EventStore(pool_b), "shared", applying("b"), hub=Hub(dsn), batch_size=2,
+                                 poll_interval=0.1)  # fmt: skip
+            async with running(sub_a):
+                await asyncio.wait_for(inside.wait(), 10)
+                async with running(sub_b):
+                    lock_waiters = []
+                    for n in range(3, 23):  # each append notifies, and wakes B
+                        await store.append("s", [ev(n)])
+                        async with pool_b.acquire(timeout=10) as conn:  # B's only connection is free
+                            lock_waiters.append(
+                                await conn.fetchval(
+                                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'"
+                                )
+                            )
+                        await asyncio.sleep(0.05)
+                    await eventually(lambda: sub_b.busy >= 3)  # B looked, several times, and found it taken
+                    assert lock_waiters == [0] * 20  # nobody queued on the checkpoint row
+                    gate.set()
+                    deadline = time.monotonic() + 15
+                    while await pool.fetchval("SELECT count(*) FROM applied") < 23:
+                        assert time.monotonic() < deadline, "not every event was applied"
+                        await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.3)  # give a double application the chance to show
+    finally:
+        await pool_b.close()
+    row = await pool.fetchrow("SELECT count(*) AS total, count(DISTINCT event_id) AS distinct FROM applied")
+    assert row is not None and (row["total"], row["distinct"]) == (23, 23)
+    last = (await store.read_safe(Cursor(0, 0), 100))[-1]
+    assert await Subscription(store, "shared", applying("c")).checkpoint() == last.cursor
 
 
 async def test_failing_handler_rolls_back_writes_and_checkpoint(
@@ -232,7 +301,7 @@ async def test_failing_handler_rolls_back_writes_and_checkpoint(
                 raise RuntimeError(f"projection bug on event {e.data['n']}")
 
     await store.append("s", [ev(n) for n in range(1, 6)])
-    sub = Subscription(store, "proj", project, dsn=dsn)
+    sub = Subscription(store, "proj", project)
     before = await sub.checkpoint()
     with pytest.raises(RuntimeError, match="event 3"):
         await sub.catch_up()
@@ -257,7 +326,7 @@ async def test_run_survives_a_handler_bug_and_resumes_once_fixed(
         seen.extend(e.data["n"] for e in events)
 
     await store.append("s", [ev(n) for n in range(1, 4)])
-    sub = Subscription(store, "proj", project, dsn=dsn, poll_interval=0.05)
+    sub = Subscription(store, "proj", project, hub=Hub(dsn), poll_interval=0.05)
     async with running(sub) as task:
         await eventually(lambda: sub.last_error is not None, timeout=5)
         assert "KeyError" in (sub.last_error or "") and not task.done()  # stalled, alive
@@ -268,7 +337,7 @@ async def test_run_survives_a_handler_bug_and_resumes_once_fixed(
 
 async def test_notify_wakes_subscriber_long_before_poll(store: EventStore, pool: asyncpg.Pool, dsn: str) -> None:
     rec = Recorder()
-    sub = Subscription(store, "proj", rec, dsn=dsn, poll_interval=30)
+    sub = Subscription(store, "proj", rec, hub=Hub(dsn), poll_interval=30)
     async with running(sub):
         await asyncio.sleep(0.3)  # the first catch-up is done: now it waits up to 30 s
         await store.append("s", [ev(1)])

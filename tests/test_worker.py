@@ -19,10 +19,12 @@ from app.catalogue import events as ev
 from app.catalogue.ids import job_id_for, stream_for
 from app.config import Settings
 from app.pipeline import dispatcher, jobs
+from app.pipeline.backend import backend_services
 from app.pipeline.jobs import Job
 from app.pipeline.stages import Outcome, StageFailure, failure_outcome
 from app.pipeline.worker import Worker
 from app.runtime import Runtime
+from app.supervisor import Supervisor
 from events import EventStore, NewEvent, PgBlobStore
 from events.subscription import Subscription
 
@@ -61,7 +63,7 @@ def converted_event(job: Job) -> NewEvent:
 
 async def test_dispatcher_enqueues_each_event_once(rt: Runtime, store: EventStore, pool: asyncpg.Pool) -> None:
     await upload(store, 3)
-    sub = Subscription(store, dispatcher.NAME, dispatcher.dispatch, dsn=rt.dsn)
+    sub = Subscription(store, dispatcher.NAME, dispatcher.dispatch)
     assert await sub.catch_up() == 3
     assert await sub.catch_up() == 0
     await sub.reset()  # even when the events are dispatched again, jobs are not doubled
@@ -71,8 +73,12 @@ async def test_dispatcher_enqueues_each_event_once(rt: Runtime, store: EventStor
 
 
 async def run_workers(rt: Runtime, workers: list[Worker], until: asyncio.Future[None], timeout: float = 30) -> None:
+    """Each worker with its dispatcher (no projections, no warm-up), as ``chronos worker`` runs it."""
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    tasks = [
+        asyncio.create_task(Supervisor(backend_services(rt, w, projections=False, warm=False)).run(stop))
+        for w in workers
+    ]
     try:
         await asyncio.wait_for(until, timeout)
     finally:
@@ -98,7 +104,6 @@ async def test_two_workers_process_every_job_exactly_once(rt: Runtime, store: Ev
             stages=("convert",),
             concurrency=3,
             owner=f"w{i}",
-            run_projections=False,
             runner=runner,
             poll_interval=0.2,
         )
@@ -118,7 +123,7 @@ async def test_expired_lease_is_taken_over_and_result_recorded_once(
     rt: Runtime, store: EventStore, pool: asyncpg.Pool
 ) -> None:
     await upload(store, 1)
-    await Subscription(store, dispatcher.NAME, dispatcher.dispatch, dsn=rt.dsn).catch_up()
+    await Subscription(store, dispatcher.NAME, dispatcher.dispatch).catch_up()
     # A worker claims the job and dies (never finishes, never extends).
     [dead] = await jobs.claim(pool, ["convert"], "dead-worker", 0.3, 1)
     assert await jobs.claim(pool, ["convert"], "other", 60, 1) == []  # still leased
@@ -144,7 +149,7 @@ async def test_retries_back_off_then_fail_finally(rt: Runtime, store: EventStore
             asyncio.get_running_loop().call_later(0.3, lambda: _resolve(done))
         return outcome
 
-    worker = Worker(rt, stages=("convert",), concurrency=1, run_projections=False, runner=runner, poll_interval=0.05)
+    worker = Worker(rt, stages=("convert",), concurrency=1, runner=runner, poll_interval=0.05)
     await run_workers(rt, [worker], done)
     assert attempts == [1, 2, 3, 4]
     failures = [e for e in await store.read_stream(stream_for(doc)) if e.type == ev.ConversionFailed.TYPE]
@@ -161,7 +166,7 @@ async def test_non_retryable_failure_is_final_at_once(rt: Runtime, store: EventS
         asyncio.get_running_loop().call_later(0.3, lambda: _resolve(done))
         return failure_outcome(job, owner, StageFailure("UnsupportedMediaType", "a PNG", retryable=False))
 
-    await run_workers(rt, [Worker(rt, stages=("convert",), run_projections=False, runner=runner)], done)
+    await run_workers(rt, [Worker(rt, stages=("convert",), runner=runner)], done)
     [failure] = [e for e in await store.read_stream(stream_for(doc)) if e.type == ev.ConversionFailed.TYPE]
     assert failure.data["final"] is True and failure.data["error_class"] == "UnsupportedMediaType"
 
@@ -181,7 +186,7 @@ async def test_worker_survives_a_crashing_stage_and_keeps_going(
             asyncio.get_running_loop().call_later(0.3, lambda: _resolve(done))
         return Outcome("done", [converted_event(job)])
 
-    worker = Worker(rt, stages=("convert",), concurrency=1, run_projections=False, runner=runner, poll_interval=0.05)
+    worker = Worker(rt, stages=("convert",), concurrency=1, runner=runner, poll_interval=0.05)
     # The crash is retried after backoff (2 s for attempt 1).
     await run_workers(rt, [worker], done, timeout=20)
     assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'done'") == 4
@@ -191,6 +196,7 @@ async def test_worker_survives_a_crashing_stage_and_keeps_going(
 
 async def test_stop_releases_in_flight_jobs(rt: Runtime, store: EventStore, pool: asyncpg.Pool) -> None:
     await upload(store, 1)
+    await Subscription(store, dispatcher.NAME, dispatcher.dispatch).catch_up()
     started = asyncio.Event()
 
     async def runner(_rt: Runtime, job: Job, _owner: str) -> Outcome:
@@ -198,7 +204,7 @@ async def test_stop_releases_in_flight_jobs(rt: Runtime, store: EventStore, pool
         await asyncio.sleep(60)
         return Outcome("done")
 
-    worker = Worker(rt, stages=("convert",), run_projections=False, runner=runner, grace_s=0.2)
+    worker = Worker(rt, stages=("convert",), runner=runner, grace_s=0.2)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     await asyncio.wait_for(started.wait(), 10)
@@ -216,9 +222,7 @@ async def test_job_ids_are_deterministic(stage: str) -> None:
     assert job_id_for(trigger, stage) != job_id_for(trigger, "chunk")
 
 
-async def test_slots_take_the_job_furthest_along_and_no_stage_holds_every_slot(
-    rt: Runtime, pool: asyncpg.Pool
-) -> None:
+async def test_slots_take_the_job_furthest_along_and_no_stage_holds_every_slot(rt: Runtime, pool: asyncpg.Pool) -> None:
     """Documents flow through: a queued embed job goes before older convert jobs, and with two slots
     one stage never holds both (a conversion runs beside an embedding)."""
     for i, stage in enumerate(["convert"] * 4 + ["chunk", "embed"]):
@@ -240,7 +244,7 @@ async def test_slots_take_the_job_furthest_along_and_no_stage_holds_every_slot(
             _resolve(done)
         return Outcome("done")
 
-    worker = Worker(rt, concurrency=2, run_projections=False, poll_interval=0.05, runner=runner)
+    worker = Worker(rt, concurrency=2, poll_interval=0.05, runner=runner)
     await run_workers(rt, [worker], done)
     assert set(order[:2]) == {"embed", "chunk"}  # furthest along first, though queued last
     assert sorted(order) == sorted(["convert"] * 4 + ["chunk", "embed"])
@@ -280,7 +284,7 @@ async def test_one_slot_runs_several_embed_jobs_side_by_side(dsn: str, pool: asy
                 asyncio.get_running_loop().call_later(0.3, lambda: _resolve(done))
         return Outcome("done")
 
-    worker = Worker(rt, concurrency=2, run_projections=False, poll_interval=0.05, runner=runner)
+    worker = Worker(rt, concurrency=2, poll_interval=0.05, runner=runner)
     await run_workers(rt, [worker], done)
     assert peak["embed"] == 3  # one slot, three embed jobs at once
     assert any(e >= 1 and c >= 1 for e, c in together)  # a conversion beside them in the other slot
@@ -316,7 +320,30 @@ async def test_an_embed_only_worker_fills_every_slot_with_embed_jobs(
             _resolve(done)
         return Outcome("done")
 
-    worker = Worker(rt, stages=("embed",), concurrency=2, run_projections=False, poll_interval=0.05, runner=runner)
+    worker = Worker(rt, stages=("embed",), concurrency=2, poll_interval=0.05, runner=runner)
     await run_workers(rt, [worker], done)
     assert peak == 4  # two slots x two jobs
     assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'done'") == 8
+
+
+async def test_a_queued_job_wakes_an_idle_worker_through_the_hub(rt: Runtime, store: EventStore) -> None:
+    """The dispatcher's ``chronos_jobs`` NOTIFY reaches the idle slots through the process's hub: a job
+    queued long after the worker went idle runs well before its 60 s poll would find it."""
+    ran = asyncio.Event()
+
+    async def runner(_rt: Runtime, job: Job, _owner: str) -> Outcome:
+        ran.set()
+        return Outcome("done", [converted_event(job)])
+
+    worker = Worker(rt, stages=("convert",), concurrency=2, runner=runner, poll_interval=60)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(rt.hub.connected.wait(), 10)
+        await asyncio.sleep(0.3)  # both slots found nothing and wait (up to 60 s each)
+        await upload(store, 1)
+        await Subscription(store, dispatcher.NAME, dispatcher.dispatch).catch_up()  # enqueues and notifies
+        await asyncio.wait_for(ran.wait(), 20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -1,9 +1,11 @@
 """The Starlette application: routes, limits, error handlers, and what runs beside it.
 
-``create_app(settings)`` opens its own runtime in the lifespan (database, pool, blob store);
-``create_app(runtime=rt)`` uses one the caller owns (tests). With ``worker_slots > 0`` stage
-workers (with the dispatcher and projections) run in the same process; otherwise, with
-``run_projections``, the projections alone keep the tables the API reads up to date.
+``create_app(settings)`` opens its own runtime in the lifespan (database, pool, blob store, hub);
+``create_app(runtime=rt)`` uses one the caller owns (tests). The runtime's hub wakes the live
+streams (SSE) and everything running beside the API. With ``worker_slots > 0`` the back end of a
+worker process (warm-up, dispatcher, projections, job runner) runs in the same process under a
+supervisor; otherwise, with ``run_projections``, the projections alone keep the tables the API
+reads up to date.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,10 +27,10 @@ from app.api.errors import EXCEPTION_HANDLERS
 from app.api.limits import LimitsMiddleware
 from app.api.openapi import document
 from app.api.responses import json_response
-from app.api.sse import Hub
 from app.config import Settings
 from app.runtime import Runtime, open_runtime
 from app.services.tokens import TokenCache
+from app.supervisor import Service, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +73,18 @@ def create_app(
                 rt = await stack.enter_async_context(
                     open_runtime(settings, max_size=pool_size + max(0, worker_slots) * 3 + 6)
                 )
-            stop = asyncio.Event()
             app.state.rt = rt
-            app.state.hub = Hub(rt.dsn)
-            app.state.stopping = stop
-            background = _background(rt, stop, worker_slots, run_projections)
+            app.state.hub = rt.hub
+            app.state.stopping = asyncio.Event()
+            await stack.enter_async_context(rt.hub.running())
+            # The services stop as soon as the server is asked to exit (ChronosServer sets `stopping`).
+            supervisor = Supervisor(_background(rt, worker_slots, run_projections))
+            background = asyncio.create_task(supervisor.run(app.state.stopping), name="api-background")
             try:
                 yield
             finally:
-                stop.set()
-                await app.state.hub.close()
-                for task in background:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await asyncio.wait_for(task, timeout=60)
+                app.state.stopping.set()  # live streams end, the services stop, then the runtime closes
+                await background
                 app.state.rt = None
 
     app = Starlette(
@@ -101,15 +101,17 @@ def create_app(
     return app
 
 
-def _background(rt: Runtime, stop: asyncio.Event, worker_slots: int, run_projections: bool) -> list[asyncio.Task[Any]]:
+def _background(rt: Runtime, worker_slots: int, run_projections: bool) -> list[Service]:
+    """What runs beside the API: a worker process's back end, the projections alone, or nothing."""
     if worker_slots > 0:
+        from app.pipeline.backend import backend_services
         from app.pipeline.worker import Worker
 
         worker = Worker(rt, concurrency=worker_slots, grace_s=10.0)
         logger.info("running %d in-process worker slots as %s", worker_slots, worker.owner)
-        return [asyncio.create_task(worker.run(stop), name="api-worker")]
+        return backend_services(rt, worker)
     if run_projections:
-        from projections.runner import run_projections as run
+        from app.pipeline.backend import projection_services
 
-        return [asyncio.create_task(run(rt, rt.dsn, stop), name="api-projections")]
+        return projection_services(rt)
     return []

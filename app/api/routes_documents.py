@@ -43,6 +43,8 @@ def intake_json(result: IntakeResult) -> dict[str, Any]:
         "size": result.size,
         "sha256": result.sha256,
         "position": result.position,
+        "revision": result.revision,
+        "key": result.key,
         "links": links(result.document_id),
     }
 
@@ -76,6 +78,7 @@ def idempotency_key(request: Request) -> str | None:
 async def upload(request: Request) -> Response:
     rt = runtime(request)
     key = idempotency_key(request)
+    external = external_id(request)
     body = await open_upload(request)
     result = await ingest_stream(
         rt.store,
@@ -88,8 +91,21 @@ async def upload(request: Request) -> Response:
         max_bytes=rt.settings.max_upload_bytes,
         reject_unsupported=True,
         idempotency_key=key,
+        key=f"api:{external}" if external else None,
     )
     return intake_response(result)
+
+
+def external_id(request: Request) -> str | None:
+    """``external_id`` (query) or ``X-External-Id`` (header): the caller's own id of the document; new
+    content under it is a new revision of the same document (docs/revisions.md)."""
+    raw = request.query_params.get("external_id") or request.headers.get("x-external-id")
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY or not value.isprintable():
+        raise ApiError(400, "invalid_parameter", f"external_id must be 1..{MAX_IDEMPOTENCY_KEY} printable characters")
+    return value
 
 
 def _encode_cursor(row: asyncpg.Record) -> str:

@@ -4,8 +4,8 @@ Each client keeps a cursor ``(tx_id, position)`` and reads with ``EventStore.rea
 same gap-free read the subscriptions use (see events/subscription.py), so an event whose
 transaction commits late is still delivered, after the ones already sent. Every message carries
 its cursor as the SSE ``id``; a client that reconnects sends it back as ``Last-Event-ID`` and
-resumes exactly after it. One LISTEN connection per process (the Hub) wakes every client on
-NOTIFY; clients also poll, since a notification is only a wake-up. While idle a comment line
+resumes exactly after it. The process's wake-up hub (events/hub.py, owned by the runtime) wakes
+every client on NOTIFY; clients also poll, since a notification is only a wake-up. While idle a comment line
 (``: heartbeat``) goes out every ``sse_heartbeat_s`` seconds so proxies keep the connection open
 and clients can tell a quiet log from a dead connection.
 """
@@ -13,57 +13,18 @@ and clients can tell a quiet log from a dead connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 
 from app.api.common import event_json
 from app.api.responses import dumps
 from app.runtime import Runtime
-from events.listener import listen_forever
+from events.hub import Hub, wait_any
 from events.notifier import CHANNEL
 from events.types import Cursor
 
 BATCH = 500
 RETRY_MS = 2000
-
-
-class Hub:
-    """One LISTEN connection waking every stream of this process."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._event = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.wakeups = 0
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(
-                listen_forever(
-                    self.dsn, CHANNEL, lambda _p: self.wake(), self._stop, on_connect=self.wake, name="chronos-api:sse"
-                ),
-                name="sse-hub",
-            )
-
-    def current(self) -> asyncio.Event:
-        """Take this before reading: a wake-up after the read then ends the wait at once."""
-        self.start()
-        return self._event
-
-    def wake(self) -> None:
-        self.wakeups += 1
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def close(self) -> None:
-        self._stop.set()
-        self.wake()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
 
 
 def message(e_json: dict[str, object], cursor: str) -> bytes:
@@ -84,7 +45,7 @@ async def event_stream(
     yield f"retry: {RETRY_MS}\n\n".encode()
     last_sent = time.monotonic()
     while not stopping.is_set():
-        woken = hub.current()
+        woken = hub.wakeup(CHANNEL)  # before reading: a notification after the read ends the wait
         events = await rt.store.read_safe(cursor, BATCH)
         for e in events:
             cursor = e.cursor
@@ -99,5 +60,4 @@ async def event_stream(
             yield b": heartbeat\n\n"
             last_sent = time.monotonic()
             idle = 0.0
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), timeout=max(0.01, min(poll_s, heartbeat_s - idle)))
+        await wait_any(max(0.01, min(poll_s, heartbeat_s - idle)), woken, stopping)

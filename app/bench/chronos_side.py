@@ -29,11 +29,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import orjson
 
 from app.catalogue.ids import document_id_from_stream, stream_for
-from app.commands.ingest import upload_all, wait_until_final
+from app.commands.ingest import Item, upload_all, wait_until_final
 from app.config import Settings
+from app.pipeline.backend import backend_services
 from app.pipeline.warmup import warm_up
 from app.pipeline.worker import Worker
 from app.runtime import Runtime, open_runtime
+from app.supervisor import Supervisor
 from events.sqlfiles import query
 from projections.runner import catch_up_all
 
@@ -64,12 +66,12 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
     async with open_runtime(settings, max_size=max(10, concurrency * 3 + 6)) as rt:
         started = time.perf_counter()
         cpu_started = time.process_time()
-        results, rejected = await upload_all(rt, files, force=False, quiet=quiet)
+        results, rejected = await upload_all(rt, [Item(p, None) for p in files], force=False, quiet=quiet)
         upload_s = time.perf_counter() - started
         ids = list(dict.fromkeys(r.document_id for r in results))
         stop = asyncio.Event()
         worker = Worker(rt, concurrency=concurrency, grace_s=10.0)
-        task = asyncio.create_task(worker.run(stop))
+        task = asyncio.create_task(Supervisor(backend_services(rt, worker)).run(stop))
         try:
             state = await wait_until_final(rt, ids, quiet, timeout)
             final_s = time.perf_counter() - started

@@ -213,7 +213,7 @@ async def main(args: argparse.Namespace) -> int:
     if not args.folder.is_dir():
         print(f"{args.folder} is not a folder of documents (use --folder DIR)", file=sys.stderr)
         return 2
-    files = collect([args.folder])[: args.limit]
+    files = [item.path for item in collect([args.folder])][: args.limit]
     if not files:
         print(f"no files in {args.folder}", file=sys.stderr)
         return 2

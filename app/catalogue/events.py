@@ -50,7 +50,8 @@ class DocumentEvent(Event, frozen=True):
 
 
 class DocumentUploaded(DocumentEvent, frozen=True):
-    """New content for a document (the first upload, or the same content after a deletion)."""
+    """New content for a document: its first revision, a new revision under its key, or the same
+    content again after a deletion (docs/revisions.md)."""
 
     TYPE: ClassVar[str] = "DocumentUploaded"
     filename: str  # display name only, never used as a path
@@ -61,7 +62,8 @@ class DocumentUploaded(DocumentEvent, frozen=True):
     source: str  # "cli" | "api" | "directus"
     source_ref: str | None = None  # e.g. the Directus file id, or the original path
     declared_media_type: str | None = None  # what the uploader or the extension claimed
-
+    key: str | None = None  # the logical document's key ("directus:<id>", "api:<id>", "folder:<src>:<path>")
+    revision: int = 1  # 1, 2, ... within the document
 
 class DocumentDeleted(DocumentEvent, frozen=True):
     TYPE: ClassVar[str] = "DocumentDeleted"
@@ -77,6 +79,7 @@ class ConversionRequested(DocumentEvent, frozen=True):
     backend: str = "auto"  # "auto" | "modal" | "local"
     pipeline: str | None = None  # "native" | "standard" | None (default)
     reason: str = "reprocess"
+    revision: int | None = None  # the revision asked for (None: the one current when it is handled)
 
 
 class ChunkingRequested(DocumentEvent, frozen=True):
@@ -85,6 +88,7 @@ class ChunkingRequested(DocumentEvent, frozen=True):
     chunk_size: int | None = None
     chunk_overlap: int | None = None
     reason: str = "reprocess"
+    revision: int | None = None
 
 
 class EmbeddingRequested(DocumentEvent, frozen=True):
@@ -93,6 +97,7 @@ class EmbeddingRequested(DocumentEvent, frozen=True):
     model: str  # e.g. "local:all-MiniLM-L6-v2" or "openai:text-embedding-3-small"
     reason: str = "reprocess"
     scope: str | None = None  # "all": a model switch (later documents are embedded with it too)
+    revision: int | None = None
 
 
 REQUESTS: tuple[type[DocumentEvent], ...] = (ConversionRequested, ChunkingRequested, EmbeddingRequested)
@@ -131,6 +136,7 @@ class DocumentConverted(DocumentEvent, frozen=True):
     reused_from: str | None = None  # conversion_id reused instead of converting again
     slices: list[list[int]] | None = None  # page ranges when converted in slices
     gpu: str | None = None  # Modal GPU type
+    revision: int | None = None  # the revision converted (None in payloads older than revisions: 1)
 
 
 class Chunk(Struct, frozen=True):
@@ -175,6 +181,7 @@ class DocumentChunked(DocumentEvent, frozen=True):
     parameters: ChunkParameters
     chunks: list[Chunk]
     content: BlobRef | None = None  # JSON list of ChunkContent, in ordinal order (None: v1, inline)
+    revision: int | None = None
 
 
 class ChunkingUnchanged(DocumentEvent, frozen=True):
@@ -185,6 +192,7 @@ class ChunkingUnchanged(DocumentEvent, frozen=True):
     chunk_set_id: str
     conversion_id: str
     request_id: str | None = None
+    revision: int | None = None
 
 
 class ChunksEmbedded(DocumentEvent, frozen=True):
@@ -197,6 +205,7 @@ class ChunksEmbedded(DocumentEvent, frozen=True):
     chunk_count: int
     reused_count: int = 0  # vectors taken from the embedding cache instead of computed
     tokens: int = 0
+    revision: int | None = None
 
 
 class StageFailed(DocumentEvent, frozen=True):
@@ -213,6 +222,7 @@ class StageFailed(DocumentEvent, frozen=True):
     fallback: Fallback | None = None  # conversion: why Modal was not used
     attempts: list[str] | None = None  # conversion: what the recovery ladder tried
     page_count: int | None = None
+    revision: int | None = None
 
 
 class ConversionFailed(StageFailed, frozen=True):

@@ -33,6 +33,12 @@ def document_id_for_content(sha256: str) -> uuid.UUID:
     return uuid.uuid5(DOCUMENT_NAMESPACE, sha256)
 
 
+def document_id_for_key(key: str) -> uuid.UUID:
+    """A logical document: the same key (a Directus file id, an external id, a path in a source) is the
+    same document whatever its content; new content under it is a new revision."""
+    return uuid.uuid5(DOCUMENT_NAMESPACE, f"key:{key}")
+
+
 def upload_event_id(idempotency_key: str) -> uuid.UUID:
     """An upload retried with the same Idempotency-Key appends the same event: a no-op."""
     return uuid.uuid5(DOCUMENT_NAMESPACE, f"upload:{idempotency_key}")

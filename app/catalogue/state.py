@@ -89,12 +89,16 @@ class DocumentState:
     updated_at: dt.datetime | None = None
     stream_version: int = 0
     last_position: int = 0
+    document_key: str | None = None  # the logical document's key (None: identified by its content)
+    revision: int = 1  # the latest revision; the status is about it
+    serving_revision: int | None = None  # the revision search answers from
     # -- persisted in the ``state`` column --
     chunk_settings: tuple[int | None, int | None] = (None, None)  # sticky (chunk_size, overlap) of a request
     model: str | None = None  # sticky model of the latest embedding request
     embedded: frozenset[tuple[str, str]] = frozenset()  # (chunk_set_id, model) pairs with vectors
     serving_chunk_set_id: str | None = None  # the newest chunk set search has vectors of
     halted: str | None = None  # the stage whose final failure stops the work after it, until retried
+    chunk_set_revision: int | None = None  # the revision the current chunk set was made for
 
     @property
     def deleted(self) -> bool:
@@ -127,6 +131,7 @@ class DocumentState:
             "embedded": sorted([s, m] for s, m in self.embedded),
             "serving_chunk_set_id": self.serving_chunk_set_id,
             "halted": self.halted,
+            "chunk_set_revision": self.chunk_set_revision,
         }
 
     def row(self) -> dict[str, Any]:
@@ -157,10 +162,11 @@ class DocumentState:
             embedded=frozenset((str(s), str(m)) for s, m in extras.get("embedded") or ()),
             serving_chunk_set_id=extras.get("serving_chunk_set_id"),
             halted=extras.get("halted"),
+            chunk_set_revision=extras.get("chunk_set_revision"),
         )
 
 
-_EXTRA = frozenset({"chunk_settings", "model", "embedded", "serving_chunk_set_id", "halted"})
+_EXTRA = frozenset({"chunk_settings", "model", "embedded", "serving_chunk_set_id", "halted", "chunk_set_revision"})
 _ORDER = {"convert": 0, "chunk": 1, "embed": 2}
 
 
@@ -173,6 +179,11 @@ def _touch(s: DocumentState, recorded: RecordedEvent, own: bool, **changes: Any)
 
 
 _CLEARED = {"attempts": 0, "failed_stage": None, "failed_at": None}
+_NEW_REVISION: dict[str, Any] = {
+    "page_count": None, "chunk_count": None, "backend": None, "pipeline": None, "docling_version": None,
+    "conversion_id": None, "chunk_set_id": None, "chunk_size": None, "requested_at": None, "converted_at": None,
+    "chunked_at": None, "embedded_at": None, "failed_at": None, "halted": None, "chunk_set_revision": None,
+}  # fmt: skip
 
 
 def evolve(state: DocumentState | None, event: ev.Event, recorded: RecordedEvent) -> DocumentState | None:
@@ -180,13 +191,17 @@ def evolve(state: DocumentState | None, event: ev.Event, recorded: RecordedEvent
     own = recorded.stream_id == f"document-{getattr(event, 'document_id', '')}"
     if isinstance(event, ev.DocumentUploaded):
         base = state or DocumentState(document_id=event.document_id)
-        if base.deleted:  # the same content again after a deletion: a fresh start in the same stream
+        if base.deleted:  # content again after a deletion: a fresh start in the same stream
             base = DocumentState(document_id=event.document_id, total_cost_usd=base.total_cost_usd)
+        elif state is not None:
+            # A new revision: its pipeline starts over; search keeps answering from the serving one.
+            base = dataclasses.replace(base, **_NEW_REVISION)
         return _touch(
             base, recorded, own, **_CLEARED,
             filename=event.filename, media_type=event.media_type, size=event.size, sha256=event.sha256,
             source=event.source, source_ref=event.source_ref, status=Status.UPLOADED, current_stage="convert",
             uploaded_at=recorded.recorded_at, deleted_at=None, last_error=None, error_class=None,
+            document_key=event.key, revision=event.revision,
         )  # fmt: skip
     if state is None:
         return None
@@ -196,6 +211,12 @@ def evolve(state: DocumentState | None, event: ev.Event, recorded: RecordedEvent
         total = (state.total_cost_usd + Decimal(str(event.amount_usd))).quantize(COST_SCALE, ROUND_HALF_UP)
         return _touch(state, recorded, own, total_cost_usd=total)
     if state.deleted:
+        return _touch(state, recorded, own)
+    made_for = getattr(event, "revision", None)
+    if made_for is not None and made_for < state.revision:
+        # Work for a revision that a newer one replaced: it no longer says where the document stands.
+        if isinstance(event, ev.ChunksEmbedded):
+            return _touch(state, recorded, own, embedded=state.embedded | {(event.chunk_set_id, event.model)})
         return _touch(state, recorded, own)
     return _touch(state, recorded, own, **_changes(state, event, recorded))
 
@@ -223,7 +244,7 @@ def _changes(s: DocumentState, event: ev.Event, recorded: RecordedEvent) -> dict
             return {
                 **_CLEARED, "status": Status.CHUNKED, "current_stage": "embed", "chunk_set_id": event.chunk_set_id,
                 "chunk_count": len(event.chunks), "chunk_size": event.parameters.chunk_size, "chunked_at": at,
-                "halted": None,
+                "halted": None, "chunk_set_revision": event.revision or s.revision,
             }  # fmt: skip
         case ev.ChunkingUnchanged():
             # The request is settled by the current chunk set: searchable again when it has vectors.
@@ -237,7 +258,8 @@ def _changes(s: DocumentState, event: ev.Event, recorded: RecordedEvent) -> dict
             return {
                 **_CLEARED, "status": Status.SEARCHABLE, "current_stage": None, "embedding_model": event.model,
                 "embedded_at": at, "embedded": embedded, "serving_chunk_set_id": event.chunk_set_id,
-                "last_error": None, "error_class": None, "halted": None,
+                "serving_revision": s.chunk_set_revision or s.revision, "last_error": None, "error_class": None,
+                "halted": None,
             }  # fmt: skip
         case ev.StageFailed():
             out = {"attempts": s.attempts + 1, "last_error": event.message, "error_class": event.error_class}
@@ -252,7 +274,7 @@ def _changes(s: DocumentState, event: ev.Event, recorded: RecordedEvent) -> dict
             return out
         case ev.DocumentDeleted():
             return {"status": Status.DELETED, "current_stage": None, "chunk_count": 0, "deleted_at": at,
-                    "serving_chunk_set_id": None}  # fmt: skip
+                    "serving_chunk_set_id": None, "serving_revision": None}  # fmt: skip
     return {}
 
 

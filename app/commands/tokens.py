@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def _catch_up(rt: Runtime) -> None:
     projector = TokensProjector()
-    await Subscription(rt.store, projector.subscription, projector.apply, dsn=rt.dsn).catch_up()
+    await Subscription(rt.store, projector.subscription, projector.apply).catch_up()
 
 
 async def create(args: argparse.Namespace) -> int:

@@ -7,8 +7,10 @@ import asyncio
 import signal
 
 from app.errors import InvalidRequest
+from app.pipeline.backend import backend_services
 from app.pipeline.worker import Worker
 from app.runtime import open_runtime
+from app.supervisor import Supervisor
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,10 +32,9 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with open_runtime(max_size=args.concurrency * 3 + 6) as rt:
-        worker = Worker(
-            rt, stages=stages, concurrency=args.concurrency, lease_s=args.lease, run_projections=not args.no_projections
-        )
+        worker = Worker(rt, stages=stages, concurrency=args.concurrency, lease_s=args.lease)
+        supervisor = Supervisor(backend_services(rt, worker, projections=not args.no_projections))
         print(f"{worker.owner}: working on {', '.join(stages)} (Ctrl-C or SIGTERM to stop)", flush=True)
-        await worker.run(stop)
+        await supervisor.run(stop)
         print(f"{worker.owner}: stopped after {worker.processed} jobs", flush=True)
     return 0

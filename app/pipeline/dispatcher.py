@@ -65,6 +65,9 @@ async def dispatch(conn: DbConn, events: list[RecordedEvent]) -> None:
         if stage is None:
             continue
         params = {k: v for k, v in job_params(event).items() if v is not None}
+        revision = getattr(event, "revision", None)
+        if revision is not None:
+            params["revision"] = revision  # the job works for this revision; a newer one supersedes it
         await jobs.enqueue(
             conn,
             document_id=event.document_id,

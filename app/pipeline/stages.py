@@ -107,6 +107,7 @@ def failure_outcome(job: Job, actor: str, failure: StageFailure, backoff_base: f
             "retryable": failure.retryable,
             "final": final,
             "backend": failure.backend,
+            "revision": job.params.get("revision"),
         },
         ev.FAILURES[stage],
     )
@@ -128,6 +129,9 @@ async def run_stage(rt: Runtime, job: Job, actor: str) -> Outcome:
         )
     if stream.state.deleted:
         return Outcome("cancelled", error="document deleted")
+    wanted = job.params.get("revision")
+    if wanted is not None and wanted < stream.state.revision:
+        return Outcome("cancelled", error=f"superseded by revision {stream.state.revision}")
     try:
         if job.stage == "convert":
             return await _convert(rt, job, actor, stream)
@@ -138,6 +142,12 @@ async def run_stage(rt: Runtime, job: Job, actor: str) -> Outcome:
         raise StageFailure("UnknownStage", f"no stage {job.stage!r}", retryable=False)
     except StageFailure as failure:
         return failure_outcome(job, actor, failure)
+
+
+def _revision(job: Job, stream: DocumentStream) -> int:
+    """The revision a job's results are for: the one its trigger named, else the current one."""
+    assert stream.state is not None
+    return int(job.params.get("revision") or stream.state.revision)
 
 
 def _cannot_run(stream: DocumentStream, job: Job, missing: str, needed: str) -> Outcome:
@@ -225,7 +235,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
         assert isinstance(earlier, ev.DocumentConverted)
         again = msgspec.structs.replace(
             earlier, document_id=str(job.document_id), conversion_id=str(result_id),
-            reused_from=earlier.conversion_id, fallback=None,
+            reused_from=earlier.conversion_id, fallback=None, revision=_revision(job, stream),
         )  # fmt: skip
         return Outcome("done", [new_event(again, meta, result_id)])
 
@@ -263,6 +273,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
         reused_from=None,
         slices=output.slices,
         gpu=output.gpu,
+        revision=_revision(job, stream),
     )
     # Modal: GPU, CPU and memory of the container time this document held (its share of the batch,
     # the cold start and the idle tail), including attempts that did not produce this result.
@@ -362,6 +373,7 @@ async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
             unchanged = ev.ChunkingUnchanged(
                 document_id=str(job.document_id), chunk_set_id=str(chunk_set_id),
                 conversion_id=conversion.conversion_id, request_id=job.params.get("request_id"),
+                revision=_revision(job, stream),
             )  # fmt: skip
             return Outcome("done", [new_event(unchanged, meta, result_id)])
         # An earlier set's settings again (A -> B -> A): a new set of its own (its texts are cached, so
@@ -375,6 +387,7 @@ async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
         parameters=parameters,
         chunks=bare,
         content=content,
+        revision=_revision(job, stream),
     )
     return Outcome("done", [new_event(chunked, meta, result_id)])
 
@@ -448,6 +461,7 @@ async def _embed(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
             chunk_count=len(texts),
             reused_count=result.reused_count,
             tokens=result.tokens,
+            revision=_revision(job, stream),
         )
         events.append(new_event(embedded, meta, result_id))
         events += _cost_events(job, actor, "embed", result_id, list(result.cost), key=key)

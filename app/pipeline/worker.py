@@ -16,8 +16,10 @@
   that need no converter (empty, unsupported) are taken even while the convert slots are busy.
 * Embed jobs are taken several at a time (``CHRONOS_EMBED_JOBS``) and run side by side in one slot:
   a document has a handful of chunks, too few to keep the embedder's threads busy on its own.
-* Every worker also runs the dispatcher subscription (events -> jobs) and, unless disabled, the
-  projections, so a single ``chronos worker`` is a complete back end.
+* A ``Worker`` is the job runner only: claim, run the stage, heartbeat, record. It is woken by the
+  ``chronos_jobs`` notification through the process's hub (and polls). The dispatcher subscription
+  (events -> jobs), the projections and the warm-up run beside it as services of the same
+  supervisor (``app/pipeline/backend.py``), so a single ``chronos worker`` is a complete back end.
 """
 
 from __future__ import annotations
@@ -30,16 +32,15 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from app.pipeline import dispatcher, jobs
+from app.pipeline import jobs
 from app.pipeline.jobs import Job
 from app.pipeline.stages import Outcome, run_stage
-from app.pipeline.warmup import warm_up
 from app.runtime import Runtime
-from events.listener import listen_forever, wait_any
-from events.subscription import Subscription
+from events.hub import wait_any
 
 logger = logging.getLogger(__name__)
 STAGE_PRIORITY = ("embed", "chunk", "convert")  # furthest along first
+HUB_PREFIX = "chronos-hub:"  # a worker process's hub connection: chronos-hub:worker:<host>:<pid>
 
 StageRunner = Callable[[Runtime, Job, str], Awaitable[Outcome]]
 
@@ -59,9 +60,7 @@ class Worker:
         lease_s: float = 120.0,
         poll_interval: float = 1.0,
         grace_s: float = 30.0,
-        run_projections: bool = True,
         runner: StageRunner = run_stage,
-        warm: bool | None = None,
     ) -> None:
         self.rt = rt
         self.stages = list(stages)
@@ -70,11 +69,7 @@ class Worker:
         self.lease_s = lease_s
         self.poll_interval = poll_interval
         self.grace_s = grace_s
-        self.run_projections = run_projections
         self.runner = runner
-        # Load converter, chunker and embedder at start, concurrently (real stages only).
-        self.warm = runner is run_stage if warm is None else warm
-        self.wake = asyncio.Event()
         self.processed = 0
         self.in_flight: dict[object, Job] = {}
         self._claiming: dict[str, int] = {}
@@ -85,61 +80,28 @@ class Worker:
         self.slow_convert_s = slow_after_s()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; then finish or release in-flight work and return."""
-        claiming_stop = asyncio.Event()
-        background: list[asyncio.Task[None]] = [
-            asyncio.create_task(self._dispatch(stop), name="dispatcher"),
-            asyncio.create_task(
-                listen_forever(
-                    self.rt.dsn,
-                    jobs.JOBS_CHANNEL,
-                    lambda _p: self.wake.set(),
-                    stop,
-                    on_connect=self.wake.set,
-                    name=f"jobs:{self.owner}",
-                ),
-                name="jobs-listener",
-            ),
-        ]
-        if self.run_projections:
-            background.append(asyncio.create_task(self._projections(stop), name="projections"))
-        if self.warm:
-            background.append(asyncio.create_task(self._warm_up(), name="warm-up"))
-        slots = [asyncio.create_task(self._slot(claiming_stop), name=f"slot-{i}") for i in range(self.concurrency)]
-        try:
-            await stop.wait()
-        finally:
-            claiming_stop.set()
-            _done, pending = await asyncio.wait(slots, timeout=self.grace_s)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            for job in list(self.in_flight.values()):
-                with contextlib.suppress(Exception):
-                    await jobs.release(self.rt.pool, job, self.owner)
-            stop.set()
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        """Run the slots until ``stop`` is set; then let in-flight jobs finish for ``grace_s``, release
+        the rest and return."""
+        stop_claiming = asyncio.Event()  # set on stop (or cancellation): slots claim no more
+        self.rt.hub.rename(f"{HUB_PREFIX}{self.owner}")  # how /readyz sees a connected stage worker
+        async with self.rt.hub.running():
+            slots = [asyncio.create_task(self._slot(stop_claiming), name=f"slot-{i}") for i in range(self.concurrency)]
+            try:
+                await stop.wait()
+            finally:
+                stop_claiming.set()
+                await self._shut_down(slots)
 
-    async def _warm_up(self) -> None:
-        took = await warm_up(self.stages, self.rt.settings)
-        logger.info("warmed up %s", took, extra={"action": "warm_up", "seconds": took})
-
-    async def _dispatch(self, stop: asyncio.Event) -> None:
-        sub = Subscription(
-            self.rt.store, dispatcher.NAME, dispatcher.dispatch, dsn=self.rt.dsn, poll_interval=self.poll_interval
-        )
-        await sub.run(stop)
-
-    async def _projections(self, stop: asyncio.Event) -> None:
-        from projections.runner import run_projections
-
-        await run_projections(self.rt, self.rt.dsn, stop)
+    async def _shut_down(self, slots: list[asyncio.Task[None]]) -> None:
+        _done, pending = await asyncio.wait(slots, timeout=self.grace_s)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for job in list(self.in_flight.values()):
+            with contextlib.suppress(Exception):
+                await jobs.release(self.rt.pool, job, self.owner)
 
     def _stage_limit(self) -> int:
         """Slots one stage may hold at once: all of them when the worker runs one stage, else all but
@@ -194,15 +156,15 @@ class Worker:
 
     async def _slot(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            woken = self.rt.hub.wakeup(jobs.JOBS_CHANNEL)  # before claiming: a job queued after it wakes us
             try:
                 claimed = await self._claim()
             except Exception as exc:  # database down: wait and try again, never die
                 logger.warning("could not claim a job: %s", exc, extra={"action": "claim", "error": str(exc)})
-                await wait_any(stop, stop, min(self.poll_interval * 5, 10.0))
+                await wait_any(min(self.poll_interval * 5, 10.0), stop)
                 continue
             if not claimed:
-                self.wake.clear()
-                await wait_any(self.wake, stop, self.poll_interval)
+                await wait_any(self.poll_interval, woken, stop)
                 continue
             try:
                 results = await asyncio.gather(*(self._work(job) for job in claimed), return_exceptions=True)

@@ -276,3 +276,51 @@ async def document_states(pool: asyncpg.Pool, document_ids: list[str]) -> dict[s
     """The states of the documents that exist among ``document_ids``, straight from the log."""
     states = await Watch.of(document_ids).refresh(pool)
     return {d: s for d, s in states.items() if s is not None}
+
+
+# --- revisions (chronos history, GET /documents/{id}/revisions) --------------------------------
+
+
+def revisions(events: list[RecordedEvent], state: DocumentState) -> list[dict[str, Any]]:
+    """Each revision of a document: where its content came from, what each stage made of it (or why it
+    failed), what it cost, and whether search answers from it. Events written before revisions carry no
+    revision: they belong to the revision current where they stand in the stream."""
+    out: dict[int, dict[str, Any]] = {}
+    made_for: dict[str, int] = {}  # result event id -> revision (costs follow their result)
+    current = 0
+    for recorded in events:
+        event = decode(recorded)
+        if isinstance(event, ev.DocumentUploaded):
+            current = event.revision
+            out[current] = {
+                "revision": current, "uploaded_at": recorded.recorded_at, "filename": event.filename,
+                "media_type": event.media_type, "size": event.size, "sha256": event.sha256, "source": event.source,
+                "source_ref": event.source_ref, "key": event.key, "actor": recorded.metadata.get("actor"),
+                "stages": {}, "failure": None, "cost_usd": 0.0, "serving": False, "deleted_at": None,
+            }  # fmt: skip
+            continue
+        revision = getattr(event, "revision", None) or current
+        row = out.get(revision)
+        if row is None:
+            continue
+        made_for[str(recorded.event_id)] = revision
+        stage = _RESULTS.get(type(event))  # type: ignore[arg-type]
+        if isinstance(event, ev.StageFailed):
+            row["failure"] = {"stage": event.STAGE, "error_class": event.error_class, "message": event.message,
+                              "final": event.final, "at": recorded.recorded_at}  # fmt: skip
+        elif stage is not None:
+            fields = msgspec.to_builtins(event)
+            row["stages"][stage] = {"at": recorded.recorded_at, **{k: fields[k] for k in _DETAIL_KEYS if k in fields}}
+            if isinstance(event, ev.DocumentChunked):
+                row["stages"][stage]["chunk_count"] = len(event.chunks)
+            if stage == "embed" or isinstance(event, ev.DocumentConverted):
+                row["failure"] = None if row["failure"] and row["failure"]["stage"] == stage else row["failure"]
+        elif isinstance(event, ev.CostIncurred):
+            target = out.get(made_for.get(event.caused_by, revision))
+            if target is not None:
+                target["cost_usd"] = round(target["cost_usd"] + event.amount_usd, 10)
+        elif isinstance(event, ev.DocumentDeleted):
+            row["deleted_at"] = recorded.recorded_at
+    if state.serving_revision in out and not state.deleted:
+        out[state.serving_revision]["serving"] = True
+    return [out[r] for r in sorted(out)]

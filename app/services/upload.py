@@ -64,6 +64,8 @@ class IntakeResult:
     size: int
     sha256: str
     position: int
+    revision: int = 1  # the document's revision that holds this content
+    key: str | None = None
 
 
 def safe_filename(name: str | None) -> str:
@@ -125,8 +127,13 @@ async def ingest_stream(
     reject_unsupported: bool = False,
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
+    key: str | None = None,
 ) -> IntakeResult:
     """Store the bytes and record the upload. Raises UploadRejected subclasses for refused input.
+
+    ``key`` (docs/revisions.md): the logical document's key. The document is then identified by the key,
+    new content under it is a new revision, and the bytes its current revision already has are a no-op.
+    Without a key the content is the document.
 
     ``reject_unsupported`` (the API): refuse empty and unconvertible content up front. Without it
     (the CLI) such files are recorded and end in a ConversionFailed event with the reason, so a
@@ -147,13 +154,11 @@ async def ingest_stream(
         raise (EmptyUpload if refused[0] == "EmptyFile" else UnsupportedMediaType)(refused[1])
     ref = await blobs.put_stream(sniffer)
     event_id = ids.upload_event_id(idempotency_key) if idempotency_key else uuid.uuid4()
-    document_id = str(uuid.uuid4() if force else ids.document_id_for_content(ref.sha256))
+    if key is not None:
+        document_id = str(ids.document_id_for_key(key))
+    else:
+        document_id = str(uuid.uuid4() if force else ids.document_id_for_content(ref.sha256))
     metadata = {"actor": actor, "correlation_id": correlation_id or str(event_id)}
-    uploaded = ev.DocumentUploaded(
-        document_id=document_id, filename=name, media_type=media_type, size=ref.size, sha256=ref.sha256,
-        blob=ev.BlobRef(sha256=ref.sha256, size=ref.size, media_type=media_type), source=source,
-        source_ref=source_ref, declared_media_type=declared_media_type,
-    )  # fmt: skip
     stream = ids.stream_for(document_id)
     for _attempt in range(5):
         existing = await store.read_stream_all(stream)
@@ -161,20 +166,28 @@ async def ingest_stream(
             # An idempotent retry of this very upload.
             first = next(e for e in existing if e.event_id == event_id)
             return IntakeResult(document_id, False, first.data["filename"], first.data["media_type"], ref.size,
-                                ref.sha256, first.position)  # fmt: skip
+                                ref.sha256, first.position, int(first.data.get("revision") or 1), key)  # fmt: skip
         state = fold(existing)
-        if state is not None and not state.deleted:
-            # The same content is the same live document: nothing new to record.
+        if state is not None and not state.deleted and (key is None or state.sha256 == ref.sha256):
+            # The same content is the same live document (or its current revision): nothing to record.
             return IntakeResult(document_id, False, state.filename, state.media_type or media_type, ref.size,
-                                ref.sha256, state.last_position)  # fmt: skip
-        # A new document, or content uploaded again after its deletion: the same stream comes back to life.
+                                ref.sha256, state.last_position, state.revision, key)  # fmt: skip
+        # A new document, a new revision under the key, or content again after a deletion: the same
+        # stream goes on (a concurrent upload to it makes the append fail; then look again).
+        revision = state.revision + 1 if state is not None else 1
+        uploaded = ev.DocumentUploaded(
+            document_id=document_id, filename=name, media_type=media_type, size=ref.size, sha256=ref.sha256,
+            blob=ev.BlobRef(sha256=ref.sha256, size=ref.size, media_type=media_type), source=source,
+            source_ref=source_ref, declared_media_type=declared_media_type, key=key, revision=revision,
+        )  # fmt: skip
         expected = existing[-1].stream_version if existing else NO_STREAM
         try:
             result = await store.append(stream, [new_event(uploaded, metadata, event_id)], expected)
         except WrongExpectedVersion:
-            continue  # another upload of the same content got there first: look again
-        logger.info("recorded upload %s as %s", name, document_id,
-                    extra={"action": "upload", "document_id": document_id, "media_type": media_type})  # fmt: skip
+            continue
+        logger.info("recorded upload %s as %s revision %d", name, document_id, revision,
+                    extra={"action": "upload", "document_id": document_id, "media_type": media_type,
+                           "revision": revision})  # fmt: skip
         return IntakeResult(document_id, not result.duplicate, name, media_type, ref.size, ref.sha256,
-                            result.last_position)  # fmt: skip
+                            result.last_position, revision, key)  # fmt: skip
     raise ChronosError(f"{name}: could not record the upload after 5 attempts (the document is being changed)")

@@ -41,10 +41,11 @@ ORDER BY 1, 2, 3;
 SELECT month, spent_usd, budget_usd FROM v_budget_month;
 
 -- name: workers_connected
--- Stage workers keep a LISTEN connection named 'jobs:worker:<host>:<pid>' while they run.
+-- A process running stage workers names its wake-up hub's LISTEN connection
+-- 'chronos-hub:worker:<host>:<pid>' (app/pipeline/worker.py) while they run.
 SELECT count(*) AS n, array_agg(application_name ORDER BY application_name) AS names
 FROM pg_stat_activity
-WHERE datname = current_database() AND application_name LIKE 'jobs:worker:%';
+WHERE datname = current_database() AND application_name LIKE 'chronos-hub:worker:%';
 
 -- name: job_leases
 -- Running jobs whose lease expired belong to a worker that stopped heartbeating.

@@ -99,3 +99,12 @@ UPDATE subscriptions SET tx_id = $2::text::xid8, position = $3, updated_at = now
 
 -- name: checkpoint_reset
 UPDATE subscriptions SET tx_id = '0'::xid8, position = 0, updated_at = now() WHERE name = $1;
+
+-- name: checkpoint_try_lock
+-- The subscription's checkpoint for one batch, or no row when another transaction holds it (another
+-- process is applying a batch): that caller goes back to waiting instead of queueing on the lock
+-- with a pool connection. No row also when the checkpoint does not exist yet (checkpoint_exists).
+SELECT tx_id::text::bigint AS tx_id, position FROM subscriptions WHERE name = $1 FOR UPDATE SKIP LOCKED;
+
+-- name: checkpoint_exists
+SELECT EXISTS (SELECT 1 FROM subscriptions WHERE name = $1);

@@ -18,9 +18,11 @@ SELECT document_id, model, chunk_set_id FROM vector_sets WHERE document_id = ANY
 SELECT chunk_set_id, chunked_position FROM chunk_sets WHERE document_id = ANY ($1::uuid[]);
 
 -- name: chunk_sets_insert
-INSERT INTO chunk_sets (chunk_set_id, document_id, conversion_id, parameters, chunk_count, chunked_position)
-SELECT s, d, c, p::jsonb, n, pos
-FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::integer[], $6::bigint[]) AS t(s, d, c, p, n, pos)
+INSERT INTO chunk_sets (revision, chunk_set_id, document_id, conversion_id, parameters, chunk_count,
+                        chunked_position)
+SELECT r, s, d, c, p::jsonb, n, pos
+FROM unnest($1::integer[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::integer[], $7::bigint[])
+    AS t(r, s, d, c, p, n, pos)
 ON CONFLICT (chunk_set_id) DO NOTHING;
 
 -- name: chunked_events
@@ -51,11 +53,12 @@ SELECT chunk_id, model, document_id, embedding, valid_from, valid_to FROM moved
 ON CONFLICT DO NOTHING;
 
 -- name: vector_sets_upsert
-INSERT INTO vector_sets (document_id, model, chunk_set_id, dimensions, vector_count, vectors_blob, position)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::integer[], $5::integer[], $6::text[], $7::bigint[])
+INSERT INTO vector_sets (document_id, model, chunk_set_id, dimensions, vector_count, vectors_blob, position, revision)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::integer[], $5::integer[], $6::text[], $7::bigint[],
+                     $8::integer[])
 ON CONFLICT (document_id, model) DO UPDATE
 SET chunk_set_id = EXCLUDED.chunk_set_id, dimensions = EXCLUDED.dimensions, vector_count = EXCLUDED.vector_count,
-    vectors_blob = EXCLUDED.vectors_blob, position = EXCLUDED.position;
+    vectors_blob = EXCLUDED.vectors_blob, position = EXCLUDED.position, revision = EXCLUDED.revision;
 
 -- name: chunk_rows_present
 SELECT DISTINCT chunk_set_id FROM chunk_rows WHERE chunk_set_id = ANY ($1::uuid[]);

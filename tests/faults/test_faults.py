@@ -170,7 +170,7 @@ async def test_listener_connections_terminated(scenario: Scenario) -> None:
         try:
             n = await conn.fetchval(
                 """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                   WHERE application_name LIKE 'listen:%' OR application_name LIKE 'jobs:%'"""
+                   WHERE application_name LIKE 'chronos-hub%'"""
             )
             scenario.faults += int(n or 0)
         finally:

@@ -20,7 +20,7 @@ BLOB = ev.BlobRef(sha256="a" * 64, size=3, media_type="text/plain")
 
 def sample(cls: type[ev.Event]) -> ev.Event:
     """One instance of every event type with every field set to something other than its default."""
-    common: dict[str, Any] = {"document_id": DOC}
+    common: dict[str, Any] = {"document_id": DOC} if issubclass(cls, ev.DocumentEvent) or cls is ev.CostIncurred else {}
     failed = {"stage": "convert", "error_class": "Timeout", "message": "too slow", "attempt": 2, "retryable": True,
               "final": False, "backend": "local", "fallback": ev.Fallback(from_backend="modal", reason="timeout",
               message="m"), "attempts": ["local whole document: Timeout"], "page_count": 7}  # fmt: skip
@@ -49,6 +49,9 @@ def sample(cls: type[ev.Event]) -> ev.Event:
         ev.ConversionFailed: failed,
         ev.ChunkingFailed: {**failed, "stage": "chunk"},
         ev.EmbeddingFailed: {**failed, "stage": "embed"},
+        ev.ApiTokenCreated: {"token_id": "t", "name": "n", "scope": "write", "token_sha256": "h",
+                             "collections": ["finance"]},
+        ev.ApiTokenRevoked: {"token_id": "t", "reason": "left"},
         ev.CostIncurred: {"stage": "embed", "provider": "openai", "resource": "tokens", "quantity": 5.0,
                           "unit_price_usd": 2e-8, "amount_usd": 1e-7, "caused_by": "e", "details": {"k": 1}},
     }  # fmt: skip
