@@ -237,4 +237,4 @@ async def test_a_searchable_document_keeps_no_old_error(dsn: str, pool: asyncpg.
     assert body["status"] == "searchable" and body["last_error"] is None and body["error_class"] is None
     row = await pool.fetchrow("SELECT status, last_error, error_class FROM documents WHERE document_id = $1::uuid",
                               doc)  # fmt: skip
-    assert dict(row) == {"status": "searchable", "last_error": None, "error_class": None}
+    assert row is not None and dict(row) == {"status": "searchable", "last_error": None, "error_class": None}

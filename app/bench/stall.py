@@ -9,7 +9,8 @@ runs until every small document is final or ``--cap`` seconds pass. Figures come
 timestamps (upload event → the event that made the document final), so they do not depend on how
 often this script looks.
 
-Hostile documents:
+The worker is warmed up first (one document converted, chunked and embedded), so the figures hold
+no model loading. Hostile documents:
 * ``deep-html``: the issue's 550 KB HTML nested 50,000 deep (Docling runs for minutes on it);
 * ``big-markdown``: a legitimate document that needs a long conversion (about a minute here): it
   passes every input check, so only sharing the converters keeps the small documents moving.
@@ -77,25 +78,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(database_url=dsn)
         with tempfile.TemporaryDirectory(prefix="chronos-stall-") as tmp:
             hostile = hostile_file(args.hostile, Path(tmp))
-            async with open_runtime(settings) as rt:
-                await ingest_stream(rt.store, rt.blobs, aiter_file(hostile), filename=hostile.name, source="bench",
-                                    actor="bench")  # fmt: skip
-                uploads = [("empty.md", b""), ("tool.md", b"\x7fELF\x02\x01\x01" + os.urandom(8192))]
-                uploads += [small_document(i, rng) for i in range(args.small)]
-                for name, body in uploads:
-                    await ingest_stream(rt.store, rt.blobs, aiter_bytes(body), filename=name, source="bench",
-                                        actor="bench")  # fmt: skip
             env = {**os.environ, "DATABASE_URL": dsn}
             env.pop("OPENAI_API_KEY", None)
             log = Path(tmp) / "worker.log"
-            started = time.monotonic()
             with log.open("wb") as out:
                 worker = await asyncio.to_thread(
                     subprocess.Popen, [sys.executable, "-m", "app.cli", "worker", "--concurrency", "2"],
                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip
                 try:
-                    await _wait(settings, len(uploads), args.cap)
+                    async with open_runtime(settings) as rt:
+                        # A warm worker (converter and embedder loaded) before the clock starts.
+                        await _upload(rt, "warm-up.md", b"# Warm up\n\nThe first document loads the models.\n")
+                        await _wait(settings, {"warm-up.md"}, args.cap)
+                        started = time.monotonic()
+                        await ingest_stream(rt.store, rt.blobs, aiter_file(hostile), filename=hostile.name,
+                                            source="bench", actor="bench")  # fmt: skip
+                        uploads = [("empty.md", b""), ("tool.md", b"\x7fELF\x02\x01\x01" + os.urandom(8192))]
+                        uploads += [small_document(i, rng) for i in range(args.small)]
+                        for name, body in uploads:
+                            await _upload(rt, name, body)
+                    await _wait(settings, {name for name, _ in uploads}, args.cap)
+                    wall = time.monotonic() - started
                 finally:
                     worker.terminate()
                     try:
@@ -104,18 +108,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         worker.kill()
                 async with open_runtime(settings) as rt:
                     rows = [dict(r) for r in await rt.pool.fetch(FINAL_SQL)]
-    return _figures(args, rows, hostile.name, time.monotonic() - started)
+    return _figures(args, rows, hostile.name, wall)
 
 
-async def _wait(settings: Settings, expected: int, cap: float) -> None:
-    """Until every document but the hostile one is final (or ``cap`` seconds)."""
+async def _upload(rt: Any, name: str, body: bytes) -> None:
+    await ingest_stream(rt.store, rt.blobs, aiter_bytes(body), filename=name, source="bench", actor="bench")
+
+
+async def _wait(settings: Settings, names: set[str], cap: float) -> None:
+    """Until the documents of these names are final (or ``cap`` seconds)."""
     deadline = time.monotonic() + cap
     async with open_runtime(settings) as rt:
         while time.monotonic() < deadline:
             rows = await rt.pool.fetch(FINAL_SQL)
-            if sum(1 for r in rows if r["filename"] not in ("deep.html", "big.md")) >= expected:
+            if names <= {r["filename"] for r in rows}:
                 return
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
 
 
 def _figures(args: argparse.Namespace, rows: list[dict[str, Any]], hostile: str, wall_s: float) -> dict[str, Any]:

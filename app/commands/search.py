@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     async with open_runtime() as rt:
-        hits = await search(rt.pool, args.question, args.k, args.model)
+        hits = await search(rt.pool, rt.settings, args.question, args.k, args.model)
     if args.json:
         print(orjson.dumps([h.to_json() for h in hits]).decode())
         return 0
