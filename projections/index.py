@@ -83,6 +83,7 @@ class Batch:
     new_sets: dict[str, tuple[ev.DocumentChunked, RecordedEvent]] = field(default_factory=dict)
     switches: dict[tuple[str, str], list[Switch]] = field(default_factory=dict)
     purged: set[str] = field(default_factory=set)
+    dropped: list[Switch] = field(default_factory=list)  # switches a later deletion in this batch undid
     touched: set[str] = field(default_factory=set)
 
 
@@ -151,6 +152,9 @@ class IndexProjector(Projector):
             state["deleted"] = True
             batch.purged.add(doc)
             batch.new_sets = {k: v for k, v in batch.new_sets.items() if v[0].document_id != doc}
+            batch.dropped += [
+                s for k, chain in batch.switches.items() if k[0] == doc for s in chain if s.problem is None
+            ]
             batch.switches = {k: v for k, v in batch.switches.items() if k[0] != doc}
             batch.serving = {k: v for k, v in batch.serving.items() if k[0] != doc}
 
@@ -170,7 +174,7 @@ class IndexProjector(Projector):
                 [len(s.chunks) for s, _ in batch.new_sets.values()],
                 [r.position for _, r in batch.new_sets.values()],
             )
-        if batch.switches:
+        if batch.switches or batch.dropped:
             await self._switch(conn, batch)
         docs = [batch.docs[d] for d in batch.touched]
         await conn.execute(
@@ -191,7 +195,9 @@ class IndexProjector(Projector):
             if s.problem is None and s.matrix is not None:
                 s.problem = _shape_problem(s, sets.get(s.result.chunk_set_id))
         valid = [s for s in items if s.problem is None and s.matrix is not None]
-        dims = await self._register_models(conn, valid)
+        # a model's first appearance is the same live and at replay, where a deleted document's
+        # vectors blob is gone (or its deletion falls in the same batch) but its result names the model
+        dims = await self._register_models(conn, valid + missing + batch.dropped)
         for s in valid:
             assert s.matrix is not None
             if s.matrix.shape[1] != dims[s.result.model]:

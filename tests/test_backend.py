@@ -55,10 +55,10 @@ async def test_a_worker_process_listens_on_exactly_one_connection(dsn: str, tmp_
             assert [s.name for s in services] == [
                 "dispatcher",
                 "projection:documents",
-                "projection:chunks",
-                "projection:vectors",
+                "projection:index",
                 "projection:cost_ledger",
                 "projection:embedding_cache",
+                "projection:tokens",
                 "jobs",
             ]
             async with Supervisor(services).running():
