@@ -1,6 +1,6 @@
 """Small documents' upload→searchable while a hostile or slow document converts (issue 11 item 5).
 
-``python -m app.bench.stall [--hostile deep-html|big-markdown] [--small 12] [--json]``
+``python -m app.bench.stall [--hostile deep-html|big-markdown] [--small 12] [--before-root DIR] [--json]``
 
 On a scratch database of the configured server: one hostile document is uploaded first, then an
 empty file, an executable and ``--small`` small documents (Markdown, HTML, CSV); one ``chronos worker``
@@ -8,6 +8,10 @@ process (``--concurrency 2``, the default of ``worker``, ``serve --with-workers`
 runs until every small document is final or ``--cap`` seconds pass. Figures come from the log's own
 timestamps (upload event → the event that made the document final), so they do not depend on how
 often this script looks.
+
+Before and after in one run: ``--before-root DIR`` (a checkout of the code before the change, e.g.
+``git archive main | tar -x -C DIR``) first runs the same uploads with the worker started from that
+checkout, then with this one; the figures of both, and their ratio, are printed together.
 
 The worker is warmed up first (one document converted, chunked and embedded), so the figures hold
 no model loading. Hostile documents:
@@ -73,18 +77,31 @@ GROUP BY e.stream_id, u.data ->> 'filename', u.recorded_at
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.before_root is None:
+        return await run_once(args, ROOT)
+    before = await run_once(args, args.before_root)
+    after = await run_once(args, ROOT)
+    ratio: dict[str, float | None] = {}
+    for key in ("median", "max"):
+        b, a = before["small_upload_to_searchable_s"][key], after["small_upload_to_searchable_s"][key]
+        ratio[key] = round(b / a, 1) if a and b else None
+    return {"before": before, "after": after, "small_upload_to_searchable_before_over_after": ratio}
+
+
+async def run_once(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """One pass: the worker runs the code of ``root`` (this checkout, or the one before the change)."""
     rng = random.Random(5)
     async with scratch_database("chronos_stall") as dsn:
         settings = Settings(database_url=dsn)
         with tempfile.TemporaryDirectory(prefix="chronos-stall-") as tmp:
             hostile = hostile_file(args.hostile, Path(tmp))
-            env = {**os.environ, "DATABASE_URL": dsn}
+            env = {**os.environ, "DATABASE_URL": dsn, "PYTHONPATH": str(root)}
             env.pop("OPENAI_API_KEY", None)
             log = Path(tmp) / "worker.log"
             with log.open("wb") as out:
                 worker = await asyncio.to_thread(
                     subprocess.Popen, [sys.executable, "-m", "app.cli", "worker", "--concurrency", "2"],
-                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip
                 try:
                     async with open_runtime(settings) as rt:
@@ -108,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         worker.kill()
                 async with open_runtime(settings) as rt:
                     rows = [dict(r) for r in await rt.pool.fetch(FINAL_SQL)]
-    return _figures(args, rows, hostile.name, wall)
+    return {"code": "this checkout" if root == ROOT else str(root), **_figures(args, rows, hostile.name, wall)}
 
 
 async def _upload(rt: Any, name: str, body: bytes) -> None:
@@ -152,8 +169,11 @@ def main() -> None:
     p.add_argument("--hostile", choices=("deep-html", "big-markdown"), default="deep-html")
     p.add_argument("--small", type=int, default=12)
     p.add_argument("--cap", type=float, default=900.0, help="stop waiting after this many seconds")
+    p.add_argument("--before-root", help="a checkout of the code before the change: run it first, same uploads")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.before_root is not None:
+        args.before_root = Path(args.before_root).resolve()
     figures = asyncio.run(run(args))
     if args.json:
         print(orjson.dumps(figures).decode())
