@@ -11,6 +11,7 @@ slow one. Quick form: 8 documents re-chunked, 8 contents, 6 keys; ``CHRONOS_FAUL
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import subprocess
@@ -146,7 +147,7 @@ async def test_rechunk_and_reembed_while_searching(scenario: Scenario) -> None:
     async def tick(elapsed: float) -> None:
         keep_workers(scenario)
 
-    # each round's requests run at once; the next round starts when all work is done
+    # a round's requests follow each other at once; the next round starts when all work is done
     rounds: list[list[tuple[str, ...]]] = [
         [("--stage", "chunk")],  # unchanged settings: ChunkingUnchanged, the vectors stay
         [("--stage", "chunk", "--chunk-size", "64")],  # changed: new chunk sets, switched when embedded
@@ -166,12 +167,11 @@ async def test_rechunk_and_reembed_while_searching(scenario: Scenario) -> None:
         await wait_quiet(scenario, TIMEOUT, tick)
         for requests in rounds:
             reader.phase = " + ".join(" ".join(args) for args in requests)
-            done = await asyncio.gather(
-                *(asyncio.to_thread(scenario.cli, "reprocess", *args, "--all", "--yes", "--json") for args in requests)
-            )
-            for result in done:
+            for args in requests:  # one after the other, each while the work of the one before runs
+                result = await asyncio.to_thread(scenario.cli, "reprocess", *args, "--all", "--yes", "--json")
                 assert result.returncode == 0, result.stdout + result.stderr
-            scenario.faults += len(requests)
+                assert json.loads(result.stdout)["requested"] >= len(scenario.ids), (args, result.stdout)
+                scenario.faults += 1
             if LONG:  # a worker killed while it re-chunks or re-embeds
                 kills += int(await kill_busy_worker(scenario, dsn, rng))
                 keep_workers(scenario)
