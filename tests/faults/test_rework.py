@@ -150,14 +150,14 @@ async def test_rechunk_and_reembed_while_searching(scenario: Scenario) -> None:
     # a round's requests follow each other at once; the next round starts when all work is done
     rounds: list[list[tuple[str, ...]]] = [
         [("--stage", "chunk")],  # unchanged settings: ChunkingUnchanged, the vectors stay
-        [("--stage", "chunk", "--chunk-size", "64")],  # changed: new chunk sets, switched when embedded
         [
-            ("--stage", "embed", "--model", SMALLER),  # a model switch: the old model answers until complete
-            ("--stage", "chunk", "--chunk-size", "512"),  # changed back at the same time
+            ("--stage", "chunk", "--chunk-size", "64"),  # changed: new chunk sets, switched when embedded
+            ("--stage", "embed", "--model", SMALLER),  # a model switch while they are embedded
         ],
     ]
     if LONG:
         rounds += [
+            [("--stage", "chunk", "--chunk-size", "512")],  # changed back, embedded with the sticky new model
             [("--stage", "chunk")],
             [("--stage", "embed", "--model", MODEL), ("--stage", "chunk", "--chunk-size", "96")],
             [("--stage", "chunk", "--chunk-size", "200")],
@@ -193,7 +193,7 @@ async def test_rechunk_and_reembed_while_searching(scenario: Scenario) -> None:
         active = await conn.fetchval("SELECT model FROM v_search_models WHERE active")
     finally:
         await conn.close()
-    assert unchanged >= len(scenario.ids) and sets >= 3, (unchanged, sets)  # the requests did run
+    assert unchanged >= len(scenario.ids) and sets >= 2, (unchanged, sets)  # the requests did run
     assert active == (MODEL if LONG else SMALLER)
     record(
         "rechunk_reembed_while_searching",
@@ -246,7 +246,7 @@ async def test_delete_and_reupload_concurrently(scenario: Scenario) -> None:
         # the same bytes three times at once, every content
         await asyncio.gather(*(upload(i) for i in range(len(contents)) for _ in range(3)))
         scenario.ids[:] = sorted({r[0].document_id for r in results.values()})
-        for _ in range(6 if LONG else 2):
+        for _ in range(6 if LONG else 1):
             await asyncio.gather(*(delete_then_upload(i) for i in range(len(contents))))
             if LONG:
                 kills += int(await kill_busy_worker(scenario, dsn, rng))
