@@ -8,10 +8,15 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# torch first: the `local` extra pins the CPU build, which must be resolved before the rest.
+# torch first: the `local` extra pins torch 2.13.0, whose build (CPU or CUDA) must be chosen before the rest.
+# Where it comes from: TORCH_INDEX_URL (empty: pip's own configuration, which on the project's build
+# machine serves the CPU build; plain PyPI serves the ~5 GB CUDA build). For the CPU build anywhere:
+#   make run TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH ?= torch==2.13.0
+TORCH_INDEX_URL ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) '$(TORCH)'
 	$(BIN)/pip install -e '.[local,cloud,dev]'
 	touch $(STAMP)
 
@@ -24,9 +29,14 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 # The main job on the embedded defaults: ingest the corpus end to end (workers in-process), then search.
-CORPUS ?= ../shared/corpus
+# The corpus is ../shared/corpus when it exists (the project's shared test documents), else the sample
+# set `chronos sample` writes into $(SAMPLES) (six small documents; the question is answered by both).
+SHARED_CORPUS := ../shared/corpus
+SAMPLES ?= samples
+CORPUS ?= $(if $(wildcard $(SHARED_CORPUS)),$(SHARED_CORPUS),$(SAMPLES))
 QUESTION ?= In which year was IBM founded?
 run: install
+	$(if $(filter $(SAMPLES),$(CORPUS)),$(BIN)/chronos sample $(SAMPLES))
 	$(BIN)/chronos ingest $(CORPUS) --wait
 	$(BIN)/chronos search "$(QUESTION)" -k 5
 

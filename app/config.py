@@ -99,6 +99,9 @@ class ConvertSettings:
     """``CHRONOS_CONVERT_TIMEOUT``: seconds one local conversion may take (default in ConvertOptions)."""
     memory_mb: int | None = None
     """``CHRONOS_CONVERT_MEMORY_MB``: resident memory cap of a converter process."""
+    budget_s: float | None = None
+    """``CHRONOS_CONVERT_BUDGET``: converter seconds one document may use across all recovery attempts
+    (default: twice the per-document limit; docs/convert.md)."""
     processes: int | None = None
     """``CHRONOS_CONVERT_PROCESSES``: converter processes a worker keeps (default: by cores and memory)."""
     startup_timeout_s: float = 300.0
@@ -111,6 +114,7 @@ class ConvertSettings:
         return cls(
             timeout_s=_opt_float(e, "CHRONOS_CONVERT_TIMEOUT"),
             memory_mb=_opt_int(e, "CHRONOS_CONVERT_MEMORY_MB"),
+            budget_s=_opt_float(e, "CHRONOS_CONVERT_BUDGET"),
             processes=_opt_int(e, "CHRONOS_CONVERT_PROCESSES"),
             startup_timeout_s=_float(e, "CHRONOS_CONVERT_STARTUP_TIMEOUT", cls.startup_timeout_s),
             artifacts_path=e.get("DOCLING_ARTIFACTS_PATH") or None,

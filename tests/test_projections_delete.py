@@ -56,8 +56,11 @@ async def test_gc_collects_bytes_of_refused_uploads_after_the_grace_period(
     with pytest.raises(UnsupportedMediaType):
         await ingest_stream(store, blobs, one(png), filename="x.png", source="test", actor="test",
                             reject_unsupported=True)  # fmt: skip
-    assert await pool.fetchval("SELECT count(*) FROM blobs") == 2  # the refused bytes are stored...
-    assert await collect_blobs(pool, dt.timedelta(hours=1)) == 0  # ...and kept during the grace period
+    # A refused upload is decided from its first bytes and stores nothing (issue 11 item 11).
+    assert [r["sha256"] for r in await pool.fetch("SELECT sha256 FROM blobs")] == [kept.sha256]
+    await blobs.put_bytes(png)  # bytes no event names (e.g. an upload whose event was never appended)
+    assert await pool.fetchval("SELECT count(*) FROM blobs") == 2
+    assert await collect_blobs(pool, dt.timedelta(hours=1)) == 0  # kept during the grace period
     assert await collect_blobs(pool, dt.timedelta(0)) == 1  # then collected; the referenced one stays
     assert [r["sha256"] for r in await pool.fetch("SELECT sha256 FROM blobs")] == [kept.sha256]
     assert await blobs.get_bytes(kept.sha256) == b"# kept\n\nA Markdown file.\n"

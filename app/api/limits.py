@@ -1,12 +1,22 @@
-"""Request limits as plain ASGI middleware: header size/count (431) and body size (413).
+"""Request limits as plain ASGI middleware: header size/count (431), body size (413), a stalled
+body (408) and a client that goes away mid-body.
 
 The body limit is checked against ``Content-Length`` before anything is read, and again while the
 body streams (chunked uploads have no length). Uploads (``POST /documents``) may be as large as
 ``max_upload_bytes`` (plus room for multipart framing; intake enforces the exact file limit);
-every other request body is capped at ``max_body_bytes``.
+every other request body is capped at ``max_body_bytes``. Every 413 states the limit the operator
+set (``CHRONOS_MAX_UPLOAD_BYTES`` or ``CHRONOS_API_MAX_BODY_BYTES``), never the internal allowance.
+
+A body that sends nothing for ``body_timeout_s`` (a slow-loris upload) ends in 408 and the connection
+is closed. A client that disconnects before its body is complete raises ``ClientGone``: the request
+ends quietly (one info line), instead of an "internal error" with tracebacks. Slow request *heads*
+are timed out by the server (``app.api.server``).
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,26 +24,55 @@ from app.api.errors import ApiError, error_body
 from app.api.responses import dumps
 from app.config import Settings
 
+logger = logging.getLogger(__name__)
+
 MAX_HEADERS = 100
 MULTIPART_OVERHEAD = 64 * 1024
 UPLOAD_PATHS = ("/documents",)
+BODY_TIMEOUT_S = 30.0
+"""Longest wait for the next piece of a request body before the request ends in 408."""
 
 
 class BodyTooLarge(ApiError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, "payload_too_large", f"the request body exceeds the limit of {limit} bytes")
+    def __init__(self, message: str) -> None:
+        super().__init__(413, "payload_too_large", message, headers={"Connection": "close"})
+
+
+class BodyTimeout(ApiError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, "request_timeout", f"the request body stalled: nothing arrived for {seconds:g} s",
+                         headers={"Connection": "close"})  # fmt: skip
+
+
+class ClientGone(ApiError):
+    """The client disconnected before its request body was complete; nobody reads the answer."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "client_disconnected", "the client disconnected before the request body was complete")
+
+
+def is_upload(method: str, path: str) -> bool:
+    return method == "POST" and path.rstrip("/") in UPLOAD_PATHS
 
 
 def body_limit(settings: Settings, method: str, path: str) -> int:
-    if method == "POST" and path.rstrip("/") in UPLOAD_PATHS:
+    if is_upload(method, path):
         return settings.max_upload_bytes + MULTIPART_OVERHEAD
     return settings.max_body_bytes
 
 
+def too_large(settings: Settings, method: str, path: str) -> str:
+    """The 413 message: the limit the operator configured for this kind of request."""
+    if is_upload(method, path):
+        return f"the upload exceeds the limit of {settings.max_upload_bytes} bytes (CHRONOS_MAX_UPLOAD_BYTES)"
+    return f"the request body exceeds the limit of {settings.max_body_bytes} bytes (CHRONOS_API_MAX_BODY_BYTES)"
+
+
 class LimitsMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, body_timeout_s: float | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.body_timeout_s = BODY_TIMEOUT_S if body_timeout_s is None else body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,20 +95,32 @@ class LimitsMiddleware:
                 await _answer(send, 400, "bad_request", "Content-Length is not a number")
                 return
             declared = int(length)
-            exact = declared > self.settings.max_upload_bytes and not _is_multipart(headers)
-            if declared > limit or (limit > self.settings.max_body_bytes and exact):
-                cap = self.settings.max_upload_bytes if limit > self.settings.max_body_bytes else limit
-                await _answer(send, 413, "payload_too_large", f"the request body exceeds the limit of {cap} bytes")
+            upload = is_upload(scope["method"], scope["path"])
+            exact = upload and declared > self.settings.max_upload_bytes and not _is_multipart(headers)
+            if declared > limit or exact:
+                await _answer(send, 413, "payload_too_large", too_large(self.settings, scope["method"], scope["path"]))
                 return
         received = 0
+        complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in: what follows is the wait for a disconnect (streaming answers)
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except TimeoutError:
+                logger.info("request body stalled", extra={"path": scope["path"], "received": received,
+                                                           "timeout_s": self.body_timeout_s})  # fmt: skip
+                raise BodyTimeout(self.body_timeout_s) from None
+            if message["type"] == "http.disconnect":
+                logger.info("client disconnected mid-request", extra={"path": scope["path"], "received": received})
+                raise ClientGone()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    raise BodyTooLarge(too_large(self.settings, scope["method"], scope["path"]))
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)

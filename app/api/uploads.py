@@ -7,8 +7,11 @@ client's chunk size and lands in the blob store without ever being held whole, i
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email.message import Message
+from email.utils import collapse_rfc2231_value
 from urllib.parse import unquote
 
 from python_multipart.exceptions import MultipartParseError
@@ -34,15 +37,37 @@ def filename_from_headers(request: Request) -> str | None:
     if raw:
         return unquote(raw)
     disposition = request.headers.get("content-disposition")
-    if disposition:
-        _kind, params = parse_options_header(disposition)
-        for key in (b"filename*", b"filename"):
-            if key in params:
-                value = params[key].decode("latin-1")
-                if key == b"filename*" and "''" in value:
-                    value = unquote(value.split("''", 1)[1])
-                return value
-    return None
+    return disposition_filename(disposition.encode("latin-1")) if disposition else None
+
+
+def disposition_filename(header: bytes) -> str | None:
+    """The filename of a ``Content-Disposition`` header (of the request or of a multipart part).
+
+    ``filename*=charset''percent-encoded`` (RFC 5987 / RFC 6266, and RFC 2231 continuations) wins
+    over a plain ``filename`` when both are given, as RFC 6266 says; a plain ``filename`` is taken as
+    the raw UTF-8 that browsers send (falling back to Latin-1). python-multipart's own parser drops
+    every ``name*`` parameter (RFC 7578 forbids them in forms), so the standard library's RFC 2231
+    decoder reads the header here."""
+    message = Message()
+    message["content-disposition"] = header.decode("latin-1")
+    plain: str | None = None
+    for key, value in message.get_params(header="content-disposition", failobj=[]):
+        if key.lower() != "filename":
+            continue
+        if isinstance(value, tuple):  # filename*: (charset, language, percent-decoded bytes as Latin-1)
+            charset, _language, text = value
+            try:
+                encoding = codecs.lookup(charset or "utf-8").name
+            except LookupError:  # an unknown charset: the bytes as UTF-8
+                encoding = "utf-8"
+            return str(text).encode("latin-1", "replace").decode(encoding, "replace")
+        if plain is None:
+            raw = collapse_rfc2231_value(value).encode("latin-1", "replace")
+            try:
+                plain = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                plain = raw.decode("latin-1")
+    return plain
 
 
 async def open_upload(request: Request) -> UploadBody:
@@ -118,8 +143,7 @@ class _MultipartFile:
         name = params.get(b"name", b"").decode("latin-1")
         if name == FILE_FIELD and not self._found:
             self._found = self._in_file = True
-            raw = params.get(b"filename")
-            self.filename = raw.decode("utf-8", "replace") if raw is not None else None
+            self.filename = disposition_filename(self._headers.get(b"content-disposition", b""))
             declared, _ = parse_options_header(self._headers.get(b"content-type", b""))
             self.content_type = declared.decode("latin-1") or None
             if self.content_type == "application/octet-stream":

@@ -18,4 +18,6 @@ COMMAND_MODULES: list[str] = [
     "tokens",
     "sync",
     "history",
+    "documents",
+    "sample",
 ]

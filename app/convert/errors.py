@@ -18,6 +18,8 @@ MEMORY_LIMIT = "MemoryLimit"
 CRASHED = "ConverterCrashed"
 DOCLING_ERROR = "DoclingError"
 MODAL_ERROR = "ModalError"
+NESTING_TOO_DEEP = "NestingTooDeep"  # HTML Docling cannot walk (app.convert.guards)
+EXPANDS_TOO_LARGE = "ExpandsTooLarge"  # an Office package that unpacks past its limit (a ZIP bomb)
 
 RETRYABLE = frozenset({TIMEOUT, MEMORY_LIMIT})
 RESOURCE_LIMITS = frozenset({TIMEOUT, MEMORY_LIMIT})
@@ -49,6 +51,7 @@ class ConversionFailure(Exception):
         # Modal container time this document was billed for on the way to this failure
         # (app.convert.options.ModalUsage), so the failure event carries its cost lines.
         self.modal_usage: list[Any] = []
+        self.held_s = 0.0  # time a local converter process was held before this failure (0: unknown)
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -65,6 +65,18 @@ def default_pool_size() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
+def slow_after_s() -> float:
+    """``CHRONOS_CONVERT_SLOW_S`` (default 20): a conversion running longer than this is *slow*. While
+    every converter process is busy with a slow one, the pool starts an extra process for the next
+    document (``CHRONOS_CONVERT_BURST``), and a worker lets another convert job start beside it."""
+    return float(os.environ.get("CHRONOS_CONVERT_SLOW_S") or 20.0)
+
+
+def default_burst() -> int:
+    """``CHRONOS_CONVERT_BURST`` (default 1): extra converter processes allowed while all are slow."""
+    return max(0, int(os.environ.get("CHRONOS_CONVERT_BURST") or 1))
+
+
 _context_lock = threading.Lock()
 _context: multiprocessing.context.ForkServerContext | None = None
 
@@ -288,15 +300,25 @@ _CLEAN_FAILURES = frozenset({errors.PASSWORD_PROTECTED, errors.NO_TEXT, errors.M
 
 
 class ConverterPool:
-    """Up to ``size`` warm converter processes shared by every conversion in this process."""
+    """Up to ``size`` warm converter processes shared by every conversion in this process, plus up to
+    ``burst`` extra ones while every process has been busy for ``slow_after_s`` or more: one slow
+    document (hostile input, a huge file) never holds back the small ones queued behind it. An extra
+    process is stopped when it is handed back, so the pool returns to ``size``."""
 
-    def __init__(self, size: int | None = None, max_documents: int = 200) -> None:
+    def __init__(
+        self, size: int | None = None, max_documents: int = 200, *, burst: int | None = None,
+        slow_after: float | None = None,
+    ) -> None:
         self.size = size or default_pool_size()
         self.max_documents = max_documents
+        self.burst = default_burst() if burst is None else burst
+        self.slow_after_s = slow_after_s() if slow_after is None else slow_after
         self._idle: list[ConverterProcess] = []
         self._live = 0
+        self._busy: dict[int, float] = {}  # id(process) -> when it was handed out (monotonic)
         self._cond = threading.Condition()
         self.started = 0  # processes started so far (for tests and the bench)
+        self.bursts = 0  # extra processes started because every process was busy with a slow document
         self.startup_s: list[float] = []
 
     def warm(self, memory_mb: int = ConvertOptions().memory_mb) -> None:
@@ -315,40 +337,46 @@ class ConverterPool:
         started = time.perf_counter()
         message = {"op": "convert", "path": str(path), "media_type": media_type, "pipeline": options.pipeline,
                    "page_range": list(page_range) if page_range else None}
-        reply, cpu_s, pages = self._run(message, options, cancel)
+        reply, cpu_s, pages, held_s = self._run(message, options, cancel)
         if not reply.get("ok"):
             failure = errors.ConversionFailure.from_dict(reply["failure"], backend="local")
             if failure.page_count is None:
                 failure.page_count = pages
+            failure.held_s = held_s
             raise failure
         return ConversionOutput(
             docling_json=reply["docling_json"], markdown=reply["markdown"], page_count=int(reply["page_count"]),
             backend="local", pipeline=reply["pipeline"], docling_version=reply["docling_version"],
             convert_s=float(reply["convert_s"]), total_s=time.perf_counter() - started, cpu_s=cpu_s,
             gpu_s=0.0, gpu=None, media_type=media_type, warnings=list(reply.get("warnings") or []),
-            slices=[list(page_range)] if page_range else None,
+            slices=[list(page_range)] if page_range else None, held_s=held_s,
         )
 
     def merge(self, json_docs: list[bytes], options: ConvertOptions) -> tuple[bytes, str, int, float]:
-        reply, cpu_s, _ = self._run({"op": "merge", "json_docs": json_docs}, _housekeeping(options), None)
+        reply, cpu_s, _, _ = self._run({"op": "merge", "json_docs": json_docs}, _housekeeping(options), None)
         if not reply.get("ok"):
             raise errors.ConversionFailure.from_dict(reply["failure"], backend="local")
         return reply["docling_json"], reply["markdown"], int(reply["page_count"]), cpu_s
 
     def inspect(self, path: Path, options: ConvertOptions) -> int | None:
-        reply, _, _ = self._run({"op": "inspect", "path": str(path)}, _housekeeping(options), None)
+        reply, _, _, _ = self._run({"op": "inspect", "path": str(path)}, _housekeeping(options), None)
         return reply.get("page_count") if reply.get("ok") else None
 
     def _run(
         self, message: dict[str, Any], options: ConvertOptions, cancel: threading.Event | None
-    ) -> tuple[dict[str, Any], float, int | None]:
+    ) -> tuple[dict[str, Any], float, int | None, float]:
+        """(reply, CPU seconds, pages, seconds the process was held); a failure carries ``held_s`` too."""
         proc = self._acquire(options.memory_mb)
         healthy = False
+        started = time.perf_counter()
         try:
             reply, cpu_s, pages = proc.request(message, options.timeout_s, cancel)
             failure = reply.get("failure") or {}
             healthy = reply.get("ok", False) or failure.get("error_class") in _CLEAN_FAILURES
-            return reply, cpu_s, pages
+            return reply, cpu_s, pages, time.perf_counter() - started
+        except errors.ConversionFailure as failure:
+            failure.held_s = time.perf_counter() - started
+            raise
         finally:
             self._release(proc, healthy)
 
@@ -363,6 +391,7 @@ class ConverterPool:
                 for proc in self._idle:
                     if proc.memory_mb == memory_mb:
                         self._idle.remove(proc)
+                        self._busy[id(proc)] = time.monotonic()
                         return proc
                 if self._live < self.size:
                     self._live += 1
@@ -370,7 +399,14 @@ class ConverterPool:
                 if self._idle:  # a process with other limits: replace it
                     evict = self._idle.pop(0)
                     break
-                self._cond.wait()
+                if self._live < self.size + self.burst and self._all_slow():
+                    self._live += 1
+                    self.bursts += 1
+                    log.info("every converter process is busy with a slow document: starting an extra one",
+                             extra={"busy": len(self._busy), "slow_after_s": self.slow_after_s})
+                    break
+                # Wake up to look again when a busy process may have become slow.
+                self._cond.wait(0.5 if self._live < self.size + self.burst else None)
         if evict is not None:
             evict.stop()
         try:
@@ -380,12 +416,22 @@ class ConverterPool:
                 self._live -= 1
                 self._cond.notify()
             raise
+        with self._cond:
+            self._busy[id(proc)] = time.monotonic()
         self.started += 1
         self.startup_s.append(proc.startup_s)
         return proc
 
+    def _all_slow(self) -> bool:
+        """Every live process is converting, each for ``slow_after_s`` or more (callers hold the lock)."""
+        now = time.monotonic()
+        return len(self._busy) == self._live and all(now - t >= self.slow_after_s for t in self._busy.values())
+
     def _release(self, proc: ConverterProcess, healthy: bool) -> None:
-        keep = (healthy and proc.alive() and proc.documents < self.max_documents
+        with self._cond:
+            self._busy.pop(id(proc), None)
+            extra = self._live > self.size  # a burst is over: this process goes, the pool is back to size
+        keep = (healthy and not extra and proc.alive() and proc.documents < self.max_documents
                 and proc.rss_mb() < 0.8 * proc.memory_mb)
         if not keep:
             proc.kill()

@@ -47,6 +47,10 @@ class ConvertOptions:
     modal_timeout_s: float = 600.0
     """Limit for one Modal call (a whole batch), including the container start; the call is cancelled
     when it passes (the deployed function's own timeout, 540 s, is shorter)."""
+    budget_s: float | None = None
+    """Converter time one document may use across every attempt of the recovery ladder (whole
+    document, other backend, page slices); each attempt's limit is cut to what is left. None: twice
+    ``timeout_s`` (``CHRONOS_CONVERT_BUDGET``)."""
     any_type_on_modal: bool = False
     """Send documents that need no GPU to Modal too: only the recovery ladder's try on the other
     backend does, for a file that timed out or ran out of memory locally and has no pages to slice."""
@@ -58,8 +62,12 @@ class ConvertOptions:
             raise ValueError(f"convert pipeline {self.pipeline!r} is not one of {', '.join(PIPELINES)}")
         if self.gpu.upper() not in GPUS:
             raise ValueError(f"Modal GPU {self.gpu!r} is not one of {', '.join(GPUS)} (CHRONOS_MODAL_GPU)")
-        if self.timeout_s <= 0 or self.memory_mb <= 0 or self.modal_timeout_s <= 0:
-            raise ValueError("convert timeouts and memory cap must be positive")
+        budget = self.budget_s if self.budget_s is not None else 1.0
+        if min(self.timeout_s, self.memory_mb, self.modal_timeout_s, budget) <= 0:
+            raise ValueError("convert timeouts, budget and memory cap must be positive")
+
+    def total_budget_s(self) -> float:
+        return self.budget_s if self.budget_s is not None else 2 * self.timeout_s
 
     def resolved_backend(self, env: dict[str, str] | None = None) -> str:
         if self.backend == "auto":
@@ -125,3 +133,4 @@ class ConversionOutput:
     media_type: str | None = None  # the sniffed type that was converted
     warnings: list[str] = field(default_factory=list)
     modal_usage: list[ModalUsage] = field(default_factory=list)  # Modal time billed for this document
+    held_s: float = 0.0  # time a local converter process was held for it (the ladder's budget counts it)

@@ -14,16 +14,27 @@ at once; ``final`` is then ``not retryable``.
 
 Modal container time billed on the way (a Modal attempt that failed or was cancelled) is carried into
 the result or the final failure (``modal_usage``), so the stage records its cost whatever the outcome.
+
+**Budget.** The whole ladder shares one converter-time budget per document
+(``options.total_budget_s()``: ``CHRONOS_CONVERT_BUDGET``, default twice the per-document limit):
+each attempt's limit is cut to what is left of it, and when less than ``MIN_ATTEMPT_S`` is left the
+ladder stops with a final ``Timeout`` saying so. A local attempt is charged the time it held its
+converter process (not the time it waited for one), a Modal attempt its wall time.
+
+**Before any converter.** ``check_input_or_final`` sniffs the content (empty and unsupported files fail
+here) and runs the hostile-input checks of ``app.convert.guards`` (HTML nesting, Office packages that
+expand past their limit): such files never reach a converter process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
 from pathlib import Path
 
-from app.convert import errors
+from app.convert import errors, guards
 from app.convert.backends import check_input, convert_file
 from app.convert.errors import ConversionFailure
 from app.convert.local import convert_local, merge_local, pdf_page_count
@@ -33,16 +44,53 @@ from app.convert.sniff import PDF
 log = logging.getLogger(__name__)
 
 
+MIN_ATTEMPT_S = 1.0
+"""An attempt is not started with less budget than this (or the per-document limit, if smaller)."""
+
+
+class _BudgetSpent(ConversionFailure):
+    """The ladder stopped because the document's converter-time budget is spent."""
+
+
+@dataclasses.dataclass
+class _Budget:
+    """Converter time left for one document, and the conversions the page-slice ladder may still make."""
+
+    total_s: float
+    conversions: int
+    spent_s: float = 0.0
+
+    def left_s(self) -> float:
+        return self.total_s - self.spent_s
+
+    def options_for(self, options: ConvertOptions) -> ConvertOptions:
+        """The options of the next attempt, its limits cut to what is left; raises when it is spent
+        (the first attempt always runs, within the budget)."""
+        left = self.left_s()
+        if self.spent_s > 0 and left < min(MIN_ATTEMPT_S, options.timeout_s):
+            raise _BudgetSpent(
+                errors.TIMEOUT,
+                f"the document's converter-time budget of {self.total_s:g} s is spent ({self.spent_s:.1f} s "
+                "used; raise CHRONOS_CONVERT_BUDGET to give such documents longer)",
+            )
+        return dataclasses.replace(options, timeout_s=min(options.timeout_s, left),
+                                   modal_timeout_s=min(options.modal_timeout_s, left))
+
+    def charge(self, held_s: float, wall_s: float) -> None:
+        self.spent_s += held_s if held_s > 0 else wall_s
+
+
 async def convert_with_recovery(
     path: Path, *, filename: str, media_type: str, options: ConvertOptions, max_attempts: int = 32
 ) -> ConversionOutput:
     started = time.perf_counter()
     attempts: list[str] = []
     paid: list[ModalUsage] = []  # Modal time of attempts that did not produce the result
-    media_type = check_input_or_final(path, filename, media_type)
+    media_type = await check_input_or_final(path, filename, media_type)
     backend = options.resolved_backend()
+    budget = _Budget(options.total_budget_s(), max_attempts)
     try:
-        return await convert_file(path, filename=filename, media_type=media_type, options=options)
+        return await _attempt(path, filename, media_type, budget.options_for(options), budget)
     except ConversionFailure as failure:
         last = failure
         paid += failure.modal_usage
@@ -61,9 +109,12 @@ async def convert_with_recovery(
     if other == "modal" and sliceable and not runs_on_modal(media_type, options.pipeline):
         other = None
     if other is not None:
-        retry = dataclasses.replace(options, backend=other, any_type_on_modal=not sliceable)
         try:
-            output = await convert_file(path, filename=filename, media_type=media_type, options=retry)
+            retry = dataclasses.replace(budget.options_for(options), backend=other, any_type_on_modal=not sliceable)
+        except ConversionFailure as spent:
+            raise _finish(_after(spent, last, page_count), attempts, final=True, paid=paid) from None
+        try:
+            output = await _attempt(path, filename, media_type, retry, budget)
             output.total_s = time.perf_counter() - started
             output.modal_usage = paid + output.modal_usage
             return output
@@ -75,15 +126,13 @@ async def convert_with_recovery(
                 raise _finish(failure, attempts, final=not failure.retryable, paid=paid) from None
             last = failure
 
-    if media_type == PDF and page_count and page_count > 1:
-        budget = [max_attempts]
+    if sliceable and page_count:
         try:
             mid = (page_count + 1) // 2
             parts = await _slices(path, media_type, options, 1, mid, budget, attempts)
             parts += await _slices(path, media_type, options, mid + 1, page_count, budget, attempts)
         except ConversionFailure as failure:
-            failure.fallback = failure.fallback or last.fallback
-            raise _finish(failure, attempts, final=True, paid=paid) from None
+            raise _finish(_after(failure, last, page_count), attempts, final=True, paid=paid) from None
         output = await _merge(parts, options)
         output.total_s = time.perf_counter() - started
         output.fallback = output.fallback or last.fallback
@@ -93,12 +142,41 @@ async def convert_with_recovery(
     raise _finish(last, attempts, final=True, paid=paid)
 
 
-def check_input_or_final(path: Path, filename: str, media_type: str) -> str:
+def _after(failure: ConversionFailure, last: ConversionFailure, page_count: int | None) -> ConversionFailure:
+    """A later failure keeps what the first said: why Modal was not used, the page count."""
+    failure.fallback = failure.fallback or last.fallback
+    if failure.page_count is None:
+        failure.page_count = page_count
+    return failure
+
+
+async def _attempt(
+    path: Path, filename: str, media_type: str, options: ConvertOptions, budget: _Budget,
+    page_range: tuple[int, int] | None = None,
+) -> ConversionOutput:
+    """One conversion, charged to the budget whatever its outcome."""
+    started = time.perf_counter()
     try:
-        return check_input(path, filename, media_type)
+        if page_range is not None:
+            output = await convert_local(path, media_type, options, page_range=page_range)
+        else:
+            output = await convert_file(path, filename=filename, media_type=media_type, options=options)
+    except ConversionFailure as failure:
+        budget.charge(failure.held_s, time.perf_counter() - started)
+        raise
+    budget.charge(output.held_s, time.perf_counter() - started)
+    return output
+
+
+async def check_input_or_final(path: Path, filename: str, media_type: str) -> str:
+    """The media type to convert as; raises a final failure for input no converter should be given."""
+    try:
+        sniffed = check_input(path, filename, media_type)
+        await asyncio.to_thread(guards.check, path, filename, sniffed)
     except ConversionFailure as failure:
         failure.final = True
         raise
+    return sniffed
 
 
 def _other_backend(ran_on: str) -> str | None:
@@ -112,16 +190,17 @@ def _other_backend(ran_on: str) -> str | None:
 
 
 async def _slices(
-    path: Path, media_type: str, options: ConvertOptions, first: int, last: int, budget: list[int],
+    path: Path, media_type: str, options: ConvertOptions, first: int, last: int, budget: _Budget,
     attempts: list[str],
 ) -> list[ConversionOutput]:
-    if budget[0] <= 0:
+    if budget.conversions <= 0:
         raise ConversionFailure(errors.TIMEOUT if "Timeout" in attempts[-1] else errors.MEMORY_LIMIT,
                                 "gave up: the page-slice attempt budget is spent")
-    budget[0] -= 1
+    budget.conversions -= 1
     label = f"local pages {first}-{last}" if first != last else f"local page {first}"
+    limited = budget.options_for(options)  # a spent budget ends the ladder here, not in smaller slices
     try:
-        return [await convert_local(path, media_type, options, page_range=(first, last))]
+        return [await _attempt(path, "", media_type, limited, budget, (first, last))]
     except ConversionFailure as failure:
         attempts.append(f"{label}: {_short(failure)}")
         if failure.error_class not in errors.RESOURCE_LIMITS or first == last:
@@ -151,7 +230,7 @@ def _short(failure: ConversionFailure) -> str:
 def _finish(
     failure: ConversionFailure, attempts: list[str], final: bool, paid: list[ModalUsage] | None = None
 ) -> ConversionFailure:
-    if len(attempts) <= 1:
+    if len(attempts) <= 1 and not isinstance(failure, _BudgetSpent):
         failure.final = final
         failure.attempts = attempts
         failure.modal_usage = list(paid or [])

@@ -62,7 +62,7 @@ def sniff_media_type(head: bytes, filename: str | None = None) -> str:
     """MIME type of a file from its first bytes (``HEAD_BYTES`` or more), or ``UNKNOWN``."""
     if not head:
         return UNKNOWN
-    if b"%PDF-" in head[:1024]:
+    if _is_pdf(head):
         return PDF
     if head.startswith(b"PK\x03\x04"):
         return _sniff_zip(head)
@@ -71,6 +71,24 @@ def sniff_media_type(head: bytes, filename: str | None = None) -> str:
         kind = filetype.guess(head)
         return str(kind.mime) if kind is not None else UNKNOWN
     return _sniff_text(text, filename)
+
+
+_PDF_HEADER = re.compile(rb"%PDF-\d")
+_PDF_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b")
+_MARKUP = re.compile(rb"<[!?a-zA-Z/]")
+
+
+def _is_pdf(head: bytes) -> bool:
+    """The PDF header at the start, or (as PDF readers accept) within the first KB after some junk.
+    After junk, a text document that merely quotes ``%PDF-`` (HTML, XML, Markdown about PDFs) is not
+    taken for a PDF: the junk must hold no markup and PDF objects (``1 0 obj``) must follow."""
+    match = _PDF_HEADER.search(head, 0, 1024)
+    if match is None:
+        return False
+    prefix = head[: match.start()]
+    if not prefix.strip(b" \t\r\n\x00\xef\xbb\xbf"):
+        return True
+    return _MARKUP.search(prefix) is None and _PDF_OBJECT.search(head, match.end()) is not None
 
 
 def sniff_path(path: Path, filename: str | None = None) -> str:

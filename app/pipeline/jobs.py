@@ -81,6 +81,14 @@ async def claim(pool: asyncpg.Pool, stages: list[str], owner: str, lease_s: floa
     return [_job(r) for r in rows]
 
 
+async def claim_needing_no_converter(
+    pool: asyncpg.Pool, owner: str, lease_s: float, supported: list[str], limit: int = 1
+) -> list[Job]:
+    """Convert jobs whose upload is empty or not a supported type (the stage fails them at once)."""
+    rows = await pool.fetch(query("jobs", "claim_needing_no_converter"), owner, float(lease_s), limit, supported)
+    return [_job(r) for r in rows]
+
+
 async def extend(pool: asyncpg.Pool, job: Job, owner: str, lease_s: float) -> bool:
     return await pool.fetchval(query("jobs", "extend"), job.job_id, owner, float(lease_s)) is not None
 

@@ -195,12 +195,14 @@ def _suffix(media_type: str) -> str:
 
 def _convert_limits(settings: Settings) -> dict[str, Any]:
     """Operator overrides of the conversion limits (``Settings.convert`` / ``Settings.modal``): seconds
-    per local conversion, the converter's memory cap, seconds per Modal call."""
+    per local conversion, the converter's memory cap, seconds per Modal call, and the converter seconds
+    a document may use across all recovery attempts."""
     limits: dict[str, Any] = {}
     for key, value in (
         ("timeout_s", settings.convert.timeout_s),
         ("memory_mb", settings.convert.memory_mb),
         ("modal_timeout_s", settings.modal.timeout_s),
+        ("budget_s", settings.convert.budget_s),
     ):
         if value is not None:
             limits[key] = value

@@ -10,6 +10,10 @@
   (embed, then chunk, then convert), and with several stages no stage holds every slot, so a
   conversion (one core, in a child process) runs beside an embedding (the model, in-process) and
   the first documents are searchable while later ones still convert.
+* One slow document never holds back the others: a convert job running longer than
+  ``CHRONOS_CONVERT_SLOW_S`` stops counting against the convert stage's slots (the converter pool
+  starts an extra process for the next one, ``app.convert.local``), and convert jobs for uploads
+  that need no converter (empty, unsupported) are taken even while the convert slots are busy.
 * Embed jobs are taken several at a time (``CHRONOS_EMBED_JOBS``) and run side by side in one slot:
   a document has a handful of chunks, too few to keep the embedder's threads busy on its own.
 * A ``Worker`` is the job runner only: claim, run the stage, heartbeat, record. It is woken by the
@@ -25,6 +29,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 from app.pipeline import jobs
@@ -69,6 +74,10 @@ class Worker:
         self.in_flight: dict[object, Job] = {}
         self._claiming: dict[str, int] = {}
         self._busy_slots: dict[str, int] = {}  # slots working on each stage (a slot may hold several embed jobs)
+        self._started: dict[object, float] = {}  # job id -> when this worker started running it (monotonic)
+        from app.convert.local import slow_after_s
+
+        self.slow_convert_s = slow_after_s()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the slots until ``stop`` is set; then let in-flight jobs finish for ``grace_s``, release
@@ -107,8 +116,10 @@ class Worker:
         its slot limit."""
         limit = self._stage_limit()
         for stage in sorted(self.stages, key=STAGE_PRIORITY.index):
-            busy = self._claiming.get(stage, 0) + self._busy_slots.get(stage, 0)
+            busy = self._claiming.get(stage, 0) + self._busy_slots.get(stage, 0) - self._slow(stage)
             if busy >= limit:
+                if stage == "convert" and (claimed := await self._claim_needing_no_converter()):
+                    return claimed
                 continue
             self._claiming[stage] = self._claiming.get(stage, 0) + 1  # other slots see it while we wait
             try:
@@ -122,6 +133,26 @@ class Worker:
             if claimed:
                 return claimed
         return []
+
+    def _slow(self, stage: str) -> int:
+        """Convert jobs of this worker running for longer than ``slow_convert_s``: they step aside."""
+        if stage != "convert":
+            return 0
+        since = time.monotonic() - self.slow_convert_s
+        return sum(1 for job_id, job in self.in_flight.items()
+                   if job.stage == "convert" and self._started.get(job_id, since) < since)
+
+    async def _claim_needing_no_converter(self) -> list[Job]:
+        from app.convert.sniff import SUPPORTED_MEDIA_TYPES
+
+        claimed = await jobs.claim_needing_no_converter(
+            self.rt.pool, self.owner, self.lease_s, sorted(SUPPORTED_MEDIA_TYPES)
+        )
+        for job in claimed:
+            self.in_flight[job.job_id] = job
+        if claimed:
+            self._busy_slots["convert"] = self._busy_slots.get("convert", 0) + 1
+        return claimed
 
     async def _slot(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -147,6 +178,7 @@ class Worker:
 
     async def _work(self, job: Job) -> None:
         self.in_flight[job.job_id] = job
+        self._started[job.job_id] = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat(job))
         try:
             try:
@@ -180,6 +212,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self.in_flight.pop(job.job_id, None)
+            self._started.pop(job.job_id, None)
 
     async def _record(self, job: Job, outcome: Outcome) -> None:
         """Append the outcome's events and end the job in one transaction (append first)."""

@@ -5,6 +5,7 @@ projections, so a caller sees its own upload at once; both use the one reducer
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,8 +17,8 @@ import msgspec
 from app.catalogue import events as ev
 from app.catalogue.codec import UnknownEvent, decode
 from app.catalogue.ids import document_id_from_stream, stream_for
-from app.catalogue.state import DocumentState, evolve
-from app.errors import Conflict, NotFound
+from app.catalogue.state import DocumentState, Status, evolve
+from app.errors import Conflict, InvalidRequest, NotFound
 from app.pipeline.dispatcher import STAGE_FOR
 from events.log import EventLog
 from events.sqlfiles import query
@@ -189,6 +190,51 @@ async def document_view(pool: asyncpg.Pool, store: EventStore, document_id: str)
         errors=failures(events),
     )
     return body
+
+
+# --- listing documents (the documents projection) -------------------------------------------
+
+STATUSES = tuple(s.value for s in Status)
+
+
+def parse_statuses(raw: str | None) -> list[str] | None:
+    """``searchable,failed`` → a list of statuses (None: every status); InvalidRequest for unknown ones."""
+    if not raw:
+        return None
+    statuses = [s.strip() for s in raw.split(",") if s.strip()]
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown:
+        raise InvalidRequest(f"unknown status {unknown[0]!r}; one of {', '.join(STATUSES)}")
+    return statuses or None
+
+
+def document_row(row: asyncpg.Record) -> dict[str, Any]:
+    """A documents row as listings show it (ids as strings, amounts as numbers)."""
+    out = {k: v for k, v in dict(row).items() if k not in ("stream_version", "sha256")}
+    out["document_id"] = str(out["document_id"])
+    if out.get("total_cost_usd") is not None:
+        out["total_cost_usd"] = float(out["total_cost_usd"])
+    return out
+
+
+async def list_documents(pool: asyncpg.Pool, statuses: list[str] | None = None, limit: int | None = None,
+                         page_size: int = 500) -> list[dict[str, Any]]:
+    """Documents newest first from the ``documents`` projection (every one unless ``limit``), the
+    same rows and order as ``GET /documents``."""
+    out: list[dict[str, Any]] = []
+    after: tuple[Any, Any] = (None, None)
+    while limit is None or len(out) < limit:
+        size = page_size if limit is None else min(page_size, limit - len(out))
+        rows = await pool.fetch(query("api", "documents_page"), statuses, after[0], after[1], size)
+        out += [document_row(r) for r in rows]
+        if len(rows) < size:
+            break
+        last = rows[-1]
+        after = (last["uploaded_at"] or _EPOCH, last["document_id"])
+    return out
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 # --- watching documents until they are final (chronos ingest --wait) --------------------------

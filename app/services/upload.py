@@ -76,21 +76,39 @@ def safe_filename(name: str | None) -> str:
 
 
 class _Sniffer:
-    """Passes chunks through while keeping the first bytes for media-type sniffing and a size cap."""
+    """Reads the first bytes (for media-type sniffing) before anything is stored, then passes every
+    chunk through, refusing the upload as soon as it passes the size cap."""
 
     def __init__(self, source: AsyncIterable[bytes], max_bytes: int | None) -> None:
-        self.source = source
+        self.source = aiter(source)
         self.max_bytes = max_bytes
         self.head = bytearray()
         self.size = 0
+        self._read: list[bytes] = []  # chunks read for the head, not yet passed on
+
+    async def read_head(self) -> bytes:
+        """The first ``SNIFF_BYTES`` (fewer when the upload is shorter), read ahead of storing."""
+        while len(self.head) < SNIFF_BYTES:
+            try:
+                piece = await anext(self.source)
+            except StopAsyncIteration:
+                break
+            self._count(piece)
+            self._read.append(piece)
+            self.head.extend(piece[: SNIFF_BYTES - len(self.head)])
+        return bytes(self.head)
+
+    def _count(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise UploadTooLarge(f"the upload exceeds the limit of {self.max_bytes} bytes (CHRONOS_MAX_UPLOAD_BYTES)")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        read, self._read = self._read, []
+        for piece in read:
+            yield piece
         async for piece in self.source:
-            self.size += len(piece)
-            if self.max_bytes is not None and self.size > self.max_bytes:
-                raise UploadTooLarge(f"upload exceeds the limit of {self.max_bytes} bytes")
-            if len(self.head) < SNIFF_BYTES:
-                self.head.extend(piece[: SNIFF_BYTES - len(self.head)])
+            self._count(piece)
             yield piece
 
 
@@ -126,13 +144,15 @@ async def ingest_stream(
 
     name = safe_filename(filename)
     sniffer = _Sniffer(chunks, max_bytes)
-    ref = await blobs.put_stream(sniffer)
-    # An empty or unconvertible file the caller chose to record (CLI) fails at conversion with the
-    # same reason the API refuses it with.
-    media_type = sniff_media_type(bytes(sniffer.head), name) if ref.size else "application/x-empty"
-    refused = unsupported(media_type, name, ref.size, declared_media_type) if reject_unsupported else None
+    # The media type is decided from the first bytes before anything is stored: a refused upload
+    # (API) leaves no blob behind. An empty or unconvertible file the caller chose to record (CLI)
+    # fails at conversion with the same reason the API refuses it with.
+    head = await sniffer.read_head()
+    media_type = sniff_media_type(head, name) if head else "application/x-empty"
+    refused = unsupported(media_type, name, len(head), declared_media_type) if reject_unsupported else None
     if refused is not None:
         raise (EmptyUpload if refused[0] == "EmptyFile" else UnsupportedMediaType)(refused[1])
+    ref = await blobs.put_stream(sniffer)
     event_id = ids.upload_event_id(idempotency_key) if idempotency_key else uuid.uuid4()
     if key is not None:
         document_id = str(ids.document_id_for_key(key))

@@ -19,6 +19,25 @@ WHERE job_id IN (
 )
 RETURNING job_id, document_id, stage, trigger_event_id, trigger_position, params, attempts, max_attempts;
 
+-- name: claim_needing_no_converter
+-- Convert jobs for uploads no converter is needed for (empty, or content Chronos cannot convert:
+-- $4 the supported media types, the rule of app.convert.sniff.unsupported): the stage fails them at
+-- once, so a worker takes them even while its convert slots are busy with a slow conversion.
+UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1,
+       lease_until = now() + make_interval(secs => $2), updated_at = now()
+WHERE job_id IN (
+    SELECT j.job_id FROM jobs j JOIN events e ON e.event_id = j.trigger_event_id
+    WHERE j.stage = 'convert'
+      AND ((j.status = 'queued' AND j.not_before <= now())
+           OR (j.status = 'running' AND j.lease_until < now()))
+      AND e.type = 'DocumentUploaded'
+      AND (coalesce((e.data ->> 'size')::bigint, 0) = 0 OR NOT (e.data ->> 'media_type' = ANY ($4::text[])))
+    ORDER BY j.not_before, j.trigger_position
+    FOR UPDATE OF j SKIP LOCKED
+    LIMIT $3
+)
+RETURNING job_id, document_id, stage, trigger_event_id, trigger_position, params, attempts, max_attempts;
+
 -- name: extend
 UPDATE jobs SET lease_until = now() + make_interval(secs => $3), updated_at = now()
 WHERE job_id = $1 AND lease_owner = $2 AND status = 'running'

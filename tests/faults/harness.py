@@ -10,6 +10,7 @@ equal to what a fresh replay produces.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ from projections.runner import catch_up_all
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = os.environ.get("CHRONOS_FAULTS_LONG") == "1"
+DOCS = int(os.environ.get("CHRONOS_FAULTS_DOCS") or (300 if LONG else 16))
+TIMEOUT = 2400 if LONG else 600
+RESULTS = Path(__file__).resolve().parent / "last_results.json"
+PDFS = ("multi_page.pdf", "normal_4pages.pdf", "2305.03393v1-pg9.pdf", "right_to_left_01.pdf")
 
 WORDS = [
     "ledger",
@@ -90,6 +95,8 @@ class Scenario:
     ids: list[str] = field(default_factory=list)
     faults: int = 0
     logs: list[Path] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    extra_batches: int = 0  # batches uploaded to reach the minimum of faults (wait_final's ``until``)
 
     @property
     def settings(self) -> Settings:
@@ -151,16 +158,29 @@ class Scenario:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-n:]}" for p in self.logs if p.exists())
 
 
-async def upload_documents(scenario: Scenario, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
+def record(name: str, figures: dict[str, Any], scenario: Scenario | None = None) -> None:
+    """Keep the figures of the last run (for the closing note); printed with -s as well."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    figures = {"form": "long" if LONG else "quick", **figures}
+    if scenario is not None:
+        figures["seconds"] = round(time.monotonic() - scenario.started)
+    data[name] = figures
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(name, figures)
+
+
+async def upload_documents(scenario: Scenario, seed: int = 7, count: int | None = None) -> list[str]:
+    """Upload ``count`` (default: the scenario's) generated documents, numbered after those uploaded."""
+    rng = random.Random(seed + len(scenario.ids))
+    first = len(scenario.ids)
     async with open_runtime(scenario.settings) as rt:
-        for i in range(scenario.documents):
+        for i in range(first, first + (scenario.documents if count is None else count)):
             name, body = make_document(i, rng)
             result = await ingest_stream(
                 rt.store, rt.blobs, aiter_bytes(body), filename=name, source="faults", actor="faults"
             )
             scenario.ids.append(result.document_id)
-    return scenario.ids
+    return scenario.ids[first:]
 
 
 async def upload_files(scenario: Scenario, paths: list[Path]) -> list[str]:
@@ -168,15 +188,22 @@ async def upload_files(scenario: Scenario, paths: list[Path]) -> list[str]:
     ids = []
     async with open_runtime(scenario.settings) as rt:
         for path in paths:
-            result = await ingest_stream(rt.store, rt.blobs, aiter_bytes(path.read_bytes()), filename=path.name,
-                                         source="faults", actor="faults")
+            result = await ingest_stream(
+                rt.store, rt.blobs, aiter_bytes(path.read_bytes()), filename=path.name, source="faults", actor="faults"
+            )
             ids.append(result.document_id)
     scenario.ids.extend(ids)
     return ids
 
 
-async def wait_final(scenario: Scenario, timeout: float, tick: Any = None) -> dict[str, str]:
-    """Poll until every document is final; ``tick`` (async, gets elapsed seconds) injects faults meanwhile."""
+async def wait_final(
+    scenario: Scenario, timeout: float, tick: Any = None, until: Callable[[], bool] | None = None
+) -> dict[str, str]:
+    """Poll until every document is final; ``tick`` (async, gets elapsed seconds) injects faults meanwhile.
+
+    ``until``: the scenario's minimum of faults. While it is not reached when every document is final,
+    more documents are uploaded (a batch of a quarter of the scenario's, at least 4) and the run goes
+    on, so a fast machine gets as many faults as a slow one."""
     deadline = time.monotonic() + timeout
     started = time.monotonic()
     state: dict[str, str] = {}
@@ -187,7 +214,11 @@ async def wait_final(scenario: Scenario, timeout: float, tick: Any = None) -> di
                     prog = await document_states(rt.pool, scenario.ids)
                     state = {d: p.status for d, p in prog.items()}
                     if len(state) == len(scenario.ids) and all(p.final for p in prog.values()):
-                        return state
+                        if until is None or until():
+                            return state
+                        scenario.extra_batches += 1
+                        await upload_documents(scenario, count=max(4, scenario.documents // 4))
+                        continue
                     if tick is not None:
                         await tick(time.monotonic() - started)
                     await asyncio.sleep(0.5)
@@ -197,6 +228,47 @@ async def wait_final(scenario: Scenario, timeout: float, tick: Any = None) -> di
     for s in state.values():
         counts[s] = counts.get(s, 0) + 1
     raise AssertionError(f"not every document final after {timeout:.0f}s: {counts}\n{scenario.tail_logs()}")
+
+
+async def wait_quiet(scenario: Scenario, timeout: float, tick: Any = None) -> dict[str, str]:
+    """``wait_final``, then until no work is left: every event seen by the dispatcher and no job queued
+    or running, twice in a row (a reprocessed document is final before and after its new work)."""
+    deadline = time.monotonic() + timeout
+    state = await wait_final(scenario, timeout, tick)
+    calm = 0
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(await server_dsn(scenario))
+            try:
+                busy = await conn.fetchval(
+                    """SELECT (SELECT coalesce(max(position), 0) FROM events)
+                              > (SELECT coalesce(max(position), 0) FROM subscriptions WHERE name = 'dispatcher')
+                           OR EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued', 'running'))"""
+                )
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            busy = True
+        calm = 0 if busy else calm + 1
+        if calm >= 2:
+            return await wait_final(scenario, max(1.0, deadline - time.monotonic()), tick)
+        if tick is not None:
+            await tick(time.monotonic() - started)
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"work still queued after {timeout:.0f}s: {state}\n{scenario.tail_logs()}")
+
+
+async def running_job_owners(dsn: str, stage: str | None = None) -> set[int]:
+    """Pids of workers holding a job (of ``stage``) right now (owner ``worker:<host>:<pid>``)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT lease_owner FROM jobs WHERE status = 'running' AND ($1::text IS NULL OR stage = $1)", stage
+        )
+    finally:
+        await conn.close()
+    return {int(r["lease_owner"].rsplit(":", 1)[1]) for r in rows if r["lease_owner"]}
 
 
 async def projection_fingerprint(rt: Runtime) -> dict[str, str]:
@@ -213,8 +285,11 @@ async def projection_rows(rt: Runtime, table: str) -> set[str]:
     return {r[0] for r in await rt.pool.fetch(f"SELECT t::text FROM {table} t")}
 
 
-async def verify(scenario: Scenario) -> dict[str, Any]:
-    """Everything the fault suite promises, checked after a scenario; returns figures for the report."""
+async def verify(scenario: Scenario, *, reworked: bool = False) -> dict[str, Any]:
+    """Everything the fault suite promises, checked after a scenario; returns figures for the report.
+
+    ``reworked``: the scenario reprocessed, revised or deleted and re-uploaded documents, so a stream
+    may hold several results of a stage (one per request)."""
     async with open_runtime(scenario.settings) as rt:
         prog = await document_states(rt.pool, scenario.ids)
         statuses = {d: p.status for d, p in prog.items()}
@@ -227,17 +302,44 @@ async def verify(scenario: Scenario) -> dict[str, Any]:
         await catch_up_all(rt.pool, rt.dsn)
         report = await run_checks(rt.pool)
         assert not report.errors, [f.to_json() for f in report.errors]
-        # No stage result recorded twice (one conversion, one chunk set, one vector set per model).
-        per_doc = await rt.pool.fetch(
-            """SELECT stream_id, type, data ->> 'model' AS model, count(*) AS n FROM events
-               WHERE type IN ('DocumentConverted', 'DocumentChunked', 'ChunksEmbedded')
-               GROUP BY stream_id, type, data ->> 'model' HAVING count(*) > 1"""
+        if not reworked:
+            # No stage result recorded twice (one conversion, one chunk set, one vector set per model).
+            per_doc = await rt.pool.fetch(
+                """SELECT stream_id, type, data ->> 'model' AS model, count(*) AS n FROM events
+                   WHERE type IN ('DocumentConverted', 'DocumentChunked', 'ChunksEmbedded')
+                   GROUP BY stream_id, type, data ->> 'model' HAVING count(*) > 1"""
+            )
+            assert not per_doc, [dict(r) for r in per_doc]
+        # Documents reworked (reprocessed, revised, deleted and uploaded again) have several results per
+        # stage, but still one result per request, and a stream never holds the same chunk set twice.
+        per_cause = await rt.pool.fetch(
+            """SELECT stream_id, type, metadata ->> 'causation_id' AS cause, count(*) AS n FROM events
+               WHERE type IN ('DocumentConverted', 'DocumentChunked', 'ChunkingUnchanged', 'ChunksEmbedded')
+               GROUP BY 1, 2, 3 HAVING count(*) > 1"""
         )
-        assert not per_doc, [dict(r) for r in per_doc]
+        assert not per_cause, [dict(r) for r in per_cause]
+        per_set = await rt.pool.fetch(
+            """SELECT stream_id, data ->> 'chunk_set_id' AS chunk_set_id, count(*) AS n FROM events
+               WHERE type = 'DocumentChunked' GROUP BY 1, 2 HAVING count(*) > 1"""
+        )
+        assert not per_set, [dict(r) for r in per_set]
+        blind = await rt.pool.fetch(
+            """SELECT d.document_id FROM documents d WHERE d.status = 'searchable' AND NOT EXISTS
+               (SELECT 1 FROM chunks c JOIN vectors v USING (chunk_id) WHERE c.document_id = d.document_id)"""
+        )
+        assert not blind, f"searchable documents without vectors: {[str(r[0]) for r in blind]}"
+        # One chunk set per document; after a model switch one per (document, model): each model's
+        # search is served by the set that model has vectors of (projections/index.py).
         dup_chunks = await rt.pool.fetchval(
             "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks GROUP BY 1, 2 HAVING count(*) > 1) d"
         )
-        assert dup_chunks == 0
+        models = await rt.pool.fetchval("SELECT count(*) FROM embedding_models")
+        assert dup_chunks == 0 or (reworked and models > 1), dup_chunks
+        mixed = await rt.pool.fetchval(
+            """SELECT count(*) FROM (SELECT c.document_id, v.model FROM vectors v JOIN chunks c USING (chunk_id)
+               GROUP BY 1, 2 HAVING count(DISTINCT c.chunk_set_id) > 1) d"""
+        )
+        assert mixed == 0, f"{mixed} (document, model) pairs answer from two chunk sets"
         dup_vectors = await rt.pool.fetchval(
             "SELECT count(*) FROM (SELECT chunk_id, model FROM vectors GROUP BY 1, 2 HAVING count(*) > 1) d"
         )
@@ -264,7 +366,13 @@ async def verify(scenario: Scenario) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1
-    return {"documents": len(statuses), "faults": scenario.faults, "final_states": counts, "duplicates": 0}
+    return {
+        "documents": len(statuses),
+        "faults": scenario.faults,
+        "final_states": counts,
+        "duplicates": 0,
+        "extra_batches": scenario.extra_batches,
+    }
 
 
 @contextmanager

@@ -12,74 +12,32 @@ Long form: ``CHRONOS_FAULTS_LONG=1 pytest tests/faults`` -- 300 documents, many 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
 import signal
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.conftest import CORPUS
 from tests.faults.harness import (
+    DOCS,
     LONG,
+    PDFS,
+    TIMEOUT,
     Scenario,
     black_hole,
+    record,
     refused_url,
+    running_job_owners,
     server_dsn,
     upload_documents,
     upload_files,
     verify,
     wait_final,
 )
-from tests.openai_standin import StandIn, openai_standin
+from tests.openai_standin import StandIn
 
 pytestmark = [pytest.mark.local_models, pytest.mark.faults]
-
-DOCS = int(os.environ.get("CHRONOS_FAULTS_DOCS") or (300 if LONG else 16))
-TIMEOUT = 2400 if LONG else 600
-RESULTS = Path(__file__).resolve().parent / "last_results.json"
-PDFS = ("multi_page.pdf", "normal_4pages.pdf", "2305.03393v1-pg9.pdf", "right_to_left_01.pdf")
-
-
-def record(name: str, figures: dict[str, object]) -> None:
-    """Keep the figures of the last run (for the closing note); printed with -s as well."""
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    figures = {"form": "long" if LONG else "quick", **figures}
-    data[name] = figures
-    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    print(name, figures)
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    with openai_standin() as srv:
-        yield srv
-
-
-@pytest.fixture
-def scenario(tmp_path: Path, standin: StandIn) -> Iterator[Scenario]:
-    s = Scenario(home=tmp_path / "home", documents=DOCS)
-    s.home.mkdir()
-    s.env.update(OPENAI_API_KEY="sk-faults", OPENAI_BASE_URL=standin.url)
-    started = time.monotonic()
-    yield s
-    s.stop_workers(timeout=20)
-    s.cli("db", "stop")
-    print(f"scenario took {time.monotonic() - started:.0f} s")
-
-
-async def running_convert_owners(dsn: str) -> set[int]:
-    """Pids of workers holding a convert job right now (owner ``worker:<host>:<pid>``)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT lease_owner FROM jobs WHERE stage = 'convert' AND status = 'running'")
-    finally:
-        await conn.close()
-    return {int(r["lease_owner"].rsplit(":", 1)[1]) for r in rows if r["lease_owner"]}
 
 
 async def test_workers_sigkilled_at_random_moments(scenario: Scenario) -> None:
@@ -101,7 +59,7 @@ async def test_workers_sigkilled_at_random_moments(scenario: Scenario) -> None:
             kind = ("mid_conversion", "projection_process", "random_moment")[sum(kills.values()) % 3]
             victim = None
             if kind == "mid_conversion":
-                owners = await running_convert_owners(dsn)
+                owners = await running_job_owners(dsn, "convert")
                 victim = next((w for w in workers if w.pid in owners and w.poll() is None), None)
             elif kind == "projection_process":
                 conn = await asyncpg.connect(dsn)
@@ -127,11 +85,14 @@ async def test_workers_sigkilled_at_random_moments(scenario: Scenario) -> None:
         if projector[0].poll() is not None:
             projector[0] = scenario.start_worker("--stages", "")
 
-    await wait_final(scenario, TIMEOUT, tick)
+    def minimum() -> bool:
+        return sum(kills.values()) >= budget and min(kills["mid_conversion"], kills["projection_process"]) >= 1
+
+    await wait_final(scenario, TIMEOUT, tick, until=minimum)
     scenario.stop_workers()
     figures = await verify(scenario)
     assert kills["mid_conversion"] >= 1 and kills["projection_process"] >= 1, kills
-    record("sigkill_workers", {**figures, "kills": kills})
+    record("sigkill_workers", {**figures, "kills": kills}, scenario)
 
 
 async def test_database_restarted_mid_ingest(scenario: Scenario) -> None:
@@ -153,10 +114,10 @@ async def test_database_restarted_mid_ingest(scenario: Scenario) -> None:
             scenario.faults += 1
             next_at[0] = elapsed + 15
 
-    await wait_final(scenario, TIMEOUT, tick)
+    await wait_final(scenario, TIMEOUT, tick, until=lambda: done[0] >= restarts)
     assert all(w.poll() is None for w in scenario.workers), "a worker died when the database went away"
     scenario.stop_workers()
-    record("database_restart", await verify(scenario))
+    record("database_restart", await verify(scenario), scenario)
 
 
 async def test_listener_connections_terminated(scenario: Scenario) -> None:
@@ -176,12 +137,12 @@ async def test_listener_connections_terminated(scenario: Scenario) -> None:
         finally:
             await conn.close()
 
-    await wait_final(scenario, TIMEOUT, tick)
+    await wait_final(scenario, TIMEOUT, tick, until=lambda: scenario.faults >= (20 if LONG else 2))
     assert all(w.poll() is None for w in scenario.workers)
     scenario.stop_workers()
     figures = await verify(scenario)
     assert figures["faults"] > 0
-    record("listeners_terminated", figures)
+    record("listeners_terminated", figures, scenario)
 
 
 async def test_blob_store_failing_writes(scenario: Scenario) -> None:
@@ -234,7 +195,7 @@ async def test_blob_store_failing_writes(scenario: Scenario) -> None:
     figures = await verify(scenario)
     assert scenario.faults > 0
     figures["interrupted_uploads_left"] = orphans
-    record("blob_write_failures", figures)
+    record("blob_write_failures", figures, scenario)
 
 
 async def test_replay_while_ingesting(scenario: Scenario) -> None:
@@ -250,9 +211,9 @@ async def test_replay_while_ingesting(scenario: Scenario) -> None:
             replays[0] += 1
             scenario.faults += 1
 
-    await wait_final(scenario, TIMEOUT, tick)
+    await wait_final(scenario, TIMEOUT, tick, until=lambda: replays[0] >= (3 if LONG else 1))
     scenario.stop_workers()
-    record("replay_while_ingesting", await verify(scenario))
+    record("replay_while_ingesting", await verify(scenario), scenario)
 
 
 async def test_modal_unreachable_or_timing_out(scenario: Scenario) -> None:
@@ -274,7 +235,8 @@ async def test_modal_unreachable_or_timing_out(scenario: Scenario) -> None:
         rows = await conn.fetch(
             "SELECT data -> 'fallback' ->> 'reason' AS reason, data ->> 'backend' AS backend, "
             "stream_id = ANY($1::text[]) AS pdf, count(*) AS n FROM events WHERE type = 'DocumentConverted' "
-            "GROUP BY 1, 2, 3", [f"document-{d}" for d in pdfs]
+            "GROUP BY 1, 2, 3",
+            [f"document-{d}" for d in pdfs],
         )
     finally:
         await conn.close()
@@ -284,7 +246,7 @@ async def test_modal_unreachable_or_timing_out(scenario: Scenario) -> None:
     assert sum(r["n"] for r in rows if r["pdf"]) == len(pdfs), fallbacks
     scenario.faults = sum(r["n"] for r in rows if r["pdf"])
     figures = await verify(scenario)
-    record("modal_unreachable_or_timing_out", {**figures, "fallbacks": fallbacks})
+    record("modal_unreachable_or_timing_out", {**figures, "fallbacks": fallbacks}, scenario)
 
 
 async def test_openai_429_and_500_in_bursts(scenario: Scenario, standin: StandIn) -> None:
@@ -315,10 +277,12 @@ async def test_openai_429_and_500_in_bursts(scenario: Scenario, standin: StandIn
             inject()
             next_at[0] = elapsed + 3
 
-    await wait_final(scenario, TIMEOUT, tick)
+    await wait_final(scenario, TIMEOUT, tick, until=lambda: bursts[0] >= (40 if LONG else 6) and not standin.script)
     scenario.stop_workers()
     served = injected[0] - len(standin.script)
     scenario.faults = served
     figures = await verify(scenario)
     assert served > 0
-    record("openai_429_500_bursts", {**figures, "bursts": bursts[0], "embedding_requests": len(standin.requests)})
+    record(
+        "openai_429_500_bursts", {**figures, "bursts": bursts[0], "embedding_requests": len(standin.requests)}, scenario
+    )
