@@ -106,6 +106,11 @@ class ConvertSettings:
     """``CHRONOS_CONVERT_PROCESSES``: converter processes a worker keeps (default: by cores and memory)."""
     startup_timeout_s: float = 300.0
     """``CHRONOS_CONVERT_STARTUP_TIMEOUT``: seconds a converter process may take to load Docling."""
+    slow_s: float = 20.0
+    """``CHRONOS_CONVERT_SLOW_S``: a conversion running longer is *slow*: while every converter process
+    is busy with a slow one, the pool starts an extra process for the next document."""
+    burst: int = 1
+    """``CHRONOS_CONVERT_BURST``: extra converter processes allowed while all are slow (0: none)."""
     artifacts_path: str | None = None
     """``DOCLING_ARTIFACTS_PATH``: where Docling's layout/OCR models are (the standard PDF pipeline)."""
 
@@ -117,6 +122,8 @@ class ConvertSettings:
             budget_s=_opt_float(e, "CHRONOS_CONVERT_BUDGET"),
             processes=_opt_int(e, "CHRONOS_CONVERT_PROCESSES"),
             startup_timeout_s=_float(e, "CHRONOS_CONVERT_STARTUP_TIMEOUT", cls.startup_timeout_s),
+            slow_s=_float(e, "CHRONOS_CONVERT_SLOW_S", cls.slow_s),
+            burst=int(e.get("CHRONOS_CONVERT_BURST") or cls.burst),
             artifacts_path=e.get("DOCLING_ARTIFACTS_PATH") or None,
         )
 
@@ -126,8 +133,8 @@ class ModalSettings:
     token_id: str | None = None
     """``MODAL_TOKEN_ID`` / ``MODAL_TOKEN_SECRET``: with both set, ``auto`` converts PDFs on Modal."""
     token_secret: str | None = None
-    gpu: str = "A10G"
-    """``CHRONOS_MODAL_GPU``: the GPU deployed (prices a call cancelled before any reply)."""
+    gpu: str | None = None
+    """``CHRONOS_MODAL_GPU``: the GPU deployed (else what the deployed containers last reported, else A10G)."""
     timeout_s: float | None = None
     """``CHRONOS_MODAL_TIMEOUT``: seconds one Modal call (a whole batch) may take."""
     batch: int = 8
@@ -151,7 +158,7 @@ class ModalSettings:
         return cls(
             token_id=e.get("MODAL_TOKEN_ID") or None,
             token_secret=e.get("MODAL_TOKEN_SECRET") or None,
-            gpu=(e.get("CHRONOS_MODAL_GPU") or cls.gpu).upper(),
+            gpu=(e.get("CHRONOS_MODAL_GPU") or "").upper() or None,
             timeout_s=_opt_float(e, "CHRONOS_MODAL_TIMEOUT"),
             batch=_int(e, "CHRONOS_MODAL_BATCH", cls.batch),
             batch_mb=_float(e, "CHRONOS_MODAL_BATCH_MB", cls.batch_mb),
@@ -255,14 +262,14 @@ _current: Settings | None = None
 
 
 def current() -> Settings:
-    """The process's settings, for code that runs without a runtime: the ones :func:`use` set (the
-    runtime does, when it opens), else the environment's, read once."""
-    global _current
-    if _current is None:
-        _current = Settings.from_env()
-    return _current
+    """The process's settings, for code that runs without a runtime at hand (converter pools, the Modal
+    client, the price list, the embedder's threads): the ones :func:`use` set, else the environment's as
+    it is now (read here, at the call: a setting changed for a test or a process is seen)."""
+    return _current if _current is not None else Settings.from_env()
 
 
-def use(settings: Settings) -> None:
+def use(settings: Settings | None) -> Settings | None:
+    """Make ``settings`` the process's (None: back to the environment); returns the previous ones."""
     global _current
-    _current = settings
+    previous, _current = _current, settings
+    return previous

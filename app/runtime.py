@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from app import config
 from app.config import Settings
 from app.db import open_pool
 from app.pipeline.jobs import JOBS_CHANNEL
@@ -47,7 +46,6 @@ class Runtime:
 async def open_runtime(settings: Settings | None = None, *, max_size: int = 10) -> AsyncIterator[Runtime]:
     """Resolve the database (starting the embedded one if needed), migrate, open the pool."""
     settings = settings or Settings.from_env()
-    config.use(settings)  # for what runs without the runtime (the embedder's threads, price lookups)
     dsn, pool = await open_pool(settings, max_size=max_size)
     store = EventStore(pool)
     rt = Runtime(settings, dsn, pool, store, PgBlobStore(pool))

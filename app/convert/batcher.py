@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from app import config
 from app.convert import modal_client
 from app.convert.modal_client import ModalItem, Outcome
 
 log = logging.getLogger(__name__)
 
-MAX_DOCS = int(os.environ.get("CHRONOS_MODAL_BATCH", "8"))
-MAX_BYTES = int(float(os.environ.get("CHRONOS_MODAL_BATCH_MB", "64")) * 1024 * 1024)
-WAIT_S = float(os.environ.get("CHRONOS_MODAL_WAIT_MS", "500")) / 1000
+# Batch caps: Settings.modal (CHRONOS_MODAL_BATCH, CHRONOS_MODAL_BATCH_MB, CHRONOS_MODAL_WAIT_MS), read
+# when a batcher is made; these override them (tests).
+MAX_DOCS: int | None = None
+MAX_BYTES: int | None = None
+WAIT_S: float | None = None
 
 Send = Callable[[list[ModalItem], float, str], Awaitable[list[Outcome]]]
 
@@ -46,9 +48,11 @@ class Batcher:
     def __init__(self, send: Send | None = None, *, max_docs: int | None = None, max_bytes: int | None = None,
                  wait_s: float | None = None) -> None:
         self.send: Send = send or _call_modal
-        self.max_docs = MAX_DOCS if max_docs is None else max_docs
-        self.max_bytes = MAX_BYTES if max_bytes is None else max_bytes
-        self.wait_s = WAIT_S if wait_s is None else wait_s
+        modal = config.current().modal
+        self.max_docs = max_docs if max_docs is not None else MAX_DOCS if MAX_DOCS is not None else modal.batch
+        self.max_bytes = (max_bytes if max_bytes is not None else MAX_BYTES if MAX_BYTES is not None
+                          else int(modal.batch_mb * 1024 * 1024))  # fmt: skip
+        self.wait_s = wait_s if wait_s is not None else WAIT_S if WAIT_S is not None else modal.wait_ms / 1000
         if self.max_docs < 1 or self.max_bytes < 1 or self.wait_s < 0:
             raise ValueError("Modal batch caps must be positive (CHRONOS_MODAL_BATCH, CHRONOS_MODAL_BATCH_MB, "
                              "CHRONOS_MODAL_WAIT_MS)")

@@ -58,7 +58,7 @@ def layout_model_dirs() -> list[Path]:
     """Where the standard pipeline's layout model would be found (artifacts path, Hugging Face cache)."""
     repo = LayoutObjectDetectionOptions().model_spec.repo_id
     dirs = []
-    artifacts = os.environ.get("DOCLING_ARTIFACTS_PATH")
+    artifacts = os.environ.get("DOCLING_ARTIFACTS_PATH")  # also in the Modal container: no app.config there
     if artifacts:
         dirs.append(Path(artifacts).expanduser() / repo.replace("/", "--"))
     from huggingface_hub import constants

@@ -44,13 +44,13 @@ from typing import Any
 
 import psutil
 
+from app import config
 from app.convert import child, errors
 from app.convert.options import ConversionOutput, ConvertOptions, docling_version
 from app.process_env import converter_env
 
 log = logging.getLogger(__name__)
 
-STARTUP_TIMEOUT_S = float(os.environ.get("CHRONOS_CONVERT_STARTUP_TIMEOUT", "300"))
 POLL_S = 0.1
 
 
@@ -59,9 +59,10 @@ def address_space_mb(memory_mb: int) -> int:
 
 
 def default_pool_size() -> int:
-    raw = os.environ.get("CHRONOS_CONVERT_PROCESSES")
-    if raw:
-        return max(1, int(raw))
+    """``CHRONOS_CONVERT_PROCESSES`` (Settings.convert.processes), else half the cores, 1 to 4."""
+    configured = config.current().convert.processes
+    if configured:
+        return max(1, configured)
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
@@ -69,12 +70,12 @@ def slow_after_s() -> float:
     """``CHRONOS_CONVERT_SLOW_S`` (default 20): a conversion running longer than this is *slow*. While
     every converter process is busy with a slow one, the pool starts an extra process for the next
     document (``CHRONOS_CONVERT_BURST``), and a worker lets another convert job start beside it."""
-    return float(os.environ.get("CHRONOS_CONVERT_SLOW_S") or 20.0)
+    return config.current().convert.slow_s
 
 
 def default_burst() -> int:
     """``CHRONOS_CONVERT_BURST`` (default 1): extra converter processes allowed while all are slow."""
-    return max(0, int(os.environ.get("CHRONOS_CONVERT_BURST") or 1))
+    return max(0, config.current().convert.burst)
 
 
 _context_lock = threading.Lock()
@@ -128,7 +129,9 @@ class Cancelled(Exception):
 class ConverterProcess:
     """One forked converter process and the parent's end of its pipe."""
 
-    def __init__(self, memory_mb: int, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    def __init__(self, memory_mb: int, startup_timeout_s: float | None = None) -> None:
+        if startup_timeout_s is None:
+            startup_timeout_s = config.current().convert.startup_timeout_s
         ctx = _forkserver()
         self.memory_mb = memory_mb
         self.address_space_mb = address_space_mb(memory_mb)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app import config
 from app.convert.errors import ConversionFailure
 from app.convert.options import ConversionOutput, ModalUsage
 
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 APP_NAME = "chronos-docling"
 CLASS_NAME = "Converter"
 METHOD_NAME = "convert"
-MODAL_RETRY_AFTER_S = float(os.environ.get("CHRONOS_MODAL_RETRY_AFTER", "300"))
 """After Modal was unreachable or refused our token, go straight to local for this long."""
 MODAL_CONNECT_TIMEOUT_S = 20.0
 """How long looking the class up (hydrating it) may take. The Modal client retries a refused or
@@ -71,7 +70,7 @@ class _Breaker:
 
     def trip(self, error: ModalUnavailable) -> None:
         if error.reason in ("unreachable", "unauthenticated"):
-            self.error, self.until = error, time.monotonic() + MODAL_RETRY_AFTER_S
+            self.error, self.until = error, time.monotonic() + config.current().modal.retry_after_s
 
     def reset(self) -> None:
         self.error, self.until = None, 0.0
@@ -227,11 +226,11 @@ async def _cancel(call: Any) -> bool:
 
 
 def _reserved_cpu() -> float:
-    return float(_deployment.get("cpu_cores") or os.environ.get("CHRONOS_MODAL_CPU") or 4.0)
+    return float(_deployment.get("cpu_cores") or config.current().modal.cpu or 4.0)
 
 
 def _reserved_gib() -> float:
-    return float(_deployment.get("memory_mib") or os.environ.get("CHRONOS_MODAL_MEMORY_MB") or 12288) / 1024
+    return float(_deployment.get("memory_mib") or config.current().modal.memory_mb or 12288) / 1024
 
 
 def _results_of(reply: Any, expected: int) -> list[dict[str, Any]]:

@@ -12,12 +12,11 @@ batch; each second costs the GPU, the CPU and the memory reservation.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import asyncpg
 
-from app import costs
+from app import config, costs
 from app.convert.options import GPUS, ConvertOptions, runs_on_modal
 
 EXPECTED_PAGES_PER_S = {"A10G": 2.0, "L4": 1.3, "T4": 1.0}
@@ -26,7 +25,7 @@ DEFAULT_CPU_CORES = 4.0  # app/modal_app.py CPU_CORES
 DEFAULT_MEMORY_MIB = 12288  # app/modal_app.py MEMORY_MIB
 EXPECTED_COLD_START_S = 40.0  # image start, torch + Docling import, model load (no snapshot)
 SCALEDOWN_WINDOW_S = 60.0  # app/modal_app.py SCALEDOWN_WINDOW_S
-BATCH_DOCUMENTS = 8  # app/convert/batcher.py MAX_DOCS
+BATCH_DOCUMENTS = 8  # the default of Settings.modal.batch (app/convert/batcher.py)
 
 _LATEST = """
 SELECT details FROM cost_ledger WHERE provider = 'modal' AND resource = 'gpu_seconds' AND details ? 'gpu'
@@ -43,19 +42,20 @@ FROM documents WHERE document_id = ANY($1::uuid[]) AND media_type = ANY($2::text
 
 
 async def deployment(pool: asyncpg.Pool, env: dict[str, str] | None = None) -> tuple[str, float, float]:
-    """(GPU, reserved cores, reserved GiB) of the Modal deployment, as well as the service knows it."""
-    e = os.environ if env is None else env
+    """(GPU, reserved cores, reserved GiB) of the Modal deployment, as well as the service knows it:
+    Settings.modal (``env``: the settings of that environment instead), else what its containers reported."""
+    modal = (config.current() if env is None else config.Settings.from_env(env)).modal
     row = await pool.fetchrow(_LATEST)
     seen: dict[str, Any] = {}
     if row is not None and row["details"]:
         import orjson
 
         seen = row["details"] if isinstance(row["details"], dict) else orjson.loads(row["details"])
-    gpu = (e.get("CHRONOS_MODAL_GPU") or str(seen.get("gpu") or "A10G")).upper()
+    gpu = (modal.gpu or str(seen.get("gpu") or "A10G")).upper()
     if gpu not in GPUS:
         raise ValueError(f"Modal GPU {gpu!r} is not one of {', '.join(GPUS)} (CHRONOS_MODAL_GPU)")
-    cores = float(seen.get("cpu_cores") or e.get("CHRONOS_MODAL_CPU") or DEFAULT_CPU_CORES)
-    gib = float(seen.get("memory_gib") or float(e.get("CHRONOS_MODAL_MEMORY_MB") or DEFAULT_MEMORY_MIB) / 1024)
+    cores = float(seen.get("cpu_cores") or modal.cpu or DEFAULT_CPU_CORES)
+    gib = float(seen.get("memory_gib") or float(modal.memory_mb or DEFAULT_MEMORY_MIB) / 1024)
     return gpu, cores, gib
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
+from app import config
 from app.catalogue import events as ev
 from app.catalogue import ids
 from app.catalogue.codec import decode_payload, new_event
@@ -223,7 +224,7 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
     options = ConvertOptions(
         backend=params.get("backend") or "auto",
         pipeline=params.get("pipeline") or "default",
-        **_convert_limits(rt.settings),
+        **_convert_limits(config.current()),  # read at the job, as the converters read theirs
     )
     settings_hash = options.settings_hash()
     result_id = job.result_id("converted")
