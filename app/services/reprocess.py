@@ -97,7 +97,8 @@ async def quote(pool: asyncpg.Pool, request: StageRequest, ids: list[str]) -> Qu
         name = request.model.split(":", 1)[1].partition("@")[0]
         tokens = await pool.fetchval(
             "SELECT coalesce(sum(c.token_count), 0) FROM chunks c WHERE c.document_id = ANY($1::uuid[]) "
-            "AND NOT EXISTS (SELECT 1 FROM embedding_cache e WHERE e.model = $2 AND e.text_sha256 = coalesce(c.embed_sha256, c.text_sha256))",
+            "AND NOT EXISTS (SELECT 1 FROM embedding_cache e WHERE e.model = $2 "
+            "AND e.text_sha256 = coalesce(c.embed_sha256, c.text_sha256))",
             ids,
             request.model,
         )

@@ -117,7 +117,7 @@ async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: s
             chunk_id=str(r["chunk_id"]), document_id=str(r["document_id"]), filename=r["filename"],
             ordinal=r["ordinal"], text=r["text"], pages=list(r["pages"]), heading_path=list(r["heading_path"]),
             score=float(r["score"]), model=model, similarity=float(r["score"]),
-        )  # fmt: skip
+        )
         for r in rows
     ]
 
@@ -128,7 +128,7 @@ async def search_rows(
     vector: np.ndarray | None,
     k: int,
     model: str,
-    mode: Mode = "hybrid",
+    mode: str = "hybrid",
     at_position: int | None = None,
     filters: SearchFilters | None = None,
 ) -> list[SearchHit]:
@@ -147,7 +147,7 @@ async def search_rows(
             char_end=r["char_end"], snippet=r["snippet"] or "", mode=mode,
             similarity=None if r["similarity"] is None else float(r["similarity"]),
             vector_rank=r["vector_rank"], text_rank=r["text_rank"],
-        )  # fmt: skip
+        )
         for r in rows
     ]
 
@@ -183,7 +183,7 @@ async def search(
         embedder = await asyncio.to_thread(get_embedder, model, settings)  # loading a model blocks: off the loop
         vector = (await embedder.embed([question])).vectors[0]
     try:
-        hits = await search_rows(pool, question, vector, k, model, mode, at_position, filters)  # type: ignore[arg-type]
+        hits = await search_rows(pool, question, vector, k, model, mode, at_position, filters)
     except asyncpg.RaiseError as exc:
         raise InvalidRequest(str(exc)) from exc
     logger.info("searched", extra={"action": "search", "model": model, "k": k, "hits": len(hits), "mode": mode,
