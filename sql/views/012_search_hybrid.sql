@@ -8,9 +8,31 @@
 DROP FUNCTION IF EXISTS chronos_or_tsquery(text);
 CREATE FUNCTION chronos_or_tsquery(question text) RETURNS tsquery
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT nullif(string_agg(quote_literal(replace(t.lexeme, '\', '')), ' | ' ORDER BY t.lexeme), '')::tsquery
+    SELECT nullif(string_agg(quote_literal(t.lexeme), ' | ' ORDER BY t.lexeme), '')::tsquery
     FROM unnest(to_tsvector('english'::regconfig, coalesce(question, ''))) AS t
-    WHERE t.lexeme NOT LIKE '%\%';
+    WHERE strpos(t.lexeme, '\') = 0;
+$$;
+
+-- A short snippet of `body`: its (at most two) sentences holding the most of the question's words,
+-- weighted by `weights` (idf), in text order, each cut to about 40 words around its matches, the
+-- question's words in **bold**. The first 240 characters when no sentence holds any of them.
+DROP FUNCTION IF EXISTS chronos_snippet(text, tsquery[], double precision[], tsquery);
+CREATE FUNCTION chronos_snippet(body text, words tsquery[], weights double precision[], q tsquery) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    WITH s AS (
+        SELECT t.ord, regexp_replace(t.sentence, '\s+', ' ', 'g') AS sentence,
+               (SELECT coalesce(sum(weights[i]), 0) FROM generate_subscripts(words, 1) i
+                WHERE to_tsvector('english'::regconfig, t.sentence) @@ words[i]) AS w
+        FROM regexp_split_to_table(body, '(?<=[.!?])\s+|\n\s*\n') WITH ORDINALITY AS t(sentence, ord)
+        WHERE t.sentence ~ '[[:alnum:]]'
+    ), best AS (
+        SELECT s.ord, s.sentence FROM s WHERE s.w > 0 ORDER BY s.w DESC, s.ord LIMIT 2
+    )
+    SELECT CASE WHEN count(*) = 0 OR q IS NULL THEN left(regexp_replace(body, '\s+', ' ', 'g'), 240)
+                ELSE string_agg(ts_headline('english'::regconfig, best.sentence, q,
+                                            'MaxWords=40, MinWords=20, StartSel=**, StopSel=**'), ' … '
+                                ORDER BY best.ord) END
+    FROM best;
 $$;
 
 -- mode: 'hybrid' (default), 'vector' or 'text'. query_vector may be NULL in text mode. model NULL: the
@@ -43,8 +65,16 @@ DECLARE
     vec_ids uuid[] := '{}';
     vec_sim double precision[] := '{}';
     txt_ids uuid[] := '{}';
-    txt_rank real[] := '{}';
+    txt_rank double precision[] := '{}';
+    txt_exact boolean[] := '{}';
     reachable bigint;
+    total bigint;
+    lex text;
+    lex_q tsquery[] := '{}';
+    idf double precision[] := '{}';
+    rare boolean[] := '{}';  -- an identifier or figure (has a digit) that few chunks hold
+    df bigint;
+    gen tsquery;  -- the candidate query: the words that are not in most chunks
 BEGIN
     IF mode NOT IN ('hybrid', 'vector', 'text') THEN
         RAISE EXCEPTION 'mode must be hybrid, vector or text, not %', mode;
@@ -125,52 +155,71 @@ BEGIN
         END IF;
     END IF;
 
-    -- the text side: rows of the sets serving now (or then), every query word OR-ed
+    -- the text side: rows of the sets serving now (or then) holding any query word, ranked by the sum
+    -- of the inverse document frequencies of the words they hold (BM25's idf; PostgreSQL's ts_rank has
+    -- none, so "permit" would weigh as much as "zx-5803-p"), ts_rank breaking ties. Words in more than
+    -- 30 % of the chunks still score but do not make a chunk a candidate.
+    IF tq IS NOT NULL THEN  -- the question's words and their idf (the text side ranks, snippets weigh)
+        SELECT coalesce(sum(vs.vector_count), 0) INTO total FROM vector_sets vs WHERE vs.model = m;
+        FOR lex IN SELECT DISTINCT t.lexeme FROM unnest(to_tsvector('english'::regconfig, query)) t
+                   WHERE strpos(t.lexeme, '\') = 0 LOOP
+            SELECT count(*) INTO df FROM chunk_rows c WHERE c.serving AND c.tsv @@ quote_literal(lex)::tsquery;
+            lex_q := lex_q || quote_literal(lex)::tsquery;
+            idf := idf || ln(1 + (total - df + 0.5) / (df + 0.5));
+            rare := rare || (lex ~ '[0-9]' AND df BETWEEN 1 AND 5);
+            IF df <= 0.3 * total THEN
+                gen := CASE WHEN gen IS NULL THEN quote_literal(lex)::tsquery ELSE gen || quote_literal(lex)::tsquery END;
+            END IF;
+        END LOOP;
+        gen := coalesce(gen, tq);
+    END IF;
     IF mode <> 'vector' AND tq IS NOT NULL THEN
-        IF at_position IS NOT NULL THEN
-            SELECT coalesce(array_agg(s.chunk_id ORDER BY s.r DESC, s.chunk_id), '{}'),
-                   coalesce(array_agg(s.r ORDER BY s.r DESC, s.chunk_id), '{}')
-            INTO txt_ids, txt_rank
-            FROM (SELECT c.chunk_id, ts_rank(c.tsv, tq) AS r FROM chunk_rows c
-                  WHERE c.tsv @@ tq AND (allowed IS NULL OR c.document_id = ANY (allowed))
-                    AND c.chunk_id IN (SELECT v.chunk_id FROM vectors v
-                                       WHERE v.model = m AND v.valid_from <= at_position
-                                       UNION ALL
-                                       SELECT h.chunk_id FROM vectors_history h
-                                       WHERE h.model = m AND h.valid_from <= at_position AND h.valid_to > at_position)
-                  ORDER BY r DESC, c.chunk_id LIMIT n) s;
-        ELSE
-            SELECT coalesce(array_agg(s.chunk_id ORDER BY s.r DESC, s.chunk_id), '{}'),
-                   coalesce(array_agg(s.r ORDER BY s.r DESC, s.chunk_id), '{}')
-            INTO txt_ids, txt_rank
-            FROM (SELECT c.chunk_id, ts_rank(c.tsv, tq) AS r FROM chunk_rows c
-                  JOIN vector_sets vs ON vs.document_id = c.document_id AND vs.chunk_set_id = c.chunk_set_id
-                                     AND vs.model = m
-                  WHERE c.serving AND c.tsv @@ tq AND (allowed IS NULL OR c.document_id = ANY (allowed))
-                  ORDER BY r DESC, c.chunk_id LIMIT n) s;
-        END IF;
+        WITH cand AS (
+            SELECT c.chunk_id, c.tsv FROM chunk_rows c
+            WHERE c.tsv @@ gen AND (allowed IS NULL OR c.document_id = ANY (allowed))
+              AND CASE WHEN at_position IS NULL THEN
+                       c.serving AND EXISTS (SELECT 1 FROM vector_sets vs WHERE vs.document_id = c.document_id
+                                             AND vs.chunk_set_id = c.chunk_set_id AND vs.model = m)
+                  ELSE c.chunk_id IN (SELECT v.chunk_id FROM vectors v
+                                      WHERE v.model = m AND v.valid_from <= at_position
+                                      UNION ALL
+                                      SELECT h.chunk_id FROM vectors_history h
+                                      WHERE h.model = m AND h.valid_from <= at_position AND h.valid_to > at_position)
+                  END
+        ), ranked AS (
+            SELECT cand.chunk_id,
+                   (SELECT coalesce(sum(idf[i]), 0) FROM generate_subscripts(lex_q, 1) i WHERE cand.tsv @@ lex_q[i])
+                   + ts_rank(cand.tsv, tq) AS r,
+                   EXISTS (SELECT 1 FROM generate_subscripts(lex_q, 1) i WHERE rare[i] AND cand.tsv @@ lex_q[i]) AS x
+            FROM cand ORDER BY r DESC, cand.chunk_id LIMIT n
+        )
+        SELECT coalesce(array_agg(ranked.chunk_id ORDER BY ranked.r DESC, ranked.chunk_id), '{}'),
+               coalesce(array_agg(ranked.r ORDER BY ranked.r DESC, ranked.chunk_id), '{}'),
+               coalesce(array_agg(ranked.x ORDER BY ranked.r DESC, ranked.chunk_id), '{}')
+        INTO txt_ids, txt_rank, txt_exact FROM ranked;
     END IF;
 
     RETURN QUERY
     WITH vr AS (
         SELECT t.id, t.rank::integer AS rank, vec_sim[t.rank] AS sim FROM unnest(vec_ids) WITH ORDINALITY AS t(id, rank)
     ), tr AS (
-        SELECT t.id, t.rank::integer AS rank, txt_rank[t.rank] AS r FROM unnest(txt_ids) WITH ORDINALITY AS t(id, rank)
+        SELECT t.id, t.rank::integer AS rank, txt_rank[t.rank] AS r, txt_exact[t.rank] AS x
+        FROM unnest(txt_ids) WITH ORDINALITY AS t(id, rank)
     ), fused AS (
+        -- RRF (k = 60); a chunk holding an identifier or figure of the question that few chunks hold
+        -- counts its text rank twice: an exact code is stronger evidence than any similarity.
         SELECT coalesce(vr.id, tr.id) AS id, vr.rank AS vrank, tr.rank AS trank, vr.sim, tr.r,
                CASE mode WHEN 'vector' THEN vr.sim
-                         WHEN 'text' THEN tr.r::double precision
-                         ELSE coalesce(1.0 / (60 + vr.rank), 0) + coalesce(1.0 / (60 + tr.rank), 0) END AS fused_score
+                         WHEN 'text' THEN tr.r
+                         ELSE coalesce(1.0 / (60 + vr.rank), 0)
+                              + coalesce((1 + coalesce(tr.x, false)::integer) * 1.0 / (60 + tr.rank), 0) END AS fused_score
         FROM vr FULL JOIN tr ON tr.id = vr.id
         ORDER BY fused_score DESC, coalesce(vr.rank, 1000000), coalesce(tr.rank, 1000000)
         LIMIT k
     )
     SELECT c.chunk_id, c.document_id, doc.filename, nullif(c.title, ''), c.ordinal, c.text, c.pages, c.heading_path,
            c.char_start, c.char_end, f.fused_score, f.sim, f.vrank, f.trank,
-           CASE WHEN tq IS NOT NULL AND c.tsv @@ tq
-                THEN ts_headline('english'::regconfig, c.text, tq,
-                                 'MaxFragments=2, MaxWords=30, MinWords=12, FragmentDelimiter=" … ", StartSel=**, StopSel=**')
-                ELSE left(regexp_replace(c.text, '\s+', ' ', 'g'), 240) END
+           chronos_snippet(c.text, lex_q, idf, tq)
     FROM fused f
     JOIN chunk_rows c ON c.chunk_id = f.id
     JOIN documents doc ON doc.document_id = c.document_id
