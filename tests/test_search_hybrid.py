@@ -43,8 +43,9 @@ async def rt(dsn: str, pool: asyncpg.Pool, store: EventStore) -> AsyncIterator[R
 
 
 async def put_path(rt: Runtime, path: Path, key: str | None = None) -> str:
+    data = await asyncio.to_thread(path.read_bytes)
     result = await ingest_stream(
-        rt.store, rt.blobs, aiter_bytes(path.read_bytes()), filename=path.name, source="cli", actor="test", key=key
+        rt.store, rt.blobs, aiter_bytes(data), filename=path.name, source="cli", actor="test", key=key
     )
     return result.document_id
 
