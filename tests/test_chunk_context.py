@@ -16,7 +16,8 @@ MODEL = "local:all-MiniLM-L6-v2"
 
 ROWS = 80
 TABLE = "| Indicator | January | February | March |\n|---|---|---|---|\n" + "\n".join(
-    f"| Housing starts in district {i} of the northern region | {100 + i} | {200 + i} | {300 + i} |" for i in range(ROWS)
+    f"| Housing starts in district {i} of the northern region | {100 + i} | {200 + i} | {300 + i} |"
+    for i in range(ROWS)
 )
 MARKDOWN = (
     "# Saskatoon Regional Economic Brief, Q1 2025\n\n## Overview\n\nConditions were in line with the province.\n\n"
@@ -32,14 +33,11 @@ def _rows(text: str) -> list[str]:
 
 def test_tables_are_cut_between_rows_and_every_chunk_carries_the_header() -> None:
     emb = get_embedder(MODEL)
-    for chunks, contexts in (
-        (lambda r: (r[0], [x.context for x in r[1]]))(
-            chunk_with_context(b"", MARKDOWN, embedder_max_tokens=emb.max_tokens, count_tokens=emb,
-                               tokenizer_name=emb.tokenizer_name(), filename="brief.md")  # fmt: skip
-        ),
-        (chunk_document(b"", MARKDOWN, embedder_max_tokens=emb.max_tokens, count_tokens=emb,
-                        tokenizer_name=emb.tokenizer_name())[0], None),  # fmt: skip
-    ):
+    kw = {"embedder_max_tokens": emb.max_tokens, "count_tokens": emb, "tokenizer_name": emb.tokenizer_name()}
+    with_context, contents, _ = chunk_with_context(b"", MARKDOWN, filename="brief.md", **kw)  # type: ignore[arg-type]
+    bare, _ = chunk_document(b"", MARKDOWN, **kw)  # type: ignore[arg-type]
+    cases: list[tuple[list, list[str] | None]] = [(with_context, [x.context for x in contents]), (bare, None)]
+    for chunks, contexts in cases:
         table_chunks = [c for c in chunks if "Housing starts in district" in (c.text or "")]
         assert len(table_chunks) >= 3  # the table does not fit one chunk
         seen: list[str] = []
@@ -80,11 +78,11 @@ def test_context_fits_the_window_and_the_text_stays_as_written() -> None:
 def test_template_is_a_chunk_parameter_and_unknown_fields_are_refused() -> None:
     emb = get_embedder(MODEL)
     kw = {"embedder_max_tokens": emb.max_tokens, "count_tokens": emb, "tokenizer_name": emb.tokenizer_name()}
-    _, a, pa = chunk_with_context(b"", MARKDOWN, **kw)  # type: ignore[arg-type]
+    _, _, pa = chunk_with_context(b"", MARKDOWN, **kw)  # type: ignore[arg-type]
     _, b, pb = chunk_with_context(b"", MARKDOWN, context_template="{title}", **kw)  # type: ignore[arg-type]
     assert pa != pb and pb.context_template == "{title}"
     assert all(x.context == "Saskatoon Regional Economic Brief, Q1 2025" for x in b)
-    with pytest.raises(ContextTemplateError, match="unknown field.*author"):
+    with pytest.raises(ContextTemplateError, match=r"unknown field.*author"):
         chunk_with_context(b"", MARKDOWN, context_template="{author}", **kw)  # type: ignore[arg-type]
 
 
@@ -97,7 +95,7 @@ def test_title_falls_back_to_docling_name_then_file_name() -> None:
 def test_real_xlsx_table_chunks_keep_whole_rows() -> None:
     js, md, _ = converted("xlsx/xlsx_01.xlsx")
     emb = get_embedder(MODEL)
-    chunks, contents, _ = chunk_with_context(js, md, embedder_max_tokens=emb.max_tokens, count_tokens=emb,
+    chunks, _, _ = chunk_with_context(js, md, embedder_max_tokens=emb.max_tokens, count_tokens=emb,
                                              tokenizer_name=emb.tokenizer_name(), filename="xlsx_01.xlsx")  # fmt: skip
     table_lines = [c for c in chunks if (c.text or "").lstrip().startswith("|")]
     assert table_lines

@@ -251,6 +251,9 @@ SCHEMAS: S = {
             "query": string(),
             "k": integer(),
             "model": nullable(string()),
+            "mode": string(),
+            "as_of": nullable(string()),
+            "note": string(),
             "hits": array(
                 obj(
                     {
@@ -263,6 +266,14 @@ SCHEMAS: S = {
                         "heading_path": array(string()),
                         "score": number(),
                         "model": string(),
+                        "title": nullable(string()),
+                        "char_start": nullable(integer()),
+                        "char_end": nullable(integer()),
+                        "snippet": string(),
+                        "mode": string(),
+                        "similarity": nullable(number()),
+                        "vector_rank": nullable(integer()),
+                        "text_rank": nullable(integer()),
                     },
                     ["document_id", "filename", "text", "pages", "score"],
                 )
@@ -473,7 +484,7 @@ PATHS: S = {
     "/search": {
         "get": {
             "operationId": "search",
-            "summary": "Semantic search over the chunks (the active embedding model)",
+            "summary": "Search the chunks: hybrid (full text + vectors, fused by reciprocal rank), vector or text",
             "security": READ,
             "parameters": [
                 {
@@ -484,6 +495,15 @@ PATHS: S = {
                     "description": "The question",
                 },
                 qparam("k", integer(minimum=1, maximum=100, default=5), "How many hits"),
+                qparam("mode", {"type": "string", "enum": ["hybrid", "vector", "text"], "default": "hybrid"},
+                       "hybrid (default), vector, or text (no embedding)"),
+                qparam("as_of", string(), "Answer with the chunks current at this ISO timestamp or log position"),
+                qparam("document_id", array(UUID), "Only these documents (repeat the parameter)"),
+                qparam("filename", string(), "Only files whose name matches this glob (* and ?), case-insensitive"),
+                qparam("media_type", array(string()), "Only these media types (repeatable)"),
+                qparam("source", array(string()), "Only these sources: cli, api, directus (repeatable)"),
+                qparam("uploaded_from", string(), "Only documents uploaded at or after (ISO date or timestamp)"),
+                qparam("uploaded_to", string(), "Only documents uploaded before (ISO date or timestamp)"),
             ],
             "responses": responses({"200": json_ok("Hits, best first", ref("SearchResult"))}, "401", "403"),
         }
