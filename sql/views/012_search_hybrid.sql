@@ -75,6 +75,11 @@ DECLARE
     rare boolean[] := '{}';  -- an identifier or figure (has a digit) that few chunks hold
     df bigint;
     gen tsquery;  -- the candidate query: the words that are not in most chunks
+    candidates integer := 20000;
+    common bigint;  -- a word in more chunks than this is common: it scores but makes no candidates
+    mce text[];  -- ANALYZE's most common lexemes of chunk_rows.tsv and their frequencies
+    mcf real[];
+    at integer;  -- at most this many chunks are scored (2,000 when every word is common)
 BEGIN
     IF mode NOT IN ('hybrid', 'vector', 'text') THEN
         RAISE EXCEPTION 'mode must be hybrid, vector or text, not %', mode;
@@ -158,20 +163,38 @@ BEGIN
     -- the text side: rows of the sets serving now (or then) holding any query word, ranked by the sum
     -- of the inverse document frequencies of the words they hold (BM25's idf; PostgreSQL's ts_rank has
     -- none, so "permit" would weigh as much as "zx-5803-p"), ts_rank breaking ties. Words in more than
-    -- 30 % of the chunks still score but do not make a chunk a candidate.
+    -- 5 % of the chunks (and over 50) still score but do not make a chunk a candidate; common words'
+    -- frequencies come from ANALYZE's statistics, the others are counted through the GIN index.
     IF tq IS NOT NULL THEN  -- the question's words and their idf (the text side ranks, snippets weigh)
         SELECT coalesce(sum(vs.vector_count), 0) INTO total FROM vector_sets vs WHERE vs.model = m;
+        common := greatest((0.05 * total)::bigint, 50);
+        IF mode <> 'vector' THEN
+            SELECT st.most_common_elems::text::text[], st.most_common_elem_freqs INTO mce, mcf FROM pg_stats st
+            WHERE st.schemaname = current_schema() AND st.tablename = 'chunk_rows' AND st.attname = 'tsv';
+        END IF;
         FOR lex IN SELECT DISTINCT t.lexeme FROM unnest(to_tsvector('english'::regconfig, query)) t
                    WHERE strpos(t.lexeme, '\') = 0 LOOP
-            SELECT count(*) INTO df FROM chunk_rows c WHERE c.serving AND c.tsv @@ quote_literal(lex)::tsquery;
+            at := array_position(mce, lex);
+            IF mode = 'vector' THEN  -- only snippets weigh the words: no counting
+                df := 0;
+            ELSIF at IS NOT NULL THEN  -- a common lexeme: its frequency from the statistics
+                df := ceil(mcf[at] * total);
+            ELSE  -- counted up to "common": beyond it the exact count changes little and costs much
+                SELECT count(*) INTO df FROM (SELECT 1 FROM chunk_rows c
+                                              WHERE c.serving AND c.tsv @@ quote_literal(lex)::tsquery
+                                              LIMIT common + 1) x;
+            END IF;
             lex_q := lex_q || quote_literal(lex)::tsquery;
             idf := idf || ln(1 + (total - df + 0.5) / (df + 0.5));
             rare := rare || (lex ~ '[0-9]' AND df BETWEEN 1 AND 5);
-            IF df <= 0.3 * total THEN
+            IF df <= common AND mode <> 'vector' THEN
                 gen := CASE WHEN gen IS NULL THEN quote_literal(lex)::tsquery ELSE gen || quote_literal(lex)::tsquery END;
             END IF;
         END LOOP;
-        gen := coalesce(gen, tq);
+        IF gen IS NULL THEN  -- every word is common: they all make candidates, fewer of them are scored
+            gen := tq;
+            candidates := 2000;
+        END IF;
     END IF;
     IF mode <> 'vector' AND tq IS NOT NULL THEN
         WITH cand AS (
@@ -186,6 +209,7 @@ BEGIN
                                       SELECT h.chunk_id FROM vectors_history h
                                       WHERE h.model = m AND h.valid_from <= at_position AND h.valid_to > at_position)
                   END
+            LIMIT candidates  -- bounds the work (exhaustive unless that many chunks match)
         ), ranked AS (
             SELECT cand.chunk_id,
                    (SELECT coalesce(sum(idf[i]), 0) FROM generate_subscripts(lex_q, 1) i WHERE cand.tsv @@ lex_q[i])
