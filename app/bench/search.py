@@ -46,8 +46,9 @@ async def run_bench(
             async with pool.acquire() as conn:
                 for start in tqdm(range(0, n, 20000), desc="load", disable=quiet):
                     part = data[start : start + 20000]
-                    body = copy.encode_rows(len(part), [("uuid", ids[start : start + len(part)]), ("text", MODEL),
-                                                        ("uuid", docs[start : start + len(part)]), ("vector", part)])  # fmt: skip
+                    rows = slice(start, start + len(part))
+                    body = copy.encode_rows(len(part), [("uuid", ids[rows]), ("text", MODEL), ("uuid", docs[rows]),
+                                                        ("vector", part)])  # fmt: skip
                     await conn.copy_to_table("vectors", source=copy.stream([body]), format="binary",
                                              columns=["chunk_id", "model", "document_id", "embedding"])
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_m'", str(m))

@@ -1,10 +1,10 @@
 """The hybrid and filtered part of ``chronos bench search``: ``search_chunks_hybrid()`` latency at N
-chunks, and recall@10 under a 1 % selective filter against an exact scan of the filtered vectors.
+chunks, and recall@10 under 1 % and 30 % document filters against an exact scan of the filtered vectors.
 
-The N vectors loaded by ``bench search`` get chunk rows (pseudo-words drawn from a Zipf distribution over a
-20,000-word vocabulary, so the tsvector and its GIN index have real work), documents of 100 chunks each, and the bookkeeping rows search reads
-(``vector_sets``, ``embedding_models``). Each query's question is the first words of the chunk its
-vector was perturbed from.
+The N vectors loaded by ``bench search`` get chunk rows (pseudo-words drawn from a Zipf distribution
+over a 20,000-word vocabulary, so the tsvector and its GIN index have real work), documents of 100
+chunks each, and the bookkeeping rows search reads (``vector_sets``, ``embedding_models``). Each
+query's question is the first words of the chunk its vector was perturbed from.
 """
 
 from __future__ import annotations
