@@ -36,3 +36,12 @@ run: install
 install-bench: install
 	$(BIN)/pip install -e '.[local,cloud,dev,bench]'
 	$(BIN)/pip uninstall -y torchvision
+
+# The tiers, runnable separately (tests/conftest.py assigns them): no database / PostgreSQL / processes.
+.PHONY: test-unit test-integration test-acceptance
+test-unit: install
+	$(BIN)/python -m pytest -q -m unit
+test-integration: install
+	$(BIN)/python -m pytest -q -m integration
+test-acceptance: install
+	$(BIN)/python -m pytest -q -m acceptance

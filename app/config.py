@@ -1,4 +1,9 @@
-"""Settings from the environment (names are a public contract: see ARCHITECTURE.md)."""
+"""The settings tree: every setting of Chronos, read from the environment here and nowhere else
+(docs/architecture.md). ``Settings.from_env()`` builds it; the ``Runtime`` carries it; code that runs
+without a runtime (converter child processes, the embedder's thread pool) asks :func:`current`.
+
+The one exception is the Modal container (``app/modal_app.py``, ``app/convert/container.py``): it runs
+where this package may not be installed and reads the environment Modal gives it."""
 
 from __future__ import annotations
 
@@ -64,6 +69,95 @@ def _flag(raw: str | None) -> bool:
     return (raw or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _opt_float(env: dict[str, str], name: str) -> float | None:
+    raw = (env.get(name) or "").strip()
+    return _float(env, name, 0.0) if raw else None
+
+
+def _opt_int(env: dict[str, str], name: str) -> int | None:
+    raw = (env.get(name) or "").strip()
+    return _int(env, name, 0) if raw else None
+
+
+PRICE_PREFIX = "CHRONOS_PRICE_"
+
+
+@dataclass(frozen=True)
+class ConvertSettings:
+    timeout_s: float | None = None
+    """``CHRONOS_CONVERT_TIMEOUT``: seconds one local conversion may take (default in ConvertOptions)."""
+    memory_mb: int | None = None
+    """``CHRONOS_CONVERT_MEMORY_MB``: resident memory cap of a converter process."""
+    processes: int | None = None
+    """``CHRONOS_CONVERT_PROCESSES``: converter processes a worker keeps (default: by cores and memory)."""
+    startup_timeout_s: float = 300.0
+    """``CHRONOS_CONVERT_STARTUP_TIMEOUT``: seconds a converter process may take to load Docling."""
+    artifacts_path: str | None = None
+    """``DOCLING_ARTIFACTS_PATH``: where Docling's layout/OCR models are (the standard PDF pipeline)."""
+
+    @classmethod
+    def from_env(cls, e: dict[str, str]) -> ConvertSettings:
+        return cls(
+            timeout_s=_opt_float(e, "CHRONOS_CONVERT_TIMEOUT"),
+            memory_mb=_opt_int(e, "CHRONOS_CONVERT_MEMORY_MB"),
+            processes=_opt_int(e, "CHRONOS_CONVERT_PROCESSES"),
+            startup_timeout_s=_float(e, "CHRONOS_CONVERT_STARTUP_TIMEOUT", cls.startup_timeout_s),
+            artifacts_path=e.get("DOCLING_ARTIFACTS_PATH") or None,
+        )
+
+
+@dataclass(frozen=True)
+class ModalSettings:
+    token_id: str | None = None
+    """``MODAL_TOKEN_ID`` / ``MODAL_TOKEN_SECRET``: with both set, ``auto`` converts PDFs on Modal."""
+    token_secret: str | None = None
+    gpu: str = "A10G"
+    """``CHRONOS_MODAL_GPU``: the GPU deployed (prices a call cancelled before any reply)."""
+    timeout_s: float | None = None
+    """``CHRONOS_MODAL_TIMEOUT``: seconds one Modal call (a whole batch) may take."""
+    batch: int = 8
+    """``CHRONOS_MODAL_BATCH``: documents one Modal call converts at most."""
+    batch_mb: float = 64.0
+    """``CHRONOS_MODAL_BATCH_MB``: megabytes of documents one Modal call carries at most."""
+    wait_ms: float = 500.0
+    """``CHRONOS_MODAL_WAIT_MS``: how long a batch waits for more documents before it is sent."""
+    retry_after_s: float = 300.0
+    """``CHRONOS_MODAL_RETRY_AFTER``: seconds the breaker keeps Modal closed after it failed."""
+    cpu: float | None = None
+    """``CHRONOS_MODAL_CPU`` / ``CHRONOS_MODAL_MEMORY_MB``: the deployment's reservations, for pricing."""
+    memory_mb: float | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.token_id and self.token_secret)
+
+    @classmethod
+    def from_env(cls, e: dict[str, str]) -> ModalSettings:
+        return cls(
+            token_id=e.get("MODAL_TOKEN_ID") or None,
+            token_secret=e.get("MODAL_TOKEN_SECRET") or None,
+            gpu=(e.get("CHRONOS_MODAL_GPU") or cls.gpu).upper(),
+            timeout_s=_opt_float(e, "CHRONOS_MODAL_TIMEOUT"),
+            batch=_int(e, "CHRONOS_MODAL_BATCH", cls.batch),
+            batch_mb=_float(e, "CHRONOS_MODAL_BATCH_MB", cls.batch_mb),
+            wait_ms=_float(e, "CHRONOS_MODAL_WAIT_MS", cls.wait_ms),
+            retry_after_s=_float(e, "CHRONOS_MODAL_RETRY_AFTER", cls.retry_after_s),
+            cpu=_opt_float(e, "CHRONOS_MODAL_CPU"),
+            memory_mb=_opt_float(e, "CHRONOS_MODAL_MEMORY_MB"),
+        )
+
+
+def _prices(e: dict[str, str]) -> tuple[tuple[str, float], ...]:
+    out = []
+    for name, raw in sorted(e.items()):
+        if name.startswith(PRICE_PREFIX):
+            try:
+                out.append((name, float(raw)))
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not a number (USD per unit)") from exc
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -85,16 +179,23 @@ class Settings:
     directus_url: str | None = None
     """``DIRECTUS_URL``: base URL of the Directus instance whose files.upload webhooks we accept."""
     directus_token: str | None = None
-    """``DIRECTUS_TOKEN``: static token used to fetch ``/assets/{id}`` from Directus."""
+    """``DIRECTUS_TOKEN``: static token used to read ``/files`` and ``/assets/{id}`` from Directus."""
+    directus_sync_s: float = 300.0
+    """``CHRONOS_DIRECTUS_SYNC_S``: seconds between the periodic Directus syncs under ``chronos serve``
+    (when Directus is configured); ``off`` turns it off."""
     embed_jobs: int = 4
     """``CHRONOS_EMBED_JOBS``: embed jobs one worker slot takes at once and runs side by side, so the
     embedder's threads are kept busy by several (often small) documents instead of one."""
     openai_api_key: str | None = None
     openai_base_url: str | None = None
-    modal_token_id: str | None = None
-    modal_token_secret: str | None = None
     monthly_budget_usd: Decimal | None = None
     """``CHRONOS_MONTHLY_BUDGET_USD``: overrides the budget stored in the database (settings table)."""
+    embed_threads: int | None = None
+    """``CHRONOS_EMBED_THREADS``: parallel encode threads of the local embedder (default: usable cores)."""
+    convert: ConvertSettings = field(default_factory=ConvertSettings)
+    modal: ModalSettings = field(default_factory=ModalSettings)
+    price_overrides: tuple[tuple[str, float], ...] = ()
+    """``CHRONOS_PRICE_<NAME>``: unit prices in USD that replace app/costs.py's defaults."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -110,14 +211,35 @@ class Settings:
             sse_heartbeat_s=_float(e, "CHRONOS_SSE_HEARTBEAT_S", cls.sse_heartbeat_s),
             directus_url=(e.get("DIRECTUS_URL") or "").rstrip("/") or None,
             directus_token=e.get("DIRECTUS_TOKEN") or None,
+            directus_sync_s=0.0 if (e.get("CHRONOS_DIRECTUS_SYNC_S") or "").strip().lower() in ("off", "0")
+            else _float(e, "CHRONOS_DIRECTUS_SYNC_S", cls.directus_sync_s),
             embed_jobs=_int(e, "CHRONOS_EMBED_JOBS", cls.embed_jobs),
             openai_api_key=e.get("OPENAI_API_KEY") or None,
             openai_base_url=e.get("OPENAI_BASE_URL") or None,
-            modal_token_id=e.get("MODAL_TOKEN_ID") or None,
-            modal_token_secret=e.get("MODAL_TOKEN_SECRET") or None,
             monthly_budget_usd=_decimal(e, "CHRONOS_MONTHLY_BUDGET_USD"),
+            embed_threads=_opt_int(e, "CHRONOS_EMBED_THREADS"),
+            convert=ConvertSettings.from_env(e),
+            modal=ModalSettings.from_env(e),
+            price_overrides=_prices(e),
         )
 
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The process's settings, for code that runs without a runtime: the ones :func:`use` set (the
+    runtime does, when it opens), else the environment's, read once."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def use(settings: Settings) -> None:
+    global _current
+    _current = settings

@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -91,6 +96,40 @@ class ServerThread:
 def server_thread(settings: Settings, **app_kw: Any) -> Iterator[ServerThread]:
     with ServerThread(settings, **app_kw) as server:
         yield server
+
+
+@contextlib.contextmanager
+def server_process(dsn: str, **env: str) -> Iterator[str]:
+    """``chronos serve`` (no projections) as a process of its own; yields its URL. For tests that drive
+    the server from many threads of their own: nothing of the server shares this interpreter."""
+    root = Path(__file__).resolve().parent.parent
+    environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHRONOS_HOME")}
+    environ.update(DATABASE_URL=dsn, CHRONOS_API_TOKENS=TOKEN, **env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--no-projections"],
+        cwd=root, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        found = re.search(r"listening on (http://\S+)/", first)
+        assert found, f"chronos serve did not start: {first}{proc.stdout.read() if proc.poll() is not None else ''}"
+        url = found.group(1)
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline and proc.poll() is None, "chronos serve did not come up"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def wait_until(predicate: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:

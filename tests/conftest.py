@@ -92,3 +92,25 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.fail(f"the shared corpus is missing at {CORPUS}")
     return CORPUS
+
+
+# --- tiers: `make test-unit`, `test-integration`, `test-acceptance` (pytest -m unit|integration|acceptance) ---
+_DATABASE_FIXTURES = {"pg_admin_dsn", "template_db", "dsn", "pool", "store", "blobs"}
+
+
+def _tier(item: pytest.Item) -> str:
+    path = Path(str(item.fspath))
+    if "unit" in path.parts:
+        return "unit"
+    module = getattr(item, "module", None)
+    if "faults" in path.parts or (module is not None and hasattr(module, "Cli")) or path.name == "test_api_serve.py":
+        return "acceptance"  # the CLI or the server as processes, and the fault suite
+    return "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = _tier(item)
+        if tier == "unit" and _DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            raise pytest.UsageError(f"{item.nodeid} is in the unit tier but uses the database: move it to tests/")
+        item.add_marker(getattr(pytest.mark, tier))

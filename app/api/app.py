@@ -102,7 +102,21 @@ def create_app(
 
 
 def _background(rt: Runtime, worker_slots: int, run_projections: bool) -> list[Service]:
-    """What runs beside the API: a worker process's back end, the projections alone, or nothing."""
+    """What runs beside the API: a worker process's back end, the projections alone, or nothing; and
+    the periodic Directus sync when Directus is configured."""
+    services = _back_end(rt, worker_slots, run_projections)
+    settings = rt.settings
+    if services and settings.directus_url and settings.directus_token and settings.directus_sync_s > 0:
+        from app.services.directus import run_periodic
+
+        async def directus_sync(stop: asyncio.Event) -> None:
+            await run_periodic(rt, stop, settings.directus_sync_s)
+
+        services.append(Service("sync:directus", directus_sync))
+    return services
+
+
+def _back_end(rt: Runtime, worker_slots: int, run_projections: bool) -> list[Service]:
     if worker_slots > 0:
         from app.pipeline.backend import backend_services
         from app.pipeline.worker import Worker

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.0 document of the API, written by hand (served at ``/openapi.json``).
+"""The OpenAPI 3.1 document of the API (served at ``/openapi.json``): the paths are written here, the
+components (every body) are generated from the types in app/api/bodies.py that the handlers answer with.
 
 Kept true by tests/test_api_openapi.py: every route of the app is documented, every documented
 operation exists, and schemathesis checks that responses conform to these schemas.
@@ -7,6 +8,8 @@ operation exists, and schemathesis checks that responses conform to these schema
 from __future__ import annotations
 
 from typing import Any
+
+from app.api.bodies import components
 
 S = dict[str, Any]
 
@@ -23,14 +26,6 @@ def integer(**kw: Any) -> S:
     return {"type": "integer", **kw}
 
 
-def number(**kw: Any) -> S:
-    return {"type": "number", **kw}
-
-
-def nullable(schema: S) -> S:
-    return {**schema, "nullable": True}
-
-
 def obj(props: S, required: list[str] | None = None, **kw: Any) -> S:
     out: S = {"type": "object", "properties": props, **kw}
     if required:
@@ -38,11 +33,6 @@ def obj(props: S, required: list[str] | None = None, **kw: Any) -> S:
     return out
 
 
-def array(items: S) -> S:
-    return {"type": "array", "items": items}
-
-
-TIME = string(format="date-time")
 UUID = string(format="uuid")
 
 ERROR_CODES = {
@@ -81,233 +71,7 @@ DOC_ID = {"name": "document_id", "in": "path", "required": True, "schema": UUID,
 READ: list[S] = [{}, {"bearerAuth": []}]
 WRITE: list[S] = [{"bearerAuth": []}]
 
-DOCUMENT_ROW = obj(
-    {
-        "document_id": UUID,
-        "filename": string(),
-        "media_type": nullable(string()),
-        "size": nullable(integer()),
-        "source": nullable(string()),
-        "source_ref": nullable(string()),
-        "status": string(
-            enum=[
-                "uploaded",
-                "converting",
-                "converted",
-                "chunking",
-                "chunked",
-                "embedding",
-                "searchable",
-                "failed",
-                "deleted",
-            ]
-        ),
-        "current_stage": nullable(string()),
-        "page_count": nullable(integer()),
-        "chunk_count": nullable(integer()),
-        "embedding_model": nullable(string()),
-        "backend": nullable(string()),
-        "attempts": integer(),
-        "last_error": nullable(string()),
-        "error_class": nullable(string()),
-        "failed_stage": nullable(string()),
-        "total_cost_usd": number(),
-        "uploaded_at": nullable(TIME),
-        "converted_at": nullable(TIME),
-        "chunked_at": nullable(TIME),
-        "embedded_at": nullable(TIME),
-        "failed_at": nullable(TIME),
-        "deleted_at": nullable(TIME),
-        "updated_at": nullable(TIME),
-        "last_position": integer(description="position of the last event applied: a version for merging updates"),
-    },
-    ["document_id", "filename", "status"],
-)
-
-STAGE = obj(
-    {
-        "stage": string(enum=["convert", "chunk", "embed"]),
-        "status": string(enum=["pending", "queued", "running", "retrying", "done", "failed"]),
-        "queued_at": nullable(TIME),
-        "finished_at": nullable(TIME),
-        "duration_s": nullable(number()),
-        "attempts": integer(),
-        "error": nullable(obj({"class": nullable(string()), "message": nullable(string())})),
-        "details": obj({}),
-    },
-    ["stage", "status", "queued_at", "finished_at", "duration_s"],
-)
-
-EVENT = obj(
-    {
-        "position": integer(),
-        "cursor": string(description="TX-POSITION; pass as after= or Last-Event-ID to resume after this event"),
-        "event_id": UUID,
-        "stream_id": string(),
-        "stream_version": integer(),
-        "type": string(),
-        "schema_version": integer(),
-        "document_id": nullable(string()),
-        "recorded_at": TIME,
-        "data": obj({}),
-        "metadata": obj({}),
-    },
-    ["position", "cursor", "event_id", "stream_id", "stream_version", "type", "recorded_at"],
-)
-
-INTAKE = obj(
-    {
-        "document_id": UUID,
-        "created": {"type": "boolean"},
-        "filename": string(),
-        "media_type": string(),
-        "size": integer(),
-        "sha256": string(),
-        "position": integer(),
-        "links": obj({}),
-    },
-    ["document_id", "created", "filename", "media_type", "size", "sha256"],
-)
-
-SCHEMAS: S = {
-    "Error": obj(
-        {"error": obj({"code": string(), "message": string()}, ["code", "message"])},
-        ["error"],
-    ),
-    "Document": DOCUMENT_ROW,
-    "DocumentList": obj(
-        {"documents": array(ref("Document")), "next_cursor": nullable(string())}, ["documents", "next_cursor"]
-    ),
-    "DocumentDetail": {
-        "allOf": [
-            ref("Document"),
-            obj(
-                {
-                    "sha256": nullable(string()),
-                    "stream_version": integer(),
-                    "last_position": integer(),
-                    "stages": array(STAGE),
-                    "costs": obj(
-                        {
-                            "total_usd": number(),
-                            "by_stage": obj({}, additionalProperties=number()),
-                            "lines": array(obj({})),
-                        },
-                        ["total_usd", "by_stage", "lines"],
-                    ),
-                    "errors": array(
-                        obj({"stage": string(), "message": nullable(string()), "final": {"type": "boolean"}})
-                    ),
-                    "links": obj({}),
-                },
-                ["stages", "costs", "errors"],
-            ),
-        ]
-    },
-    "Intake": INTAKE,
-    "Event": EVENT,
-    "EventList": obj({"events": array(ref("Event")), "next": string(), "head": integer()}, ["events", "next", "head"]),
-    "DocumentEvents": obj({"document_id": UUID, "events": array(ref("Event"))}, ["document_id", "events"]),
-    "Chunk": obj(
-        {
-            "chunk_id": UUID,
-            "chunk_set_id": UUID,
-            "ordinal": integer(),
-            "text": string(),
-            "pages": array(integer()),
-            "heading_path": array(string()),
-            "char_start": nullable(integer()),
-            "char_end": nullable(integer()),
-            "token_count": nullable(integer()),
-        },
-        ["chunk_id", "ordinal", "text", "pages"],
-    ),
-    "ChunkList": obj(
-        {"document_id": UUID, "chunks": array(ref("Chunk")), "next_after": nullable(integer())},
-        ["document_id", "chunks", "next_after"],
-    ),
-    "ReprocessRequest": obj(
-        {
-            "stage": string(enum=["convert", "chunk", "embed"], description="default: the failed stage, else convert"),
-            "backend": string(enum=["auto", "local", "modal"]),
-            "chunk_size": integer(minimum=1, maximum=100000),
-            "chunk_overlap": integer(minimum=1, maximum=100000),
-            "model": string(),
-            "reason": string(),
-            "over_budget": {"type": "boolean", "description": "proceed even when the quote crosses the budget"},
-        }
-    ),
-    "Reprocess": obj(
-        {"document_id": UUID, "stage": string(), "requested": {"type": "boolean"}, "quote": obj({"usd": number()})},
-        ["document_id", "stage", "requested", "quote"],
-    ),
-    "DeleteRequest": obj({"reason": string()}),
-    "Deleted": obj(
-        {"document_id": UUID, "deleted": {"type": "boolean"}, "already_deleted": {"type": "boolean"}},
-        ["document_id", "deleted", "already_deleted"],
-    ),
-    "SearchResult": obj(
-        {
-            "query": string(),
-            "k": integer(),
-            "model": nullable(string()),
-            "mode": string(),
-            "as_of": nullable(string()),
-            "note": string(),
-            "hits": array(
-                obj(
-                    {
-                        "chunk_id": string(),
-                        "document_id": string(),
-                        "filename": string(),
-                        "ordinal": integer(),
-                        "text": string(),
-                        "pages": array(integer()),
-                        "heading_path": array(string()),
-                        "score": number(),
-                        "model": string(),
-                        "title": nullable(string()),
-                        "char_start": nullable(integer()),
-                        "char_end": nullable(integer()),
-                        "snippet": string(),
-                        "mode": string(),
-                        "similarity": nullable(number()),
-                        "vector_rank": nullable(integer()),
-                        "text_rank": nullable(integer()),
-                    },
-                    ["document_id", "filename", "text", "pages", "score"],
-                )
-            ),
-        },
-        ["query", "k", "model", "hits"],
-    ),
-    "Costs": obj(
-        {
-            "from": string(format="date"),
-            "to": string(format="date"),
-            "total_usd": number(),
-            "days": array(obj({"day": string(format="date"), "usd": number(), "by_stage": obj({})}, ["day", "usd"])),
-            "month": obj(
-                {"month": string(), "spent_usd": number(), "budget_usd": number(), "over_budget": {"type": "boolean"}},
-                ["month", "spent_usd", "budget_usd", "over_budget"],
-            ),
-        },
-        ["from", "to", "total_usd", "days", "month"],
-    ),
-    "Health": obj({"status": string()}, ["status"]),
-    "Ready": obj({"ready": {"type": "boolean"}, "checks": obj({})}, ["ready", "checks"]),
-    "DirectusWebhook": obj(
-        {
-            "event": string(example="files.upload"),
-            "key": string(description="Directus file id"),
-            "keys": array(string()),
-            "collection": string(example="directus_files"),
-            "payload": obj({"filename_download": string(), "type": string()}),
-        },
-        ["event"],
-    ),
-    "DirectusResult": obj({"ignored": {"type": "boolean"}, "documents": array(obj({}))}, ["ignored", "documents"]),
-}
+SCHEMAS: S = components()  # generated from the types the handlers answer with (app/api/bodies.py)
 
 PATHS: S = {
     "/documents": {
@@ -395,6 +159,15 @@ PATHS: S = {
                 qparam("data", string(enum=["full", "summary", "none"]), "How much of each event's data"),
             ],
             "responses": responses({"200": json_ok("Events", ref("DocumentEvents"))}, "401", "403", "404"),
+        }
+    },
+    "/documents/{document_id}/revisions": {
+        "get": {
+            "operationId": "documentRevisions",
+            "summary": "Every revision of the document: source, hash, stages, failure, cost, the serving one",
+            "security": READ,
+            "parameters": [DOC_ID],
+            "responses": responses({"200": json_ok("Revisions", ref("DocumentRevisions"))}, "401", "403", "404"),
         }
     },
     "/documents/{document_id}/markdown": {
@@ -498,10 +271,10 @@ PATHS: S = {
                 qparam("mode", {"type": "string", "enum": ["hybrid", "vector", "text"], "default": "hybrid"},
                        "hybrid (default), vector, or text (no embedding)"),
                 qparam("as_of", string(), "Answer with the chunks current at this ISO timestamp or log position"),
-                qparam("document_id", array(UUID), "Only these documents (repeat the parameter)"),
+                qparam("document_id", {"type": "array", "items": UUID}, "Only these documents (repeat the parameter)"),
                 qparam("filename", string(), "Only files whose name matches this glob (* and ?), case-insensitive"),
-                qparam("media_type", array(string()), "Only these media types (repeatable)"),
-                qparam("source", array(string()), "Only these sources: cli, api, directus (repeatable)"),
+                qparam("media_type", {"type": "array", "items": string()}, "Only these media types (repeatable)"),
+                qparam("source", {"type": "array", "items": string()}, "Only these sources (repeatable)"),
                 qparam("uploaded_from", string(), "Only documents uploaded at or after (ISO date or timestamp)"),
                 qparam("uploaded_to", string(), "Only documents uploaded before (ISO date or timestamp)"),
             ],
@@ -553,7 +326,7 @@ PATHS: S = {
     "/hooks/directus": {
         "post": {
             "operationId": "directusHook",
-            "summary": "Directus Flow webhook for files.upload: fetch the asset and ingest it",
+            "summary": "Directus Flow webhook (files.upload/update/delete): a new revision, or a deletion",
             "security": WRITE,
             "requestBody": {"required": True, "content": {"application/json": {"schema": ref("DirectusWebhook")}}},
             "responses": responses(
@@ -599,7 +372,7 @@ PATHS: S = {
             "operationId": "openapi",
             "summary": "This document",
             "security": [{}],
-            "responses": {"200": json_ok("OpenAPI 3.0", obj({}))},
+            "responses": {"200": json_ok("OpenAPI 3.1", obj({}))},
         }
     },
 }
@@ -611,7 +384,7 @@ def document() -> S:
         for code, text in {**ERROR_CODES, "500": "Internal error (no details; see the server log)"}.items()
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "Chronos Ingest API",
             "version": "1",

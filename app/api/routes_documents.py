@@ -12,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from app.api import bodies
 from app.api.auth import actor_of, admin, reads, require, writes
+from app.api.bodies import typed
 from app.api.common import document_id, event_json, int_param, json_body, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
@@ -25,6 +27,7 @@ from app.pipeline.stream import DocumentStream
 from app.services import reprocess as reprocess_service
 from app.services.delete import delete_document as delete_service
 from app.services.documents import DocumentDeleted, document_view, read_document
+from app.services.documents import history as history_service
 from app.services.selection import Selection
 from app.services.upload import IntakeResult, ingest_stream
 from events.errors import BlobNotFound
@@ -51,12 +54,15 @@ def intake_json(result: IntakeResult) -> dict[str, Any]:
 
 def links(doc: str) -> dict[str, str]:
     base = f"/documents/{doc}"
-    return {"self": base, "events": f"{base}/events", "markdown": f"{base}/markdown", "chunks": f"{base}/chunks"}
+    return {
+        "self": base, "events": f"{base}/events", "markdown": f"{base}/markdown", "chunks": f"{base}/chunks",
+        "revisions": f"{base}/revisions",
+    }  # fmt: skip
 
 
 def intake_response(result: IntakeResult) -> Response:
     return json_response(
-        intake_json(result),
+        typed(bodies.Intake, intake_json(result)),
         status=202 if result.created else 200,
         headers={"Location": f"/documents/{result.document_id}"},
     )
@@ -152,10 +158,13 @@ async def list_documents(request: Request) -> Response:
     more = len(rows) > limit
     rows = rows[:limit]
     return json_response(
-        {
-            "documents": [document_row_json(r) for r in rows],
-            "next_cursor": _encode_cursor(rows[-1]) if more else None,
-        }
+        typed(
+            bodies.DocumentList,
+            {
+                "documents": [document_row_json(r) for r in rows],
+                "next_cursor": _encode_cursor(rows[-1]) if more else None,
+            },
+        )
     )
 
 
@@ -165,7 +174,7 @@ async def get_document(request: Request) -> Response:
     doc = document_id(request)
     body = await document_view(rt.pool, rt.store, doc)
     body["links"] = links(doc)
-    return json_response(body)
+    return json_response(typed(bodies.DocumentDetail, body))
 
 
 @reads
@@ -179,7 +188,18 @@ async def document_events(request: Request) -> Response:
     data = request.query_params.get("data", "full")
     if data not in ("full", "summary", "none"):
         raise ApiError(400, "invalid_parameter", "data must be full, summary or none")
-    return json_response({"document_id": doc, "events": [event_json(e, data=data) for e in events]})
+    shown = [event_json(e, data=data) for e in events]
+    return json_response(typed(bodies.DocumentEvents, {"document_id": doc, "events": shown}))
+
+
+@reads
+async def document_revisions(request: Request) -> Response:
+    """Every revision of the document: source, hash, stages, failure, cost, and which one search serves."""
+    rt = runtime(request)
+    doc = document_id(request)
+    body = await history_service(rt.store, doc)
+    body["links"] = links(doc)
+    return json_response(typed(bodies.DocumentRevisions, body))
 
 
 @reads
@@ -215,8 +235,8 @@ async def document_chunks(request: Request) -> Response:
     # serves it yet (``serving``) or still answers from the set before it.
     chunked = DocumentStream.of(events).current_chunk_set
     if chunked is None:
-        return json_response({"document_id": doc, "chunk_set_id": None, "serving": False, "chunks": [],
-                              "next_after": None})  # fmt: skip
+        return json_response(typed(bodies.ChunkList, {"document_id": doc, "chunk_set_id": None, "serving": False,
+                                                      "chunks": [], "next_after": None}))  # fmt: skip
     try:
         full = await full_chunks(rt.blobs, chunked)
     except BlobNotFound:
@@ -238,13 +258,16 @@ async def document_chunks(request: Request) -> Response:
         for c in page[:limit]
     ]
     return json_response(
-        {
-            "document_id": doc,
-            "chunk_set_id": chunked.chunk_set_id,
-            "serving": chunked.chunk_set_id == state.serving_chunk_set_id,
-            "chunks": chunks,
-            "next_after": chunks[-1]["ordinal"] if more and chunks else None,
-        }
+        typed(
+            bodies.ChunkList,
+            {
+                "document_id": doc,
+                "chunk_set_id": chunked.chunk_set_id,
+                "serving": chunked.chunk_set_id == state.serving_chunk_set_id,
+                "chunks": chunks,
+                "next_after": chunks[-1]["ordinal"] if more and chunks else None,
+            },
+        )
     )
 
 
@@ -276,7 +299,8 @@ async def reprocess(request: Request) -> Response:
         rt.pool, rt.store, rt.settings, plan, actor=actor_of(request), over_budget_ok=body.get("over_budget") is True
     )
     return json_response(
-        {"document_id": doc, "stage": stage, "requested": True, "quote": plan.quote.to_json()}, status=202
+        typed(bodies.Reprocess, {"document_id": doc, "stage": stage, "requested": True, "quote": plan.quote.to_json()}),
+        status=202,
     )
 
 
@@ -305,7 +329,9 @@ async def delete_document(request: Request) -> Response:
     body = await json_body(request)
     reason = _opt_str(body, "reason") or "deleted through the api"
     deleted = await delete_service(rt.store, doc, reason, actor=actor_of(request))
-    return json_response({"document_id": doc, "deleted": deleted, "already_deleted": not deleted})
+    return json_response(
+        typed(bodies.Deleted, {"document_id": doc, "deleted": deleted, "already_deleted": not deleted})
+    )
 
 
 routes = [
@@ -314,6 +340,7 @@ routes = [
     Route("/documents/{document_id}", get_document, methods=["GET"]),
     Route("/documents/{document_id}", delete_document, methods=["DELETE"]),
     Route("/documents/{document_id}/events", document_events, methods=["GET"]),
+    Route("/documents/{document_id}/revisions", document_revisions, methods=["GET"]),
     Route("/documents/{document_id}/markdown", document_markdown, methods=["GET"]),
     Route("/documents/{document_id}/chunks", document_chunks, methods=["GET"]),
     Route("/documents/{document_id}/reprocess", reprocess, methods=["POST"]),

@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from app.api import bodies
 from app.api.auth import reads
+from app.api.bodies import typed
 from app.api.common import event_json, int_param, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
@@ -71,7 +73,8 @@ async def list_events(request: Request) -> Response:
     events = await rt.store.read_safe(cursor, limit)
     next_cursor = str(events[-1].cursor) if events else str(cursor)
     shown = [event_json(e, data=data) for e in events if types is None or e.type in types]
-    return json_response({"events": shown, "next": next_cursor, "head": await rt.store.head_position()})
+    head = await rt.store.head_position()
+    return json_response(typed(bodies.EventList, {"events": shown, "next": next_cursor, "head": head}))
 
 
 @reads

@@ -291,9 +291,27 @@ class ApiTokenRevoked(Event, frozen=True):
     reason: str = ""
 
 
+class SourceSynced(Event, frozen=True):
+    """A sync with an external source finished (stream ``sync-<source>``): ``high_water`` is the newest
+    change time it took in (the next sync lists files changed after it); the counts are what it did."""
+
+    TYPE: ClassVar[str] = "SourceSynced"
+    source: str
+    high_water: str | None = None
+    uploaded: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"uploaded": self.uploaded, "unchanged": self.unchanged, "deleted": self.deleted,
+                "rejected": self.rejected}  # fmt: skip
+
+
 ALL: tuple[type[Event], ...] = (
     DocumentUploaded, DocumentDeleted, ConversionRequested, ChunkingRequested, EmbeddingRequested,
     DocumentConverted, DocumentChunked, ChunkingUnchanged, ChunksEmbedded,
     ConversionFailed, ChunkingFailed, EmbeddingFailed, CostIncurred, ApiTokenCreated, ApiTokenRevoked,
+    SourceSynced,
 )  # fmt: skip
 BY_TYPE: dict[str, type[Event]] = {cls.TYPE: cls for cls in ALL}

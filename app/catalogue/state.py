@@ -167,6 +167,7 @@ class DocumentState:
 
 
 _EXTRA = frozenset({"chunk_settings", "model", "embedded", "serving_chunk_set_id", "halted", "chunk_set_revision"})
+EXTRA_FIELDS = _EXTRA  # kept in documents.state (jsonb), not in columns
 _ORDER = {"convert": 0, "chunk": 1, "embed": 2}
 
 

@@ -15,4 +15,6 @@ COMMAND_MODULES: list[str] = [
     "reprocess",
     "serve",
     "tokens",
+    "sync",
+    "history",
 ]

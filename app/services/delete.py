@@ -19,11 +19,11 @@ from app.catalogue.ids import stream_for
 from app.services.documents import parse_document_id, read_document
 from events.blobs import PgBlobStore
 from events.errors import WrongExpectedVersion
+from events.log import EventLog
 from events.sqlfiles import query
-from events.store import EventStore
 
 
-async def delete_document(store: EventStore, document_id: str, reason: str, actor: str) -> bool:
+async def delete_document(store: EventLog, document_id: str, reason: str, actor: str) -> bool:
     """Append DocumentDeleted; False when the document was deleted already. DocumentNotFound when unknown."""
     doc = parse_document_id(document_id)
     for _attempt in range(5):
@@ -41,7 +41,7 @@ async def delete_document(store: EventStore, document_id: str, reason: str, acto
     raise WrongExpectedVersion(f"document {doc} kept changing while it was being deleted; try again")
 
 
-async def delete_documents(store: EventStore, ids: list[str], reason: str, actor: str = "cli") -> list[str]:
+async def delete_documents(store: EventLog, ids: list[str], reason: str, actor: str = "cli") -> list[str]:
     """Delete each document; returns those deleted now (not those deleted before)."""
     return [parse_document_id(d) for d in ids if await delete_document(store, d, reason, actor)]
 

@@ -19,6 +19,7 @@ from app.catalogue.ids import document_id_from_stream, stream_for
 from app.catalogue.state import DocumentState, evolve
 from app.errors import Conflict, NotFound
 from app.pipeline.dispatcher import STAGE_FOR
+from events.log import EventLog
 from events.sqlfiles import query
 from events.store import EventStore
 from events.types import RecordedEvent
@@ -41,7 +42,7 @@ def parse_document_id(raw: str) -> str:
         raise DocumentNotFound(f"{raw!r} is not a document id (a UUID; see `chronos documents list`)") from None
 
 
-async def read_document(store: EventStore, document_id: str) -> tuple[DocumentState, list[RecordedEvent]]:
+async def read_document(store: EventLog, document_id: str) -> tuple[DocumentState, list[RecordedEvent]]:
     """The document's state and its stream; DocumentNotFound when the stream holds no upload."""
     doc = parse_document_id(document_id)
     events = await store.read_stream_all(stream_for(doc))
@@ -278,3 +279,25 @@ def revisions(events: list[RecordedEvent], state: DocumentState) -> list[dict[st
     if state.serving_revision in out and not state.deleted:
         out[state.serving_revision]["serving"] = True
     return [out[r] for r in sorted(out)]
+
+
+def resolve_document(id_or_key: str) -> str:
+    """A document id given as its UUID or as its key (``directus:<id>``, ``api:<id>``, ``folder:…``)."""
+    from app.catalogue.ids import document_id_for_key
+
+    try:
+        return str(uuid.UUID(id_or_key))
+    except ValueError:
+        if ":" in id_or_key:
+            return str(document_id_for_key(id_or_key))
+        return parse_document_id(id_or_key)  # raises DocumentNotFound with its hint
+
+
+async def history(store: EventLog, id_or_key: str) -> dict[str, Any]:
+    """``chronos history`` and ``GET /documents/{id}/revisions``: the document and every revision."""
+    state, events = await read_document(store, resolve_document(id_or_key))
+    return {
+        "document_id": state.document_id, "key": state.document_key, "status": state.status.value,
+        "revision": state.revision, "serving_revision": None if state.deleted else state.serving_revision,
+        "revisions": revisions(events, state),
+    }  # fmt: skip

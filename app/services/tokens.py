@@ -25,6 +25,7 @@ from app.catalogue import events as ev
 from app.catalogue.codec import new_event
 from app.catalogue.ids import token_stream
 from app.errors import InvalidRequest, NotFound
+from events.log import EventLog
 from events.sqlfiles import query
 from events.store import NO_STREAM, EventStore
 
@@ -97,7 +98,7 @@ async def lookup(pool: asyncpg.Pool, presented: str) -> Principal | None:
 
 
 async def create(
-    store: EventStore, name: str, scope: str, *, actor: str, collections: list[str] | None = None
+    store: EventLog, name: str, scope: str, *, actor: str, collections: list[str] | None = None
 ) -> tuple[str, str]:
     """A new token: returns (token_id, the token itself — shown once, never stored)."""
     if scope not in ev.SCOPES:

@@ -68,3 +68,54 @@ DROP VIEW IF EXISTS v_failures CASCADE;
 CREATE VIEW v_failures AS
 SELECT document_id, filename, failed_stage, error_class, last_error, attempts, failed_at
 FROM documents WHERE status = 'failed';
+
+-- One row per revision of every document, from the log (docs/revisions.md): where its content came
+-- from, when each stage finished for it, its last failure (when its last stage event is one), what its
+-- results cost, and whether search answers from it. Events older than revisions carry no revision:
+-- they belong to the revision uploaded last before them in their stream.
+DROP VIEW IF EXISTS v_document_revisions CASCADE;
+CREATE VIEW v_document_revisions AS
+WITH uploads AS (
+    SELECT e.stream_id, (e.data ->> 'document_id')::uuid AS document_id,
+           coalesce((e.data ->> 'revision')::int, 1) AS revision, e.position, e.recorded_at AS uploaded_at,
+           e.data ->> 'key' AS key, e.data ->> 'filename' AS filename, e.data ->> 'media_type' AS media_type,
+           (e.data ->> 'size')::bigint AS size, e.data ->> 'sha256' AS sha256, e.data ->> 'source' AS source,
+           e.data ->> 'source_ref' AS source_ref, e.metadata ->> 'actor' AS actor
+    FROM events e WHERE e.type = 'DocumentUploaded'
+), results AS (
+    SELECT e.stream_id, e.position, e.event_id, e.type, e.recorded_at, e.data,
+           coalesce((e.data ->> 'revision')::int, (
+               SELECT coalesce((u.data ->> 'revision')::int, 1) FROM events u
+               WHERE u.stream_id = e.stream_id AND u.type = 'DocumentUploaded' AND u.position < e.position
+               ORDER BY u.position DESC LIMIT 1)) AS revision
+    FROM events e
+    WHERE e.type IN ('DocumentConverted', 'DocumentChunked', 'ChunkingUnchanged', 'ChunksEmbedded',
+                     'ConversionFailed', 'ChunkingFailed', 'EmbeddingFailed')
+)
+SELECT u.document_id, u.revision, u.key, u.uploaded_at, u.filename, u.media_type, u.size, u.sha256, u.source,
+       u.source_ref, u.actor, s.converted_at, s.chunked_at, s.embedded_at, last.failed_stage, last.failure,
+       coalesce(c.cost_usd, 0) AS cost_usd,
+       (d.serving_revision = u.revision AND d.deleted_at IS NULL) AS serving,
+       d.revision = u.revision AS latest, d.deleted_at
+FROM uploads u
+LEFT JOIN LATERAL (
+    SELECT max(r.recorded_at) FILTER (WHERE r.type = 'DocumentConverted') AS converted_at,
+           max(r.recorded_at) FILTER (WHERE r.type IN ('DocumentChunked', 'ChunkingUnchanged')) AS chunked_at,
+           max(r.recorded_at) FILTER (WHERE r.type = 'ChunksEmbedded') AS embedded_at
+    FROM results r WHERE r.stream_id = u.stream_id AND r.revision = u.revision
+) s ON true
+LEFT JOIN LATERAL (
+    SELECT CASE r.type WHEN 'ConversionFailed' THEN 'convert' WHEN 'ChunkingFailed' THEN 'chunk' ELSE 'embed' END
+               AS failed_stage,
+           r.data ->> 'message' AS failure
+    FROM (SELECT * FROM results r WHERE r.stream_id = u.stream_id AND r.revision = u.revision
+          ORDER BY r.position DESC LIMIT 1) r
+    WHERE r.type LIKE '%Failed'
+) last ON true
+LEFT JOIN LATERAL (
+    SELECT sum((ce.data ->> 'amount_usd')::numeric) AS cost_usd
+    FROM results r JOIN events ce ON ce.type = 'CostIncurred' AND ce.stream_id = r.stream_id
+                                  AND ce.data ->> 'caused_by' = r.event_id::text
+    WHERE r.stream_id = u.stream_id AND r.revision = u.revision
+) c ON true
+LEFT JOIN documents d ON d.document_id = u.document_id;

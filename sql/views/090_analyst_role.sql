@@ -12,7 +12,7 @@ $$;
 GRANT USAGE ON SCHEMA public TO chronos_analyst;
 GRANT SELECT ON documents, chunks, chunk_rows, vectors, vectors_history, cost_ledger, chunk_sets, vector_sets,
     embedding_models, settings, events, v_documents, v_stage_events, v_stage_latency_daily, v_cost_daily,
-    v_cost_by_document, v_budget_month, v_failures, v_search_models TO chronos_analyst;
+    v_cost_by_document, v_budget_month, v_failures, v_search_models, v_document_revisions TO chronos_analyst;
 REVOKE ALL ON blobs, blob_chunks, blob_uploads FROM chronos_analyst;
 GRANT EXECUTE ON FUNCTION search_chunks(vector, integer, text) TO chronos_analyst;
 GRANT EXECUTE ON FUNCTION search_chunks_as_of(vector, integer, text, bigint) TO chronos_analyst;

@@ -52,6 +52,8 @@ def sample(cls: type[ev.Event]) -> ev.Event:
         ev.ApiTokenCreated: {"token_id": "t", "name": "n", "scope": "write", "token_sha256": "h",
                              "collections": ["finance"]},
         ev.ApiTokenRevoked: {"token_id": "t", "reason": "left"},
+        ev.SourceSynced: {"source": "directus", "high_water": "2026-01-01T00:00:00.000Z", "uploaded": 2, "unchanged": 1,
+                          "deleted": 0, "rejected": 1},
         ev.CostIncurred: {"stage": "embed", "provider": "openai", "resource": "tokens", "quantity": 5.0,
                           "unit_price_usd": 2e-8, "amount_usd": 1e-7, "caused_by": "e", "details": {"k": 1}},
     }  # fmt: skip
