@@ -30,8 +30,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
+from app import chunk_context
 from app.catalogue import events as ev
 from app.embedders.base import text_sha256
 
@@ -46,7 +48,11 @@ _WINDOW = 20_000  # how far past the last found item an item is looked for
 _HEADING = re.compile(r"^(#+)\s(.*)")
 _HEADING_SEP = "\x1f"  # heading texts may contain "/", MarkdownNodeParser's default separator
 
+_TABLE_LINE = re.compile(r"^[ \t]*\|.*\|[ \t]*$")
+_TABLE_RULE = re.compile(r"^[ \t]*\|?[ \t]*:?-{2,}:?[ \t]*(\|[ \t]*:?-{2,}:?[ \t]*)*\|?[ \t]*$")
+
 CountTokens = Callable[[Sequence[str]], list[int]]
+Span = tuple[int, int, list[str], str]  # start, end, heading path, the table's header row ("" for prose)
 
 
 class HasCountTokens(Protocol):
@@ -86,13 +92,71 @@ def chunk_document(
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
 ) -> tuple[list[ev.Chunk], ev.ChunkParameters]:
-    """Chunks of ``markdown`` (in order, ordinals from 0) and the parameters actually used."""
-    counter: CountTokens = count_tokens.count_tokens if hasattr(count_tokens, "count_tokens") else count_tokens
-    overhead = counter([""])[0]  # special tokens the model adds to every input ([CLS] [SEP])
+    """Chunks of ``markdown`` (in order, ordinals from 0) and the parameters actually used (no context:
+    each chunk is embedded as written; the chunk stage uses ``chunk_with_context``)."""
+    counter = _counter(count_tokens)
     params = chunk_parameters(embedder_max_tokens, tokenizer_name, chunk_size, chunk_overlap)
+    chunks, _ = _chunks(docling_json, markdown, counter, params)
+    return chunks, params
+
+
+def chunk_with_context(
+    docling_json: bytes,
+    markdown: str,
+    *,
+    embedder_max_tokens: int,
+    count_tokens: CountTokens | HasCountTokens,
+    tokenizer_name: str,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    filename: str | None = None,
+    context_template: str = chunk_context.DEFAULT_TEMPLATE,
+) -> tuple[list[ev.Chunk], list[ev.ChunkContent], ev.ChunkParameters]:
+    """Chunks, their content (text, heading path, title, context) and the parameters used.
+
+    The context (app/chunk_context.py) takes at most ``context_budget`` tokens of the embedder's
+    window and the chunk size is capped by what is left, so context + chunk always fit; each chunk's
+    ``embed_sha256`` is the hash of what the embed stage will embed (the embedding cache's key)."""
+    counter = _counter(count_tokens)
+    template = chunk_context.check_template(context_template)
+    budget = chunk_context.context_budget(embedder_max_tokens)
+    params = chunk_parameters(embedder_max_tokens - budget, tokenizer_name, chunk_size, chunk_overlap)
+    params = msgspec.structs.replace(
+        params, embedder_max_tokens=embedder_max_tokens, context_template=template, context_tokens=budget
+    )
+    chunks, tables = _chunks(docling_json, markdown, counter, params)
+    title = chunk_context.document_title(docling_json, markdown, filename)
+    contexts = [
+        chunk_context.cap(chunk_context.render(template, title, c.heading_path or [], table), counter, budget)
+        for c, table in zip(chunks, tables, strict=True)
+    ]
+    inputs = [chunk_context.embed_input(x, c.text or "") for x, c in zip(contexts, chunks, strict=True)]
+    for i, count in enumerate(counter(inputs)):  # sub-word counts do not add up exactly: re-check each
+        while count > embedder_max_tokens and contexts[i]:
+            contexts[i] = chunk_context.cap(contexts[i], counter, max(0, counter([contexts[i]])[0] - (count -
+                                            embedder_max_tokens) - 1))  # fmt: skip
+            inputs[i] = chunk_context.embed_input(contexts[i], chunks[i].text or "")
+            count = counter([inputs[i]])[0]
+    out = [msgspec.structs.replace(c, embed_sha256=text_sha256(x)) for c, x in zip(chunks, inputs, strict=True)]
+    contents = [
+        ev.ChunkContent(text=c.text or "", heading_path=list(c.heading_path or ()), title=title, context=x)
+        for c, x in zip(chunks, contexts, strict=True)
+    ]
+    return out, contents, params
+
+
+def _counter(count_tokens: CountTokens | HasCountTokens) -> CountTokens:
+    return count_tokens.count_tokens if hasattr(count_tokens, "count_tokens") else count_tokens
+
+
+def _chunks(
+    docling_json: bytes, markdown: str, counter: CountTokens, params: ev.ChunkParameters
+) -> tuple[list[ev.Chunk], list[str]]:
+    """The chunks and, for each, its table's header row ("" for a chunk of prose)."""
+    overhead = counter([""])[0]  # special tokens the model adds to every input ([CLS] [SEP])
     cap = params.chunk_size
     if not markdown.strip():
-        return [], params
+        return [], []
     from llama_index.core.node_parser import SentenceSplitter
 
     splitter = SentenceSplitter(
@@ -100,32 +164,41 @@ def chunk_document(
         chunk_overlap=min(params.chunk_overlap, (cap - overhead) // 2),
         tokenizer=lambda text: _Sized(max(0, counter([text])[0] - overhead)),
     )
-    spans: list[tuple[int, int, list[str]]] = []
+    spans: list[Span] = []
     for section in markdown_sections(markdown):
-        body = markdown[section.start : section.end]
-        cursor = 0
-        for piece in splitter.split_text(body):
-            located = locate(body, piece, cursor)
-            if located is None:
-                log.warning("A chunk could not be located in its section; using the section",
-                            extra={"section_start": section.start, "chunk_chars": len(piece)})
-                located = (0, len(body))
-            start, end = located
-            cursor = start + 1
-            spans.append((section.start + start, section.start + end, section.heading_path))
+        for start, end, is_table in table_blocks(markdown, section.start, section.end):
+            if is_table:
+                spans += [(s, e, section.heading_path, header)
+                          for s, e, header in table_row_spans(markdown, start, end, counter, cap)]  # fmt: skip
+                continue
+            body = markdown[start:end]
+            if not body.strip():
+                continue
+            cursor = 0
+            for piece in splitter.split_text(body):
+                located = locate(body, piece, cursor)
+                if located is None:
+                    log.warning("A chunk could not be located in its section; using the section",
+                                extra={"section_start": section.start, "chunk_chars": len(piece)})
+                    located = (0, len(body))
+                begin, finish = located
+                cursor = begin + 1
+                spans.append((start + begin, start + finish, section.heading_path, ""))
     spans = _enforce_cap(markdown, spans, counter, cap)
     pages_of = PageMap.build(docling_json, markdown)
-    texts = [markdown[s:e] for s, e, _ in spans]
+    texts = [markdown[s:e] for s, e, _, _ in spans]
     counts = counter(texts)
     chunks: list[ev.Chunk] = []
-    for (start, end, heading_path), text, count in zip(spans, texts, counts, strict=True):
+    tables: list[str] = []
+    for (start, end, heading_path, header), text, count in zip(spans, texts, counts, strict=True):
         if not _has_words(text):
             continue
         chunks.append(ev.Chunk(
             ordinal=len(chunks), text=text, text_sha256=text_sha256(text), pages=pages_of.pages(start, end),
             heading_path=list(heading_path), char_start=start, char_end=end, token_count=count,
         ))  # fmt: skip
-    return chunks, params
+        tables.append(chunk_context.table_header(header) if header else "")
+    return chunks, tables
 
 
 def chunk_parameters(
@@ -190,6 +263,87 @@ def markdown_sections(markdown: str) -> list[_Section]:
     return sections
 
 
+# --- tables: chunks of whole rows --------------------------------------------------------------
+
+
+def table_blocks(markdown: str, start: int, end: int) -> list[tuple[int, int, bool]]:
+    """[start, end) cut into contiguous blocks: Markdown tables (a row, a rule, rows) and the rest."""
+    blocks: list[tuple[int, int, bool]] = []
+    lines: list[tuple[int, int]] = []
+    pos = start
+    while pos < end:
+        nl = markdown.find("\n", pos, end)
+        stop = end if nl < 0 else nl
+        lines.append((pos, stop))
+        pos = stop + 1
+    cursor = start
+    i = 0
+    while i < len(lines):
+        s, e = lines[i]
+        is_head = _TABLE_LINE.match(markdown[s:e]) and i + 1 < len(lines)
+        if is_head and _TABLE_RULE.match(markdown[lines[i + 1][0] : lines[i + 1][1]]):
+            j = i + 2
+            while j < len(lines) and _TABLE_LINE.match(markdown[lines[j][0] : lines[j][1]]):
+                j += 1
+            if s > cursor:
+                blocks.append((cursor, s, False))
+            blocks.append((s, lines[j - 1][1], True))
+            cursor = lines[j - 1][1]
+            i = j
+            continue
+        i += 1
+    if cursor < end:
+        blocks.append((cursor, end, False))
+    return blocks
+
+
+def table_row_spans(
+    markdown: str, start: int, end: int, counter: CountTokens, cap: int
+) -> list[tuple[int, int, str]]:
+    """A table's rows in chunks of whole rows that fit ``cap`` tokens, each with the table's header row
+    (the first chunk holds the header and rule as written; the others carry the header as context).
+    Only a single row longer than the window is ever cut (by the token cap afterwards)."""
+    rows: list[tuple[int, int]] = []
+    pos = start
+    while pos < end:
+        nl = markdown.find("\n", pos, end)
+        stop = end if nl < 0 else nl
+        rows.append((pos, stop))
+        pos = stop + 1
+    header = markdown[rows[0][0] : rows[0][1]]
+    body = rows[2:]
+    overhead = counter([""])[0]
+    counts = [max(0, n - overhead) for n in counter([markdown[s:e] for s, e in body])] if body else []
+    head_tokens = counter([markdown[start : rows[1][1]]])[0] - overhead
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = overhead + head_tokens
+    for i, n in enumerate(counts):
+        if current and used + n > cap:
+            groups.append(current)
+            current, used = [], overhead
+        current.append(i)
+        used += n
+    if current:
+        groups.append(current)
+    if not groups:
+        return [(start, end, header)]
+    spans: list[tuple[int, int, str]] = []
+    for g, members in enumerate(groups):
+        while True:  # the sum of row counts is an estimate: a group over the cap gives its last row on
+            s = start if g == 0 else body[members[0]][0]
+            e = body[members[-1]][1]
+            if len(members) == 1 or counter([markdown[s:e]])[0] <= cap:
+                break
+            moved = members.pop()
+            if g + 1 < len(groups):
+                groups[g + 1].insert(0, moved)
+            else:
+                groups.append([moved])
+        spans.append((s, e, header))
+    return spans
+
+
 # --- finding text in the Markdown -------------------------------------------------------------
 
 
@@ -252,17 +406,15 @@ def _has_words(text: str) -> bool:
 # --- the token cap ----------------------------------------------------------------------------
 
 
-def _enforce_cap(
-    markdown: str, spans: list[tuple[int, int, list[str]]], counter: CountTokens, cap: int
-) -> list[tuple[int, int, list[str]]]:
+def _enforce_cap(markdown: str, spans: list[Span], counter: CountTokens, cap: int) -> list[Span]:
     """Cut again every span whose text the embedder's tokenizer counts over ``cap``."""
-    counts = counter([markdown[s:e] for s, e, _ in spans])
-    out: list[tuple[int, int, list[str]]] = []
-    for (start, end, path), count in zip(spans, counts, strict=True):
+    counts = counter([markdown[s:e] for s, e, _, _ in spans])
+    out: list[Span] = []
+    for (start, end, path, header), count in zip(spans, counts, strict=True):
         if count <= cap:
-            out.append((start, end, path))
+            out.append((start, end, path, header))
             continue
-        out.extend((s, e, path) for s, e in _hard_split(markdown, start, end, counter, cap))
+        out.extend((s, e, path, header) for s, e in _hard_split(markdown, start, end, counter, cap))
     return out
 
 

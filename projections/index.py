@@ -50,7 +50,7 @@ BLOB_READS = 8  # concurrent blob reads per batch
 MAX_INDEXED_DIMENSIONS = 4000  # pgvector HNSW: vector up to 2000, halfvec up to 4000 (sql/040_halfvec_vector_index.sql)
 CHUNK_COLUMNS = (
     "chunk_id", "document_id", "chunk_set_id", "ordinal", "text", "text_sha256", "pages", "heading_path",
-    "char_start", "char_end", "token_count", "serving", "served_from",
+    "char_start", "char_end", "token_count", "serving", "served_from", "title", "context", "embed_sha256",
 )  # fmt: skip
 VECTOR_COLUMNS = ["chunk_id", "model", "document_id", "embedding", "valid_from"]
 HISTORY_COLUMNS = ["chunk_id", "model", "document_id", "embedding", "valid_from", "valid_to"]
@@ -449,6 +449,7 @@ def chunk_records(rows: SetRows, texts: list[ev.ChunkContent], served_from: int)
     set_id = as_uuid(rows.chunk_set_id)
     return [
         (chunk_id_for(rows.chunk_set_id, c.ordinal), doc, set_id, c.ordinal, x.text, c.text_sha256, list(c.pages),
-         list(x.heading_path), c.char_start, c.char_end, c.token_count, False, served_from)
+         list(x.heading_path), c.char_start, c.char_end, c.token_count, False, served_from, x.title, x.context,
+         c.embed_sha256)
         for c, x in zip(rows.chunks, texts, strict=True)
     ]  # fmt: skip

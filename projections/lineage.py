@@ -24,7 +24,8 @@ class ChunkSetRows:
 
 def rows_of_chunked(chunked: ev.DocumentChunked) -> ChunkSetRows:
     chunks = sorted(chunked.chunks, key=lambda c: c.ordinal)
-    return ChunkSetRows([c.ordinal for c in chunks], [c.text_sha256 for c in chunks])
+    # the cache key is the hash of what was embedded: context + text since issue 14, else the text
+    return ChunkSetRows([c.ordinal for c in chunks], [c.embed_sha256 or c.text_sha256 for c in chunks])
 
 
 async def chunk_sets(conn: Conn, wanted: dict[str, str], seen: dict[str, ChunkSetRows]) -> dict[str, ChunkSetRows]:

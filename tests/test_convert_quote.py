@@ -109,4 +109,5 @@ def test_quote_defaults_are_the_deployments() -> None:
     from app.modal_app import CPU_CORES, MEMORY_MIB, SCALEDOWN_WINDOW_S
 
     assert (convert_quote.DEFAULT_CPU_CORES, convert_quote.DEFAULT_MEMORY_MIB) == (CPU_CORES, MEMORY_MIB)
-    assert convert_quote.SCALEDOWN_WINDOW_S == SCALEDOWN_WINDOW_S and convert_quote.BATCH_DOCUMENTS == batcher.Batcher().max_docs
+    assert convert_quote.SCALEDOWN_WINDOW_S == SCALEDOWN_WINDOW_S
+    assert batcher.Batcher().max_docs == convert_quote.BATCH_DOCUMENTS

@@ -242,6 +242,14 @@ class SearchHit(Body):
     heading_path: list[str]
     score: float
     model: str
+    title: str | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    snippet: str = ""  # the best-matching sentences, the question's words in **bold**
+    mode: str = "vector"
+    similarity: float | None = None
+    vector_rank: int | None = None
+    text_rank: int | None = None
 
 
 class SearchResult(Body):
@@ -249,6 +257,8 @@ class SearchResult(Body):
     k: int
     model: str | None
     hits: list[SearchHit]
+    mode: str = "hybrid"
+    as_of: str | None = None
     note: str | None = None  # why there are no hits, when nothing is searchable
 
 

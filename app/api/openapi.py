@@ -257,7 +257,7 @@ PATHS: S = {
     "/search": {
         "get": {
             "operationId": "search",
-            "summary": "Semantic search over the chunks (the active embedding model)",
+            "summary": "Search the chunks: hybrid (full text + vectors, fused by reciprocal rank), vector or text",
             "security": READ,
             "parameters": [
                 {
@@ -268,6 +268,15 @@ PATHS: S = {
                     "description": "The question",
                 },
                 qparam("k", integer(minimum=1, maximum=100, default=5), "How many hits"),
+                qparam("mode", {"type": "string", "enum": ["hybrid", "vector", "text"], "default": "hybrid"},
+                       "hybrid (default), vector, or text (no embedding)"),
+                qparam("as_of", string(), "Answer with the chunks current at this ISO timestamp or log position"),
+                qparam("document_id", {"type": "array", "items": UUID}, "Only these documents (repeat the parameter)"),
+                qparam("filename", string(), "Only files whose name matches this glob (* and ?), case-insensitive"),
+                qparam("media_type", {"type": "array", "items": string()}, "Only these media types (repeatable)"),
+                qparam("source", {"type": "array", "items": string()}, "Only these sources (repeatable)"),
+                qparam("uploaded_from", string(), "Only documents uploaded at or after (ISO date or timestamp)"),
+                qparam("uploaded_to", string(), "Only documents uploaded before (ISO date or timestamp)"),
             ],
             "responses": responses({"200": json_ok("Hits, best first", ref("SearchResult"))}, "401", "403"),
         }

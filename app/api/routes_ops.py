@@ -26,21 +26,43 @@ MAX_COST_DAYS = 3660
 
 @reads
 async def search(request: Request) -> Response:
+    """``GET /search?q=&k=&mode=hybrid|vector|text&as_of=&document_id=&filename=&media_type=&source=
+    &uploaded_from=&uploaded_to=`` (document_id, media_type and source repeatable)."""
+    from app.errors import InvalidRequest
+    from app.services.search import MODES, SearchFilters, parse_when
     from app.services.search import search as run_search
 
     rt = runtime(request)
-    q = request.query_params.get("q", "")
+    params = request.query_params
+    q = params.get("q", "")
     if not q.strip():
         raise ApiError(400, "invalid_parameter", "q (the question) is required")
     if len(q) > MAX_QUERY_CHARS:
         raise ApiError(400, "invalid_parameter", f"q is longer than {MAX_QUERY_CHARS} characters")
     k = int_param(request, "k", 5, 1, 100)
+    mode = params.get("mode", "hybrid")
+    if mode not in MODES:
+        raise ApiError(400, "invalid_parameter", f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    try:
+        filters = SearchFilters(
+            document_ids=params.getlist("document_id") or None, filename=params.get("filename") or None,
+            media_types=params.getlist("media_type") or None, sources=params.getlist("source") or None,
+            uploaded_from=parse_when(params["uploaded_from"]) if params.get("uploaded_from") else None,
+            uploaded_to=parse_when(params["uploaded_to"]) if params.get("uploaded_to") else None,
+        )  # fmt: skip
+        filters.uuids()
+    except InvalidRequest as exc:
+        raise ApiError(400, "invalid_parameter", str(exc)) from None
+    as_of = params.get("as_of") or None
     found = await active_model(rt.pool)
     if found is None:
-        return json_response({"query": q, "k": k, "model": None, "hits": [], "note": NothingSearchable.__doc__})
+        return json_response({"query": q, "k": k, "model": None, "mode": mode, "hits": [],
+                              "note": NothingSearchable.__doc__})  # fmt: skip
     model = found[0]
-    hits = await run_search(rt.pool, rt.settings, q, k, model, store=rt.store, actor=actor_of(request))
-    return json_response({"query": q, "k": k, "model": model, "hits": [h.to_json() for h in hits]})
+    hits = await run_search(rt.pool, rt.settings, q, k, model, store=rt.store, actor=actor_of(request), mode=mode,
+                            as_of=as_of, filters=filters)  # fmt: skip
+    return json_response({"query": q, "k": k, "model": model, "mode": mode, "as_of": as_of,
+                          "hits": [h.to_json() for h in hits]})  # fmt: skip
 
 
 def _date(request: Request, name: str, default: dt.date) -> dt.date:

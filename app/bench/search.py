@@ -32,7 +32,7 @@ def clustered(rng: np.random.Generator, n: int, dims: int, clusters: int) -> np.
 
 
 async def run_bench(
-    n: int, dims: int, queries: int, ef_values: list[int], m: int, efc: int, quiet: bool
+    n: int, dims: int, queries: int, ef_values: list[int], m: int, efc: int, quiet: bool, hybrid: bool = True
 ) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     data = clustered(rng, n, dims, max(16, n // 1000))
@@ -40,13 +40,17 @@ async def run_bench(
         pool = await create_pool(dsn, min_size=1, max_size=2)
         try:
             ids = [uuid.uuid4() for _ in range(n)]
-            doc = uuid.uuid4()
+            from app.bench.search_hybrid import document_of
+
+            docs = document_of(ids)  # documents of 100 chunks (filters select documents)
             async with pool.acquire() as conn:
                 for start in tqdm(range(0, n, 20000), desc="load", disable=quiet):
                     part = data[start : start + 20000]
-                    body = copy.encode_rows(len(part), [("uuid", ids[start : start + len(part)]), ("text", MODEL),
-                                                        ("uuid", [doc] * len(part)), ("vector", part)])  # fmt: skip
-                    await conn.copy_to_table("vectors", source=copy.stream([body]), format="binary")
+                    rows = slice(start, start + len(part))
+                    body = copy.encode_rows(len(part), [("uuid", ids[rows]), ("text", MODEL), ("uuid", docs[rows]),
+                                                        ("vector", part)])  # fmt: skip
+                    await conn.copy_to_table("vectors", source=copy.stream([body]), format="binary",
+                                             columns=["chunk_id", "model", "document_id", "embedding"])
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_m'", str(m))
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_ef_construction'", str(efc))
                 await conn.execute("SET maintenance_work_mem = '1GB'")
@@ -55,7 +59,8 @@ async def run_bench(
                 build_s = time.perf_counter() - t0
                 sql = (f"SELECT chunk_id FROM vectors WHERE model = '{MODEL}' "
                        f"ORDER BY embedding::vector({dims}) <=> $1::vector({dims}) LIMIT 10")  # fmt: skip
-                qs = data[rng.integers(0, n, queries)] + 0.05 * rng.standard_normal((queries, dims)).astype(np.float32)
+                picks = rng.integers(0, n, queries)
+                qs = data[picks] + 0.05 * rng.standard_normal((queries, dims)).astype(np.float32)
                 exact = []
                 async with conn.transaction():
                     await conn.execute("SET LOCAL enable_indexscan = off")
@@ -81,8 +86,14 @@ async def run_bench(
                         "p95_ms": round(float(np.percentile(times, 95)), 2),
                         "recall_at_10": round(float(np.mean(recall)), 4), "uses_hnsw": "vectors_hnsw_" in plan,
                     })  # fmt: skip
+                hybrid_figures: dict[str, Any] | None = None
+                if hybrid:
+                    from app.bench.search_hybrid import hybrid_runs, load_rows
+
+                    texts = await load_rows(conn, ids, MODEL, dims)
+                    hybrid_figures = await hybrid_runs(conn, ids, texts, data, picks, qs, MODEL, 40)
             return {"vectors": n, "dimensions": dims, "queries": queries, "m": m, "ef_construction": efc,
-                    "index_build_s": round(build_s, 1), "runs": results}  # fmt: skip
+                    "index_build_s": round(build_s, 1), "runs": results, "hybrid": hybrid_figures}  # fmt: skip
         finally:
             await pool.close()
 
@@ -95,13 +106,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ef-search", type=int, nargs="+", default=[40, 100, 200])
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--ef-construction", type=int, default=64)
+    p.add_argument("--no-hybrid", action="store_true", help="skip search_chunks_hybrid latency and filtered recall")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
 
 
 async def main(args: argparse.Namespace) -> int:
     r = await run_bench(
-        args.vectors, args.dimensions, args.queries, args.ef_search, args.m, args.ef_construction, args.json
+        args.vectors, args.dimensions, args.queries, args.ef_search, args.m, args.ef_construction, args.json,
+        not args.no_hybrid,
     )
     if args.json:
         print(orjson.dumps(r).decode())
@@ -111,4 +124,7 @@ async def main(args: argparse.Namespace) -> int:
     for run in r["runs"]:
         print(f"  ef_search={run['ef_search']:<4} p50 {run['p50_ms']} ms  p95 {run['p95_ms']} ms  "
               f"recall@10 {run['recall_at_10']}  hnsw={run['uses_hnsw']}")  # fmt: skip
+    for name, fig in (r["hybrid"] or {}).items():
+        extra = f"  recall@10 {fig['recall_at_10']}" if "recall_at_10" in fig else ""
+        print(f"  search_chunks_hybrid {name:<22} p50 {fig['p50_ms']} ms  p95 {fig['p95_ms']} ms{extra}")
     return 0

@@ -11,9 +11,14 @@ from events.blobs import BlobStore
 MEDIA_TYPE = "application/x-chronos-chunk-content+json"
 
 
-async def store_content(blobs: BlobStore, chunks: list[ev.Chunk]) -> tuple[list[ev.Chunk], ev.BlobRef]:
-    """Put the chunks' texts and heading paths in a blob; returns the chunks without them and its ref."""
-    content = [ev.ChunkContent(text=c.text or "", heading_path=list(c.heading_path or ())) for c in chunks]
+async def store_content(
+    blobs: BlobStore, chunks: list[ev.Chunk], contents: list[ev.ChunkContent] | None = None
+) -> tuple[list[ev.Chunk], ev.BlobRef]:
+    """Put the chunks' texts and heading paths (or ``contents``: with titles and contexts) in a blob;
+    returns the chunks without them and its ref."""
+    content = contents if contents is not None else [
+        ev.ChunkContent(text=c.text or "", heading_path=list(c.heading_path or ())) for c in chunks
+    ]
     ref = await blobs.put_bytes(msgspec.json.encode(content), MEDIA_TYPE)
     bare = [msgspec.structs.replace(c, text=None, heading_path=None) for c in chunks]
     return bare, ev.BlobRef.of(ref)
@@ -25,6 +30,14 @@ async def load_content(blobs: BlobStore, chunked: ev.DocumentChunked) -> list[ev
     if chunked.content is None:
         return [ev.ChunkContent(text=c.text or "", heading_path=list(c.heading_path or ())) for c in chunked.chunks]
     return msgspec.json.decode(await blobs.get_bytes(chunked.content.sha256), type=list[ev.ChunkContent])
+
+
+def embed_inputs(content: list[ev.ChunkContent]) -> list[str]:
+    """What the embed stage embeds for each chunk: its context and its text (the text alone when the
+    set has no context)."""
+    from app.chunk_context import embed_input
+
+    return [embed_input(c.context, c.text) for c in content]
 
 
 async def full_chunks(blobs: BlobStore, chunked: ev.DocumentChunked) -> list[ev.Chunk]:

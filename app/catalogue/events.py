@@ -153,6 +153,7 @@ class Chunk(Struct, frozen=True):
     token_count: int | None = None
     text: str | None = None  # v1 only
     heading_path: list[str] | None = None  # v1 only
+    embed_sha256: str | None = None  # hash of what was embedded (context + text); None: the text alone
 
 
 class ChunkContent(Struct, frozen=True):
@@ -160,6 +161,8 @@ class ChunkContent(Struct, frozen=True):
 
     text: str
     heading_path: list[str] = []
+    title: str = ""  # the document's title as the chunk's context names it
+    context: str = ""  # what is embedded (and full-text indexed) with the text: title, headings, table header
 
 
 class ChunkParameters(Struct, frozen=True):
@@ -169,6 +172,8 @@ class ChunkParameters(Struct, frozen=True):
     requested_chunk_size: int | None = None
     tokenizer: str | None = None
     embedder_max_tokens: int | None = None
+    context_template: str | None = None  # app/chunk_context.py; None: chunks embedded bare (older sets)
+    context_tokens: int | None = None  # the context's share of the embedder's window
 
 
 class DocumentChunked(DocumentEvent, frozen=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ["events", "convert", "compare", "large_input", "replay", "search", "api", "revisions"]
+BENCHES = ["events", "convert", "compare", "large_input", "replay", "search", "api", "revisions", "retrieval"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -22,7 +22,7 @@ import asyncpg
 from app import costs
 from app.catalogue import events as ev
 from app.catalogue.codec import decode_payload
-from app.catalogue.content import load_content
+from app.catalogue.content import embed_inputs, load_content
 from app.config import Settings
 from app.embedders.base import EmbedderUnavailable
 from app.embedders.encoding import ENCODING, load_encoding
@@ -60,7 +60,8 @@ async def uncached_tokens(pool: asyncpg.Pool, document_ids: Sequence[str], spec:
         chunked = decode_payload(ev.DocumentChunked.TYPE, r["schema_version"], r["data"])
         assert isinstance(chunked, ev.DocumentChunked)
         sets.append(chunked)
-    hashes = sorted({c.text_sha256 for s in sets for c in s.chunks})
+    # The cache keys on what is embedded: the chunk's context and text (embed_sha256), else its text.
+    hashes = sorted({_key(c) for s in sets for c in s.chunks})
     cached = {r["text_sha256"] for r in await pool.fetch(query("embeddings", "cached_text_hashes"), spec.stored,
                                                            spec.dimensions, hashes)} if hashes else set()  # fmt: skip
     counted = 0
@@ -70,16 +71,21 @@ async def uncached_tokens(pool: asyncpg.Pool, document_ids: Sequence[str], spec:
         same_tokenizer = chunked.parameters.tokenizer == tokenizer
         wanted: dict[str, ev.Chunk] = {}
         for c in chunked.chunks:
-            if c.text_sha256 not in cached:
-                wanted.setdefault(c.text_sha256, c)
-        if same_tokenizer and all(c.token_count is not None for c in wanted.values()):
+            if _key(c) not in cached:
+                wanted.setdefault(_key(c), c)
+        contextual = any(c.embed_sha256 for c in chunked.chunks)  # token_count is the text's alone
+        if same_tokenizer and not contextual and all(c.token_count is not None for c in wanted.values()):
             counted += sum(int(c.token_count or 0) for c in wanted.values())
             continue
-        content = await load_content(blobs, chunked)
-        texts += [x.text for c, x in zip(chunked.chunks, content, strict=True) if wanted.pop(c.text_sha256, None)]
+        inputs = embed_inputs(await load_content(blobs, chunked))
+        texts += [x for c, x in zip(chunked.chunks, inputs, strict=True) if wanted.pop(_key(c), None)]
     if texts:
         counted += await asyncio.to_thread(_count, texts)
     return counted
+def _key(chunk: ev.Chunk) -> str:
+    return chunk.embed_sha256 or chunk.text_sha256
+
+
 def _count(texts: list[str]) -> int:
     encoding = load_encoding(ENCODING)
     return sum(len(ids) for ids in encoding.encode_ordinary_batch(texts))

@@ -24,7 +24,7 @@ from app import config
 from app.catalogue import events as ev
 from app.catalogue import ids
 from app.catalogue.codec import decode_payload, new_event
-from app.catalogue.content import load_content, store_content
+from app.catalogue.content import embed_inputs, load_content, store_content
 from app.config import Settings
 from app.costs import CostLine, local_cpu, modal_usages, summed
 from app.pipeline.jobs import Job
@@ -315,7 +315,8 @@ def _conversion_failure(exc: Any, options: Any) -> StageFailure:
 
 
 async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> Outcome:
-    from app.chunking import ChunkingError, chunk_document
+    from app.chunk_context import DEFAULT_TEMPLATE, ContextTemplateError
+    from app.chunking import ChunkingError, chunk_with_context
     from app.embedders import EmbedderUnavailable, get_embedder
 
     state = stream.state
@@ -340,8 +341,8 @@ async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
     docling_json = await rt.blobs.get_bytes(conversion.docling_json.sha256)
     markdown = (await rt.blobs.get_bytes(conversion.markdown.sha256)).decode("utf-8")
     try:
-        chunks, parameters = await asyncio.to_thread(
-            chunk_document,
+        chunks, contents, parameters = await asyncio.to_thread(
+            chunk_with_context,
             docling_json,
             markdown,
             embedder_max_tokens=embedder.max_tokens,
@@ -349,8 +350,10 @@ async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
             tokenizer_name=embedder.tokenizer_name(),
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
+            filename=state.filename,
+            context_template=job.params.get("context_template") or DEFAULT_TEMPLATE,
         )
-    except ChunkingError as exc:
+    except (ChunkingError, ContextTemplateError) as exc:
         # Deterministic: the same settings and conversion fail the same way every time.
         raise StageFailure(
             "ChunkingError",
@@ -381,7 +384,7 @@ async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
         # An earlier set's settings again (A -> B -> A): a new set of its own (its texts are cached, so
         # embedding it is free); a set id the stream holds already is never appended twice.
         chunk_set_id = ids.chunk_set_id_again(chunk_set_id, result_id)
-    bare, content = await store_content(rt.blobs, chunks)  # texts in a blob that deleting collects
+    bare, content = await store_content(rt.blobs, chunks, contents)  # texts in a blob that deleting collects
     chunked = ev.DocumentChunked(
         document_id=str(job.document_id),
         chunk_set_id=str(chunk_set_id),
@@ -440,7 +443,7 @@ async def _embed(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
         embedders = [e for e in embedders if not state.is_embedded(chunk_set.chunk_set_id, e.model)]
         if not embedders:
             return Outcome("done")
-    texts = [c.text for c in await load_content(rt.blobs, chunk_set)]
+    texts = embed_inputs(await load_content(rt.blobs, chunk_set))  # context + text (issue 14)
     done: list[tuple[Embedder, CachedEmbedResult, ev.BlobRef]] = []
     for embedder in embedders:
         try:

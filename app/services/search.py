@@ -1,14 +1,16 @@
-"""Semantic search over the projections: embed the question with the model the active vectors
-were made with (loaded with the runtime's settings), then ``search_chunks()`` (per-model HNSW index)
-in PostgreSQL."""
+"""Search over the projections: hybrid (full-text + vector, fused by reciprocal rank), vector or text,
+with filters and as of a past moment, through ``search_chunks_hybrid()`` in PostgreSQL
+(sql/views/012_search_hybrid.sql, docs/search.md). The question is embedded with the model the active
+vectors were made with (loaded with the runtime's settings); text mode loads no model at all."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import numpy as np
@@ -18,6 +20,8 @@ from app.errors import InvalidRequest, NotFound
 from events.store import EventStore
 
 logger = logging.getLogger(__name__)
+Mode = Literal["hybrid", "vector", "text"]
+MODES: tuple[Mode, ...] = ("hybrid", "vector", "text")
 
 
 class NothingSearchable(NotFound):
@@ -37,9 +41,69 @@ class SearchHit:
     heading_path: list[str]
     score: float
     model: str
+    title: str | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    snippet: str = ""  # the best-matching sentences, query words in **bold**
+    mode: str = "vector"
+    similarity: float | None = None  # cosine similarity (None: found by text only)
+    vector_rank: int | None = None
+    text_rank: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Which documents a search may answer from (every given condition holds)."""
+
+    document_ids: list[str] | None = None
+    filename: str | None = None  # a glob: "*.pdf", "brief-*"; case-insensitive
+    media_types: list[str] | None = None
+    sources: list[str] | None = None
+    uploaded_from: dt.datetime | None = None
+    uploaded_to: dt.datetime | None = None
+
+    def like_pattern(self) -> str | None:
+        if not self.filename:
+            return None
+        escaped = self.filename.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return escaped.replace("*", "%").replace("?", "_")
+
+    def uuids(self) -> list[uuid.UUID] | None:
+        if self.document_ids is None:
+            return None
+        out = []
+        for raw in self.document_ids:
+            try:
+                out.append(uuid.UUID(raw))
+            except ValueError:
+                raise InvalidRequest(f"document id {raw!r} is not a UUID") from None
+        return out
+
+
+def parse_when(raw: str) -> dt.datetime:
+    """An ISO 8601 date or timestamp (UTC when no zone is given)."""
+    try:
+        when = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"{raw!r} is not a date or timestamp (use ISO 8601: 2026-11-24T09:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+async def resolve_as_of(pool: asyncpg.Pool, raw: str | int | None) -> int | None:
+    """A log position from ``--as-of``: a position as given, or the last position recorded at or before
+    a timestamp (0 when nothing was)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, int) or raw.strip().isdigit():
+        position = int(raw)
+        if position < 0:
+            raise InvalidRequest(f"as-of position must not be negative, not {position}")
+        return position
+    when = parse_when(raw)
+    return int(await pool.fetchval("SELECT coalesce(max(position), 0) FROM events WHERE recorded_at <= $1", when))
 
 
 async def active_model(pool: asyncpg.Pool) -> tuple[str, int] | None:
@@ -51,15 +115,39 @@ async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: s
     rows = await pool.fetch("SELECT * FROM search_chunks($1::vector, $2, $3)", np.asarray(vector, np.float32), k, model)
     return [
         SearchHit(
-            chunk_id=str(r["chunk_id"]),
-            document_id=str(r["document_id"]),
-            filename=r["filename"],
-            ordinal=r["ordinal"],
-            text=r["text"],
-            pages=list(r["pages"]),
-            heading_path=list(r["heading_path"]),
-            score=float(r["score"]),
-            model=model,
+            chunk_id=str(r["chunk_id"]), document_id=str(r["document_id"]), filename=r["filename"],
+            ordinal=r["ordinal"], text=r["text"], pages=list(r["pages"]), heading_path=list(r["heading_path"]),
+            score=float(r["score"]), model=model, similarity=float(r["score"]),
+        )
+        for r in rows
+    ]
+
+
+async def search_rows(
+    pool: asyncpg.Pool,
+    question: str,
+    vector: np.ndarray | None,
+    k: int,
+    model: str,
+    mode: str = "hybrid",
+    at_position: int | None = None,
+    filters: SearchFilters | None = None,
+) -> list[SearchHit]:
+    """``search_chunks_hybrid()`` for an embedded (or, in text mode, unembedded) question."""
+    f = filters or SearchFilters()
+    rows = await pool.fetch(
+        "SELECT * FROM search_chunks_hybrid($1, $2::vector, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        question, None if vector is None else np.asarray(vector, np.float32), k, model, mode, at_position,
+        f.uuids(), f.like_pattern(), f.media_types, f.sources, f.uploaded_from, f.uploaded_to,
+    )  # fmt: skip
+    return [
+        SearchHit(
+            chunk_id=str(r["chunk_id"]), document_id=str(r["document_id"]), filename=r["filename"],
+            ordinal=r["ordinal"], text=r["text"], pages=list(r["pages"]), heading_path=list(r["heading_path"]),
+            score=float(r["score"]), model=model, title=r["title"], char_start=r["char_start"],
+            char_end=r["char_end"], snippet=r["snippet"] or "", mode=mode,
+            similarity=None if r["similarity"] is None else float(r["similarity"]),
+            vector_rank=r["vector_rank"], text_rank=r["text_rank"],
         )
         for r in rows
     ]
@@ -74,31 +162,45 @@ async def search(
     *,
     store: EventStore | None = None,
     actor: str = "search",
+    mode: str = "hybrid",
+    as_of: str | int | None = None,
+    filters: SearchFilters | None = None,
 ) -> list[SearchHit]:
-    """The ``k`` chunks nearest to ``question``; ``model`` defaults to the active search model. A paid
-    query embedding is recorded as a cost (app.embedders.query_cost) through ``store`` (the caller's, so
-    its notifier wakes the projections; one of its own on ``pool`` when None)."""
+    """The ``k`` best chunks for ``question`` (``mode`` hybrid, vector or text; ``as_of`` a past moment;
+    ``filters``); ``model`` defaults to the active search model. A paid query embedding is recorded as a
+    cost (app.embedders.query_cost) through ``store`` (the caller's, so its notifier wakes the
+    projections; one of its own on ``pool`` when None)."""
     if not question.strip():
         raise InvalidRequest("the question is empty")
     if k < 1 or k > 1000:
         raise InvalidRequest(f"k must be between 1 and 1000, not {k}")
+    if mode not in MODES:
+        raise InvalidRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    at_position = await resolve_as_of(pool, as_of)
     if model is None:
         found = await active_model(pool)
         if found is None:
             raise NothingSearchable(NothingSearchable.__doc__ or "")
         model = found[0]
-    from app.embedders import get_embedder
-    from app.embedders.query_cost import record_query_cost
-
-    embedder = await asyncio.to_thread(get_embedder, model, settings)  # loading a model blocks: off the loop
+    vector = None
     query_id = uuid.uuid4()
-    result = await embedder.embed([question])
-    own_store = store is None
-    store = store or EventStore(pool)
-    await record_query_cost(store, embedder.provider, result, query_id, actor)
-    if own_store:
-        await store.notifier.flush()
-    hits = await search_vector(pool, result.vectors[0], k, model)
-    logger.info("searched", extra={"action": "search", "model": model, "k": k, "hits": len(hits),
-                                   "query_id": str(query_id), "tokens": result.tokens})  # fmt: skip
+    tokens = 0
+    if mode != "text":
+        from app.embedders import get_embedder
+        from app.embedders.query_cost import record_query_cost
+
+        embedder = await asyncio.to_thread(get_embedder, model, settings)  # loading a model blocks: off the loop
+        result = await embedder.embed([question])
+        own_store = store is None
+        store = store or EventStore(pool)
+        await record_query_cost(store, embedder.provider, result, query_id, actor)
+        if own_store:
+            await store.notifier.flush()
+        vector, tokens = result.vectors[0], result.tokens
+    try:
+        hits = await search_rows(pool, question, vector, k, model, mode, at_position, filters)
+    except asyncpg.RaiseError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    logger.info("searched", extra={"action": "search", "model": model, "k": k, "hits": len(hits), "mode": mode,
+                                   "as_of": at_position, "query_id": str(query_id), "tokens": tokens})  # fmt: skip
     return hits

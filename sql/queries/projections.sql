@@ -23,7 +23,7 @@ WITH sets AS (
 )
 SELECT s.chunk_set_id,
        array_agg((c ->> 'ordinal')::integer ORDER BY (c ->> 'ordinal')::integer) AS ordinals,
-       array_agg(c ->> 'text_sha256' ORDER BY (c ->> 'ordinal')::integer) AS hashes
+       array_agg(coalesce(c ->> 'embed_sha256', c ->> 'text_sha256') ORDER BY (c ->> 'ordinal')::integer) AS hashes
 FROM sets s, jsonb_array_elements(s.chunks) AS c
 GROUP BY s.chunk_set_id;
 

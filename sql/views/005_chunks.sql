@@ -4,5 +4,5 @@
 DROP VIEW IF EXISTS chunks CASCADE;
 CREATE VIEW chunks AS
 SELECT chunk_id, document_id, chunk_set_id, ordinal, text, text_sha256, pages, heading_path, char_start,
-       char_end, token_count
+       char_end, token_count, title, context, embed_sha256
 FROM chunk_rows WHERE serving;
