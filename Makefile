@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy app events projections tests
 
 # pytest's own exit code stands: 5 (no tests collected) fails like any other failure.

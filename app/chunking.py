@@ -178,8 +178,10 @@ def _chunks(
             for piece in splitter.split_text(body):
                 located = locate(body, piece, cursor)
                 if located is None:
-                    log.warning("A chunk could not be located in its section; using the section",
-                                extra={"section_start": section.start, "chunk_chars": len(piece)})
+                    log.warning(
+                        "A chunk could not be located in its section; using the section",
+                        extra={"section_start": section.start, "chunk_chars": len(piece)},
+                    )
                     located = (0, len(body))
                 begin, finish = located
                 cursor = begin + 1
@@ -297,9 +299,7 @@ def table_blocks(markdown: str, start: int, end: int) -> list[tuple[int, int, bo
     return blocks
 
 
-def table_row_spans(
-    markdown: str, start: int, end: int, counter: CountTokens, cap: int
-) -> list[tuple[int, int, str]]:
+def table_row_spans(markdown: str, start: int, end: int, counter: CountTokens, cap: int) -> list[tuple[int, int, str]]:
     """A table's rows in chunks of whole rows that fit ``cap`` tokens, each with the table's header row
     (the first chunk holds the header and rule as written; the others carry the header as context).
     Only a single row longer than the window is ever cut (by the token cap afterwards)."""

@@ -239,7 +239,8 @@ class Settings:
             sse_heartbeat_s=_float(e, "CHRONOS_SSE_HEARTBEAT_S", cls.sse_heartbeat_s),
             directus_url=(e.get("DIRECTUS_URL") or "").rstrip("/") or None,
             directus_token=e.get("DIRECTUS_TOKEN") or None,
-            directus_sync_s=0.0 if (e.get("CHRONOS_DIRECTUS_SYNC_S") or "").strip().lower() in ("off", "0")
+            directus_sync_s=0.0
+            if (e.get("CHRONOS_DIRECTUS_SYNC_S") or "").strip().lower() in ("off", "0")
             else _float(e, "CHRONOS_DIRECTUS_SYNC_S", cls.directus_sync_s),
             embed_jobs=_int(e, "CHRONOS_EMBED_JOBS", cls.embed_jobs),
             openai_api_key=e.get("OPENAI_API_KEY") or None,

@@ -84,10 +84,15 @@ def modal_usage(usage: ModalUsage) -> list[CostLine]:
     """The Modal bill's three meters for a document's share of container time: GPU-seconds of the
     deployment's GPU, CPU core-seconds and memory GiB-seconds of its reservation."""
     details: dict[str, str | float | int] = {
-        "gpu": usage.gpu, "container_s": round(usage.container_s, 4), "busy_s": round(usage.busy_s, 4),
-        "cold_start_s": round(usage.cold_start_s, 4), "idle_s": round(usage.idle_s, 4),
-        "batch_documents": usage.batch_documents, "started_container": int(usage.started_container),
-        "cpu_cores": usage.cpu_cores, "memory_gib": round(usage.memory_gib, 4),
+        "gpu": usage.gpu,
+        "container_s": round(usage.container_s, 4),
+        "busy_s": round(usage.busy_s, 4),
+        "cold_start_s": round(usage.cold_start_s, 4),
+        "idle_s": round(usage.idle_s, 4),
+        "batch_documents": usage.batch_documents,
+        "started_container": int(usage.started_container),
+        "cpu_cores": usage.cpu_cores,
+        "memory_gib": round(usage.memory_gib, 4),
     }
     if usage.container_id:
         details["container"] = usage.container_id
@@ -99,8 +104,7 @@ def modal_usage(usage: ModalUsage) -> list[CostLine]:
     return [
         CostLine("modal", "gpu_seconds", seconds, price(f"modal_gpu_second_{usage.gpu.lower()}"), details),
         CostLine("modal", "cpu_core_seconds", seconds * usage.cpu_cores, price("modal_cpu_core_second"), details),
-        CostLine("modal", "memory_gib_seconds", seconds * usage.memory_gib, price("modal_memory_gib_second"),
-                 details),
+        CostLine("modal", "memory_gib_seconds", seconds * usage.memory_gib, price("modal_memory_gib_second"), details),
     ]
 
 
@@ -113,18 +117,29 @@ def modal_usages(usages: list[ModalUsage]) -> list[CostLine]:
     merged: dict[str, ModalUsage] = {}
     for usage in usages:
         seen = merged.get(usage.gpu)
-        merged[usage.gpu] = usage if seen is None else replace(
-            seen, container_s=seen.container_s + usage.container_s, busy_s=seen.busy_s + usage.busy_s,
-            cold_start_s=seen.cold_start_s + usage.cold_start_s, idle_s=seen.idle_s + usage.idle_s,
-            started_container=seen.started_container or usage.started_container,
-            cancelled=seen.cancelled or usage.cancelled)
+        merged[usage.gpu] = (
+            usage
+            if seen is None
+            else replace(
+                seen,
+                container_s=seen.container_s + usage.container_s,
+                busy_s=seen.busy_s + usage.busy_s,
+                cold_start_s=seen.cold_start_s + usage.cold_start_s,
+                idle_s=seen.idle_s + usage.idle_s,
+                started_container=seen.started_container or usage.started_container,
+                cancelled=seen.cancelled or usage.cancelled,
+            )
+        )
     return [line for usage in merged.values() for line in modal_usage(usage)]
 
 
 def modal_rate_per_second(gpu: str, cpu_cores: float, memory_gib: float) -> float:
     """USD per second of one container of the deployment (GPU + reserved CPU + reserved memory)."""
-    return (price(f"modal_gpu_second_{gpu.lower()}") + cpu_cores * price("modal_cpu_core_second")
-            + memory_gib * price("modal_memory_gib_second"))
+    return (
+        price(f"modal_gpu_second_{gpu.lower()}")
+        + cpu_cores * price("modal_cpu_core_second")
+        + memory_gib * price("modal_memory_gib_second")
+    )
 
 
 def local_cpu(seconds: float) -> CostLine:

@@ -120,7 +120,11 @@ def embedded_dsn(info: Any, password: str, database: str = "postgres") -> str:
 
 
 def _run(
-    server: Any, command: str, *args: str, timeout: float = 120, stdin: str | None = None,
+    server: Any,
+    command: str,
+    *args: str,
+    timeout: float = 120,
+    stdin: str | None = None,
     env: dict[str, str] | None = None,
 ) -> str:
     """Run one of the server's programs as its system user, with the minimal environment.
@@ -130,11 +134,16 @@ def _run(
     with tempfile.TemporaryFile() as out:
         try:
             subprocess.run(
-                [str(server.bin_path / command), *args], env={**postgres_env(), **(env or {})},
-                user=server.system_user, cwd=server.pgdata.parent,
+                [str(server.bin_path / command), *args],
+                env={**postgres_env(), **(env or {})},
+                user=server.system_user,
+                cwd=server.pgdata.parent,
                 input=stdin.encode() if stdin is not None else None,
                 stdin=None if stdin is not None else subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=True,
             )
         except subprocess.CalledProcessError as exc:
             out.seek(0)
@@ -176,8 +185,18 @@ def _initdb(server: Any, password: str) -> None:
 
             user = pwd.getpwnam(server.system_user)
             os.chown(pwfile, user.pw_uid, user.pw_gid)
-        _run(server, "initdb", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=utf8",
-             f"--pwfile={pwfile}", "-U", embedded_auth.SERVICE_USER, "-D", str(server.pgdata))
+        _run(
+            server,
+            "initdb",
+            "--auth-local=scram-sha-256",
+            "--auth-host=scram-sha-256",
+            "--encoding=utf8",
+            f"--pwfile={pwfile}",
+            "-U",
+            embedded_auth.SERVICE_USER,
+            "-D",
+            str(server.pgdata),
+        )
     finally:
         Path(pwfile).unlink(missing_ok=True)
     embedded_auth.write_hba(server.pgdata)
@@ -190,8 +209,10 @@ def _stop_orphans(pgdata: Path) -> None:
 
     for proc in psutil.process_iter(attrs=("name", "cmdline")):
         if proc.info["name"] == "postgres" and str(pgdata) in (proc.info["cmdline"] or []):
-            logger.warning("stopping a server left running on a deleted data directory",
-                           extra={"action": "db_init", "pid": proc.pid, "pgdata": str(pgdata)})
+            logger.warning(
+                "stopping a server left running on a deleted data directory",
+                extra={"action": "db_init", "pid": proc.pid, "pgdata": str(pgdata)},
+            )
             proc.terminate()
             with contextlib.suppress(psutil.TimeoutExpired):
                 proc.wait(2)
@@ -220,8 +241,21 @@ def _ensure_running(server: Any) -> Any:
         ensure_prefix_permissions(socket_dir)
         socket_dir.chmod(0o777)
     options = f"-h '' -k {shlex.quote(str(socket_dir))}"  # no TCP; the socket in socket_dir
-    _run(server, "pg_ctl", "-w", "-t", str(START_TIMEOUT_S), "-o", options, "-l", str(server.log),
-         "-D", str(server.pgdata), "start", timeout=START_TIMEOUT_S + 30)
+    _run(
+        server,
+        "pg_ctl",
+        "-w",
+        "-t",
+        str(START_TIMEOUT_S),
+        "-o",
+        options,
+        "-l",
+        str(server.log),
+        "-D",
+        str(server.pgdata),
+        "start",
+        timeout=START_TIMEOUT_S + 30,
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         info = _postmaster(server.pgdata)
@@ -237,8 +271,20 @@ def _upgrade_to_password(server: Any, info: Any, password: str) -> None:
     authentication): set the service's password while trust still lets us in, then require
     passwords and reload. Each step can be repeated, so an interrupted upgrade finishes next start."""
     verifier = embedded_auth.scram_verifier(password)  # base64, digits, '$', ':' -- nothing to quote
-    psql = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(info.socket_dir), "-p", str(info.port or 5432),
-            "-U", embedded_auth.SERVICE_USER, "-d", "postgres"]
+    psql = [
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        str(info.socket_dir),
+        "-p",
+        str(info.port or 5432),
+        "-U",
+        embedded_auth.SERVICE_USER,
+        "-d",
+        "postgres",
+    ]
     no_password = {"PGPASSFILE": os.devnull}  # never a ~/.pgpass: these connections rely on trust alone
     alter = f"ALTER ROLE {embedded_auth.SERVICE_USER} PASSWORD '{verifier}';\n"
     _run(server, "psql", *psql, "-f", "-", stdin=alter, env=no_password)

@@ -136,9 +136,15 @@ def download_models() -> None:
     from docling.utils.model_downloader import download_models as fetch
 
     fetch(
-        output_dir=Path(MODELS_DIR), progress=False,
-        with_layout=True, with_tableformer=True, with_rapidocr=True, rapidocr_models=["torch:ch"],
-        with_code_formula=False, with_picture_classifier=False, with_easyocr=False,
+        output_dir=Path(MODELS_DIR),
+        progress=False,
+        with_layout=True,
+        with_tableformer=True,
+        with_rapidocr=True,
+        rapidocr_models=["torch:ch"],
+        with_code_formula=False,
+        with_picture_classifier=False,
+        with_easyocr=False,
     )
 
 
@@ -178,12 +184,13 @@ def smoke_convert() -> None:
         allowed_formats=[InputFormat.PDF],
         format_options={InputFormat.PDF: PdfFormatOption(pipeline_options=pipeline_options(full_page_ocr=True))},
     )
-    result = converter.convert(DocumentStream(name="smoke.pdf", stream=io.BytesIO(smoke_pdf())),
-                               raises_on_error=False)
+    result = converter.convert(DocumentStream(name="smoke.pdf", stream=io.BytesIO(smoke_pdf())), raises_on_error=False)
     markdown = result.document.export_to_markdown() if result.document is not None else ""
     if result.status != ConversionStatus.SUCCESS or "smoke test" not in markdown:
-        raise RuntimeError(f"smoke conversion failed: status {result.status}, errors "
-                           f"{[e.error_message for e in result.errors]}, markdown {markdown[:200]!r}")
+        raise RuntimeError(
+            f"smoke conversion failed: status {result.status}, errors "
+            f"{[e.error_message for e in result.errors]}, markdown {markdown[:200]!r}"
+        )
     print(f"smoke conversion ok in {time.perf_counter() - started:.1f} s: {markdown.strip()[:80]!r}")
 
 
@@ -240,4 +247,3 @@ class Converter:
         from app.convert.container import run_batch
 
         return run_batch(self._container, items, deadline_unix)
-

@@ -14,17 +14,42 @@ import re
 from collections.abc import Iterable, Mapping
 
 # Every process: how to find programs and temporary space, who it runs as, the locale and time zone.
-BASE_NAMES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP", "LD_LIBRARY_PATH",
-})
+BASE_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "LD_LIBRARY_PATH",
+    }
+)
 BASE_PREFIXES = ("LC_",)
 
 # Converter processes: the interpreter's own settings, Docling's models, Hugging Face offline mode,
 # torch / BLAS thread counts and devices.
 CONVERTER_NAMES = frozenset({"VIRTUAL_ENV", "TOKENIZERS_PARALLELISM", "KMP_AFFINITY", "KMP_BLOCKTIME"})
 CONVERTER_PREFIXES = (
-    "PYTHON", "DOCLING_", "HF_", "TRANSFORMERS_", "TORCH_", "PYTORCH_", "OMP_", "MKL_", "OPENBLAS_",
-    "NUMEXPR_", "CUDA_", "NVIDIA_", "ONNXRUNTIME_", "XDG_CACHE_HOME", "XDG_DATA_HOME",
+    "PYTHON",
+    "DOCLING_",
+    "HF_",
+    "TRANSFORMERS_",
+    "TORCH_",
+    "PYTORCH_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "NUMEXPR_",
+    "CUDA_",
+    "NVIDIA_",
+    "ONNXRUNTIME_",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
 )
 
 # Never passed on, whatever prefix allowed it: a name with one of these words is a credential or

@@ -65,14 +65,20 @@ IBM was founded in 1911, when four such firms merged into the Computing-Tabulati
 """
 
 PDF_PAGES = [
-    ["Harbour operations report", "",
-     "The harbour handled 1,240 vessels this quarter, eleven percent more than last year.",
-     "Night arrivals rose after the new lantern beacon was lit on the northern pier.",
-     "Container traffic was steady; bulk grain fell by a fifth after a poor harvest."],
-    ["Maintenance and outlook", "",
-     "The dredging of the inner basin finished two weeks early and under budget.",
-     "Crane three needs a new gearbox; it is out of service until the spring.",
-     "Next quarter the pilots start a trial of shared tide tables with the river port."],
+    [
+        "Harbour operations report",
+        "",
+        "The harbour handled 1,240 vessels this quarter, eleven percent more than last year.",
+        "Night arrivals rose after the new lantern beacon was lit on the northern pier.",
+        "Container traffic was steady; bulk grain fell by a fifth after a poor harvest.",
+    ],
+    [
+        "Maintenance and outlook",
+        "",
+        "The dredging of the inner basin finished two weeks early and under budget.",
+        "Crane three needs a new gearbox; it is out of service until the spring.",
+        "Next quarter the pilots start a trial of shared tide tables with the river port.",
+    ],
 ]
 
 DOCX_PARAGRAPHS = [
@@ -145,7 +151,8 @@ def docx(paragraphs: list[tuple[str | None, str]]) -> bytes:
     import io
 
     body = "".join(
-        "<w:p>" + (f'<w:pPr><w:pStyle w:val="{style}"/></w:pPr>' if style else "")
+        "<w:p>"
+        + (f'<w:pPr><w:pStyle w:val="{style}"/></w:pPr>' if style else "")
         + f"<w:r><w:t>{escape(text)}</w:t></w:r></w:p>"
         for style, text in paragraphs
     )

@@ -99,9 +99,7 @@ class PgBlobStore:
                 seq += 1
             sha = digest.hexdigest()
             async with self.pool.acquire() as conn, conn.transaction():
-                published = await conn.fetchval(
-                    query("blobs", "publish"), sha, content_id, size, seq, media_type
-                )
+                published = await conn.fetchval(query("blobs", "publish"), sha, content_id, size, seq, media_type)
                 await conn.execute(query("blobs", "upload_end"), content_id)
                 if published is None:  # same content already stored: keep the first copy
                     await conn.execute(query("blobs", "chunks_drop"), content_id)

@@ -68,9 +68,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     settings made by ``init_connection`` must stay)."""
 
 
-async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
-) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
     """A pool whose connections carry Chronos codecs and settings."""
     settings = dict(APP_SETTINGS)
     settings.update(kwargs.pop("server_settings", {}))

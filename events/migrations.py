@@ -75,8 +75,7 @@ async def migrate(conn: asyncpg.Connection, root: Path | None = None) -> list[st
     try:
         await conn.execute(_BOOTSTRAP)
         done = {
-            r["filename"]: r["checksum"]
-            for r in await conn.fetch("SELECT filename, checksum FROM schema_migrations")
+            r["filename"]: r["checksum"] for r in await conn.fetch("SELECT filename, checksum FROM schema_migrations")
         }
         for m in migrations:
             known = done.get(m.filename)

@@ -160,9 +160,7 @@ class EventStore:
         value = await target.fetchval(query("events", "stream_version"), stream_id)
         return int(value)
 
-    async def read_stream(
-        self, stream_id: str, after_version: int = 0, limit: int = 10_000
-    ) -> list[RecordedEvent]:
+    async def read_stream(self, stream_id: str, after_version: int = 0, limit: int = 10_000) -> list[RecordedEvent]:
         rows = await self.pool.fetch(query("events", "read_stream"), stream_id, after_version, limit)
         return [to_event(r) for r in rows]
 
@@ -199,9 +197,7 @@ class EventStore:
                 return
             position = page[-1].position
 
-    async def read_safe(
-        self, after: Cursor, limit: int = 1000, *, conn: DbConn | None = None
-    ) -> list[RecordedEvent]:
+    async def read_safe(self, after: Cursor, limit: int = 1000, *, conn: DbConn | None = None) -> list[RecordedEvent]:
         """Events after ``after`` that can never be preceded by a later commit (gap-free tail)."""
         target = conn if conn is not None else self.pool
         rows = await target.fetch(query("events", "read_safe"), str(after.tx_id), after.position, limit)

@@ -269,8 +269,7 @@ class IndexProjector(Projector):
                 sid = s.result.chunk_set_id
                 first_served[sid] = min(first_served.get(sid, s.position), s.position)
         present = {
-            str(r["chunk_set_id"])
-            for r in await conn.fetch(query("index", "chunk_rows_present"), list(first_served))
+            str(r["chunk_set_id"]) for r in await conn.fetch(query("index", "chunk_rows_present"), list(first_served))
         }
         wanted = [sid for sid in first_served if sid not in present]
         texts = await self._texts(conn, [sets[sid] for sid in wanted])

@@ -59,9 +59,7 @@ async def replay_documents(
     missing = [str(i) for i, s in zip(ids, streams, strict=True) if s not in known]
     if missing:
         raise NotFound(f"no events for document(s) {', '.join(missing)}; nothing to replay")
-    projectors = [
-        p for p in all_projectors(PgBlobStore(pool)) if p.per_document and (names is None or p.name in names)
-    ]
+    projectors = [p for p in all_projectors(PgBlobStore(pool)) if p.per_document and (names is None or p.name in names)]
     out: list[DocumentReplay] = []
     for projector in projectors:
         async with pool.acquire() as conn, conn.transaction():

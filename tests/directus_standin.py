@@ -67,7 +67,7 @@ class Directus:
         return self.trigger("files.upload", file_id)
 
     def replace(self, file_id: str, content: bytes) -> dict[str, Any]:
-        """"Replace file": same id, new bytes, ``files.upload`` again."""
+        """ "Replace file": same id, new bytes, ``files.upload`` again."""
         f = self.files[file_id]
         f.content, f.uploaded_on = content, self._tick()
         return self.trigger("files.upload", file_id)

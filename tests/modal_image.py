@@ -43,16 +43,23 @@ def layers(image: Any) -> list[Layer]:
         deps = list(current._deps_())
         base = next((d for d in deps if type(d).__name__ == "_Image"), None)
         build = next((d for d in deps if type(d).__name__ == "_Function"), None)
-        dockerfiles = [v for v in _closure(current._load) if callable(v) and getattr(v, "__name__", "") ==
-                       "build_dockerfile"]
+        dockerfiles = [
+            v for v in _closure(current._load) if callable(v) and getattr(v, "__name__", "") == "build_dockerfile"
+        ]
         if current._rep == "Image(local files)":
             layer = Layer("local files")
         elif build is not None:
             info = build._source_info
-            files = [(str(local), str(PurePosixPath(remote))) for mount in build._spec.mounts if _is_local(mount)
-                     for entry in mount.entries for local, remote in entry.get_files_to_upload()]
-            layer = Layer("run_function", function=info.function_name, module=info.module_name, files=files,
-                          gpu=build._spec.gpus)
+            files = [
+                (str(local), str(PurePosixPath(remote)))
+                for mount in build._spec.mounts
+                if _is_local(mount)
+                for entry in mount.entries
+                for local, remote in entry.get_files_to_upload()
+            ]
+            layer = Layer(
+                "run_function", function=info.function_name, module=info.module_name, files=files, gpu=build._spec.gpus
+            )
         elif dockerfiles:
             qualname = dockerfiles[0].__qualname__  # e.g. "_Image.pip_install.<locals>.build_dockerfile"
             layer = Layer(qualname.split(".")[1], commands=list(dockerfiles[0](BUILDER_VERSION).commands))

@@ -269,8 +269,14 @@ class _Api:
                      "param": None, "line": None}]  # fmt: skip
         for n, line in enumerate(lines, 1):
             if str(line.get("custom_id")) in seen:
-                errors.append({"code": "duplicate_custom_id", "line": n, "param": "custom_id",
-                               "message": "The custom_id for this request is a duplicate of another request."})
+                errors.append(
+                    {
+                        "code": "duplicate_custom_id",
+                        "line": n,
+                        "param": "custom_id",
+                        "message": "The custom_id for this request is a duplicate of another request.",
+                    }
+                )
             seen.add(str(line.get("custom_id")))
             if line.get("method") != "POST" or line.get("url") != batch["endpoint"]:
                 errors.append({"code": "invalid_url", "line": n, "param": "url",
@@ -359,8 +365,9 @@ def openai_standin() -> Iterator[StandIn]:
                     status, answer, tokens = api.embeddings(body)
                     if status == 200:
                         state.billed_tokens += tokens
-                        state.billed_inputs += list(body["input"]) if isinstance(body["input"], list) else [
-                            body["input"]]
+                        state.billed_inputs += (
+                            list(body["input"]) if isinstance(body["input"], list) else [body["input"]]
+                        )
                     self._send(status, answer)
                 elif path == "/v1/files":
                     self._send(*api.upload(self.headers.get("Content-Type", ""), raw))

@@ -97,8 +97,11 @@ async def test_a_stalled_body_is_answered_408(dsn: str, pool: asyncpg.Pool, monk
     monkeypatch.setattr("app.api.limits.BODY_TIMEOUT_S", 0.5)
     with server_thread(settings_for(dsn)) as server:
         s = socket.create_connection(("127.0.0.1", server.port))
-        s.sendall(b"POST /documents HTTP/1.1\r\nHost: x\r\nX-Filename: a.md\r\nAuthorization: Bearer "
-                  + TOKEN.encode() + b"\r\nContent-Length: 100000\r\n\r\n# A title\n\nten bytes")
+        s.sendall(
+            b"POST /documents HTTP/1.1\r\nHost: x\r\nX-Filename: a.md\r\nAuthorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\nContent-Length: 100000\r\n\r\n# A title\n\nten bytes"
+        )
         answer = read_until_closed(s)
         s.close()
     assert answer.startswith(b"HTTP/1.1 408 ") and b"nothing arrived for 0.5 s" in answer, answer
@@ -113,8 +116,12 @@ async def test_a_client_that_disconnects_mid_upload_is_no_internal_error(
     with server_thread(settings_for(dsn)) as server:
         for _ in range(3):
             s = socket.create_connection(("127.0.0.1", server.port))
-            s.sendall(b"POST /documents HTTP/1.1\r\nHost: x\r\nX-Filename: a.md\r\nAuthorization: Bearer "
-                      + TOKEN.encode() + b"\r\nContent-Length: 100000\r\n\r\n" + b"# words\n" * 100)
+            s.sendall(
+                b"POST /documents HTTP/1.1\r\nHost: x\r\nX-Filename: a.md\r\nAuthorization: Bearer "
+                + TOKEN.encode()
+                + b"\r\nContent-Length: 100000\r\n\r\n"
+                + b"# words\n" * 100
+            )
             await asyncio.sleep(0.2)  # the app is reading the body
             s.close()
         deadline = time.monotonic() + 60
@@ -145,12 +152,18 @@ async def test_filename_star_is_read(dsn: str, pool: asyncpg.Pool, store: EventS
                               headers={**AUTH, "Content-Type": "multipart/form-data; boundary=xyz"})  # fmt: skip
         assert r.status_code == 202, r.text
         assert r.json()["filename"] == "€ rates.md"
-        r = await client.post("/documents", content=MD + b"\nanother\n", headers={
-            **AUTH, "Content-Disposition": "attachment; filename*=utf-8''caf%C3%A9%20notes.md"})
+        r = await client.post(
+            "/documents",
+            content=MD + b"\nanother\n",
+            headers={**AUTH, "Content-Disposition": "attachment; filename*=utf-8''caf%C3%A9%20notes.md"},
+        )
         assert r.status_code == 202, r.text
         assert r.json()["filename"] == "café notes.md"
-        r = await client.post("/documents", content=MD + b"\nthird\n", headers={
-            **AUTH, "Content-Disposition": "attachment; filename*=iso-8859-1'en'%A3%20prices.md"})
+        r = await client.post(
+            "/documents",
+            content=MD + b"\nthird\n",
+            headers={**AUTH, "Content-Disposition": "attachment; filename*=iso-8859-1'en'%A3%20prices.md"},
+        )
         assert r.json()["filename"] == "£ prices.md"
 
 
@@ -186,10 +199,13 @@ async def test_every_413_states_the_configured_limit(dsn: str, pool: asyncpg.Poo
             for _ in range(10):
                 yield b"word " * 200
 
-        for r in (await upload(client, b"# big\n\n" + b"word " * 2000),
-                  await client.post("/documents", content=b"# big\n\n" + b"word " * 2000,
-                                    headers={**AUTH, "X-Filename": "big.md"}),
-                  await client.post("/documents", content=chunked(), headers={**AUTH, "X-Filename": "big.md"})):
+        for r in (
+            await upload(client, b"# big\n\n" + b"word " * 2000),
+            await client.post(
+                "/documents", content=b"# big\n\n" + b"word " * 2000, headers={**AUTH, "X-Filename": "big.md"}
+            ),
+            await client.post("/documents", content=chunked(), headers={**AUTH, "X-Filename": "big.md"}),
+        ):
             message = assert_error(r, 413, "payload_too_large")["error"]["message"]
             assert "limit of 4096 bytes (CHRONOS_MAX_UPLOAD_BYTES)" in message, message
         doc = (await upload(client, MD)).json()["document_id"]

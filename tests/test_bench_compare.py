@@ -45,7 +45,11 @@ def test_compare_both_sides_make_chunks_and_vectors_for_every_document(tmp_path:
     env.update({"DATABASE_URL": pg_admin_dsn, "CHRONOS_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"})
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "bench", "compare", "--folder", str(folder), "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=540,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)

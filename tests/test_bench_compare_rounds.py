@@ -14,8 +14,12 @@ def _round(chronos_s: float, llama_s: float) -> dict[str, Any]:
         for name, s in (("chronos", chronos_s), ("llamaindex", llama_s))
     }
     c, li = sides["chronos"], sides["llamaindex"]
-    ratio = {"documents_per_min": round(c["documents_per_min"] / li["documents_per_min"], 3),
-             "chunks_per_s": round(c["chunks_per_s"] / li["chunks_per_s"], 3), "peak_rss": 1.0, "peak_pss": 1.0}
+    ratio = {
+        "documents_per_min": round(c["documents_per_min"] / li["documents_per_min"], 3),
+        "chunks_per_s": round(c["chunks_per_s"] / li["chunks_per_s"], 3),
+        "peak_rss": 1.0,
+        "peak_pss": 1.0,
+    }
     return {"files": 10, **sides, "ratio": ratio}
 
 

@@ -131,6 +131,7 @@ async def test_crossing_80_then_100_sends_two_alerts_and_crossing_again_sends_no
     # chronos costs shows them (a real CLI process).
     env = dict(os.environ, DATABASE_URL=dsn, CHRONOS_HOME=str(tmp_path), CHRONOS_MONTHLY_BUDGET_USD="10",
                CHRONOS_ALERT_WEBHOOK_URL="http://127.0.0.1:9/hook", PYTHONPATH=str(ROOT))  # fmt: skip
+
     def cli(*args: str) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "app.cli", "costs", *args], cwd=ROOT, env=env, capture_output=True, check=True,

@@ -23,8 +23,13 @@ def converted(relpath: str) -> tuple[bytes, str, dict]:
     from docling.datamodel.pipeline_options import NativePdfPipelineOptions
     from docling.document_converter import DocumentConverter, NativePdfFormatOption
 
-    conv = DocumentConverter(format_options={InputFormat.PDF: NativePdfFormatOption(
-        pipeline_options=NativePdfPipelineOptions(generate_page_images=False, generate_picture_images=False))})
+    conv = DocumentConverter(
+        format_options={
+            InputFormat.PDF: NativePdfFormatOption(
+                pipeline_options=NativePdfPipelineOptions(generate_page_images=False, generate_picture_images=False)
+            )
+        }
+    )
     doc = conv.convert(str(Path(CORPUS) / relpath)).document
     data = doc.export_to_dict()
     return json.dumps(data).encode(), doc.export_to_markdown(), data
@@ -33,13 +38,27 @@ def converted(relpath: str) -> tuple[bytes, str, dict]:
 def _chunk(relpath: str, model: str, **kw: int) -> tuple[list, dict]:
     js, md, _ = converted(relpath)
     emb = get_embedder(model, Settings(openai_api_key="k"))
-    chunks, params = chunk_document(js, md, embedder_max_tokens=emb.max_tokens, count_tokens=emb.count_tokens,
-                                    tokenizer_name=emb.tokenizer_name(), **kw)
+    chunks, params = chunk_document(
+        js,
+        md,
+        embedder_max_tokens=emb.max_tokens,
+        count_tokens=emb.count_tokens,
+        tokenizer_name=emb.tokenizer_name(),
+        **kw,
+    )
     return [msgspec.to_builtins(c) for c in chunks], msgspec.to_builtins(params)
 
 
-@pytest.mark.parametrize("relpath", ["pdf/multi_page.pdf", "pdf/redp5110_sampled.pdf", "html/wiki_duck.html",
-                                     "docx/word_sample.docx", "xlsx/xlsx_01.xlsx"])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "pdf/multi_page.pdf",
+        "pdf/redp5110_sampled.pdf",
+        "html/wiki_duck.html",
+        "docx/word_sample.docx",
+        "xlsx/xlsx_01.xlsx",
+    ],
+)
 @pytest.mark.parametrize("model", ["local:all-MiniLM-L6-v2", "openai:text-embedding-3-small"])
 def test_chunks_fit_the_window_and_offsets_point_into_the_markdown(relpath: str, model: str) -> None:
     _, md, _ = converted(relpath)
@@ -101,16 +120,28 @@ def _reference_items(data: dict) -> list[tuple[str, tuple[int, ...]]]:
     out = []
     for item, _level in DoclingDocument.model_validate(data).iterate_items():
         pages = tuple(sorted({p.page_no for p in getattr(item, "prov", None) or [] if p.page_no}))
-        text = " ".join(c.text for row in item.data.grid for c in row) if isinstance(item, TableItem) else (
-            getattr(item, "text", "") or "")
+        text = (
+            " ".join(c.text for row in item.data.grid for c in row)
+            if isinstance(item, TableItem)
+            else (getattr(item, "text", "") or "")
+        )
         if pages and text.strip():
             out.append((text, pages))
     return out
 
 
-@pytest.mark.parametrize("relpath", ["pdf/multi_page.pdf", "pdf/redp5110_sampled.pdf", "pdf/2305.03393v1-pg9.pdf",
-                                     "pdf/table_mislabeled_as_picture.pdf", "pdf/picture_classification.pdf",
-                                     "docx/word_sample.docx", "html/wiki_duck.html"])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "pdf/multi_page.pdf",
+        "pdf/redp5110_sampled.pdf",
+        "pdf/2305.03393v1-pg9.pdf",
+        "pdf/table_mislabeled_as_picture.pdf",
+        "pdf/picture_classification.pdf",
+        "docx/word_sample.docx",
+        "html/wiki_duck.html",
+    ],
+)
 def test_page_items_walk_the_json_as_docling_iterates_the_document(relpath: str) -> None:
     """The chunker reads page provenance from the JSON as plain data; it must see the same items, in
     the same order, with the same text and pages as docling_core's ``iterate_items`` (tables included)."""
@@ -126,7 +157,9 @@ def test_page_items_refuse_a_json_that_is_not_a_docling_document() -> None:
     for bad in (b"[]", b'{"body": {"children": [{"$ref": "#/texts/7"}]}, "texts": []}', b'{"texts": []}'):
         with pytest.raises(ChunkingError, match="not a DoclingDocument"):
             _items_with_pages(bad)
-    looped = {"body": {"self_ref": "#/body", "children": [{"$ref": "#/groups/0"}]},
-              "groups": [{"self_ref": "#/groups/0", "children": [{"$ref": "#/groups/0"}, {"$ref": "#/texts/0"}]}],
-              "texts": [{"self_ref": "#/texts/0", "text": "hello", "prov": [{"page_no": 2}]}]}
+    looped = {
+        "body": {"self_ref": "#/body", "children": [{"$ref": "#/groups/0"}]},
+        "groups": [{"self_ref": "#/groups/0", "children": [{"$ref": "#/groups/0"}, {"$ref": "#/texts/0"}]}],
+        "texts": [{"self_ref": "#/texts/0", "text": "hello", "prov": [{"page_no": 2}]}],
+    }
     assert _items_with_pages(json.dumps(looped).encode()) == [("hello", (2,))]  # a reference loop ends

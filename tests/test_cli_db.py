@@ -114,8 +114,14 @@ async def test_db_url_carries_the_service_password(embedded: Cli, tmp_path: Path
     env = {"PATH": os.environ.get("PATH", ""), "PGPASSFILE": os.devnull}
     for dsn, ok in ((url, True), (url.replace(f":{password}@", "@"), False), (url.replace(password, "x"), False)):
         proc = await asyncio.create_subprocess_exec(
-            psql, dsn, "-w", "-XAtc", "select current_user", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            psql,
+            dsn,
+            "-w",
+            "-XAtc",
+            "select current_user",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await proc.communicate()
         assert (proc.returncode == 0) is ok, (dsn, err.decode())

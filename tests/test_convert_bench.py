@@ -23,16 +23,34 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_convert_json(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
-    for rel in ("pdf/multi_page.pdf", "pdf/password_protected_2206.01062_pg3.pdf", "docx/lorem_ipsum.docx",
-                "csv/csv-comma.csv"):
+    for rel in (
+        "pdf/multi_page.pdf",
+        "pdf/password_protected_2206.01062_pg3.pdf",
+        "docx/lorem_ipsum.docx",
+        "csv/csv-comma.csv",
+    ):
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(CORPUS / rel, folder / rel)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env["CHRONOS_HOME"] = str(tmp_path / "home")
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "bench", "convert", "--folder", str(folder), "--json",
-         "--backends", "local,modal"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "bench",
+            "convert",
+            "--folder",
+            str(folder),
+            "--json",
+            "--backends",
+            "local,modal",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

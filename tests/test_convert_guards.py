@@ -33,9 +33,14 @@ def converter_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[in
     calls: list[tuple[str, tuple[int, int] | None, float]] = []
     real = ConverterPool.convert
 
-    def convert(self: ConverterPool, path: Path, media_type: str, options: ConvertOptions,
-                page_range: tuple[int, int] | None = None,
-                cancel: threading.Event | None = None) -> ConversionOutput:
+    def convert(
+        self: ConverterPool,
+        path: Path,
+        media_type: str,
+        options: ConvertOptions,
+        page_range: tuple[int, int] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ConversionOutput:
         calls.append((media_type, page_range, options.timeout_s))
         return real(self, path, media_type, options, page_range, cancel)
 
@@ -77,8 +82,10 @@ def test_real_html_passes_and_depth_is_what_a_browser_builds(tmp_path: Path) -> 
     for path in sorted((CORPUS / "html").glob("*.html")):
         guards.check(path, path.name, HTML)  # raises for none of Docling's own test pages
     page = tmp_path / "page.html"
-    page.write_bytes(b"<html><body><div><p>a<p>b<table><tr><td>1<td>2<tr><td>3</table>"
-                     b"<br><img src=x><ul><li>x<li>y</ul></div></body></html>")
+    page.write_bytes(
+        b"<html><body><div><p>a<p>b<table><tr><td>1<td>2<tr><td>3</table>"
+        b"<br><img src=x><ul><li>x<li>y</ul></div></body></html>"
+    )
     # html > body > div > table > tr > td: <p>, <td>, <tr> and <li> close their open siblings
     assert guards.html_depth(page) == 6
     deep = tmp_path / "deep.html"
@@ -99,8 +106,11 @@ def test_an_office_package_that_expands_past_its_limit_is_refused(tmp_path: Path
         guards.check_package(bomb, "bomb.docx", max_bytes=1_000_000)
     assert info.value.error_class == "ExpandsTooLarge" and not info.value.retryable
     assert "'bomb.docx'" in info.value.message and "expand to 4000008 bytes" in info.value.message
-    guards.check(CORPUS / "docx" / "word_sample.docx", "w.docx",
-                 "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+    guards.check(
+        CORPUS / "docx" / "word_sample.docx",
+        "w.docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    )
 
 
 @pytest.fixture
@@ -109,9 +119,14 @@ def every_attempt_times_out(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     limits: list[float] = []
     real = ConverterPool.convert
 
-    def convert(self: ConverterPool, path: Path, media_type: str, options: ConvertOptions,
-                page_range: tuple[int, int] | None = None,
-                cancel: threading.Event | None = None) -> ConversionOutput:
+    def convert(
+        self: ConverterPool,
+        path: Path,
+        media_type: str,
+        options: ConvertOptions,
+        page_range: tuple[int, int] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ConversionOutput:
         limits.append(options.timeout_s)
         return real(self, path, media_type, dataclasses.replace(options, timeout_s=0.02), page_range, cancel)
 

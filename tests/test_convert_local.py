@@ -35,11 +35,11 @@ async def convert(path: Path, name: str | None = None, options: ConvertOptions =
     return await convert_file(path, filename=name or path.name, media_type=sniff_path(path), options=options)
 
 
-async def failure_of(path: Path, name: str | None = None, media_type: str | None = None,
-                     options: ConvertOptions = LOCAL) -> ConversionFailure:
+async def failure_of(
+    path: Path, name: str | None = None, media_type: str | None = None, options: ConvertOptions = LOCAL
+) -> ConversionFailure:
     with pytest.raises(ConversionFailure) as info:
-        await convert_file(path, filename=name or path.name, media_type=media_type or sniff_path(path),
-                           options=options)
+        await convert_file(path, filename=name or path.name, media_type=media_type or sniff_path(path), options=options)
     return info.value
 
 
@@ -96,8 +96,12 @@ async def test_password_protected_pdf() -> None:
 async def test_lying_extensions_convert_by_content(tmp_path: Path) -> None:
     pdf_as_docx = tmp_path / "report.docx"
     shutil.copy(MULTI, pdf_as_docx)
-    out = await convert_file(pdf_as_docx, filename="report.docx", media_type=(
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"), options=LOCAL)
+    out = await convert_file(
+        pdf_as_docx,
+        filename="report.docx",
+        media_type=("application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        options=LOCAL,
+    )
     assert out.media_type == PDF and out.pipeline == "native" and out.page_count == 5
 
     docx_as_pdf = tmp_path / "letter.pdf"
@@ -205,9 +209,7 @@ async def test_timeout_kills_the_child_and_the_next_conversion_works(pool: Conve
     assert out.page_count == 5 and idle_pid(pool) != pid
 
 
-async def test_memory_cap_kills_the_child_and_the_next_conversion_works(
-    pool: ConverterPool, big_pdf: Path
-) -> None:
+async def test_memory_cap_kills_the_child_and_the_next_conversion_works(pool: ConverterPool, big_pdf: Path) -> None:
     baseline = pool._idle[0].ready["rss_mb"]
     cap = int(baseline) + 100  # converting the 90-page PDF peaks ~+320 MB
     tight = ConvertOptions(backend="local", memory_mb=cap)
@@ -291,7 +293,11 @@ async def test_killing_the_worker_kills_its_converters(tmp_path: Path, big_pdf: 
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), str(big_pdf), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        str(script),
+        str(big_pdf),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None

@@ -24,7 +24,12 @@ async def document(pool: asyncpg.Pool, media_type: str, pages: int) -> str:
     doc = str(uuid.uuid4())
     await pool.execute(
         "INSERT INTO documents (document_id, filename, status, media_type, page_count, stream_version, "
-        "last_position) VALUES ($1, $2, 'searchable', $3, $4, 1, 1)", doc, f"{doc}.bin", media_type, pages)
+        "last_position) VALUES ($1, $2, 'searchable', $3, $4, 1, 1)",
+        doc,
+        f"{doc}.bin",
+        media_type,
+        pages,
+    )
     return doc
 
 
@@ -33,7 +38,11 @@ async def ledger_line(pool: asyncpg.Pool, doc: str, seconds: float, gpu: str) ->
         "INSERT INTO cost_ledger (position, event_id, document_id, stage, provider, resource, quantity, "
         "unit_price_usd, amount_usd, details, recorded_at) VALUES ((SELECT coalesce(max(position), 0) + 1 FROM "
         "cost_ledger), $1, $2, 'convert', 'modal', 'gpu_seconds', $3, 0, 0, $4, now())",
-        uuid.uuid4(), doc, seconds, {"gpu": gpu, "cpu_cores": 2.0, "memory_gib": 8.0})
+        uuid.uuid4(),
+        doc,
+        seconds,
+        {"gpu": gpu, "cpu_cores": 2.0, "memory_gib": 8.0},
+    )
 
 
 def args(backend: str | None) -> argparse.Namespace:

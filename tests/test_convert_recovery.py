@@ -35,9 +35,14 @@ def tiny_timeout_above(monkeypatch: pytest.MonkeyPatch) -> Any:
         seen: list[tuple[int, int] | None] = []
         real = ConverterPool.convert
 
-        def convert(self: ConverterPool, path: Path, media_type: str, options: ConvertOptions,
-                    page_range: tuple[int, int] | None = None,
-                    cancel: threading.Event | None = None) -> ConversionOutput:
+        def convert(
+            self: ConverterPool,
+            path: Path,
+            media_type: str,
+            options: ConvertOptions,
+            page_range: tuple[int, int] | None = None,
+            cancel: threading.Event | None = None,
+        ) -> ConversionOutput:
             seen.append(page_range)
             if page_range is None or page_range[1] - page_range[0] + 1 > pages:
                 options = dataclasses.replace(options, timeout_s=TINY)
@@ -63,9 +68,7 @@ async def test_time_failure_is_retried_in_page_slices(tiny_timeout_above: Any) -
     assert out.cpu_s > 0 and out.total_s >= out.convert_s
 
 
-async def test_nothing_works_ends_in_a_final_failure(
-    tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_nothing_works_ends_in_a_final_failure(tiny_timeout_above: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = tiny_timeout_above(0)  # even a single page times out
     with pytest.raises(ConversionFailure) as info:
         await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF, options=LOCAL)
@@ -89,8 +92,9 @@ async def test_attempt_budget_is_respected(tiny_timeout_above: Any) -> None:
 async def test_input_failures_are_final_at_once(tiny_timeout_above: Any) -> None:
     seen = tiny_timeout_above(100)
     with pytest.raises(ConversionFailure) as info:
-        await convert_with_recovery(CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf", filename="p.pdf",
-                                    media_type=PDF, options=LOCAL)
+        await convert_with_recovery(
+            CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf", filename="p.pdf", media_type=PDF, options=LOCAL
+        )
     assert info.value.error_class == "PasswordProtected" and info.value.final and len(seen) == 1
 
 
@@ -100,8 +104,7 @@ async def test_single_file_formats_go_to_the_other_backend(tiny_timeout_above: A
     fake = deploy()
     tiny_timeout_above(0)
     docx = CORPUS / "docx" / "word_sample.docx"
-    out = await convert_with_recovery(docx, filename="w.docx", media_type="application/octet-stream",
-                                      options=LOCAL)
+    out = await convert_with_recovery(docx, filename="w.docx", media_type="application/octet-stream", options=LOCAL)
     assert out.backend == "modal" and fake.documents_sent == [1] and out.markdown.strip()
 
 

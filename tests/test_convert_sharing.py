@@ -93,9 +93,14 @@ def slow_conversion(monkeypatch: pytest.MonkeyPatch) -> Any:
     calls: list[str] = []
     real = ConverterPool.convert
 
-    def convert(self: ConverterPool, path: Path, media_type: str, options: ConvertOptions,
-                page_range: tuple[int, int] | None = None,
-                cancel: threading.Event | None = None) -> ConversionOutput:
+    def convert(
+        self: ConverterPool,
+        path: Path,
+        media_type: str,
+        options: ConvertOptions,
+        page_range: tuple[int, int] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ConversionOutput:
         data = path.read_bytes()
         calls.append("slow" if b"SLOW" in data else media_type)
         if b"SLOW" in data:

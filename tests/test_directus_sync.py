@@ -115,7 +115,10 @@ async def test_a_sync_after_an_outage_brings_in_what_the_flow_missed(
     await catch_up_all(rt.pool, rt.dsn)
     states = await document_states(rt.pool, [doc_of(x) for x in "abcd"])
     assert {k: s.status.value for k, s in states.items()} == {
-        doc_of("a"): "uploaded", doc_of("b"): "deleted", doc_of("c"): "uploaded", doc_of("d"): "uploaded"
+        doc_of("a"): "uploaded",
+        doc_of("b"): "deleted",
+        doc_of("c"): "uploaded",
+        doc_of("d"): "uploaded",
     }
     synced = [e for e in await rt.store.read_stream("sync-directus") if e.type == ev.SourceSynced.TYPE]
     assert [(e.data["uploaded"], e.data["deleted"]) for e in synced] == [(2, 0), (2, 0), (0, 0), (1, 0), (0, 1)]

@@ -139,7 +139,8 @@ async def test_batch_survives_a_killed_poller_and_every_document_moves_to_the_ne
     (finished,) = [e.data for e in await rt.store.read_stream(f"embedding-batch-{submitted.batches[0].batch_id}")
                    if e.type == ev.EmbeddingBatchFinished.TYPE]  # fmt: skip
     assert finished["status"] == "completed" and sorted(finished["embedded_documents"]) == sorted(
-        d.document_id for d in docs)
+        d.document_id for d in docs
+    )
     for doc in docs:
         models = [e["model"] for e in await of_type(rt, doc, ev.ChunksEmbedded.TYPE)]
         assert models.count(NEW) == 1  # recorded once, although two pollers saw the batch
@@ -217,7 +218,8 @@ async def test_reprocess_batch_api_goes_through_the_service_from_the_cli(
         return code, out, err
 
     code, out, err = await asyncio.to_thread(
-        run, "--stage", "embed", "--model", NEW, "--document", doc.document_id, "--batch-api", "--yes", "--json")
+        run, "--stage", "embed", "--model", NEW, "--document", doc.document_id, "--batch-api", "--yes", "--json"
+    )
     assert code == 0, err
     answer = orjson.loads(out)
     assert len(answer["batches"]) == 1 and answer["batches"][0]["inputs"] == 2 and answer["refused"] == {}

@@ -55,7 +55,12 @@ async def test_cache_reuses_rows_and_embeds_only_misses(pool: asyncpg.Pool) -> N
         "INSERT INTO embedding_cache (model, dimensions, text_sha256, document_id, embedding) VALUES"
         " ($1, 384, $2, gen_random_uuid(), $3), ($1, 384, $2, gen_random_uuid(), $3),"
         " ('openai:text-embedding-3-small@384', 384, $4, gen_random_uuid(), $5)",
-        emb.model, text_sha256("old text"), cached, text_sha256("new text"), other_model)
+        emb.model,
+        text_sha256("old text"),
+        cached,
+        text_sha256("new text"),
+        other_model,
+    )
     result = await embed_with_cache(pool, emb, ["old text", "new text", "old text", "new text"])
     assert emb.seen == ["new text"]  # one miss, embedded once; the other model's row is not used
     assert result.reused_count == 2 and result.embedded_count == 1

@@ -67,8 +67,13 @@ async def test_retries_are_bounded_and_the_error_is_retryable_unavailable() -> N
 
 async def test_a_retry_after_beyond_two_minutes_is_not_waited_for() -> None:
     with openai_standin() as srv:
-        srv.script = [(429, {"Retry-After": "600"}, {"error": {"message": "slow down", "type": "requests",
-                                                               "code": "rate_limit_exceeded"}})]
+        srv.script = [
+            (
+                429,
+                {"Retry-After": "600"},
+                {"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}},
+            )
+        ]
         with pytest.raises(EmbeddingUnavailable) as info:
             await _embedder(srv.url).embed(["x y"])
     assert info.value.retryable and len(srv.requests) == 1

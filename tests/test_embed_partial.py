@@ -96,8 +96,10 @@ async def test_a_document_embedded_in_several_requests_has_one_ledger_line_and_a
     await drain(rt, "embed")
     assert len(standin.requests) == 2
     await catch_up_all(rt.pool, rt.dsn)
-    rows = await rt.pool.fetch("SELECT quantity, amount_usd, (details ->> 'requests')::int AS requests, "
-                               "(details ->> 'inputs')::int AS inputs FROM cost_ledger WHERE provider = 'openai'")
+    rows = await rt.pool.fetch(
+        "SELECT quantity, amount_usd, (details ->> 'requests')::int AS requests, "
+        "(details ->> 'inputs')::int AS inputs FROM cost_ledger WHERE provider = 'openai'"
+    )
     assert len(rows) == 1 and rows[0]["quantity"] == standin.billed_tokens
     assert (rows[0]["requests"], rows[0]["inputs"]) == (2, 2100)
     unit = price("openai_token_text-embedding-3-small")
@@ -106,9 +108,7 @@ async def test_a_document_embedded_in_several_requests_has_one_ledger_line_and_a
     assert not [f for f in report.errors if f.check == "duplicate_costs"], [f.to_json() for f in report.errors]
 
 
-async def test_a_model_switch_keeps_the_model_that_finished_when_the_next_fails(
-    rt: Runtime, standin: StandIn
-) -> None:
+async def test_a_model_switch_keeps_the_model_that_finished_when_the_next_fails(rt: Runtime, standin: StandIn) -> None:
     switch = SyntheticDocument(rt.store, rt.blobs)  # reprocess --stage embed --model X --all, seen by the stage
     await switch.upload(b"switch")
     await switch.request("embed", model=SMALL_256, scope="all")

@@ -33,6 +33,7 @@ def test_the_sample_set_has_one_document_of_each_kind(tmp_path: Path) -> None:
 
 def test_make_run_uses_the_samples_without_the_shared_corpus() -> None:
     """``make -n`` shows what ``make run`` would do, with the shared corpus present and absent."""
+
     def plan(*extra: str) -> str:
         done = subprocess.run(["make", "-n", "run", "STAMP=Makefile", *extra], cwd=ROOT, capture_output=True,
                               text=True, check=True)  # fmt: skip

@@ -21,7 +21,10 @@ ELF = b"\x7fELF\x02\x01\x01" + bytes(500)
 
 
 async def test_history_of_a_good_and_a_failed_revision(
-    rt: Runtime, dsn: str, pool: asyncpg.Pool, store: EventStore  # noqa: F811
+    rt: Runtime,  # noqa: F811
+    dsn: str,
+    pool: asyncpg.Pool,
+    store: EventStore,
 ) -> None:
     first = await put(rt, timetable("7:15"))
     assert (await drive(rt, [first.document_id]))[first.document_id] == "searchable"

@@ -45,8 +45,10 @@ async def test_pgvector_in_another_schema(extensions_db: str) -> None:
             "WHERE e.extname = 'vector'"
         )
         assert schema == "extensions"  # the migrations' CREATE EXTENSION IF NOT EXISTS left it there
-        assert await pool.fetchval("SELECT 'extensions.vector'::regtype = atttypid FROM pg_attribute "
-                                   "WHERE attrelid = 'vectors'::regclass AND attname = 'embedding'")
+        assert await pool.fetchval(
+            "SELECT 'extensions.vector'::regtype = atttypid FROM pg_attribute "
+            "WHERE attrelid = 'vectors'::regclass AND attname = 'embedding'"
+        )
         store, blobs = EventStore(pool), PgBlobStore(pool)
         rng = np.random.default_rng(12)
         vecs = random_unit_vectors(rng, 20, 16)

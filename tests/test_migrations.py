@@ -139,9 +139,7 @@ async def test_views_reapplied_when_changed(dsn: str, sql_copy: Path) -> None:
         view.write_text("CREATE OR REPLACE VIEW v_test_answer AS SELECT 42 AS answer;\n")
         assert await migrate(conn, root=sql_copy) == ["views/v_test_answer.sql"]
         assert await conn.fetchval("SELECT answer FROM v_test_answer") == 42
-        kinds = await conn.fetchval(
-            "SELECT kind FROM schema_migrations WHERE filename = 'views/v_test_answer.sql'"
-        )
+        kinds = await conn.fetchval("SELECT kind FROM schema_migrations WHERE filename = 'views/v_test_answer.sql'")
         assert kinds == "view"
     finally:
         await conn.close()

@@ -43,14 +43,12 @@ def test_import_needs_no_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env.update(HOME=str(tmp_path), CHRONOS_MODAL_GPU="L4")
     code = "import app.modal_app as m; print(m.app.name, m.GPU, m.DOCLING_REQUIREMENT)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     name, gpu, requirement = done.stdout.split()
     assert (name, gpu) == ("chronos-docling", "L4") and requirement.startswith("docling==")
     env["CHRONOS_MODAL_GPU"] = "H1000"
-    bad = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "CHRONOS_MODAL_GPU" in bad.stderr
 
 
@@ -58,8 +56,12 @@ def test_function_body_runs_with_local_docling() -> None:
     items = [
         {"filename": "a.pdf", "media_type": PDF, "data": MULTI.read_bytes(), "pipeline": "default"},
         {"filename": "b.docx", "media_type": sniff_path(DOCX), "data": DOCX.read_bytes(), "pipeline": "default"},
-        {"filename": "locked.pdf", "media_type": PDF, "pipeline": "default",
-         "data": (CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf").read_bytes()},
+        {
+            "filename": "locked.pdf",
+            "media_type": PDF,
+            "pipeline": "default",
+            "data": (CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf").read_bytes(),
+        },
         {"filename": "c.pdf", "media_type": PDF, "data": MULTI.read_bytes(), "page_range": [2, 3]},
     ]
     reply = Converter(device="cpu").convert.local(items, None)  # type: ignore[call-arg]
@@ -78,8 +80,15 @@ def test_function_body_runs_with_local_docling() -> None:
 
 async def test_service_calls_the_deployed_function_by_name(deploy: Any) -> None:
     fake = deploy()
-    results = await convert_batch([(MULTI, "a.pdf", PDF), (MULTI, "b.pdf", PDF), (DOCX, "b.docx", sniff_path(DOCX)),
-                                   (CORPUS / "md" / "duck.md", "duck.md", "text/markdown")], MODAL)
+    results = await convert_batch(
+        [
+            (MULTI, "a.pdf", PDF),
+            (MULTI, "b.pdf", PDF),
+            (DOCX, "b.docx", sniff_path(DOCX)),
+            (CORPUS / "md" / "duck.md", "duck.md", "text/markdown"),
+        ],
+        MODAL,
+    )
     assert fake.looked_up and set(fake.looked_up) == {(APP_NAME, CLASS_NAME)}
     assert fake.documents_sent == [2]  # the two PDFs in one call (one container start); the rest local
     assert fake.calls[0].items[0]["data"] == MULTI.read_bytes()
@@ -98,8 +107,9 @@ async def test_service_calls_the_deployed_function_by_name(deploy: Any) -> None:
 async def test_input_failures_on_modal_are_not_fallbacks(deploy: Any) -> None:
     deploy()
     with pytest.raises(ConversionFailure) as info:
-        await convert_file(CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf", filename="x.pdf",
-                           media_type=PDF, options=MODAL)
+        await convert_file(
+            CORPUS / "pdf" / "password_protected_2206.01062_pg3.pdf", filename="x.pdf", media_type=PDF, options=MODAL
+        )
     assert info.value.error_class == "PasswordProtected" and info.value.backend == "modal"
     assert info.value.modal_usage and info.value.modal_usage[0].container_s > 0  # the failure was billed
 
@@ -168,8 +178,9 @@ async def test_real_modal_client_without_credentials_falls_back(
 def test_auto_backend_follows_modal_credentials() -> None:
     assert ConvertOptions().resolved_backend({}) == "local"
     assert ConvertOptions().resolved_backend({"MODAL_TOKEN_ID": "ak", "MODAL_TOKEN_SECRET": "as"}) == "modal"
-    assert ConvertOptions(backend="local").resolved_backend({"MODAL_TOKEN_ID": "a", "MODAL_TOKEN_SECRET": "b"}) \
-        == "local"
+    assert (
+        ConvertOptions(backend="local").resolved_backend({"MODAL_TOKEN_ID": "a", "MODAL_TOKEN_SECRET": "b"}) == "local"
+    )
     a, b = ConvertOptions(backend="modal"), ConvertOptions(backend="local", timeout_s=5)
     assert a.settings_hash() == b.settings_hash()  # where it ran does not change the output
     assert ConvertOptions(pipeline="standard").settings_hash() != a.settings_hash()

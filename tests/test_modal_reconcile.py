@@ -38,8 +38,11 @@ def utc_today() -> date:
 
 def row(day: date, cost: str, app: str = "chronos-docling", tags: dict[str, str] | None = None) -> Any:
     item: modal.billing.WorkspaceBillingReportItem = {
-        "object_id": f"ap-{app}", "description": app, "environment_name": "main",
-        "interval_start": datetime(day.year, day.month, day.day, tzinfo=UTC), "cost": Decimal(cost),
+        "object_id": f"ap-{app}",
+        "description": app,
+        "environment_name": "main",
+        "interval_start": datetime(day.year, day.month, day.day, tzinfo=UTC),
+        "cost": Decimal(cost),
         "tags": tags if tags is not None else ({"service": "chronos-ingest"} if app == "chronos-docling" else {}),
     }
     return item
@@ -98,8 +101,10 @@ async def test_adjustments_make_the_modal_total_equal_the_bill_once(
     ledger = await pool.fetchval("SELECT sum(amount_usd) FROM cost_ledger WHERE provider = 'modal'")
     assert ledger == result.bill_usd
     adjustments = await pool.fetch("SELECT details FROM cost_ledger WHERE resource = 'adjustment'")
-    assert sorted(json.loads(a["details"])["billed_day"] if isinstance(a["details"], str) else a["details"]
-                  ["billed_day"] for a in adjustments) == sorted([today.isoformat(), yesterday.isoformat()])
+    assert sorted(
+        json.loads(a["details"])["billed_day"] if isinstance(a["details"], str) else a["details"]["billed_day"]
+        for a in adjustments
+    ) == sorted([today.isoformat(), yesterday.isoformat()])
     # `chronos check` finds nothing paid twice (each adjustment is its own cause).
     assert not [f.to_json() for f in (await run_checks(pool)).errors if f.check == "duplicate_costs"]
     # Run again: nothing left to adjust, nothing appended.
@@ -131,8 +136,25 @@ async def test_only_complete_days_are_reconciled(pool: asyncpg.Pool, store: Even
 def test_reconcile_without_modal_credentials_says_what_to_do(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env["CHRONOS_HOME"] = str(tmp_path / "home")
-    done = subprocess.run([sys.executable, "-m", "app.cli", "costs", "reconcile", "--provider", "modal",
-                           "--from", "2026-05-01", "--to", "2026-06-01"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "costs",
+            "reconcile",
+            "--provider",
+            "modal",
+            "--from",
+            "2026-05-01",
+            "--to",
+            "2026-06-01",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "MODAL_TOKEN_ID" in done.stderr and "Traceback" not in done.stderr

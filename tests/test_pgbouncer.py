@@ -74,8 +74,9 @@ def _run_pgbouncer(server_dsn: str, mode: str, workdir: Path) -> Iterator[str]:
         entry = pwd.getpwnam(run_as)
         for path in [workdir, *workdir.iterdir()]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
-    proc = subprocess.Popen([PGBOUNCER, str(workdir / "pgbouncer.ini")], user=run_as,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [PGBOUNCER, str(workdir / "pgbouncer.ini")], user=run_as, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 30
         while True:  # wait until it listens (readiness, not a timing assertion)
@@ -104,8 +105,15 @@ async def test_transaction_mode_is_refused_at_start_up(dsn: str) -> None:
         # The CLI says the same, without a traceback.
         env = {k: v for k, v in os.environ.items() if k != "CHRONOS_HOME"} | {"DATABASE_URL": url}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "events", "list", cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "app.cli",
+            "events",
+            "list",
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 69  # DatabaseUnavailable: EX_UNAVAILABLE

@@ -139,7 +139,10 @@ def start_worker(dsn: str, home: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, DATABASE_URL=dsn, CHRONOS_HOME=str(home))
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", "--no-projections", *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 

@@ -45,17 +45,42 @@ def leaked(pid: int) -> list[str]:
 
 
 def test_allow_lists_keep_what_children_need_and_drop_credentials() -> None:
-    env = {**SECRETS, "PATH": "/usr/bin", "HOME": "/root", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": "/t",
-           "HF_HUB_OFFLINE": "1", "DOCLING_ARTIFACTS_PATH": "/models", "OMP_NUM_THREADS": "2",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": "/src", "CHRONOS_CONVERT_TIMEOUT": "300",
-           "AWS_SECRET_ACCESS_KEY": "x", "PGPASSWORD": "x", "SOMETHING_ELSE": "x"}
-    assert converter_env(env) == {
-        "PATH": "/usr/bin", "HOME": "/root", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": "/t",
-        "HF_HUB_OFFLINE": "1", "DOCLING_ARTIFACTS_PATH": "/models", "OMP_NUM_THREADS": "2",
-        "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": "/src",
+    env = {
+        **SECRETS,
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TMPDIR": "/t",
+        "HF_HUB_OFFLINE": "1",
+        "DOCLING_ARTIFACTS_PATH": "/models",
+        "OMP_NUM_THREADS": "2",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": "/src",
+        "CHRONOS_CONVERT_TIMEOUT": "300",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "PGPASSWORD": "x",
+        "SOMETHING_ELSE": "x",
     }
-    assert postgres_env(env) == {"PATH": "/usr/bin", "HOME": "/root", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-                                 "TMPDIR": "/t"}
+    assert converter_env(env) == {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TMPDIR": "/t",
+        "HF_HUB_OFFLINE": "1",
+        "DOCLING_ARTIFACTS_PATH": "/models",
+        "OMP_NUM_THREADS": "2",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": "/src",
+    }
+    assert postgres_env(env) == {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TMPDIR": "/t",
+    }
     assert all(looks_secret(name) for name in SECRETS if name != "CHRONOS_API_TOKENS") and looks_secret("api_key")
     assert not any(looks_secret(n) for n in ("TOKENIZERS_PARALLELISM", "GIT_AUTHOR_NAME", "KEYBOARD", "PATH"))
 
@@ -73,8 +98,9 @@ async def test_embedded_server_gets_no_secrets(tmp_path: Path, monkeypatch: pyte
             processes = [postmaster, *postmaster.children(recursive=True)]  # this session's backend included
             found = {p.pid: leaked(p.pid) for p in processes}
             # The attack from issue 11: the server's environment read through SQL.
-            server_env = await conn.fetchval("SELECT pg_read_binary_file('/proc/' || $1::text || '/environ')",
-                                             str(postmaster.pid))
+            server_env = await conn.fetchval(
+                "SELECT pg_read_binary_file('/proc/' || $1::text || '/environ')", str(postmaster.pid)
+            )
         finally:
             await conn.close()
         assert backend in found and len(found) >= 3, found
@@ -89,8 +115,12 @@ async def test_embedded_server_gets_no_secrets(tmp_path: Path, monkeypatch: pyte
 def test_converter_processes_get_no_secrets() -> None:
     env = {**os.environ, **SECRETS}
     probe = subprocess.Popen(
-        [sys.executable, "-m", "tests.secret_env_probe"], cwd=ROOT, env=env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "tests.secret_env_probe"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         assert probe.stdout is not None and probe.stdin is not None

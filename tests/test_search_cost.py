@@ -47,7 +47,11 @@ async def search_lines(pool: asyncpg.Pool) -> list[asyncpg.Record]:
 
 
 async def test_each_paid_query_is_a_ledger_line_from_the_function_the_cli_and_the_api(
-    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str, standin: StandIn,
+    store: EventStore,
+    blobs: PgBlobStore,
+    pool: asyncpg.Pool,
+    dsn: str,
+    standin: StandIn,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     doc = await searchable(store, blobs, pool, dsn)
@@ -78,8 +82,12 @@ async def test_each_paid_query_is_a_ledger_line_from_the_function_the_cli_and_th
     assert float(month) == pytest.approx(float(sum(r["amount_usd"] for r in lines)))
     streams = await pool.fetch("SELECT DISTINCT stream_id FROM events WHERE type = $1", ev.CostIncurred.TYPE)
     assert all(r["stream_id"].startswith("search-") for r in streams)
-    actors = [r["actor"] for r in await pool.fetch(
-        "SELECT metadata ->> 'actor' AS actor FROM events WHERE type = $1 ORDER BY position", ev.CostIncurred.TYPE)]
+    actors = [
+        r["actor"]
+        for r in await pool.fetch(
+            "SELECT metadata ->> 'actor' AS actor FROM events WHERE type = $1 ORDER BY position", ev.CostIncurred.TYPE
+        )
+    ]
     assert actors[:2] == ["search", "cli"] and actors[2].startswith("token:")  # the API: the caller's token
 
 

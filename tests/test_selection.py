@@ -36,7 +36,7 @@ async def test_legitimate_predicates(store: EventStore, blobs: PgBlobStore, pool
     assert await select_documents(pool, where("filename LIKE '%.pdf' AND (status = 'uploaded')")) == [a, b]
     assert await select_documents(pool, where("filename = $q$plain.pdf$q$")) == [b]
     assert await select_documents(pool, where("filename = 'it''s' OR filename = E'plain\\x2epdf'")) == [b]
-    subquery = '"filename" IN (SELECT v.filename FROM v_selectable_documents v WHERE v.filename LIKE \'p%\')'
+    subquery = "\"filename\" IN (SELECT v.filename FROM v_selectable_documents v WHERE v.filename LIKE 'p%')"
     assert await select_documents(pool, where(subquery)) == [b]
 
 
@@ -134,8 +134,10 @@ async def test_predicate_cannot_notify(store: EventStore, blobs: PgBlobStore, po
     listener = await asyncpg.connect(dsn)
     await listener.add_listener("chronos_events", lambda *args: received.append(args[3]))
     try:
-        for predicate in ("pg_notify('chronos_events', '999999') IS NOT NULL",
-                          "(SELECT count(pg_notify('chronos_jobs', d::text)) FROM generate_series(1, 3) d) > 0"):
+        for predicate in (
+            "pg_notify('chronos_events', '999999') IS NOT NULL",
+            "(SELECT count(pg_notify('chronos_jobs', d::text)) FROM generate_series(1, 3) d) > 0",
+        ):
             with pytest.raises(SelectionError, match="permission denied for function pg_notify"):
                 await select_documents(pool, where(predicate))
         await listener.execute("SELECT 1")  # a round trip: any notification sent would be in by now

@@ -64,7 +64,6 @@ async def drain(rt: Runtime, *stages: str, timeout: float = 120) -> None:
         await task
 
 
-
 async def stage_events(rt: Runtime, document_id: str, kind: str) -> list[dict[str, object]]:
     return [e.data for e in await rt.store.read_stream(stream_for(document_id)) if e.type == kind]
 

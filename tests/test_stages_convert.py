@@ -44,9 +44,14 @@ def tiny_timeout_above(monkeypatch: pytest.MonkeyPatch) -> Any:
         seen: list[tuple[int, int] | None] = []
         real = ConverterPool.convert
 
-        def convert(self: ConverterPool, path: Path, media_type: str, options: ConvertOptions,
-                    page_range: tuple[int, int] | None = None,
-                    cancel: threading.Event | None = None) -> ConversionOutput:
+        def convert(
+            self: ConverterPool,
+            path: Path,
+            media_type: str,
+            options: ConvertOptions,
+            page_range: tuple[int, int] | None = None,
+            cancel: threading.Event | None = None,
+        ) -> ConversionOutput:
             seen.append(page_range)
             if page_range is None or page_range[1] - page_range[0] + 1 > pages:
                 options = dataclasses.replace(options, timeout_s=TINY)

@@ -56,8 +56,10 @@ async def embedded(rt: Runtime, document_id: str) -> list[str]:
 
 
 async def test_switch_covers_documents_ingested_meanwhile(rt: Runtime, standin: StandIn) -> None:
-    first = [await put_bytes(rt, f"# Doc {i}\n\nAbout harbors and glaciers, part {i}.\n".encode(), f"d{i}.md")
-             for i in range(2)]
+    first = [
+        await put_bytes(rt, f"# Doc {i}\n\nAbout harbors and glaciers, part {i}.\n".encode(), f"d{i}.md")
+        for i in range(2)
+    ]
     await drain(rt)
     await catch_up_all(rt.pool, rt.dsn)
     assert await models(rt.pool) == {OLD: (2, 2, True)}  # the default with OPENAI_API_KEY set
@@ -76,11 +78,13 @@ async def test_switch_covers_documents_ingested_meanwhile(rt: Runtime, standin: 
     late = await put_bytes(rt, b"# Late\n\nA document about orchids that arrives during the switch.\n", "late.md")
     await drain(rt)
     assert await embedded(rt, late.document_id) == sorted([OLD, NEW])
-    chunked = [e.data for e in await rt.store.read_stream(stream_for(late.document_id))
-               if e.type == ev.DocumentChunked.TYPE]
+    chunked = [
+        e.data for e in await rt.store.read_stream(stream_for(late.document_id)) if e.type == ev.DocumentChunked.TYPE
+    ]
     assert chunked[0]["parameters"]["embedder_max_tokens"] == 256  # fitted to the smaller window
-    costs = await rt.pool.fetchval("SELECT count(*) FROM events WHERE type = 'CostIncurred' AND stream_id = $1",
-                                   stream_for(late.document_id))
+    costs = await rt.pool.fetchval(
+        "SELECT count(*) FROM events WHERE type = 'CostIncurred' AND stream_id = $1", stream_for(late.document_id)
+    )
     assert costs >= 2  # convert + each embedding's own cost event, none overwritten
     await catch_up_all(rt.pool, rt.dsn)
     assert await models(rt.pool) == {OLD: (3, 3, False), NEW: (3, 3, True)}  # switched in one step

@@ -268,8 +268,11 @@ PATHS: S = {
                     "description": "The question",
                 },
                 qparam("k", integer(minimum=1, maximum=100, default=5), "How many hits"),
-                qparam("mode", {"type": "string", "enum": ["hybrid", "vector", "text"], "default": "hybrid"},
-                       "hybrid (default), vector, or text (no embedding)"),
+                qparam(
+                    "mode",
+                    {"type": "string", "enum": ["hybrid", "vector", "text"], "default": "hybrid"},
+                    "hybrid (default), vector, or text (no embedding)",
+                ),
                 qparam("as_of", string(), "Answer with the chunks current at this ISO timestamp or log position"),
                 qparam("document_id", {"type": "array", "items": UUID}, "Only these documents (repeat the parameter)"),
                 qparam("filename", string(), "Only files whose name matches this glob (* and ?), case-insensitive"),

@@ -30,7 +30,8 @@ HEAD_TIMEOUT_S = 20.0
 _TIMEOUT_BODY = b'{"error":{"code":"request_timeout","message":"the request head did not arrive in time"}}'
 _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    + f"content-length: {len(_TIMEOUT_BODY)}\r\n\r\n".encode() + _TIMEOUT_BODY
+    + f"content-length: {len(_TIMEOUT_BODY)}\r\n\r\n".encode()
+    + _TIMEOUT_BODY
 )
 
 

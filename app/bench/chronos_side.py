@@ -47,13 +47,21 @@ async def per_document(rt: Runtime, ids: list[str]) -> dict[str, dict[str, Any]]
     out: dict[str, dict[str, Any]] = {}
     for row in await rt.pool.fetch(query("bench", "log_per_document"), [stream_for(d) for d in ids]):
         doc = document_id_from_stream(row["stream_id"]) or row["stream_id"]
-        out[doc] = {"log_chunks": row["chunks"], "log_vectors": row["vectors"], "events": row["events"],
-                    "cost_events": row["cost_events"]}
+        out[doc] = {
+            "log_chunks": row["chunks"],
+            "log_vectors": row["vectors"],
+            "events": row["events"],
+            "cost_events": row["cost_events"],
+        }
     with contextlib.suppress(Exception):  # projections not built in this checkout: the log figures stand
         for row in await rt.pool.fetch(query("bench", "tables_per_document"), ids):
             out.setdefault(str(row["document_id"]), {}).update(
-                {"chunks": row["chunks"], "vectors": row["vectors"], "cost_lines": row["cost_lines"],
-                 "status": row["status"]}
+                {
+                    "chunks": row["chunks"],
+                    "vectors": row["vectors"],
+                    "cost_lines": row["cost_lines"],
+                    "status": row["status"],
+                }
             )
     return out
 
@@ -105,13 +113,18 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
         "events": totals["events"],
         "cost_events": totals["cost_events"],
         "seconds": round(total_s, 3),
-        "stage_seconds": {"upload": round(upload_s, 3), "until_final": round(final_s - upload_s, 3),
-                          "projection_catch_up": round(total_s - final_s, 3)},
+        "stage_seconds": {
+            "upload": round(upload_s, 3),
+            "until_final": round(final_s - upload_s, 3),
+            "projection_catch_up": round(total_s - final_s, 3),
+        },
         "warm_up_s": round(warm_s, 3),
         "worker_process_cpu_s": round(cpu_s, 3),  # this process, every thread; converter children not included
         "warm_up": warm,
-        "settings": {"concurrency": concurrency,
-                     "convert_processes": os.environ.get("CHRONOS_CONVERT_PROCESSES", "default")},
+        "settings": {
+            "concurrency": concurrency,
+            "convert_processes": os.environ.get("CHRONOS_CONVERT_PROCESSES", "default"),
+        },
     }
 
 

@@ -131,12 +131,19 @@ async def run_pair(
             if name == "chronos":
                 async with scratch_database("chronos_compare") as dsn:
                     extra = ["--concurrency", str(options.concurrency)] + (
-                        ["--timeout", str(options.timeout)] if options.timeout else [])
+                        ["--timeout", str(options.timeout)] if options.timeout else []
+                    )
                     side, memory = await run_side("app.bench.chronos_side", ["--dsn", dsn, *common, *extra], quiet)
             else:
                 async with vector_database() as dsn:
-                    extra = ["--chunk-size", str(options.chunk_size), "--chunk-overlap", str(options.chunk_overlap),
-                             "--embed-batch", str(options.embed_batch)]
+                    extra = [
+                        "--chunk-size",
+                        str(options.chunk_size),
+                        "--chunk-overlap",
+                        str(options.chunk_overlap),
+                        "--embed-batch",
+                        str(options.embed_batch),
+                    ]
                     side, memory = await run_side(
                         "app.bench.llamaindex_baseline", ["--dsn", dsn, *common, *extra], quiet
                     )
@@ -166,14 +173,19 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             result[side] = _median_round(rounds, side)
     if len(rounds) > 1:
         result["rounds"] = [
-            {side: {"seconds": r[side]["seconds"], "documents_per_min": r[side]["documents_per_min"]}
-             for side in SIDES if side in r} | ({"ratio": r["ratio"]} if "ratio" in r else {})
+            {
+                side: {"seconds": r[side]["seconds"], "documents_per_min": r[side]["documents_per_min"]}
+                for side in SIDES
+                if side in r
+            }
+            | ({"ratio": r["ratio"]} if "ratio" in r else {})
             for r in rounds
         ]
     if all("ratio" in r for r in rounds):
         result["ratio"] = {
             key: round(statistics.median(float(r["ratio"][key]) for r in rounds), 3)
-            if all(r["ratio"][key] is not None for r in rounds) else None
+            if all(r["ratio"][key] is not None for r in rounds)
+            else None
             for key in rounds[0]["ratio"]
         }
         result["goal"] = {"minimum": 1.0, "aim": 1.5}
@@ -203,8 +215,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--embed-batch", type=int, default=32, help="LlamaIndex HuggingFaceEmbedding batch size")
     p.add_argument("--only", choices=SIDES, default=None, help="run one side only")
     p.add_argument("--timeout", type=float, default=None, help="give the Chronos side up after this many seconds")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="run both sides this many times, alternating the order; report medians (default 1)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run both sides this many times, alternating the order; report medians (default 1)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
 
@@ -217,10 +233,16 @@ async def main(args: argparse.Namespace) -> int:
     if not files:
         print(f"no files in {args.folder}", file=sys.stderr)
         return 2
-    options = CompareOptions(concurrency=args.concurrency, chunk_size=args.chunk_size,
-                             chunk_overlap=args.chunk_overlap, embed_batch=args.embed_batch, timeout=args.timeout)
-    result = await run_compare(files, options, (args.only,) if args.only else SIDES, quiet=args.json,
-                               rounds=args.rounds)
+    options = CompareOptions(
+        concurrency=args.concurrency,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        embed_batch=args.embed_batch,
+        timeout=args.timeout,
+    )
+    result = await run_compare(
+        files, options, (args.only,) if args.only else SIDES, quiet=args.json, rounds=args.rounds
+    )
     if args.json:
         print(orjson.dumps(result).decode())
     else:
@@ -246,8 +268,12 @@ def print_table(result: dict[str, Any]) -> None:
     row("warm-up s (not timed)", lambda r: r["warm_up_s"])
     ratio = result.get("ratio", {})
     header = ["", *sides] + (["Chronos/LlamaIndex"] if ratio else [])
-    ratio_of = {"documents/min": "documents_per_min", "chunks/s": "chunks_per_s",
-                "peak RSS MB (tree sum)": "peak_rss", "peak PSS MB (tree)": "peak_pss"}
+    ratio_of = {
+        "documents/min": "documents_per_min",
+        "chunks/s": "chunks_per_s",
+        "peak RSS MB (tree sum)": "peak_rss",
+        "peak PSS MB (tree)": "peak_pss",
+    }
     table = [header] + [
         [label, *vals] + ([str(ratio.get(ratio_of[label], ""))] if ratio and label in ratio_of else [""] * bool(ratio))
         for label, vals in rows

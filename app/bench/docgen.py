@@ -117,9 +117,11 @@ def make_markdown(
     with path.open("w", encoding="utf-8") as handle:
         while written < target:
             section += 1
-            block = f"## Section {section}: {sentence(rng, 4)[:-1]}\n\n" + "\n\n".join(
-                paragraph(rng, 5) for _ in range(20)
-            ) + "\n\n"
+            block = (
+                f"## Section {section}: {sentence(rng, 4)[:-1]}\n\n"
+                + "\n\n".join(paragraph(rng, 5) for _ in range(20))
+                + "\n\n"
+            )
             handle.write(block)
             before = written // (1024 * 1024)
             written += len(block.encode("utf-8"))

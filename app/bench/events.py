@@ -85,8 +85,7 @@ async def run_bench(
                 async with pool.acquire() as conn:
                     for b in range(batches):
                         rows = [
-                            (uuid.uuid4(), f"copy-{b}", i + 1, "BenchEvent", _payload(i), meta)
-                            for i in range(batch)
+                            (uuid.uuid4(), f"copy-{b}", i + 1, "BenchEvent", _payload(i), meta) for i in range(batch)
                         ]
                         await conn.copy_records_to_table("bench_plain", records=rows, columns=COLUMNS)
                         bar.update(batch)

@@ -56,8 +56,13 @@ def generate(folder: Path, pages: int, big_mb: int, big_kind: str, quiet: bool) 
 async def _cli(env: dict[str, str], *argv: str) -> tuple[int, bytes, bytes, dict[str, object], float]:
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", *argv, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "app.cli",
+        *argv,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     with TreeSampler(proc.pid, interval=0.05) as sampler:
         out, err = await proc.communicate()
@@ -109,8 +114,15 @@ async def run_large(
         async with scratch_database("chronos_large") as dsn:
             env = {**os.environ, "DATABASE_URL": dsn, "HF_HUB_OFFLINE": "1"}
             worker = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "app.cli", "worker", "--concurrency", str(concurrency), env=env,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                sys.executable,
+                "-m",
+                "app.cli",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
             )
             pool = await create_pool(dsn, min_size=1, max_size=2)
             try:
@@ -180,18 +192,40 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def print_report(result: dict[str, Any]) -> None:
-    header = ["file", "MB", "pages", "status", "upload s", "upload RSS MB", "convert s", "to final s", "chunks",
-              "workers RSS MB", "workers PSS MB", "converter RSS MB"]
+    header = [
+        "file",
+        "MB",
+        "pages",
+        "status",
+        "upload s",
+        "upload RSS MB",
+        "convert s",
+        "to final s",
+        "chunks",
+        "workers RSS MB",
+        "workers PSS MB",
+        "converter RSS MB",
+    ]
     rows = [header]
     for f in result["files"]:
         wm = f.get("workers", {}).get("memory", {})
         conv = wm.get("largest_child_rss_mb", "-")
-        rows.append([
-            f["file"], str(f["size_mb"]), str(f.get("page_count", "-")), f["status"],
-            str(f["upload"]["seconds"]), str(f["upload"]["memory"]["peak_rss_mb"]), str(f.get("convert_s", "-")),
-            str(f.get("seconds_to_final", "-")),
-            str(f.get("chunks", "-")), str(wm.get("peak_rss_mb", "-")), str(wm.get("peak_pss_mb", "-")), str(conv),
-        ])
+        rows.append(
+            [
+                f["file"],
+                str(f["size_mb"]),
+                str(f.get("page_count", "-")),
+                f["status"],
+                str(f["upload"]["seconds"]),
+                str(f["upload"]["memory"]["peak_rss_mb"]),
+                str(f.get("convert_s", "-")),
+                str(f.get("seconds_to_final", "-")),
+                str(f.get("chunks", "-")),
+                str(wm.get("peak_rss_mb", "-")),
+                str(wm.get("peak_pss_mb", "-")),
+                str(conv),
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(widths[j]) if j in (0, 3) else c.rjust(widths[j]) for j, c in enumerate(r)))

@@ -56,13 +56,21 @@ def docling_converter() -> Any:
     from docling.document_converter import DocumentConverter, NativePdfFormatOption
 
     formats = [
-        InputFormat.PDF, InputFormat.DOCX, InputFormat.PPTX, InputFormat.XLSX,
-        InputFormat.HTML, InputFormat.MD, InputFormat.CSV,
+        InputFormat.PDF,
+        InputFormat.DOCX,
+        InputFormat.PPTX,
+        InputFormat.XLSX,
+        InputFormat.HTML,
+        InputFormat.MD,
+        InputFormat.CSV,
     ]
     converter = DocumentConverter(
         allowed_formats=formats,
-        format_options={InputFormat.PDF: NativePdfFormatOption(pipeline_options=NativePdfPipelineOptions(
-            generate_page_images=False, generate_picture_images=False))},
+        format_options={
+            InputFormat.PDF: NativePdfFormatOption(
+                pipeline_options=NativePdfPipelineOptions(generate_page_images=False, generate_picture_images=False)
+            )
+        },
     )
     converter.initialize_pipeline(InputFormat.PDF)
     return converter
@@ -112,18 +120,20 @@ def stored_rows(dsn: str, table: str) -> dict[str, Any]:
         with engine.connect() as conn:
             row = conn.execute(
                 sqlalchemy.text(
-                    f'SELECT count(*), count(embedding), count(DISTINCT metadata_->>\'file_path\') FROM "data_{table}"'
+                    f"SELECT count(*), count(embedding), count(DISTINCT metadata_->>'file_path') FROM \"data_{table}\""
                 )
             ).one()
             per_doc = conn.execute(
-                sqlalchemy.text(
-                    f"SELECT metadata_->>'file_path', count(*) FROM \"data_{table}\" GROUP BY 1"
-                )
+                sqlalchemy.text(f"SELECT metadata_->>'file_path', count(*) FROM \"data_{table}\" GROUP BY 1")
             ).all()
     finally:
         engine.dispose()
-    return {"nodes": int(row[0]), "vectors": int(row[1]), "documents": int(row[2]),
-            "per_document": {str(p): int(n) for p, n in per_doc}}
+    return {
+        "nodes": int(row[0]),
+        "vectors": int(row[1]),
+        "documents": int(row[2]),
+        "per_document": {str(p): int(n) for p, n in per_doc},
+    }
 
 
 def run(
@@ -178,8 +188,12 @@ def run(
         "stage_seconds": {"read": round(read_s, 3), "split_embed_store": round(total_s - read_s, 3)},
         "warm_up_s": round(warm_up_s, 3),
         "settings": {
-            "chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "embed_batch": embed_batch,
-            "hnsw_index": hnsw, "model": MODEL, "pdf_pipeline": "native",
+            "chunk_size": chunk_size,
+            "chunk_overlap": chunk_overlap,
+            "embed_batch": embed_batch,
+            "hnsw_index": hnsw,
+            "model": MODEL,
+            "pdf_pipeline": "native",
         },
     }
 
@@ -198,8 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     files = [Path(f) for f in orjson.loads(args.files_from.read_bytes())]
     result = run(
-        files, args.dsn, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-        embed_batch=args.embed_batch, hnsw=not args.no_hnsw, quiet=args.quiet,
+        files,
+        args.dsn,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        embed_batch=args.embed_batch,
+        hnsw=not args.no_hnsw,
+        quiet=args.quiet,
     )
     args.out.write_bytes(orjson.dumps(result))
     return 0

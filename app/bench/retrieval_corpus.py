@@ -276,7 +276,7 @@ def _write_manual(directory: Path, corpus: Corpus, rng: random.Random, n: int, p
             if k == 1 and number in needles:
                 code = f"CHRONOS-{rng.randint(100, 999)}"
                 depot = needles[number]
-                text += (f" Inspection code {code} governs the replacement of signal lamps at the {depot} depot.")
+                text += f" Inspection code {code} governs the replacement of signal lamps at the {depot} depot."
                 corpus.questions.append(Question(
                     "needle", f"Which inspection code applies when signal lamps are replaced at {depot}?",
                     path.name, code, page=number,

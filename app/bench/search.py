@@ -49,8 +49,12 @@ async def run_bench(
                     rows = slice(start, start + len(part))
                     body = copy.encode_rows(len(part), [("uuid", ids[rows]), ("text", MODEL), ("uuid", docs[rows]),
                                                         ("vector", part)])  # fmt: skip
-                    await conn.copy_to_table("vectors", source=copy.stream([body]), format="binary",
-                                             columns=["chunk_id", "model", "document_id", "embedding"])
+                    await conn.copy_to_table(
+                        "vectors",
+                        source=copy.stream([body]),
+                        format="binary",
+                        columns=["chunk_id", "model", "document_id", "embedding"],
+                    )
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_m'", str(m))
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_ef_construction'", str(efc))
                 await conn.execute("SET maintenance_work_mem = '1GB'")
@@ -113,7 +117,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     r = await run_bench(
-        args.vectors, args.dimensions, args.queries, args.ef_search, args.m, args.ef_construction, args.json,
+        args.vectors,
+        args.dimensions,
+        args.queries,
+        args.ef_search,
+        args.m,
+        args.ef_construction,
+        args.json,
         not args.no_hybrid,
     )
     if args.json:

@@ -144,8 +144,9 @@ async def _wait(settings: Settings, names: set[str], cap: float) -> None:
 
 
 def _figures(args: argparse.Namespace, rows: list[dict[str, Any]], hostile: str, wall_s: float) -> dict[str, Any]:
-    small = [float(r["seconds"]) for r in rows
-             if r["filename"].startswith("small-") and r["outcome"] == "ChunksEmbedded"]
+    small = [
+        float(r["seconds"]) for r in rows if r["filename"].startswith("small-") and r["outcome"] == "ChunksEmbedded"
+    ]
     rejected = {r["filename"]: round(float(r["seconds"]), 2) for r in rows if r["filename"] in ("empty.md", "tool.md")}
     host = next((r for r in rows if r["filename"] == hostile), None)
     return {
@@ -157,8 +158,9 @@ def _figures(args: argparse.Namespace, rows: list[dict[str, Any]], hostile: str,
             "max": round(max(small), 1) if small else None,
         },
         "empty_and_executable_upload_to_failed_s": rejected,
-        "hostile_outcome": None if host is None else {
-            "event": host["outcome"], "after_s": round(float(host["seconds"]), 1)},
+        "hostile_outcome": None
+        if host is None
+        else {"event": host["outcome"], "after_s": round(float(host["seconds"]), 1)},
         "wall_s": round(wall_s, 1),
         "capped": len(small) < args.small,
     }

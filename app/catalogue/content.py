@@ -16,9 +16,11 @@ async def store_content(
 ) -> tuple[list[ev.Chunk], ev.BlobRef]:
     """Put the chunks' texts and heading paths (or ``contents``: with titles and contexts) in a blob;
     returns the chunks without them and its ref."""
-    content = contents if contents is not None else [
-        ev.ChunkContent(text=c.text or "", heading_path=list(c.heading_path or ())) for c in chunks
-    ]
+    content = (
+        contents
+        if contents is not None
+        else [ev.ChunkContent(text=c.text or "", heading_path=list(c.heading_path or ())) for c in chunks]
+    )
     ref = await blobs.put_bytes(msgspec.json.encode(content), MEDIA_TYPE)
     bare = [msgspec.structs.replace(c, text=None, heading_path=None) for c in chunks]
     return bare, ev.BlobRef.of(ref)

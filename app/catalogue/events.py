@@ -65,6 +65,7 @@ class DocumentUploaded(DocumentEvent, frozen=True):
     key: str | None = None  # the logical document's key ("directus:<id>", "api:<id>", "folder:<src>:<path>")
     revision: int = 1  # 1, 2, ... within the document
 
+
 class DocumentDeleted(DocumentEvent, frozen=True):
     TYPE: ClassVar[str] = "DocumentDeleted"
     reason: str = ""

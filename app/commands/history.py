@@ -41,8 +41,10 @@ async def run(args: argparse.Namespace) -> int:
     for r in body["revisions"]:
         mark = "*" if r["serving"] else " "
         done = [s for s in STAGES if s in r["stages"]]
-        print(f"{mark} revision {r['revision']}  {_at(r['uploaded_at'])}  {r['filename']}  {r['size']} B  "
-              f"sha256 {r['sha256'][:12]}  from {r['source']}{'/' + r['source_ref'] if r['source_ref'] else ''}")
+        print(
+            f"{mark} revision {r['revision']}  {_at(r['uploaded_at'])}  {r['filename']}  {r['size']} B  "
+            f"sha256 {r['sha256'][:12]}  from {r['source']}{'/' + r['source_ref'] if r['source_ref'] else ''}"
+        )
         print(f"    stages: {', '.join(done) or 'none yet'}   cost ${r['cost_usd']:.6f}"
               + (f"   deleted {_at(r['deleted_at'])}" if r["deleted_at"] else ""))  # fmt: skip
         if r["failure"]:

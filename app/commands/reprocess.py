@@ -90,16 +90,23 @@ def _print_batches(plan: reprocess.Plan, as_json: bool) -> int:
     assert plan.batches is not None
     submitted, planned = plan.batches.batches, plan.batches.plan
     batches: list[dict[str, Any]] = [
-        {"batch_id": b.batch_id, "openai_batch_id": b.openai_batch_id, "documents": len(b.documents),
-         "inputs": b.inputs} for b in submitted
+        {
+            "batch_id": b.batch_id,
+            "openai_batch_id": b.openai_batch_id,
+            "documents": len(b.documents),
+            "inputs": b.inputs,
+        }
+        for b in submitted
     ]
     if as_json:
         print(orjson.dumps({"batches": batches, "quote": plan.quote.to_json(), "embedded_now": planned.nothing_to_send,
                             "waiting_for_chunks": planned.no_chunks, "refused": planned.refused}).decode())  # fmt: skip
     else:
         for b in batches:
-            print(f"submitted batch {b['batch_id']} ({b['openai_batch_id']}): {b['documents']} document(s), "
-                  f"{b['inputs']} texts")
+            print(
+                f"submitted batch {b['batch_id']} ({b['openai_batch_id']}): {b['documents']} document(s), "
+                f"{b['inputs']} texts"
+            )
         if planned.nothing_to_send or planned.no_chunks:
             print(f"{len(planned.nothing_to_send) + len(planned.no_chunks)} document(s) need no batch (cached, or "
                   "not chunked yet): requested from the embed stage")  # fmt: skip

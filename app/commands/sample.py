@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps([str(f) for f in files]).decode())
     else:
-        print(f"wrote {len(files)} sample documents to {args.folder}/ "
-              f"(ingest them: chronos ingest {args.folder} --wait)")
+        print(
+            f"wrote {len(files)} sample documents to {args.folder}/ (ingest them: chronos ingest {args.folder} --wait)"
+        )
     return 0

@@ -19,13 +19,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--mode", choices=MODES, default="hybrid",
                    help="hybrid (default: full text and vectors fused), vector, or text (no model)")  # fmt: skip
     p.add_argument("--model", help="embedding model (default: the active search model)")
-    p.add_argument("--as-of", dest="as_of", metavar="TIMESTAMP|POSITION",
-                   help="answer with the chunks current at that moment (ISO timestamp or log position)")
+    p.add_argument(
+        "--as-of",
+        dest="as_of",
+        metavar="TIMESTAMP|POSITION",
+        help="answer with the chunks current at that moment (ISO timestamp or log position)",
+    )
     p.add_argument("--document", dest="document_ids", action="append", metavar="ID",
                    help="only this document (repeatable)")  # fmt: skip
     p.add_argument("--filename", metavar="GLOB", help='only files whose name matches, e.g. "*.pdf"')
-    p.add_argument("--media-type", dest="media_types", action="append", metavar="TYPE",
-                   help="only this media type, e.g. application/pdf (repeatable)")
+    p.add_argument(
+        "--media-type",
+        dest="media_types",
+        action="append",
+        metavar="TYPE",
+        help="only this media type, e.g. application/pdf (repeatable)",
+    )
     p.add_argument("--source", dest="sources", action="append", help="only this source: cli, api, directus")
     p.add_argument("--uploaded-from", dest="uploaded_from", metavar="DATE", help="uploaded at or after")
     p.add_argument("--uploaded-to", dest="uploaded_to", metavar="DATE", help="uploaded before")

@@ -23,8 +23,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     d.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     d.add_argument("--force", action="store_true", help="delete even above the deletion guard's share")
-    d.add_argument("--max-delete-share", type=float, default=MAX_DELETE_SHARE, metavar="F",
-                   help=f"refuse to delete more than this share of Directus's documents (default {MAX_DELETE_SHARE})")
+    d.add_argument(
+        "--max-delete-share",
+        type=float,
+        default=MAX_DELETE_SHARE,
+        metavar="F",
+        help=f"refuse to delete more than this share of Directus's documents (default {MAX_DELETE_SHARE})",
+    )
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=sync_directus)
 
@@ -48,8 +53,10 @@ async def sync_directus(args: argparse.Namespace) -> int:
         for key in sorted(plan.vanished):
             print(f"  delete   {key}")
         return 0
-    print(f"synced Directus: {len(report.uploaded)} uploaded or revised, {report.unchanged} unchanged, "
-          f"{len(report.deleted)} deleted, {len(report.rejected)} rejected (high-water {report.high_water or '-'})")
+    print(
+        f"synced Directus: {len(report.uploaded)} uploaded or revised, {report.unchanged} unchanged, "
+        f"{len(report.deleted)} deleted, {len(report.rejected)} rejected (high-water {report.high_water or '-'})"
+    )
     for file_id, why in sorted(report.rejected.items()):
         print(f"  rejected {file_id}: {why}")
     return 0

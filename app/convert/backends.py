@@ -54,13 +54,19 @@ def check_input(path: Path, filename: str, media_type: str | None) -> str:
     if refused is not None:
         raise ConversionFailure(refused[0], refused[1], retryable=False)
     if media_type and media_type != sniffed:
-        log.info("converting by content, not by declared type",
-                 extra={"file_name": filename, "declared": media_type, "sniffed": sniffed})
+        log.info(
+            "converting by content, not by declared type",
+            extra={"file_name": filename, "declared": media_type, "sniffed": sniffed},
+        )
     return sniffed
 
 
 async def convert_file(
-    path: Path, *, filename: str, media_type: str, options: ConvertOptions,
+    path: Path,
+    *,
+    filename: str,
+    media_type: str,
+    options: ConvertOptions,
     page_range: tuple[int, int] | None = None,
 ) -> ConversionOutput:
     """Convert one file on the configured backend; raises ``ConversionFailure`` with a clear reason."""
@@ -84,12 +90,14 @@ async def convert_batch(
         except ConversionFailure as failure:
             results[i] = failure
     on_modal = options.resolved_backend() == "modal"
-    done = await asyncio.gather(*(
-        _modal_or_local(path, filename, media, options, page_range)
-        if on_modal and (options.any_type_on_modal or runs_on_modal(media, options.pipeline))
-        else _local(path, media, options, page_range)
-        for _, path, filename, media in todo
-    ))
+    done = await asyncio.gather(
+        *(
+            _modal_or_local(path, filename, media, options, page_range)
+            if on_modal and (options.any_type_on_modal or runs_on_modal(media, options.pipeline))
+            else _local(path, media, options, page_range)
+            for _, path, filename, media in todo
+        )
+    )
     for (i, *_), result in zip(todo, done, strict=True):
         results[i] = result
     log.debug("batch converted", extra={"documents": len(items), "seconds": time.perf_counter() - started})
@@ -97,8 +105,12 @@ async def convert_batch(
 
 
 async def _local(
-    path: Path, media_type: str, options: ConvertOptions, page_range: tuple[int, int] | None,
-    fallback: dict[str, str] | None = None, usage: ModalUsage | None = None,
+    path: Path,
+    media_type: str,
+    options: ConvertOptions,
+    page_range: tuple[int, int] | None,
+    fallback: dict[str, str] | None = None,
+    usage: ModalUsage | None = None,
 ) -> Result:
     """Local Docling; ``fallback``/``usage``: why Modal was not used, and what its failed call cost."""
     started = time.perf_counter()
@@ -122,6 +134,8 @@ async def _modal_or_local(
     outcome = await batcher().submit(item, options.modal_timeout_s, options.gpu.upper())
     if not isinstance(outcome, ModalUnavailable):
         return outcome
-    log.warning("Modal unavailable, converting locally", extra={
-        "reason": outcome.reason, "detail": outcome.message, "file_name": filename})
+    log.warning(
+        "Modal unavailable, converting locally",
+        extra={"reason": outcome.reason, "detail": outcome.message, "file_name": filename},
+    )
     return await _local(path, media_type, options, page_range, outcome.fallback(), outcome.usage)

@@ -45,8 +45,14 @@ class _Batch:
 class Batcher:
     """Collects submissions into batches and sends each with ``send`` (``call_modal``)."""
 
-    def __init__(self, send: Send | None = None, *, max_docs: int | None = None, max_bytes: int | None = None,
-                 wait_s: float | None = None) -> None:
+    def __init__(
+        self,
+        send: Send | None = None,
+        *,
+        max_docs: int | None = None,
+        max_bytes: int | None = None,
+        wait_s: float | None = None,
+    ) -> None:
         self.send: Send = send or _call_modal
         modal = config.current().modal
         self.max_docs = max_docs if max_docs is not None else MAX_DOCS if MAX_DOCS is not None else modal.batch
@@ -54,8 +60,9 @@ class Batcher:
                           else int(modal.batch_mb * 1024 * 1024))  # fmt: skip
         self.wait_s = wait_s if wait_s is not None else WAIT_S if WAIT_S is not None else modal.wait_ms / 1000
         if self.max_docs < 1 or self.max_bytes < 1 or self.wait_s < 0:
-            raise ValueError("Modal batch caps must be positive (CHRONOS_MODAL_BATCH, CHRONOS_MODAL_BATCH_MB, "
-                             "CHRONOS_MODAL_WAIT_MS)")
+            raise ValueError(
+                "Modal batch caps must be positive (CHRONOS_MODAL_BATCH, CHRONOS_MODAL_BATCH_MB, CHRONOS_MODAL_WAIT_MS)"
+            )
         self._open: dict[tuple[float, str], _Batch] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self.calls = 0  # batches sent (for benchmarks and tests)

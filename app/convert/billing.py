@@ -61,8 +61,12 @@ class Day:
     adjustment_usd: Decimal
 
     def to_json(self) -> dict[str, Any]:
-        return {"day": self.day.isoformat(), "bill_usd": float(self.bill_usd), "ledger_usd": float(self.ledger_usd),
-                "adjustment_usd": float(self.adjustment_usd)}
+        return {
+            "day": self.day.isoformat(),
+            "bill_usd": float(self.bill_usd),
+            "ledger_usd": float(self.ledger_usd),
+            "adjustment_usd": float(self.adjustment_usd),
+        }
 
 
 @dataclass
@@ -88,11 +92,16 @@ class Reconciliation:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "provider": "modal", "app": self.app, "from": self.start.isoformat(), "to": self.end.isoformat(),
-            "bill_usd": float(self.bill_usd), "ledger_before_usd": float(self.ledger_before_usd),
+            "provider": "modal",
+            "app": self.app,
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "bill_usd": float(self.bill_usd),
+            "ledger_before_usd": float(self.ledger_before_usd),
             "adjustment_usd": float(self.adjustment_usd),
             "ledger_after_usd": float(self.ledger_before_usd + (self.adjustment_usd if not self.dry_run else 0)),
-            "adjustments_appended": self.appended, "dry_run": self.dry_run,
+            "adjustments_appended": self.appended,
+            "dry_run": self.dry_run,
             "days": [d.to_json() for d in self.days],
         }
 
@@ -109,14 +118,19 @@ def fetch_report(start: date, end: date) -> list[Mapping[str, Any]]:
             # Modal 1.6.4 marks this function deprecated (for modal.Workspace ... billing.report) from
             # 2026-06-18; it reads the same report.
             warnings.simplefilter("ignore", mex.DeprecationError)
-            rows = modal.billing.workspace_billing_report(start=begin, end=until, resolution="d",
-                                                          tag_names=[APP_TAG[0]])
+            rows = modal.billing.workspace_billing_report(
+                start=begin, end=until, resolution="d", tag_names=[APP_TAG[0]]
+            )
     except (mex.AuthError, mex.PermissionDeniedError) as exc:
-        raise ReconcileError(f"Modal refused the billing report ({exc}); set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET "
-                             "to a token of the workspace the app is deployed in") from exc
+        raise ReconcileError(
+            f"Modal refused the billing report ({exc}); set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET "
+            "to a token of the workspace the app is deployed in"
+        ) from exc
     except (mex.ConnectionError, ConnectionError, OSError, mex.TimeoutError) as exc:
-        raise ReconcileError(f"could not reach Modal for the billing report ({type(exc).__name__}: {exc}); "
-                             "nothing was changed, try again later") from exc
+        raise ReconcileError(
+            f"could not reach Modal for the billing report ({type(exc).__name__}: {exc}); "
+            "nothing was changed, try again later"
+        ) from exc
     return list(rows)
 
 
@@ -170,8 +184,10 @@ async def reconcile_modal(
     """Append the adjustments that make each complete day's Modal total in [start, end) equal the bill."""
     end = complete_until(end, now)
     if end <= start:
-        raise ReconcileError(f"nothing to reconcile between {start} and {end}: Modal bills complete UTC days "
-                             "only; choose a --from before today")
+        raise ReconcileError(
+            f"nothing to reconcile between {start} and {end}: Modal bills complete UTC days "
+            "only; choose a --from before today"
+        )
     version = await store.stream_version(STREAM)
     rows = report if report is not None else await asyncio.to_thread(fetch_report, start, end)
     bill = bill_by_day(rows, app, start, end)
@@ -189,11 +205,20 @@ async def reconcile_modal(
         try:
             await store.append(STREAM, events, expected_version=version)
         except WrongExpectedVersion as exc:
-            raise ReconcileError("another reconciliation of Modal costs ran at the same time; nothing was "
-                                 "appended by this one, run it again") from exc
+            raise ReconcileError(
+                "another reconciliation of Modal costs ran at the same time; nothing was "
+                "appended by this one, run it again"
+            ) from exc
         result.appended = len(events)
-    log.info("Modal costs reconciled", extra={"from": str(start), "to": str(end), "appended": result.appended,
-                                              "adjustment_usd": str(result.adjustment_usd)})
+    log.info(
+        "Modal costs reconciled",
+        extra={
+            "from": str(start),
+            "to": str(end),
+            "appended": result.appended,
+            "adjustment_usd": str(result.adjustment_usd),
+        },
+    )
     return result
 
 

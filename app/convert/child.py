@@ -41,10 +41,16 @@ def serve(conn: Connection, address_space_mb: int | None, log_path: str, worker_
     engine.warm_up()
     from app.convert.options import docling_version
 
-    conn.send({
-        "event": "ready", "pid": os.getpid(), "rss_mb": _status_mb("VmRSS"), "vm_mb": _status_mb("VmSize"),
-        "address_space_mb": address_space_mb, "docling_version": docling_version(),
-    })
+    conn.send(
+        {
+            "event": "ready",
+            "pid": os.getpid(),
+            "rss_mb": _status_mb("VmRSS"),
+            "vm_mb": _status_mb("VmSize"),
+            "address_space_mb": address_space_mb,
+            "docling_version": docling_version(),
+        }
+    )
     while True:
         try:
             request: dict[str, Any] = conn.recv()
@@ -56,9 +62,14 @@ def serve(conn: Connection, address_space_mb: int | None, log_path: str, worker_
         try:
             reply = _handle(engine, conn, request)
         except MemoryError:
-            conn.send(_failed(errors.ConversionFailure(
-                errors.MEMORY_LIMIT, f"the converter process reached its {address_space_mb} MB address-space cap"
-            )))
+            conn.send(
+                _failed(
+                    errors.ConversionFailure(
+                        errors.MEMORY_LIMIT,
+                        f"the converter process reached its {address_space_mb} MB address-space cap",
+                    )
+                )
+            )
             return  # a process that ran out of memory is not trusted with another document
         conn.send(reply)
 
@@ -76,9 +87,15 @@ def _handle(engine: Any, conn: Connection, request: dict[str, Any]) -> dict[str,
                 on_inspected=lambda pages: conn.send({"event": "inspected", "page_count": pages}),
             )
             return {
-                "event": "done", "ok": True, "docling_json": result.docling_json, "markdown": result.markdown,
-                "page_count": result.page_count, "pipeline": result.pipeline, "convert_s": result.convert_s,
-                "docling_version": result.docling_version, "warnings": result.warnings,
+                "event": "done",
+                "ok": True,
+                "docling_json": result.docling_json,
+                "markdown": result.markdown,
+                "page_count": result.page_count,
+                "pipeline": result.pipeline,
+                "convert_s": result.convert_s,
+                "docling_version": result.docling_version,
+                "warnings": result.warnings,
             }
         if op == "inspect":
             from app.convert.engine import inspect_pdf
@@ -87,8 +104,13 @@ def _handle(engine: Any, conn: Connection, request: dict[str, Any]) -> dict[str,
             return {"event": "done", "ok": True, "page_count": pages}
         if op == "merge":
             docling_json, markdown, pages = engine.merge(request["json_docs"])
-            return {"event": "done", "ok": True, "docling_json": docling_json, "markdown": markdown,
-                    "page_count": pages}
+            return {
+                "event": "done",
+                "ok": True,
+                "docling_json": docling_json,
+                "markdown": markdown,
+                "page_count": pages,
+            }
         return _failed(errors.ConversionFailure(errors.DOCLING_ERROR, f"unknown converter request {op!r}"))
     except errors.ConversionFailure as failure:
         return _failed(failure)

@@ -69,10 +69,17 @@ class ContainerState:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "id": self.container_id, "gpu": self.gpu, "device": self.device, "device_name": self.device_name,
-            "cpu_cores": self.cpu_cores, "memory_mib": self.memory_mib, "scaledown_s": self.scaledown_s,
-            "function_timeout_s": self.function_timeout_s, "document_timeout_s": self.document_timeout_s,
-            "docling_version": self.engine_version(), "ready_s": round(self.ready_at - self.started_at, 3),
+            "id": self.container_id,
+            "gpu": self.gpu,
+            "device": self.device,
+            "device_name": self.device_name,
+            "cpu_cores": self.cpu_cores,
+            "memory_mib": self.memory_mib,
+            "scaledown_s": self.scaledown_s,
+            "function_timeout_s": self.function_timeout_s,
+            "document_timeout_s": self.document_timeout_s,
+            "docling_version": self.engine_version(),
+            "ready_s": round(self.ready_at - self.started_at, 3),
         }
 
     @staticmethod
@@ -98,8 +105,9 @@ def _device_name(device: str) -> str | None:
 
 def start_container(device: str, standard_options: Any) -> ContainerState:
     """Build the converters; on CUDA the standard pipeline's models are loaded now (and must be there)."""
-    engine = Engine(standard_options=standard_options,
-                    document_timeout=_env_float("CHRONOS_MODAL_DOCUMENT_TIMEOUT", 120.0))
+    engine = Engine(
+        standard_options=standard_options, document_timeout=_env_float("CHRONOS_MODAL_DOCUMENT_TIMEOUT", 120.0)
+    )
     if device != "cpu" or models_present():
         engine.converter("standard")  # loads layout/table/OCR models onto the device
     engine.warm_up()
@@ -128,8 +136,9 @@ def run_batch(state: ContainerState, items: list[dict[str, Any]], deadline_unix:
     "usage"}`` or ``{"ok": False, "not_started": True}``; ``usage`` is the document's container time."""
     call_start = time.time()
     first = state.calls == 0
-    held_before = call_start - state.started_at if first else min(call_start - (state.last_end or call_start),
-                                                                  state.scaledown_s)
+    held_before = (
+        call_start - state.started_at if first else min(call_start - (state.last_end or call_start), state.scaledown_s)
+    )
     stop_at = call_start + state.function_timeout_s - SAFETY_S
     if deadline_unix is not None:
         stop_at = min(stop_at, deadline_unix - SAFETY_S)
@@ -142,8 +151,9 @@ def run_batch(state: ContainerState, items: list[dict[str, Any]], deadline_unix:
                 spent.append(0.0)
                 continue
             started = time.perf_counter()
-            results.append(_convert_one(state.engine, Path(tmp) / f"{n}.{extension_for(str(item.get('media_type')))}",
-                                        item))
+            results.append(
+                _convert_one(state.engine, Path(tmp) / f"{n}.{extension_for(str(item.get('media_type')))}", item)
+            )
             spent.append(time.perf_counter() - started)
     call_end = time.time()
     state.calls += 1
@@ -152,8 +162,13 @@ def run_batch(state: ContainerState, items: list[dict[str, Any]], deadline_unix:
     return {
         "version": REPLY_VERSION,
         "container": state.describe(),
-        "call": {"first_on_container": first, "started_at": call_start, "finished_at": call_end,
-                 "run_s": round(call_end - call_start, 4), "held_before_s": round(held_before, 4)},
+        "call": {
+            "first_on_container": first,
+            "started_at": call_start,
+            "finished_at": call_end,
+            "run_s": round(call_end - call_start, 4),
+            "held_before_s": round(held_before, 4),
+        },
         "results": results,
     }
 
@@ -163,7 +178,9 @@ def _convert_one(engine: Engine, path: Path, item: dict[str, Any]) -> dict[str, 
     page_range = item.get("page_range")
     try:
         result = engine.convert(
-            path, str(item["media_type"]), str(item.get("pipeline") or "default"),
+            path,
+            str(item["media_type"]),
+            str(item.get("pipeline") or "default"),
             (int(page_range[0]), int(page_range[1])) if page_range else None,
         )
     except ConversionFailure as failure:
@@ -173,14 +190,24 @@ def _convert_one(engine: Engine, path: Path, item: dict[str, Any]) -> dict[str, 
     finally:
         path.unlink(missing_ok=True)
     return {
-        "ok": True, "docling_json": result.docling_json, "markdown": result.markdown,
-        "page_count": result.page_count, "pipeline": result.pipeline, "docling_version": result.docling_version,
-        "convert_s": result.convert_s, "warnings": result.warnings, "page_range": page_range,
+        "ok": True,
+        "docling_json": result.docling_json,
+        "markdown": result.markdown,
+        "page_count": result.page_count,
+        "pipeline": result.pipeline,
+        "docling_version": result.docling_version,
+        "convert_s": result.convert_s,
+        "warnings": result.warnings,
+        "page_range": page_range,
     }
 
 
 def _attribute(
-    results: list[dict[str, Any]], spent: list[float], run_s: float, held_before: float, first: bool,
+    results: list[dict[str, Any]],
+    spent: list[float],
+    run_s: float,
+    held_before: float,
+    first: bool,
     state: ContainerState,
 ) -> None:
     """Share the call's billed container time out between the documents it converted (module doc)."""

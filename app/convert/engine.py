@@ -37,8 +37,14 @@ from app.convert.sniff import CSV, DOCX, HTML, MARKDOWN, PDF, PPTX, TEXT, XLSX, 
 log = logging.getLogger(__name__)
 
 FORMATS: dict[str, InputFormat] = {
-    PDF: InputFormat.PDF, DOCX: InputFormat.DOCX, PPTX: InputFormat.PPTX, XLSX: InputFormat.XLSX,
-    HTML: InputFormat.HTML, MARKDOWN: InputFormat.MD, TEXT: InputFormat.MD, CSV: InputFormat.CSV,
+    PDF: InputFormat.PDF,
+    DOCX: InputFormat.DOCX,
+    PPTX: InputFormat.PPTX,
+    XLSX: InputFormat.XLSX,
+    HTML: InputFormat.HTML,
+    MARKDOWN: InputFormat.MD,
+    TEXT: InputFormat.MD,
+    CSV: InputFormat.CSV,
 }
 _IMAGE_PLACEHOLDER = "<!-- image -->"
 
@@ -96,8 +102,13 @@ class Engine:
             else:
                 # No page renders or picture bitmaps: search needs text, and on the corpus this made
                 # native conversion 3.4x faster and its JSON 22x smaller (same Markdown).
-                pdf_option = NativePdfFormatOption(pipeline_options=NativePdfPipelineOptions(
-                    generate_page_images=False, generate_picture_images=False, document_timeout=self.document_timeout))
+                pdf_option = NativePdfFormatOption(
+                    pipeline_options=NativePdfPipelineOptions(
+                        generate_page_images=False,
+                        generate_picture_images=False,
+                        document_timeout=self.document_timeout,
+                    )
+                )
             conv = DocumentConverter(
                 allowed_formats=sorted(set(FORMATS.values()), key=lambda f: f.value),
                 format_options={InputFormat.PDF: pdf_option},
@@ -178,7 +189,8 @@ class Engine:
             pages = f" on {doc.num_pages()} page(s)" if media_type == PDF else ""
             hint = (
                 "; the native PDF pipeline does not run OCR: convert it with the standard pipeline "
-                "(Modal, or local models via DOCLING_ARTIFACTS_PATH)" if media_type == PDF and pdf_pipeline == "native"
+                "(Modal, or local models via DOCLING_ARTIFACTS_PATH)"
+                if media_type == PDF and pdf_pipeline == "native"
                 else ""
             )
             raise errors.ConversionFailure(
@@ -271,13 +283,14 @@ def _failure_for(
         reason = f"PDFium: {pdfium_error}; " if pdfium_error else ""
         return errors.ConversionFailure(
             errors.CORRUPT_PDF,
-            f"the PDF is truncated or damaged and cannot be read ({reason}Docling: {detail}); "
-            "upload an intact copy",
+            f"the PDF is truncated or damaged and cannot be read ({reason}Docling: {detail}); upload an intact copy",
             retryable=False,
             page_count=page_count,
         )
     return errors.ConversionFailure(
-        errors.DOCLING_ERROR, f"Docling could not convert the document: {detail}", retryable=False,
+        errors.DOCLING_ERROR,
+        f"Docling could not convert the document: {detail}",
+        retryable=False,
         page_count=page_count,
     )
 

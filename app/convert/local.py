@@ -101,8 +101,12 @@ def _spawn_clean(path: Any, args: Sequence[Any], passfds: Sequence[int]) -> int:
     started: fork + exec, keeping only ``passfds`` and stdio) with ``converter_env()`` instead of
     this process's environment, so no converter inherits the service's secrets."""
     proc = subprocess.Popen(
-        [os.fsdecode(a) for a in args], executable=os.fsdecode(path), pass_fds=tuple(sorted(map(int, passfds))),
-        close_fds=True, env=converter_env(), restore_signals=False,
+        [os.fsdecode(a) for a in args],
+        executable=os.fsdecode(path),
+        pass_fds=tuple(sorted(map(int, passfds))),
+        close_fds=True,
+        env=converter_env(),
+        restore_signals=False,
     )
     _spawned.append(proc)
     return proc.pid
@@ -141,8 +145,10 @@ class ConverterProcess:
         parent_end, child_end = ctx.Pipe()
         self.conn: Connection = parent_end
         self.process = ctx.Process(
-            target=child.serve, args=(child_end, self.address_space_mb, self.log_path, os.getpid()),
-            name="chronos-converter", daemon=True,
+            target=child.serve,
+            args=(child_end, self.address_space_mb, self.log_path, os.getpid()),
+            name="chronos-converter",
+            daemon=True,
         )
         started = time.perf_counter()
         with _clean_spawn():
@@ -161,8 +167,10 @@ class ConverterProcess:
             ) from failure
         self.ready = ready
         self.startup_s = time.perf_counter() - started
-        log.info("converter process started", extra={"pid": self.process.pid, "startup_s": self.startup_s,
-                                                      "rss_mb": ready.get("rss_mb")})
+        log.info(
+            "converter process started",
+            extra={"pid": self.process.pid, "startup_s": self.startup_s, "rss_mb": ready.get("rss_mb")},
+        )
 
     @property
     def pid(self) -> int:
@@ -180,8 +188,9 @@ class ConverterProcess:
             self.process.join(1.0)
             raise self._death(None) from None
         page_count: list[int | None] = [None]
-        reply = self._receive(time.monotonic() + timeout_s, cancel, page_count=page_count, timeout_s=timeout_s,
-                              cpu_before=cpu_before)
+        reply = self._receive(
+            time.monotonic() + timeout_s, cancel, page_count=page_count, timeout_s=timeout_s, cpu_before=cpu_before
+        )
         return reply, max(0.0, self._cpu() - cpu_before), page_count[0]
 
     def _receive(
@@ -298,8 +307,15 @@ class ConverterProcess:
 
 # Failures after which the process is still trusted with the next document (checked before Docling ran,
 # or Docling returned normally).
-_CLEAN_FAILURES = frozenset({errors.PASSWORD_PROTECTED, errors.NO_TEXT, errors.MODELS_UNAVAILABLE,
-                             errors.UNSUPPORTED_MEDIA_TYPE, errors.EMPTY_FILE})
+_CLEAN_FAILURES = frozenset(
+    {
+        errors.PASSWORD_PROTECTED,
+        errors.NO_TEXT,
+        errors.MODELS_UNAVAILABLE,
+        errors.UNSUPPORTED_MEDIA_TYPE,
+        errors.EMPTY_FILE,
+    }
+)
 
 
 class ConverterPool:
@@ -309,7 +325,11 @@ class ConverterPool:
     process is stopped when it is handed back, so the pool returns to ``size``."""
 
     def __init__(
-        self, size: int | None = None, max_documents: int = 200, *, burst: int | None = None,
+        self,
+        size: int | None = None,
+        max_documents: int = 200,
+        *,
+        burst: int | None = None,
         slow_after: float | None = None,
     ) -> None:
         self.size = size or default_pool_size()
@@ -338,8 +358,13 @@ class ConverterPool:
         cancel: threading.Event | None = None,
     ) -> ConversionOutput:
         started = time.perf_counter()
-        message = {"op": "convert", "path": str(path), "media_type": media_type, "pipeline": options.pipeline,
-                   "page_range": list(page_range) if page_range else None}
+        message = {
+            "op": "convert",
+            "path": str(path),
+            "media_type": media_type,
+            "pipeline": options.pipeline,
+            "page_range": list(page_range) if page_range else None,
+        }
         reply, cpu_s, pages, held_s = self._run(message, options, cancel)
         if not reply.get("ok"):
             failure = errors.ConversionFailure.from_dict(reply["failure"], backend="local")
@@ -348,11 +373,21 @@ class ConverterPool:
             failure.held_s = held_s
             raise failure
         return ConversionOutput(
-            docling_json=reply["docling_json"], markdown=reply["markdown"], page_count=int(reply["page_count"]),
-            backend="local", pipeline=reply["pipeline"], docling_version=reply["docling_version"],
-            convert_s=float(reply["convert_s"]), total_s=time.perf_counter() - started, cpu_s=cpu_s,
-            gpu_s=0.0, gpu=None, media_type=media_type, warnings=list(reply.get("warnings") or []),
-            slices=[list(page_range)] if page_range else None, held_s=held_s,
+            docling_json=reply["docling_json"],
+            markdown=reply["markdown"],
+            page_count=int(reply["page_count"]),
+            backend="local",
+            pipeline=reply["pipeline"],
+            docling_version=reply["docling_version"],
+            convert_s=float(reply["convert_s"]),
+            total_s=time.perf_counter() - started,
+            cpu_s=cpu_s,
+            gpu_s=0.0,
+            gpu=None,
+            media_type=media_type,
+            warnings=list(reply.get("warnings") or []),
+            slices=[list(page_range)] if page_range else None,
+            held_s=held_s,
         )
 
     def merge(self, json_docs: list[bytes], options: ConvertOptions) -> tuple[bytes, str, int, float]:
@@ -405,8 +440,10 @@ class ConverterPool:
                 if self._live < self.size + self.burst and self._all_slow():
                     self._live += 1
                     self.bursts += 1
-                    log.info("every converter process is busy with a slow document: starting an extra one",
-                             extra={"busy": len(self._busy), "slow_after_s": self.slow_after_s})
+                    log.info(
+                        "every converter process is busy with a slow document: starting an extra one",
+                        extra={"busy": len(self._busy), "slow_after_s": self.slow_after_s},
+                    )
                     break
                 # Wake up to look again when a busy process may have become slow.
                 self._cond.wait(0.5 if self._live < self.size + self.burst else None)
@@ -434,8 +471,13 @@ class ConverterPool:
         with self._cond:
             self._busy.pop(id(proc), None)
             extra = self._live > self.size  # a burst is over: this process goes, the pool is back to size
-        keep = (healthy and not extra and proc.alive() and proc.documents < self.max_documents
-                and proc.rss_mb() < 0.8 * proc.memory_mb)
+        keep = (
+            healthy
+            and not extra
+            and proc.alive()
+            and proc.documents < self.max_documents
+            and proc.rss_mb() < 0.8 * proc.memory_mb
+        )
         if not keep:
             proc.kill()
         with self._cond:
@@ -510,5 +552,12 @@ async def merge_local(
     return await asyncio.get_running_loop().run_in_executor(_executor, call)
 
 
-__all__ = ["ConverterPool", "ConverterProcess", "convert_local", "default_pool", "docling_version", "merge_local",
-           "pdf_page_count"]
+__all__ = [
+    "ConverterPool",
+    "ConverterProcess",
+    "convert_local",
+    "default_pool",
+    "docling_version",
+    "merge_local",
+    "pdf_page_count",
+]

@@ -64,9 +64,7 @@ class _Breaker:
     def check(self) -> None:
         if self.error is not None and time.monotonic() < self.until:
             left = self.until - time.monotonic()
-            raise ModalUnavailable(
-                self.error.reason, f"{self.error.message} (not retried for another {left:.0f} s)"
-            )
+            raise ModalUnavailable(self.error.reason, f"{self.error.message} (not retried for another {left:.0f} s)")
 
     def trip(self, error: ModalUnavailable) -> None:
         if error.reason in ("unreachable", "unauthenticated"):
@@ -94,8 +92,13 @@ class ModalItem:
         return self.path.stat().st_size
 
     def payload(self) -> dict[str, Any]:
-        return {"filename": self.filename, "media_type": self.media_type, "data": self.path.read_bytes(),
-                "pipeline": self.pipeline, "page_range": list(self.page_range) if self.page_range else None}
+        return {
+            "filename": self.filename,
+            "media_type": self.media_type,
+            "data": self.path.read_bytes(),
+            "pipeline": self.pipeline,
+            "page_range": list(self.page_range) if self.page_range else None,
+        }
 
 
 def _lookup_class() -> Any:
@@ -186,8 +189,10 @@ async def call_modal(items: list[ModalItem], timeout_s: float, fallback_gpu: str
     left = [i for i, o in enumerate(outcomes) if o is None]
     for i in left:
         outcomes[i] = ConversionFailure(
-            "Timeout", f"the Modal calls ran out of time ({timeout_s:g} s) before this document could start",
-            backend="modal")
+            "Timeout",
+            f"the Modal calls ran out of time ({timeout_s:g} s) before this document could start",
+            backend="modal",
+        )
     return [o for o in outcomes if o is not None]
 
 
@@ -204,14 +209,23 @@ async def _spawn_and_wait(method: Any, items: list[ModalItem], deadline: float, 
         held = time.monotonic() - spawned
         cancelled = await _cancel(call)
         share = held / max(1, len(items))
-        usage = ModalUsage(gpu=str(_deployment.get("gpu") or fallback_gpu), container_s=round(share, 4),
-                           cpu_cores=_reserved_cpu(), memory_gib=_reserved_gib(), busy_s=round(share, 4),
-                           batch_documents=len(items), cancelled=True)
-        log.warning("Modal call cancelled after the client's timeout", extra={
-            "documents": len(items), "held_s": round(held, 3), "cancelled": cancelled})
+        usage = ModalUsage(
+            gpu=str(_deployment.get("gpu") or fallback_gpu),
+            container_s=round(share, 4),
+            cpu_cores=_reserved_cpu(),
+            memory_gib=_reserved_gib(),
+            busy_s=round(share, 4),
+            batch_documents=len(items),
+            cancelled=True,
+        )
+        log.warning(
+            "Modal call cancelled after the client's timeout",
+            extra={"documents": len(items), "held_s": round(held, 3), "cancelled": cancelled},
+        )
         raise ModalUnavailable(
-            "timeout", f"the Modal call did not finish within {held:.0f} s and was "
-                       + ("cancelled" if cancelled else "abandoned (cancelling it failed; it may still run)"),
+            "timeout",
+            f"the Modal call did not finish within {held:.0f} s and was "
+            + ("cancelled" if cancelled else "abandoned (cancelling it failed; it may still run)"),
             usage=usage,
         ) from None
 
@@ -236,8 +250,11 @@ def _reserved_gib() -> float:
 def _results_of(reply: Any, expected: int) -> list[dict[str, Any]]:
     results = reply.get("results") if isinstance(reply, dict) else None
     if not isinstance(results, list) or len(results) != expected or not isinstance(reply.get("container"), dict):
-        raise ModalUnavailable("error", f"the Modal converter returned {type(reply).__name__} for {expected} "
-                                        "documents; redeploy with `modal deploy app/modal_app.py`")
+        raise ModalUnavailable(
+            "error",
+            f"the Modal converter returned {type(reply).__name__} for {expected} "
+            "documents; redeploy with `modal deploy app/modal_app.py`",
+        )
     return results
 
 
@@ -267,11 +284,19 @@ def _from_reply(one: dict[str, Any], container: dict[str, Any], total_s: float, 
         failure.modal_usage = [usage] if usage else []
         return failure
     return ConversionOutput(
-        docling_json=one["docling_json"], markdown=one["markdown"], page_count=int(one["page_count"]),
-        backend="modal", pipeline=one["pipeline"], docling_version=one["docling_version"],
-        convert_s=float(one["convert_s"]), total_s=total_s, cpu_s=0.0,
-        gpu_s=usage.container_s if usage else 0.0, gpu=usage.gpu if usage else container.get("gpu"),
-        media_type=media_type, warnings=list(one.get("warnings") or []),
+        docling_json=one["docling_json"],
+        markdown=one["markdown"],
+        page_count=int(one["page_count"]),
+        backend="modal",
+        pipeline=one["pipeline"],
+        docling_version=one["docling_version"],
+        convert_s=float(one["convert_s"]),
+        total_s=total_s,
+        cpu_s=0.0,
+        gpu_s=usage.container_s if usage else 0.0,
+        gpu=usage.gpu if usage else container.get("gpu"),
+        media_type=media_type,
+        warnings=list(one.get("warnings") or []),
         slices=[list(one["page_range"])] if one.get("page_range") else None,
         modal_usage=[usage] if usage else [],
     )

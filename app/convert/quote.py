@@ -60,7 +60,10 @@ async def deployment(pool: asyncpg.Pool, env: dict[str, str] | None = None) -> t
 
 
 async def convert_quote(
-    pool: asyncpg.Pool, ids: list[str], backend: str | None, pipeline: str | None = None,
+    pool: asyncpg.Pool,
+    ids: list[str],
+    backend: str | None,
+    pipeline: str | None = None,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``{"resource": "gpu_seconds", "quantity": seconds, "usd", "gpu", "documents", "pages", "basis"}``
@@ -84,6 +87,12 @@ async def convert_quote(
         batches = math.ceil(documents / BATCH_DOCUMENTS)
         seconds = pages / EXPECTED_PAGES_PER_S[gpu] + batches * (EXPECTED_COLD_START_S + SCALEDOWN_WINDOW_S)
         basis = "estimate"
-    return {"resource": "gpu_seconds", "quantity": round(seconds, 1),
-            "usd": seconds * costs.modal_rate_per_second(gpu, cores, gib), "gpu": gpu, "documents": documents,
-            "pages": pages, "basis": basis}
+    return {
+        "resource": "gpu_seconds",
+        "quantity": round(seconds, 1),
+        "usd": seconds * costs.modal_rate_per_second(gpu, cores, gib),
+        "gpu": gpu,
+        "documents": documents,
+        "pages": pages,
+        "basis": basis,
+    }

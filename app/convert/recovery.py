@@ -73,8 +73,9 @@ class _Budget:
                 f"the document's converter-time budget of {self.total_s:g} s is spent ({self.spent_s:.1f} s "
                 "used; raise CHRONOS_CONVERT_BUDGET to give such documents longer)",
             )
-        return dataclasses.replace(options, timeout_s=min(options.timeout_s, left),
-                                   modal_timeout_s=min(options.modal_timeout_s, left))
+        return dataclasses.replace(
+            options, timeout_s=min(options.timeout_s, left), modal_timeout_s=min(options.modal_timeout_s, left)
+        )
 
     def charge(self, held_s: float, wall_s: float) -> None:
         self.spent_s += held_s if held_s > 0 else wall_s
@@ -151,7 +152,11 @@ def _after(failure: ConversionFailure, last: ConversionFailure, page_count: int 
 
 
 async def _attempt(
-    path: Path, filename: str, media_type: str, options: ConvertOptions, budget: _Budget,
+    path: Path,
+    filename: str,
+    media_type: str,
+    options: ConvertOptions,
+    budget: _Budget,
     page_range: tuple[int, int] | None = None,
 ) -> ConversionOutput:
     """One conversion, charged to the budget whatever its outcome."""
@@ -190,12 +195,19 @@ def _other_backend(ran_on: str) -> str | None:
 
 
 async def _slices(
-    path: Path, media_type: str, options: ConvertOptions, first: int, last: int, budget: _Budget,
+    path: Path,
+    media_type: str,
+    options: ConvertOptions,
+    first: int,
+    last: int,
+    budget: _Budget,
     attempts: list[str],
 ) -> list[ConversionOutput]:
     if budget.conversions <= 0:
-        raise ConversionFailure(errors.TIMEOUT if "Timeout" in attempts[-1] else errors.MEMORY_LIMIT,
-                                "gave up: the page-slice attempt budget is spent")
+        raise ConversionFailure(
+            errors.TIMEOUT if "Timeout" in attempts[-1] else errors.MEMORY_LIMIT,
+            "gave up: the page-slice attempt budget is spent",
+        )
     budget.conversions -= 1
     label = f"local pages {first}-{last}" if first != last else f"local page {first}"
     limited = budget.options_for(options)  # a spent budget ends the ladder here, not in smaller slices
@@ -206,8 +218,9 @@ async def _slices(
         if failure.error_class not in errors.RESOURCE_LIMITS or first == last:
             raise
     mid = (first + last) // 2
-    return (await _slices(path, media_type, options, first, mid, budget, attempts)
-            + await _slices(path, media_type, options, mid + 1, last, budget, attempts))
+    return await _slices(path, media_type, options, first, mid, budget, attempts) + await _slices(
+        path, media_type, options, mid + 1, last, budget, attempts
+    )
 
 
 async def _merge(parts: list[ConversionOutput], options: ConvertOptions) -> ConversionOutput:
@@ -215,10 +228,20 @@ async def _merge(parts: list[ConversionOutput], options: ConvertOptions) -> Conv
     docling_json, markdown, pages, merge_cpu = await merge_local([p.docling_json for p in parts], options)
     first = parts[0]
     return ConversionOutput(
-        docling_json=docling_json, markdown=markdown, page_count=pages, backend="local",
-        pipeline=first.pipeline, docling_version=first.docling_version,
-        convert_s=sum(p.convert_s for p in parts), total_s=0.0, cpu_s=sum(p.cpu_s for p in parts) + merge_cpu,
-        gpu_s=0.0, gpu=None, fallback=first.fallback, slices=slices, media_type=first.media_type,
+        docling_json=docling_json,
+        markdown=markdown,
+        page_count=pages,
+        backend="local",
+        pipeline=first.pipeline,
+        docling_version=first.docling_version,
+        convert_s=sum(p.convert_s for p in parts),
+        total_s=0.0,
+        cpu_s=sum(p.cpu_s for p in parts) + merge_cpu,
+        gpu_s=0.0,
+        gpu=None,
+        fallback=first.fallback,
+        slices=slices,
+        media_type=first.media_type,
         warnings=[w for p in parts for w in p.warnings],
     )
 

@@ -43,6 +43,7 @@ def unsupported(media_type: str, filename: str, size: int, declared: str | None 
     what = "not a recognised document format" if media_type in (UNKNOWN, "application/x-empty") else media_type
     return "UnsupportedMediaType", f"the content of {filename!r} is {what}{said}; Chronos converts {SUPPORTED_NAMES}"
 
+
 HEAD_BYTES = 65536
 """How much of a file ``sniff_media_type`` wants; ZIP containers are read whole by ``sniff_path``."""
 
@@ -102,8 +103,16 @@ def sniff_path(path: Path, filename: str | None = None) -> str:
 
 
 def extension_for(media_type: str) -> str:
-    return {PDF: "pdf", DOCX: "docx", PPTX: "pptx", XLSX: "xlsx", HTML: "html", MARKDOWN: "md", CSV: "csv",
-            TEXT: "md"}.get(media_type, "bin")
+    return {
+        PDF: "pdf",
+        DOCX: "docx",
+        PPTX: "pptx",
+        XLSX: "xlsx",
+        HTML: "html",
+        MARKDOWN: "md",
+        CSV: "csv",
+        TEXT: "md",
+    }.get(media_type, "bin")
 
 
 def _sniff_zip(head: bytes) -> str:

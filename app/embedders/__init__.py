@@ -61,9 +61,13 @@ def get_embedder(model: str | None = None, settings: Settings | None = None) -> 
     settings = settings or Settings.from_env()
     spec = resolve_model(model, settings)
     provider, name, dimensions = spec.provider, spec.name, spec.dimensions
-    key = (provider, name, dimensions,
-           settings.openai_api_key if provider == "openai" else None,
-           settings.openai_base_url if provider == "openai" else None)
+    key = (
+        provider,
+        name,
+        dimensions,
+        settings.openai_api_key if provider == "openai" else None,
+        settings.openai_base_url if provider == "openai" else None,
+    )
     with _lock:
         embedder = _instances.get(key)
         if embedder is None:
@@ -79,5 +83,9 @@ def _build(spec: ModelSpec, settings: Settings) -> Embedder:
         return LocalEmbedder()
     from app.embedders.openai import OpenAIEmbedder
 
-    return OpenAIEmbedder(spec.name, api_key=settings.openai_api_key, base_url=settings.openai_base_url,
-                          dimensions=spec.dimensions if spec.send_dimensions else None)
+    return OpenAIEmbedder(
+        spec.name,
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        dimensions=spec.dimensions if spec.send_dimensions else None,
+    )

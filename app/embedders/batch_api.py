@@ -116,8 +116,10 @@ class BatchApi:
                                                     metadata={METADATA_KEY: batch_id})  # fmt: skip
             except openai.OpenAIError as exc:
                 raise classify(exc, self.embedder.model) from exc
-        log.info("Submitted an embedding batch", extra={"action": "batch_submit", "batch_id": batch_id,
-                                                        "openai_batch_id": batch.id, "bytes": len(jsonl)})
+        log.info(
+            "Submitted an embedding batch",
+            extra={"action": "batch_submit", "batch_id": batch_id, "openai_batch_id": batch.id, "bytes": len(jsonl)},
+        )
         return batch.id, file.id
 
     async def status(self, openai_batch_id: str) -> Any:

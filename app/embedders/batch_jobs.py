@@ -141,9 +141,18 @@ async def poll_embedding_batches(rt: Runtime, actor: str = "batches") -> list[Ba
         embedder = batch_embedder(rt.settings, batch.model)
         remote = await BatchApi(embedder).status(batch.openai_batch_id)
         state = BatchState(batch.batch_id, batch.openai_batch_id, str(remote.status))
-        log.info("Embedding batch %s is %s", batch.batch_id, remote.status, extra={
-            "action": "batch_poll", "batch_id": batch.batch_id, "openai_batch_id": batch.openai_batch_id,
-            "status": remote.status, "request_counts": str(getattr(remote, "request_counts", None))})
+        log.info(
+            "Embedding batch %s is %s",
+            batch.batch_id,
+            remote.status,
+            extra={
+                "action": "batch_poll",
+                "batch_id": batch.batch_id,
+                "openai_batch_id": batch.openai_batch_id,
+                "status": remote.status,
+                "request_counts": str(getattr(remote, "request_counts", None)),
+            },
+        )
         if remote.status in FINISHED:
             state.finished = await _finish(rt, embedder, batch, row["event_id"], remote, actor)
         states.append(state)
@@ -182,9 +191,18 @@ async def _finish(
     )  # fmt: skip
     await rt.store.append(batch_stream(batch.batch_id),
                           [new_event(finished, meta, batch_event_id(batch.batch_id, "finished"))])  # fmt: skip
-    log.info("Recorded embedding batch %s (%s)", batch.batch_id, remote.status, extra={
-        "action": "batch_finish", "batch_id": batch.batch_id, "embedded": len(summary.embedded),
-        "incomplete": len(summary.incomplete), "tokens": summary.tokens})
+    log.info(
+        "Recorded embedding batch %s (%s)",
+        batch.batch_id,
+        remote.status,
+        extra={
+            "action": "batch_finish",
+            "batch_id": batch.batch_id,
+            "embedded": len(summary.embedded),
+            "incomplete": len(summary.incomplete),
+            "tokens": summary.tokens,
+        },
+    )
     return finished
 
 

@@ -46,7 +46,13 @@ class Batcher:
     """Runs ``forward`` over batches drawn from every caller's texts on ``threads`` pool threads."""
 
     def __init__(
-        self, forward: Forward, *, dimensions: int, threads: int, batch_size: int, min_batch: int = 4,
+        self,
+        forward: Forward,
+        *,
+        dimensions: int,
+        threads: int,
+        batch_size: int,
+        min_batch: int = 4,
         name: str = "chronos-embed",
     ) -> None:
         self.forward = forward

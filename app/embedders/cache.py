@@ -35,8 +35,10 @@ async def cached_vectors(
     for row in rows:
         vector = _as_array(row["embedding"])
         if vector.shape != (embedder.dimensions,):
-            log.warning("Ignoring a cached embedding of the wrong size", extra={
-                "model": embedder.model, "text_sha256": row["text_sha256"], "shape": vector.shape})
+            log.warning(
+                "Ignoring a cached embedding of the wrong size",
+                extra={"model": embedder.model, "text_sha256": row["text_sha256"], "shape": vector.shape},
+            )
             continue
         found[row["text_sha256"]] = vector
     return found
@@ -80,6 +82,14 @@ async def embed_with_cache(
     for i, digest in enumerate(hashes):
         out[i] = found[digest]
         reused += digest not in miss_index
-    log.info("Embedded texts", extra={"model": embedder.model, "texts": len(items), "reused": reused,
-                                       "embedded": len(miss_texts), "tokens": tokens})
+    log.info(
+        "Embedded texts",
+        extra={
+            "model": embedder.model,
+            "texts": len(items),
+            "reused": reused,
+            "embedded": len(miss_texts),
+            "tokens": tokens,
+        },
+    )
     return CachedEmbedResult(out, reused, len(miss_texts), tokens, cpu_s, cost)

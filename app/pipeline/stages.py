@@ -254,8 +254,9 @@ async def _convert(rt: Runtime, job: Job, actor: str, stream: DocumentStream) ->
             # cost lines go with the failure event, keyed by the attempt so a retry records its own.
             failed = failure_outcome(job, actor, _conversion_failure(exc, options))
             paid = modal_usages(exc.modal_usage)
-            failed.events += _cost_events(job, actor, "convert", failed.events[0].event_id, paid,
-                                          key=f"failed:{job.attempts}:")
+            failed.events += _cost_events(
+                job, actor, "convert", failed.events[0].event_id, paid, key=f"failed:{job.attempts}:"
+            )
             return failed
     docling_ref = await rt.blobs.put_bytes(output.docling_json, "application/json")
     markdown_ref = await rt.blobs.put_bytes(output.markdown.encode("utf-8"), "text/markdown")
@@ -502,7 +503,12 @@ def _embedded_events(
 
 
 async def _cached_events(
-    rt: Runtime, job: Job, actor: str, chunk_set: ev.DocumentChunked, embedder: Embedder, exc: EmbeddingError,
+    rt: Runtime,
+    job: Job,
+    actor: str,
+    chunk_set: ev.DocumentChunked,
+    embedder: Embedder,
+    exc: EmbeddingError,
     revision: int,
 ) -> list[NewEvent]:
     """EmbeddingsCached for the requests that succeeded before ``exc``, and their cost lines."""

@@ -37,8 +37,13 @@ def warm_chunker() -> None:
     from app.chunking import chunk_document
 
     docling_json = orjson.dumps(DoclingDocument(name="warm-up").export_to_dict())
-    chunk_document(docling_json, WARM_UP_MARKDOWN, embedder_max_tokens=256,
-                   count_tokens=lambda texts: [len(t.split()) + 2 for t in texts], tokenizer_name="words")
+    chunk_document(
+        docling_json,
+        WARM_UP_MARKDOWN,
+        embedder_max_tokens=256,
+        count_tokens=lambda texts: [len(t.split()) + 2 for t in texts],
+        tokenizer_name="words",
+    )
 
 
 def warm_embedder(settings: Settings) -> None:

@@ -139,8 +139,11 @@ class Worker:
         if stage != "convert":
             return 0
         since = time.monotonic() - self.slow_convert_s
-        return sum(1 for job_id, job in self.in_flight.items()
-                   if job.stage == "convert" and self._started.get(job_id, since) < since)
+        return sum(
+            1
+            for job_id, job in self.in_flight.items()
+            if job.stage == "convert" and self._started.get(job_id, since) < since
+        )
 
     async def _claim_needing_no_converter(self) -> list[Job]:
         from app.convert.sniff import SUPPORTED_MEDIA_TYPES

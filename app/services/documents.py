@@ -217,8 +217,9 @@ def document_row(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-async def list_documents(pool: asyncpg.Pool, statuses: list[str] | None = None, limit: int | None = None,
-                         page_size: int = 500) -> list[dict[str, Any]]:
+async def list_documents(
+    pool: asyncpg.Pool, statuses: list[str] | None = None, limit: int | None = None, page_size: int = 500
+) -> list[dict[str, Any]]:
     """Documents newest first from the ``documents`` projection (every one unless ``limit``), the
     same rows and order as ``GET /documents``."""
     out: list[dict[str, Any]] = []

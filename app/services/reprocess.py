@@ -97,9 +97,7 @@ def validated(request: StageRequest, settings: Settings) -> StageRequest:
     return StageRequest(**{**request.__dict__, "model": spec.stored})
 
 
-async def quote(
-    pool: asyncpg.Pool, request: StageRequest, ids: list[str], settings: Settings | None = None
-) -> Quote:
+async def quote(pool: asyncpg.Pool, request: StageRequest, ids: list[str], settings: Settings | None = None) -> Quote:
     """Estimated USD of the request: embedding tokens not in the cache (app/embedders/pricing.py), or
     the conversion's GPU time (app/convert/quote.py). ``settings``: the caller's (``plan`` passes its own;
     they only matter to name the default model)."""

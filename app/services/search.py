@@ -115,9 +115,16 @@ async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: s
     rows = await pool.fetch("SELECT * FROM search_chunks($1::vector, $2, $3)", np.asarray(vector, np.float32), k, model)
     return [
         SearchHit(
-            chunk_id=str(r["chunk_id"]), document_id=str(r["document_id"]), filename=r["filename"],
-            ordinal=r["ordinal"], text=r["text"], pages=list(r["pages"]), heading_path=list(r["heading_path"]),
-            score=float(r["score"]), model=model, similarity=float(r["score"]),
+            chunk_id=str(r["chunk_id"]),
+            document_id=str(r["document_id"]),
+            filename=r["filename"],
+            ordinal=r["ordinal"],
+            text=r["text"],
+            pages=list(r["pages"]),
+            heading_path=list(r["heading_path"]),
+            score=float(r["score"]),
+            model=model,
+            similarity=float(r["score"]),
         )
         for r in rows
     ]
@@ -142,12 +149,23 @@ async def search_rows(
     )  # fmt: skip
     return [
         SearchHit(
-            chunk_id=str(r["chunk_id"]), document_id=str(r["document_id"]), filename=r["filename"],
-            ordinal=r["ordinal"], text=r["text"], pages=list(r["pages"]), heading_path=list(r["heading_path"]),
-            score=float(r["score"]), model=model, title=r["title"], char_start=r["char_start"],
-            char_end=r["char_end"], snippet=r["snippet"] or "", mode=mode,
+            chunk_id=str(r["chunk_id"]),
+            document_id=str(r["document_id"]),
+            filename=r["filename"],
+            ordinal=r["ordinal"],
+            text=r["text"],
+            pages=list(r["pages"]),
+            heading_path=list(r["heading_path"]),
+            score=float(r["score"]),
+            model=model,
+            title=r["title"],
+            char_start=r["char_start"],
+            char_end=r["char_end"],
+            snippet=r["snippet"] or "",
+            mode=mode,
             similarity=None if r["similarity"] is None else float(r["similarity"]),
-            vector_rank=r["vector_rank"], text_rank=r["text_rank"],
+            vector_rank=r["vector_rank"],
+            text_rank=r["text_rank"],
         )
         for r in rows
     ]

@@ -164,8 +164,14 @@ def test_an_ended_batch_without_every_text_fails_the_document_for_good_and_searc
     kept = s.add(cached())  # what the batch did (paid): no change in where the document stands
     assert kept.status is Status.EMBEDDING and kept.attempts == 0 and kept.last_error is None
     assert not kept.is_embedded("s1", "openai:new")
-    incomplete = ev.EmbeddingFailed(document_id=DOC, stage="embed", error_class="BatchIncomplete",
-                                    message="expired; finish with chronos reprocess", retryable=True, final=True)
+    incomplete = ev.EmbeddingFailed(
+        document_id=DOC,
+        stage="embed",
+        error_class="BatchIncomplete",
+        message="expired; finish with chronos reprocess",
+        retryable=True,
+        final=True,
+    )
     state = s.add(incomplete)
     assert state.status is Status.FAILED and state.final and state.failed_stage == "embed"
     assert state.failure == "BatchIncomplete: expired; finish with chronos reprocess"
