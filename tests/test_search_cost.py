@@ -62,7 +62,9 @@ async def test_each_paid_query_is_a_ledger_line_from_the_function_the_cli_and_th
     monkeypatch.setenv("DATABASE_URL", dsn)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-search")
     monkeypatch.setenv("OPENAI_BASE_URL", standin.url)
-    args = argparse.Namespace(question="copper on the roof", k=1, model=None, json=True)
+    parser = argparse.ArgumentParser()
+    search_command.register(parser.add_subparsers())
+    args = parser.parse_args(["search", "copper on the roof", "-k", "1", "--mode", "vector", "--json"])
     assert await search_command.main(args) == 0
 
     async with asgi_client(dsn, pool, store, openai_api_key="sk-search", openai_base_url=standin.url) as (
