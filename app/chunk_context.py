@@ -24,6 +24,10 @@ from pathlib import PurePath
 
 import orjson
 
+from app.catalogue.content import embed_input
+
+__all__ = ["embed_input"]  # re-exported: the one definition is the catalogue's
+
 DEFAULT_TEMPLATE = "{title}\n{headings}\n{table}"
 FIELDS = ("title", "headings", "table")
 MAX_CONTEXT_TOKENS = 64
@@ -105,8 +109,3 @@ def cap(context: str, counter: CountTokens, budget: int) -> str:
     if space > lo // 2:
         cut = cut[:space]
     return cut.rstrip()
-
-
-def embed_input(context: str, text: str) -> str:
-    """What the embedder sees for a chunk: its context, a blank line, its text."""
-    return f"{context}\n\n{text}" if context else text

@@ -122,9 +122,8 @@ def test_embed_threads_setting() -> None:
     from app.config import ConfigError, Settings
     from app.embedders.local import embed_threads
 
-    before = config.current()
+    previous = config.use(Settings.from_env({"CHRONOS_EMBED_THREADS": "3"}))
     try:
-        config.use(Settings.from_env({"CHRONOS_EMBED_THREADS": "3"}))
         assert embed_threads() == 3
         for bad in ("0", "two"):
             with pytest.raises(ConfigError, match="CHRONOS_EMBED_THREADS"):
@@ -132,7 +131,7 @@ def test_embed_threads_setting() -> None:
         config.use(Settings.from_env({}))
         assert embed_threads() >= 1
     finally:
-        config.use(before)
+        config.use(previous)  # back to the environment as it is (None), not a snapshot of it
 
 
 async def test_parallel_batches_equal_sentence_transformers_encode() -> None:

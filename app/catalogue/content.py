@@ -34,11 +34,15 @@ async def load_content(blobs: BlobStore, chunked: ev.DocumentChunked) -> list[ev
     return msgspec.json.decode(await blobs.get_bytes(chunked.content.sha256), type=list[ev.ChunkContent])
 
 
+def embed_input(context: str, text: str) -> str:
+    """What the embedder sees for a chunk: its context, a blank line, its text (issue 14; the context
+    is made by app/chunk_context.py, and its hash is the chunk's ``embed_sha256``)."""
+    return f"{context}\n\n{text}" if context else text
+
+
 def embed_inputs(content: list[ev.ChunkContent]) -> list[str]:
     """What the embed stage embeds for each chunk: its context and its text (the text alone when the
     set has no context)."""
-    from app.chunk_context import embed_input
-
     return [embed_input(c.context, c.text) for c in content]
 
 
