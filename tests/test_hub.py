@@ -86,7 +86,7 @@ async def test_connection_is_open_only_while_in_use(dsn: str, pool: asyncpg.Pool
     await hub.close()
     with pytest.raises(RuntimeError, match="closed"):
         async with hub.running():
-            pass
+            raise AssertionError("a closed hub must refuse to run")
 
 
 async def eventually_count(pool: asyncpg.Pool, name: str, expected: int) -> None:
