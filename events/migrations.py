@@ -5,7 +5,9 @@
   frozen; changes go into a new file.
 * Concurrent start-ups take turns on an advisory lock.
 * ``sql/views/*.sql`` hold idempotent definitions (CREATE OR REPLACE views and functions for
-  analysts); they are re-applied after the migrations whenever their text changed.
+  analysts); they are re-applied after the migrations whenever their text changed, and so is every
+  view file after a re-applied one (a ``DROP VIEW … CASCADE`` drops what later files built on the
+  view: grants, security_invoker, dependent views).
 """
 
 from __future__ import annotations
@@ -77,10 +79,12 @@ async def migrate(conn: asyncpg.Connection, root: Path | None = None) -> list[st
         done = {
             r["filename"]: r["checksum"] for r in await conn.fetch("SELECT filename, checksum FROM schema_migrations")
         }
+        views_changed = False
         for m in migrations:
             known = done.get(m.filename)
-            if known == m.checksum:
+            if known == m.checksum and not (views_changed and m.kind == "view"):
                 continue
+            views_changed = views_changed or m.kind == "view"
             if known is not None and m.kind == "migration":
                 raise MigrationError(
                     f"sql/{m.filename} was edited after it was applied (checksum {known[:12]}… is now "

@@ -8,11 +8,18 @@
   ``tokens.CACHE_S`` seconds).
 * The request's principal is kept in ``request.state.principal``; the events a request appends carry
   it as their actor.
+* Collections (app/services/visibility.py): before any guarded endpoint runs, a ``{document_id}`` or
+  ``{collection}`` in its path is checked against the principal's collections, so a token of collection
+  A gets the same 404 for a document of B as for one that does not exist, on every route — including
+  routes added later. Listings, search, costs and the event feeds filter with
+  ``visibility.collections_filter(principal_of_request(request))``. 403 stays for a scope too low on
+  something the token may see.
 """
 
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -20,6 +27,7 @@ from starlette.responses import Response
 
 from app.api.errors import ApiError
 from app.catalogue.events import Scope
+from app.services import visibility
 from app.services.tokens import Principal, TokenCache, bootstrap_principal
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -48,8 +56,8 @@ async def principal_of(request: Request) -> Principal | None:
     return found
 
 
-async def require(request: Request, needed: Scope) -> Principal:
-    """The request's principal, which must hold ``needed`` (401 without a token, 403 below the scope)."""
+async def authenticate(request: Request) -> Principal:
+    """The request's principal (401 without a token, 403 for an unknown or revoked one)."""
     principal = getattr(request.state, "principal", None) or await principal_of(request)
     if principal is None:
         raise ApiError(
@@ -60,11 +68,44 @@ async def require(request: Request, needed: Scope) -> Principal:
             headers=_CHALLENGE,
         )
     request.state.principal = principal
+    return principal
+
+
+async def require(request: Request, needed: Scope) -> Principal:
+    """The request's principal, which must hold ``needed`` (401 without a token, 403 below the scope)."""
+    principal = await authenticate(request)
     if not principal.allows(needed):
         raise ApiError(
             403, "insufficient_scope", f"this needs a token with the {needed} scope; yours has {principal.scope}"
         )
     return principal
+
+
+def principal_of_request(request: Request) -> Principal | None:
+    """The principal a guarded endpoint runs as (None: an anonymous read while read auth is off)."""
+    return getattr(request.state, "principal", None)
+
+
+async def check_path_visible(request: Request) -> None:
+    """404 (as if absent) for a ``{document_id}`` or ``{collection}`` of a collection the principal may
+    not see. An id that is not a UUID is left to the endpoint (400)."""
+    principal = principal_of_request(request)
+    if not visibility.restricted(principal):
+        return
+    params = request.path_params
+    if "collection" in params:
+        visibility.visible_collection(principal, str(params["collection"]))
+    raw = params.get("document_id")
+    if raw is None:
+        return
+    try:
+        doc = str(uuid.UUID(str(raw)))
+    except ValueError:
+        return
+    rt = getattr(request.app.state, "rt", None)
+    if rt is None:
+        raise ApiError(503, "unavailable", "the service is starting or stopping")
+    await visibility.visible_document(rt.pool, principal, doc)
 
 
 def actor_of(request: Request) -> str:
@@ -80,7 +121,10 @@ def _guarded(endpoint: Endpoint, needed: Scope, access: str) -> Endpoint:
                 request.state.principal = await principal_of(request)  # optional: named when given
             except ApiError:
                 request.state.principal = None
+            await check_path_visible(request)
         else:
+            await authenticate(request)
+            await check_path_visible(request)  # 404 for what the token may not see, before any 403
             await require(request, needed)
         return await endpoint(request)
 

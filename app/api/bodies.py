@@ -267,13 +267,27 @@ class CostPart(Body):
     provider: str
     usd: float
     overhead_usd: float  # Modal's cold-start and idle share
+    collection: str | None = None  # the document's collection; None: a line of no document
 
 
 class CostDay(Body):
     day: dt.date
     usd: float
     by_stage: dict[str, float] = {}
+    by_collection: dict[str, float] = {}  # "(none)": lines of no document
+    lines: int = 0
     parts: list[CostPart] = []
+
+
+class CollectionCost(Body):
+    """One collection's month to date against its own budget (None: it has none)."""
+
+    collection: str
+    month: str
+    spent_usd: float
+    budget_usd: float | None
+    remaining_usd: float | None
+    over_budget: bool
 
 
 class BudgetAlert(Body):
@@ -291,9 +305,9 @@ class BudgetAlert(Body):
 
 
 class CostMonth(Body):
-    month: str
+    month: str | None
     spent_usd: float
-    budget_usd: float
+    budget_usd: float | None  # None: the collections shown have no budget of their own
     over_budget: bool
     alerts: list[BudgetAlert] = []
     alert_webhook: bool | None = None
@@ -305,6 +319,8 @@ class Costs(Body):
     total_usd: float
     days: list[CostDay]
     month: CostMonth
+    collection: str | None = None
+    collections: list[CollectionCost] = []
 
 
 # --- Directus ---------------------------------------------------------------------------------------

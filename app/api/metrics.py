@@ -24,15 +24,17 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from app.alerts.state import recent_alerts
-from app.api.auth import reads
+from app.api.auth import principal_of_request, reads
 from app.api.common import runtime
 from app.config import Settings
 from app.services.budget import month_to_date
+from app.services.visibility import restricted
 from events.sqlfiles import query
 from events.types import DbConn
 
@@ -146,6 +148,10 @@ def _histogram(rows: list[asyncpg.Record]) -> HistogramMetricFamily:
 
 @reads
 async def metrics(request: Request) -> Response:
+    """Service-wide figures (every collection's documents and spend): a token limited to some
+    collections gets the 404 of a route that does not exist."""
+    if restricted(principal_of_request(request)):
+        raise HTTPException(404)
     rt = runtime(request)
     async with rt.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
         snap = await read_snapshot(conn, rt.settings)

@@ -292,8 +292,9 @@ PATHS: S = {
             "parameters": [
                 qparam("from", string(format="date"), "First day (default: the first of this month)"),
                 qparam("to", string(format="date"), "Last day, inclusive (default: today)"),
+                qparam("collection", string(), "Only this collection's spend and budget"),
             ],
-            "responses": responses({"200": json_ok("Costs", ref("Costs"))}, "401", "403"),
+            "responses": responses({"200": json_ok("Costs", ref("Costs"))}, "401", "403", "404"),
         }
     },
     "/healthz": {

@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.api import bodies
-from app.api.auth import actor_of, admin, reads, require, writes
+from app.api.auth import actor_of, admin, principal_of_request, reads, require, writes
 from app.api.bodies import typed
 from app.api.common import document_id, event_json, int_param, json_body, runtime
 from app.api.errors import ApiError
@@ -25,6 +25,7 @@ from app.catalogue.ids import chunk_id_for, stream_for
 from app.catalogue.state import Status
 from app.pipeline.stream import DocumentStream
 from app.services import reprocess as reprocess_service
+from app.services import visibility
 from app.services.delete import delete_document as delete_service
 from app.services.documents import DocumentDeleted, document_view, read_document
 from app.services.documents import history as history_service
@@ -154,7 +155,8 @@ async def list_documents(request: Request) -> Response:
     after: tuple[dt.datetime | None, uuid.UUID | None] = (None, None)
     if request.query_params.get("cursor"):
         after = _decode_cursor(request.query_params["cursor"])
-    rows = await rt.pool.fetch(query("api", "documents_page"), statuses, after[0], after[1], limit + 1)
+    collections = visibility.narrowed(principal_of_request(request), request.query_params.get("collection") or None)
+    rows = await rt.pool.fetch(query("api", "documents_page"), statuses, after[0], after[1], limit + 1, collections)
     more = len(rows) > limit
     rows = rows[:limit]
     return json_response(

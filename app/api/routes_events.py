@@ -2,7 +2,9 @@
 
 Both read in delivery order, ``(tx_id, position)``: gap-free even when transactions commit out of
 position order. A cursor is ``TX-POSITION`` (as in each event's ``cursor`` field and the SSE id);
-a bare ``POSITION`` is accepted too and means "after the event at that position".
+a bare ``POSITION`` is accepted too and means "after the event at that position". A token limited to
+some collections sees only the streams of their documents (and of those collections):
+app/services/visibility.py.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.api import bodies
-from app.api.auth import reads
+from app.api.auth import principal_of_request, reads
 from app.api.bodies import typed
 from app.api.common import event_json, int_param, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
 from app.api.sse import event_stream
 from app.runtime import Runtime
+from app.services.visibility import visible_events
 from events.sqlfiles import query
 from events.types import Cursor
 
@@ -72,7 +75,8 @@ async def list_events(request: Request) -> Response:
     cursor = await parse_cursor(rt, request.query_params.get("after") or "0", "after")
     events = await rt.store.read_safe(cursor, limit)
     next_cursor = str(events[-1].cursor) if events else str(cursor)
-    shown = [event_json(e, data=data) for e in events if types is None or e.type in types]
+    seen = await visible_events(rt.pool, principal_of_request(request), events)  # a collection token: its own
+    shown = [event_json(e, data=data) for e in seen if types is None or e.type in types]
     head = await rt.store.head_position()
     return json_response(typed(bodies.EventList, {"events": shown, "next": next_cursor, "head": head}))
 
@@ -95,6 +99,7 @@ async def stream_events(request: Request) -> Response:
             rt,
             state.hub,
             cursor,
+            principal=principal_of_request(request),
             types=types,
             data=data,
             heartbeat_s=rt.settings.sse_heartbeat_s,

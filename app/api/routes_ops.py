@@ -12,11 +12,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.alerts.state import recent_alerts
-from app.api.auth import actor_of, public, reads
+from app.api import bodies
+from app.api.auth import actor_of, principal_of_request, public, reads
+from app.api.bodies import typed
 from app.api.common import int_param, runtime
 from app.api.errors import ApiError
 from app.api.responses import json_response
-from app.services.budget import month_to_date
+from app.services import visibility
+from app.services.budget import collection_months, month_to_date
 from app.services.search import NothingSearchable, active_model
 from events.sqlfiles import query
 
@@ -53,6 +56,7 @@ async def search(request: Request) -> Response:
         filters.uuids()
     except InvalidRequest as exc:
         raise ApiError(400, "invalid_parameter", str(exc)) from None
+    collections = visibility.narrowed(principal_of_request(request), params.get("collection") or None)
     as_of = params.get("as_of") or None
     found = await active_model(rt.pool)
     if found is None:
@@ -60,7 +64,7 @@ async def search(request: Request) -> Response:
                               "note": NothingSearchable.__doc__})  # fmt: skip
     model = found[0]
     hits = await run_search(rt.pool, rt.settings, q, k, model, store=rt.store, actor=actor_of(request), mode=mode,
-                            as_of=as_of, filters=filters)  # fmt: skip
+                            as_of=as_of, filters=filters, collections=collections)  # fmt: skip
     return json_response({"query": q, "k": k, "model": model, "mode": mode, "as_of": as_of,
                           "hits": [h.to_json() for h in hits]})  # fmt: skip
 
@@ -77,6 +81,9 @@ def _date(request: Request, name: str, default: dt.date) -> dt.date:
 
 @reads
 async def costs(request: Request) -> Response:
+    """``GET /costs?from=&to=&collection=``: spend per day (and per collection) and this month's budgets.
+    With ``collection``, or for a token limited to some collections, only their spend and their budgets
+    (the global month is then not shown)."""
     rt = runtime(request)
     today = dt.datetime.now(dt.UTC).date()
     start = _date(request, "from", today.replace(day=1))
@@ -85,37 +92,65 @@ async def costs(request: Request) -> Response:
         raise ApiError(400, "invalid_parameter", "to is before from")
     if (end - start).days > MAX_COST_DAYS:
         raise ApiError(400, "invalid_parameter", f"at most {MAX_COST_DAYS} days at once")
-    rows = await rt.pool.fetch(query("api", "costs_daily"), start, end)
+    requested = request.query_params.get("collection") or None
+    collections = visibility.narrowed(principal_of_request(request), requested)
+    rows = await rt.pool.fetch(query("api", "costs_daily_by_collection"), start, end, collections)
     days: dict[dt.date, dict[str, Any]] = {}
     total = Decimal(0)
     for r in rows:
         day = days.setdefault(
-            r["day"], {"day": r["day"].isoformat(), "usd": Decimal(0), "by_stage": {}, "lines": 0, "parts": []}
-        )
+            r["day"],
+            {"day": r["day"].isoformat(), "usd": Decimal(0), "by_stage": {}, "by_collection": {}, "lines": 0,
+             "parts": []},
+        )  # fmt: skip
         day["usd"] += r["usd"]
-        day["by_stage"][r["stage"]] = float(Decimal(day["by_stage"].get(r["stage"], 0)) + r["usd"])
+        day["by_stage"][r["stage"]] = float(Decimal(str(day["by_stage"].get(r["stage"], 0))) + r["usd"])
+        where = r["collection"] or UNATTRIBUTED
+        day["by_collection"][where] = float(Decimal(str(day["by_collection"].get(where, 0))) + r["usd"])
         day["lines"] += r["lines"]
-        day["parts"].append({"stage": r["stage"], "provider": r["provider"], "usd": float(r["usd"]),
-                             "overhead_usd": float(r["overhead_usd"])})  # fmt: skip
+        day["parts"].append({"stage": r["stage"], "provider": r["provider"], "collection": r["collection"],
+                             "usd": float(r["usd"]), "overhead_usd": float(r["overhead_usd"])})  # fmt: skip
         total += r["usd"]
-    month = await month_to_date(rt.pool, rt.settings)
-    alerts = [a.to_json() for a in await recent_alerts(rt.pool)]
-    return json_response(
-        {
-            "from": start.isoformat(),
-            "to": end.isoformat(),
-            "total_usd": float(total),
-            "days": [{**d, "usd": float(d["usd"])} for _k, d in sorted(days.items())],
-            "month": {
-                "month": month.month,
-                "spent_usd": float(month.spent_usd),
-                "budget_usd": float(month.budget_usd),
-                "over_budget": month.over_budget,
-                "alerts": [a for a in alerts if a["month"] == month.month[:7]],
-                "alert_webhook": rt.settings.alert_webhook_url is not None,
-            },
+    per_collection = [c.to_json() for c in await collection_months(rt.pool, collections)]
+    body: dict[str, Any] = {
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "collection": requested,
+        "total_usd": float(total),
+        "days": [{**d, "usd": float(d["usd"])} for _k, d in sorted(days.items())],
+        "collections": per_collection,
+    }
+    if collections is None:  # every collection: the global budget and its alerts too
+        month = await month_to_date(rt.pool, rt.settings)
+        alerts = [a.to_json() for a in await recent_alerts(rt.pool)]
+        body["month"] = {
+            "month": month.month,
+            "spent_usd": float(month.spent_usd),
+            "budget_usd": float(month.budget_usd),
+            "over_budget": month.over_budget,
+            "alerts": [a for a in alerts if a["month"] == month.month[:7]],
+            "alert_webhook": rt.settings.alert_webhook_url is not None,
         }
-    )
+    else:
+        body["month"] = _month_of(per_collection)
+    return json_response(typed(bodies.Costs, body))
+
+
+UNATTRIBUTED = "(none)"  # cost lines of no document: query embeddings, bill reconciliation
+
+
+def _month_of(per_collection: list[dict[str, Any]]) -> dict[str, Any]:
+    """This month over some collections: their spend against their budgets (None when none has one)."""
+    budgets = [c["budget_usd"] for c in per_collection if c["budget_usd"] is not None]
+    spent = sum(Decimal(str(c["spent_usd"])) for c in per_collection)
+    return {
+        "month": per_collection[0]["month"] if per_collection else None,
+        "spent_usd": float(spent),
+        "budget_usd": float(sum(Decimal(str(b)) for b in budgets)) if budgets else None,
+        "over_budget": any(c["over_budget"] for c in per_collection),
+        "alerts": [],
+        "alert_webhook": False,
+    }
 
 
 @public

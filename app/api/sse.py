@@ -7,7 +7,8 @@ its cursor as the SSE ``id``; a client that reconnects sends it back as ``Last-E
 resumes exactly after it. The process's wake-up hub (events/hub.py, owned by the runtime) wakes
 every client on NOTIFY; clients also poll, since a notification is only a wake-up. While idle a comment line
 (``: heartbeat``) goes out every ``sse_heartbeat_s`` seconds so proxies keep the connection open
-and clients can tell a quiet log from a dead connection.
+and clients can tell a quiet log from a dead connection. A token limited to some collections gets
+only the events of their streams (app/services/visibility.py); the others only move its cursor.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import AsyncIterator
 from app.api.common import event_json
 from app.api.responses import dumps
 from app.runtime import Runtime
+from app.services.tokens import Principal
+from app.services.visibility import visible_events
 from events.hub import Hub, wait_any
 from events.notifier import CHANNEL
 from events.types import Cursor
@@ -36,6 +39,7 @@ async def event_stream(
     hub: Hub,
     cursor: Cursor,
     *,
+    principal: Principal | None = None,
     types: frozenset[str] | None,
     data: str,
     heartbeat_s: float,
@@ -47,9 +51,10 @@ async def event_stream(
     while not stopping.is_set():
         woken = hub.wakeup(CHANNEL)  # before reading: a notification after the read ends the wait
         events = await rt.store.read_safe(cursor, BATCH)
+        shown = {e.position for e in await visible_events(rt.pool, principal, events)}
         for e in events:
             cursor = e.cursor
-            if types is not None and e.type not in types:
+            if (types is not None and e.type not in types) or e.position not in shown:
                 continue
             yield message(event_json(e, data=data), str(cursor))
             last_sent = time.monotonic()

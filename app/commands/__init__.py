@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "batches",
     "serve",
     "tokens",
+    "analysts",
     "sync",
     "history",
     "documents",

@@ -1,5 +1,6 @@
-"""``chronos costs [--json]``: month-to-date spend against the monthly budget, by stage/provider
-(the budget is resolved in app/services/budget.py) and this and last month's budget alerts
+"""``chronos costs [--collection NAME] [--json]``: month-to-date spend against the monthly budget, by
+stage/provider, and each collection's spend against its own budget (the budgets are resolved in
+app/services/budget.py; ``--collection``: that collection only) and this and last month's budget alerts
 (app/alerts/); ``chronos costs reconcile --provider modal``:
 make the ledger's Modal totals equal Modal's bill (app/convert/billing.py)."""
 
@@ -10,18 +11,20 @@ import sys
 from datetime import date
 from typing import Any
 
+import asyncpg
 import orjson
 
 from app.alerts.delivery import Deliverer
 from app.alerts.state import recent_alerts
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, NotFound
 from app.runtime import open_runtime
-from app.services.budget import month_to_date
+from app.services.budget import collection_months, month_to_date, spend_by_stage_provider
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("costs", help="month-to-date spend against the monthly budget")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--collection", metavar="NAME", help="only this collection's spend, against its own budget")
     p.add_argument(
         "--resend-alerts", action="store_true",
         help="deliver this and last month's budget alerts the webhook has not accepted yet, now",
@@ -48,9 +51,13 @@ async def main(args: argparse.Namespace) -> int:
                 said = "delivered" if d.ok else f"not delivered ({d.error})"
                 print(f"alert {outcome.month} {outcome.threshold_pct} %: {said} after {d.attempts} attempt(s)",
                       file=sys.stderr)  # fmt: skip
+        if args.collection is not None:
+            return await _collection_report(rt.pool, args.collection, as_json=args.json)
         month = await month_to_date(rt.pool, rt.settings)
         alerts = [a.to_json() for a in await recent_alerts(rt.pool)]
-    report = {**month.to_json(), "alerts": alerts, "alert_webhook": rt.settings.alert_webhook_url is not None}
+        per_collection = [c.to_json() for c in await collection_months(rt.pool, None)]
+    report = {**month.to_json(), "alerts": alerts, "alert_webhook": rt.settings.alert_webhook_url is not None,
+              "collections": per_collection}  # fmt: skip
     if args.json:
         print(orjson.dumps(report).decode())
     else:
@@ -59,11 +66,42 @@ async def main(args: argparse.Namespace) -> int:
             print(f"  {line['stage']:<8} {line['provider']:<8} ${line['usd']:.6f}")
         for alert in alerts:
             print(alert_line(alert, webhook=rt.settings.alert_webhook_url is not None))
+        for c in per_collection:
+            print(collection_line(c))
     if month.over_budget:
         print(
             f"warning: month-to-date spend ${report['spent_usd']:.2f} is over the ${report['budget_usd']:.2f} budget",
             file=sys.stderr,
         )
+    return 0
+
+
+def collection_line(c: dict[str, Any]) -> str:
+    budget = f"of ${c['budget_usd']:.2f} budget" if c["budget_usd"] is not None else "(no budget of its own)"
+    over = "  OVER BUDGET" if c["over_budget"] else ""
+    return f"  collection {c['collection']:<20} ${c['spent_usd']:.4f} {budget}{over}"
+
+
+async def _collection_report(pool: asyncpg.Pool, name: str, *, as_json: bool) -> int:
+    """``chronos costs --collection NAME``: the collection's month to date against its own budget."""
+    from app.services.visibility import visible_collection
+
+    visible_collection(None, name)  # the name's rule (InvalidRequest)
+    known = await pool.fetchval("SELECT count(*) FROM collections WHERE name = $1", name)
+    month = (await collection_months(pool, [name]))[0]
+    report = {**month.to_json(), "by_stage_provider": await spend_by_stage_provider(pool, [name])}
+    if not known and month.spent_usd == 0:
+        raise NotFound(f"no collection {name!r} (see `chronos collections list`)")
+    if as_json:
+        print(orjson.dumps(report).decode())
+        return 0
+    budget = f"${report['budget_usd']:.2f} budget" if month.budget_usd is not None else "no budget of its own"
+    print(f"{report['month'][:7]} collection {name}: ${report['spent_usd']:.4f} spent of {budget}")
+    for line in report["by_stage_provider"]:
+        print(f"  {line['stage']:<8} {line['provider']:<8} ${line['usd']:.6f}")
+    if month.over_budget:
+        print(f"warning: collection {name} spent ${report['spent_usd']:.2f}, over its ${report['budget_usd']:.2f} "
+              "budget", file=sys.stderr)  # fmt: skip
     return 0
 
 

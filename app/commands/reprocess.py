@@ -67,7 +67,8 @@ async def main(args: argparse.Namespace) -> int:
         q = plan.quote
         if not args.json:
             print(f"{len(plan.document_ids)} document(s); quote: ${q.usd:.4f} ({q.quantity} {q.resource or 'free'})")
-        await check_quote(rt.pool, rt.settings, q.usd, over_budget_ok=args.over_budget)
+        await check_quote(rt.pool, rt.settings, q.usd, over_budget_ok=args.over_budget,
+                          by_collection=plan.by_collection)  # fmt: skip
         if q.usd > 0 and not args.yes:
             answer = await asyncio.to_thread(input, "proceed? [y/N] ")
             if answer.strip().lower() != "y":

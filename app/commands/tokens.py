@@ -1,8 +1,10 @@
-"""``chronos tokens create NAME --scope read|write|admin | list | revoke ID``: API tokens.
+"""``chronos tokens create NAME --scope read|write|admin [--collection C …] | list | revoke ID``.
 
-The new token is printed once (``{"token": …, "token_id": …}`` with ``--json``); only its sha256 is
-stored. The tokens projection is brought up to date before the command returns, so a new token works
-(and a revoked one stops working, within a few seconds in a running server) at once.
+The new token is printed once (``{"token": …, "token_id": …, "scope": …, "collections": […]}`` with
+``--json``; ``collections`` null: every collection); only its sha256 is stored. A token made with
+``--collection`` sees only those collections (app/services/visibility.py). The tokens projection is
+brought up to date before the command returns, so a new token works (and a revoked one stops working,
+within a few seconds in a running server) at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = actions.add_parser("create", help="make a token (printed once)")
     c.add_argument("name", help="who or what uses it, e.g. directus-flow or alice")
     c.add_argument("--scope", required=True, choices=SCOPES, help="read < write < admin (delete, paid reprocess)")
+    c.add_argument(
+        "--collection", action="append", dest="collections", metavar="NAME",
+        help="limit the token to this collection (repeat for several; default: every collection)",
+    )  # fmt: skip
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=create)
     ls = actions.add_parser("list", help="every token (never the token itself)")
@@ -43,12 +49,17 @@ async def _catch_up(rt: Runtime) -> None:
 
 async def create(args: argparse.Namespace) -> int:
     async with open_runtime() as rt:
-        token_id, token = await tokens.create(rt.store, args.name, args.scope, actor="cli")
+        token_id, token = await tokens.create(
+            rt.store, args.name, args.scope, actor="cli", collections=args.collections
+        )
         await _catch_up(rt)
+    collections = list(dict.fromkeys(args.collections)) if args.collections else None
     if args.json:
-        print(orjson.dumps({"token": token, "token_id": token_id, "name": args.name, "scope": args.scope}).decode())
+        print(orjson.dumps({"token": token, "token_id": token_id, "name": args.name, "scope": args.scope,
+                            "collections": collections}).decode())  # fmt: skip
     else:
-        print(f"token {token_id} ({args.scope}) for {args.name}; it is shown only now:")
+        where = f"collections {', '.join(collections)}" if collections else "every collection"
+        print(f"token {token_id} ({args.scope}, {where}) for {args.name}; it is shown only now:")
         print(token)
     return 0
 
@@ -64,7 +75,8 @@ async def listing(args: argparse.Namespace) -> int:
         print("no tokens (CHRONOS_API_TOKENS, if set, are admin tokens)")
     for r in rows:
         state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
-        print(f"{r['token_id']}  {r['scope']:<5}  {state:<27}  {r['name']}")
+        where = ",".join(r["collections"]) if r["collections"] is not None else "*"
+        print(f"{r['token_id']}  {r['scope']:<5}  {state:<27}  {where:<20}  {r['name']}")
     return 0
 
 

@@ -218,15 +218,19 @@ def document_row(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def list_documents(
-    pool: asyncpg.Pool, statuses: list[str] | None = None, limit: int | None = None, page_size: int = 500
+    pool: asyncpg.Pool,
+    statuses: list[str] | None = None,
+    limit: int | None = None,
+    page_size: int = 500,
+    collections: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Documents newest first from the ``documents`` projection (every one unless ``limit``), the
-    same rows and order as ``GET /documents``."""
+    same rows and order as ``GET /documents``; ``collections``: only those (None: all)."""
     out: list[dict[str, Any]] = []
     after: tuple[Any, Any] = (None, None)
     while limit is None or len(out) < limit:
         size = page_size if limit is None else min(page_size, limit - len(out))
-        rows = await pool.fetch(query("api", "documents_page"), statuses, after[0], after[1], size)
+        rows = await pool.fetch(query("api", "documents_page"), statuses, after[0], after[1], size, collections)
         out += [document_row(r) for r in rows]
         if len(rows) < size:
             break

@@ -3,8 +3,9 @@
 ``plan`` selects the documents (app/services/selection.py) and quotes the spend; ``request`` appends
 one ConversionRequested / ChunkingRequested / EmbeddingRequested per document; the stage workers act
 on them. A paid request is quoted first (outputs that can be reused cost nothing: chunks whose text
-and model are in the embedding cache) and stopped when it would cross the monthly budget
-(app/services/budget.py) unless the caller allows it. An embedding with OpenAI can go through its Batch
+and model are in the embedding cache) and stopped when it would cross the monthly budget, or the part
+spent in a collection would cross that collection's budget (app/services/budget.py), unless the caller
+allows it. An embedding with OpenAI can go through its Batch
 API instead (``batch_api``: half price, results within 24 hours, recorded by ``chronos batches poll``).
 """
 
@@ -66,6 +67,7 @@ class Plan:
     requested: int = 0
     extra: list[str] = field(default_factory=list)
     batches: Submitted | None = None  # what a Batch API request submitted
+    by_collection: dict[str, float] = field(default_factory=dict)  # the quote's USD per collection
 
     @property
     def paid(self) -> bool:
@@ -121,7 +123,30 @@ async def plan(pool: asyncpg.Pool, settings: Settings, selection: Selection, req
     """The documents and the quote; nothing is appended yet."""
     request = validated(request, settings)
     ids = await select_documents(pool, selection)
-    return Plan(request, ids, await quote(pool, request, ids, settings))
+    total = await quote(pool, request, ids, settings)
+    by_collection = await quote_by_collection(pool, request, ids, settings, total)
+    if by_collection:
+        split = {c: round(u, 8) for c, u in by_collection.items()}
+        total = Quote(total.resource, total.quantity, total.usd, {**total.details, "by_collection": split})
+    return Plan(request, ids, total, by_collection=by_collection)
+
+
+async def quote_by_collection(
+    pool: asyncpg.Pool, request: StageRequest, ids: list[str], settings: Settings, total: Quote
+) -> dict[str, float]:
+    """The quote's USD split by the documents' collections (each collection's budget must hold its part);
+    empty for a free request."""
+    if total.usd <= 0 or not ids:
+        return {}
+    from app.services.visibility import DEFAULT_COLLECTION, collections_of
+
+    found = await collections_of(pool, ids)
+    groups: dict[str, list[str]] = {}
+    for doc in ids:
+        groups.setdefault(found.get(doc, DEFAULT_COLLECTION), []).append(doc)
+    if len(groups) == 1:
+        return {next(iter(groups)): total.usd}
+    return {c: (await quote(pool, request, docs, settings)).usd for c, docs in sorted(groups.items())}
 
 
 async def execute(
@@ -138,7 +163,7 @@ async def execute(
     """Append the requests of a plan (after the budget check). For a model switch over every document,
     documents that appeared since the plan was made are asked for too. A Batch API request submits the
     batches instead (``plan_.batches``; ``blobs`` keeps their input files, default: the pool's)."""
-    await check_quote(pool, settings, plan_.quote.usd, over_budget_ok=over_budget_ok)
+    await check_quote(pool, settings, plan_.quote.usd, over_budget_ok=over_budget_ok, by_collection=plan_.by_collection)
     if plan_.request.batch_api:
         from app.embedders.batch_jobs import submit_embedding_batches
 

@@ -3,7 +3,9 @@
 A token is ``chr_`` + 32 random bytes (URL-safe base64), shown once. The log and the ``api_tokens``
 projection keep only its sha256 (a token has 256 bits of entropy, so a fast hash is enough: nothing
 is guessed from it). Scopes are ordered: ``read`` < ``write`` < ``admin``, each including the ones
-before it. ``CHRONOS_API_TOKENS`` stays as the bootstrap: those tokens are ``admin``.
+before it. A token may be limited to some collections (``--collection``): it then sees nothing of the
+others, as if they did not exist (app/services/visibility.py). ``CHRONOS_API_TOKENS`` stays as the
+bootstrap: those tokens are ``admin`` over every collection.
 
 Every request's principal becomes the ``actor`` of the events it appends (``token:<token_id>``;
 ``token:env:<first 8 hex of its sha256>`` for a bootstrap token), so the log says who asked for what.
@@ -50,13 +52,23 @@ class Principal:
     def allows(self, needed: ev.Scope) -> bool:
         return _RANK[self.scope] >= _RANK[needed]
 
+    @property
+    def restricted(self) -> bool:
+        """Limited to some collections (a token made with ``--collection``)."""
+        return self.collections is not None
+
+    def sees(self, collection: str) -> bool:
+        """May this principal see documents of ``collection``? (app/services/visibility.py uses it.)"""
+        return self.collections is None or collection in self.collections
+
 
 def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def bootstrap_principal(presented: str, tokens: tuple[str, ...]) -> Principal | None:
-    """An admin principal when ``presented`` is one of CHRONOS_API_TOKENS (constant-time compare)."""
+    """An admin principal when ``presented`` is one of CHRONOS_API_TOKENS (constant-time compare):
+    every collection, like any token made without ``--collection``."""
     given = presented.encode()
     match: str | None = None
     for token in tokens:
@@ -106,6 +118,7 @@ async def create(
     name = name.strip()
     if not name or len(name) > 200 or not name.isprintable():
         raise InvalidRequest("a token needs a name of 1..200 printable characters (who or what uses it)")
+    collections = _collections(collections)
     token = PREFIX + secrets.token_urlsafe(32)
     token_id = str(uuid.uuid4())
     created = ev.ApiTokenCreated(
@@ -114,6 +127,17 @@ async def create(
     )  # fmt: skip
     await store.append(token_stream(token_id), [new_event(created, {"actor": actor})], NO_STREAM)
     return token_id, token
+
+
+def _collections(names: list[str] | None) -> list[str] | None:
+    """The token's collections, validated and without repeats (None or empty: every collection)."""
+    if not names:
+        return None
+    from app.catalogue.collections import validate_collection_name
+
+    for name in names:
+        validate_collection_name(name)
+    return list(dict.fromkeys(names))
 
 
 async def revoke(store: EventStore, pool: asyncpg.Pool, token_id: str, *, actor: str, reason: str = "") -> bool:

@@ -2,13 +2,14 @@
 
 -- name: documents_page
 -- Newest first; keyset paging on (uploaded_at, document_id). $1 statuses (NULL = all),
--- $2/$3 the cursor (NULL = first page), $4 page size.
+-- $2/$3 the cursor (NULL = first page), $4 page size, $5 collections (NULL = all; app/services/visibility.py).
 SELECT document_id, filename, media_type, size, source, source_ref, status, current_stage, page_count,
        chunk_count, embedding_model, backend, pipeline, attempts, last_error, error_class, failed_stage,
        total_cost_usd, uploaded_at, requested_at, converted_at, chunked_at, embedded_at, failed_at, deleted_at,
        updated_at, last_position
 FROM documents
 WHERE ($1::text[] IS NULL OR status = ANY ($1::text[]))
+  AND ($5::text[] IS NULL OR collection = ANY ($5::text[]))
   AND ($2::timestamptz IS NULL
        OR (coalesce(uploaded_at, 'epoch'::timestamptz), document_id) < ($2::timestamptz, $3::uuid))
 ORDER BY coalesce(uploaded_at, 'epoch'::timestamptz) DESC, document_id DESC
@@ -100,3 +101,19 @@ SELECT stage, provider, sum(amount_usd) AS usd FROM cost_ledger GROUP BY stage, 
 SELECT stage, provider, sum(amount_usd) AS usd FROM cost_ledger
 WHERE recorded_at >= date_trunc('month', now())
 GROUP BY 1, 2 ORDER BY 3 DESC;
+
+-- name: costs_daily_by_collection
+-- As costs_daily, by collection too: a cost line's collection is its document's (the documents projection
+-- keeps deleted documents, so their spend stays in their collection); lines of no document (query
+-- embeddings, reconcile adjustments) have none (NULL) and are shown only with $3 NULL (every collection).
+SELECT date_trunc('day', c.recorded_at)::date AS day, d.collection, c.stage, c.provider,
+       sum(c.amount_usd) AS usd, count(*) AS lines,
+       coalesce(sum(c.amount_usd * least(1, (coalesce((c.details ->> 'cold_start_s')::numeric, 0)
+                                             + coalesce((c.details ->> 'idle_s')::numeric, 0))
+                                            / nullif((c.details ->> 'container_s')::numeric, 0)))
+                FILTER (WHERE c.provider = 'modal'), 0) AS overhead_usd
+FROM cost_ledger c LEFT JOIN documents d ON d.document_id = c.document_id
+WHERE c.recorded_at >= $1::date AND c.recorded_at < $2::date + 1
+  AND ($3::text[] IS NULL OR d.collection = ANY ($3::text[]))
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4;

@@ -280,8 +280,27 @@ async function loadCosts() {
   const first = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
   const last = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 0));
   const iso = (d) => d.toISOString().slice(0, 10);
-  const costs = await api(`/costs?from=${iso(first)}&to=${iso(last)}`);
+  const chosen = document.getElementById("cost-collection").value;
+  const only = chosen ? `&collection=${encodeURIComponent(chosen)}` : "";
+  const costs = await api(`/costs?from=${iso(first)}&to=${iso(last)}${only}`);
   drawCosts(costs, first, last.getUTCDate());
+  drawCollections(costs);
+}
+
+// The collections the token sees, each with its month to date and its own budget; choosing one in the
+// selector draws the chart for that collection against its budget (none: no budget line).
+function drawCollections(costs) {
+  const select = document.getElementById("cost-collection");
+  const names = (costs.collections || []).map((c) => c.collection);
+  const have = [...select.options].map((o) => o.value).filter((v) => v);
+  if (!costs.collection && names.join("\n") !== have.join("\n")) {
+    select.replaceChildren(el("option", { value: "", text: "every collection" }),
+      ...names.map((n) => el("option", { value: n, text: n })));
+  }
+  document.getElementById("cost-collections").replaceChildren(...(costs.collections || []).map((c) => el("li", {
+    "data-collection": c.collection, "data-usd": c.spent_usd, class: c.over_budget ? "over" : "",
+    text: `${c.collection}: ${usd(c.spent_usd)} ${c.budget_usd === null ? "(no budget of its own)" : `of ${usd(c.budget_usd)}`}${c.over_budget ? " — over budget!" : ""}`,
+  })));
 }
 
 // One honest scale: bars (spend per day, stacked by provider and stage), the cumulative line and the
@@ -325,14 +344,16 @@ function drawCosts(costs, first, days) {
   }
   const keys = [...totals.keys()].sort();
   const colour = new Map(keys.map((k, i) => [k, PALETTE[i % PALETTE.length]]));
-  const budget = costs.month.budget_usd;
+  const budget = costs.month.budget_usd; // null: a collection without a budget of its own
   const maxDaily = Math.max(0, ...daily.map((d) => d.usd));
-  const top = niceTop(Math.max(budget, cumulative, maxDaily, 1e-6));
+  const top = niceTop(Math.max(budget || 0, cumulative, maxDaily, 1e-6));
   const plot = H - T - B;
   const x = (i) => L + ((W - L - R) * (i + 0.5)) / days;
   const y = (v) => T + plot * (1 - v / top);
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-top-usd": top, "data-plot-top": T, "data-plot-bottom": H - B });
-  chart.append(svg("title", { text: `Cost per day, stacked by provider and stage; month to date ${usd(cumulative)} of ${usd(budget)} budget` }));
+  const of = budget === null ? "no budget of its own" : `${usd(budget)} budget`;
+  const scope = costs.collection ? ` in collection ${costs.collection}` : "";
+  chart.append(svg("title", { text: `Cost per day${scope}, stacked by provider and stage; month to date ${usd(cumulative)} of ${of}` }));
   const defs = svg("defs");
   const hatch = svg("pattern", { id: "overhead-hatch", width: 4, height: 4, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
   hatch.append(svg("rect", { width: 4, height: 4, fill: "#fff", "fill-opacity": 0.45 }));
@@ -375,7 +396,7 @@ function drawCosts(costs, first, days) {
     class: "cumulative", fill: "none", stroke: "#1d2330", "stroke-width": 1.5,
     points: cumul.map((v, i) => `${x(i)},${y(v)}`).join(" "),
   }));
-  for (const pct of [80, 100]) {
+  for (const pct of budget === null ? [] : [80, 100]) {
     const v = (budget * pct) / 100;
     chart.append(svg("line", {
       class: pct === 100 ? "budget" : "budget-80", x1: L, x2: W - R, y1: y(v), y2: y(v),
@@ -397,11 +418,11 @@ function drawCosts(costs, first, days) {
     ...(modalTotal > 0 ? [el("li", { class: "overhead-share" }, el("span", { class: "swatch hatched" }),
       `Modal cold starts + idle: ${usd(overheadTotal)} (${((100 * overheadTotal) / modalTotal).toFixed(0)} % of Modal)`)] : []),
   );
-  document.getElementById("cost-month").textContent = costs.month.month.slice(0, 7);
+  document.getElementById("cost-month").textContent = (costs.month.month || first.toISOString()).slice(0, 7) + scope;
   const over = costs.month.over_budget ? " — over budget!" : "";
   const tiny = maxDaily > 0 && (plot * maxDaily) / top < 1 ? ` The largest day, ${usd(maxDaily)}, is under a pixel at this scale.` : "";
   document.getElementById("cost-summary").textContent =
-    `Month to date ${usd(costs.month.spent_usd)} of ${usd(budget)}${over}. Bars: spend per day by provider and stage, on the axis's scale; line: cumulative.${tiny}`;
+    `Month to date${scope} ${usd(costs.month.spent_usd)} of ${budget === null ? "no budget of its own" : usd(budget)}${over}. Bars: spend per day by provider and stage, on the axis's scale; line: cumulative.${tiny}`;
   drawAlerts(costs.month);
 }
 
@@ -452,6 +473,7 @@ function loadAll() {
 
 initToken();
 initUpload();
+document.getElementById("cost-collection").addEventListener("change", () => loadCosts().catch(() => {}));
 follow();
 loadAll();
 setInterval(loadAll, 30000);
