@@ -119,4 +119,4 @@ async def test_costs_per_collection_keep_a_deleted_documents_spend(
     text = (await cli("costs")).out
     assert "collection alpha" in text and "of $5.00 budget" in text and "collection bravo" in text
     missing = await cli("costs", "--collection", "nowhere", ok=False)
-    assert missing.code != 0 and "no collection 'nowhere'" in missing.err
+    assert missing.code != 0 and "collection 'nowhere' does not exist" in missing.err

@@ -132,9 +132,15 @@ async def test_a_limited_analyst_logs_in_and_learns_only_its_own_grants(
     try:
         assert await conn.fetchval("SELECT array_agg(DISTINCT collection) FROM documents") == [ALPHA]
         assert await conn.fetchval("SELECT chronos_analyst_collections(current_user)") == [ALPHA]
-        assert await conn.fetchval("SELECT chronos_analyst_collections('chronos_analyst')") == []  # not a member
+        assert await conn.fetchval("SELECT chronos_analyst_collections('chronos_selector')") == []  # not a member
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetch("SELECT * FROM analyst_collections")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT chronos_role_collections('chronos_analyst')")
+        # Its limits hold when it acts as the unlimited role it is a member of.
+        await conn.execute("SET ROLE chronos_analyst")
+        assert await conn.fetchval("SELECT array_agg(DISTINCT filename) FROM v_documents") == ["alpha-open.pdf"]
+        assert await conn.fetchval("SELECT count(*) FROM documents") == 1
     finally:
         await conn.close()
 

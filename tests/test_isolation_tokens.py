@@ -31,7 +31,7 @@ def test_where_a_limited_token_uploads() -> None:
     assert visibility.upload_collection(two, "beta") == "beta"
     with pytest.raises(InvalidRequest, match="say which"):
         visibility.upload_collection(two, None)
-    with pytest.raises(visibility.NotFound, match="no collection 'bravo'"):
+    with pytest.raises(visibility.NotFound, match=r"collection .bravo. does not exist"):
         visibility.upload_collection(one, "bravo")
 
 

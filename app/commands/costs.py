@@ -16,7 +16,7 @@ import orjson
 
 from app.alerts.delivery import Deliverer
 from app.alerts.state import recent_alerts
-from app.errors import InvalidRequest, NotFound
+from app.errors import InvalidRequest
 from app.runtime import open_runtime
 from app.services.budget import collection_months, month_to_date, spend_by_stage_provider
 
@@ -84,14 +84,14 @@ def collection_line(c: dict[str, Any]) -> str:
 
 async def _collection_report(pool: asyncpg.Pool, name: str, *, as_json: bool) -> int:
     """``chronos costs --collection NAME``: the collection's month to date against its own budget."""
-    from app.services.visibility import visible_collection
+    from app.catalogue.collections import unknown_collection, validate_collection_name
 
-    visible_collection(None, name)  # the name's rule (InvalidRequest)
+    validate_collection_name(name)
     known = await pool.fetchval("SELECT count(*) FROM collections WHERE name = $1", name)
     month = (await collection_months(pool, [name]))[0]
     report = {**month.to_json(), "by_stage_provider": await spend_by_stage_provider(pool, [name])}
     if not known and month.spent_usd == 0:
-        raise NotFound(f"no collection {name!r} (see `chronos collections list`)")
+        raise unknown_collection(name)
     if as_json:
         print(orjson.dumps(report).decode())
         return 0

@@ -135,7 +135,8 @@ async def quote_by_collection(
     pool: asyncpg.Pool, request: StageRequest, ids: list[str], settings: Settings, total: Quote
 ) -> dict[str, float]:
     """The quote's USD split by the documents' collections (each collection's budget must hold its part);
-    empty for a free request."""
+    empty for a free request. Each collection's own quote weighs its share of the total (quoting groups
+    apart would count shared costs, such as a GPU batch's cold start, once per group)."""
     if total.usd <= 0 or not ids:
         return {}
     from app.services.visibility import DEFAULT_COLLECTION, collections_of
@@ -146,7 +147,11 @@ async def quote_by_collection(
         groups.setdefault(found.get(doc, DEFAULT_COLLECTION), []).append(doc)
     if len(groups) == 1:
         return {next(iter(groups)): total.usd}
-    return {c: (await quote(pool, request, docs, settings)).usd for c, docs in sorted(groups.items())}
+    alone = {c: (await quote(pool, request, docs, settings)).usd for c, docs in sorted(groups.items())}
+    weight = sum(alone.values())
+    if weight <= 0:
+        return {c: total.usd / len(alone) for c in alone}
+    return {c: total.usd * usd / weight for c, usd in alone.items()}
 
 
 async def execute(

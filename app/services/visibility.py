@@ -27,15 +27,14 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from app.catalogue.ids import STREAM_PREFIX, document_id_from_stream
+from app.catalogue.collections import DEFAULT as DEFAULT_COLLECTION
+from app.catalogue.collections import unknown_collection, validate_collection_name
+from app.catalogue.ids import COLLECTION_STREAM_PREFIX, STREAM_PREFIX, document_id_from_stream
 from app.errors import InvalidRequest, NotFound
 from app.services.documents import DocumentNotFound, parse_document_id
 from app.services.tokens import Principal
 from events.sqlfiles import query
 from events.types import DbConn, RecordedEvent
-
-COLLECTION_STREAM_PREFIX = "collection-"
-DEFAULT_COLLECTION = "default"
 
 
 def restricted(principal: Principal | None) -> bool:
@@ -63,13 +62,12 @@ def absent_document(document_id: str) -> DocumentNotFound:
 
 
 def absent_collection(name: str) -> NotFound:
-    return NotFound(f"no collection {name!r} (see `chronos collections list`)")
+    """The error for a collection that does not exist — and, word for word, for one the principal may not see."""
+    return unknown_collection(name)
 
 
 def visible_collection(principal: Principal | None, name: str) -> str:
     """``name`` when the principal may see it; NotFound (as for a collection that does not exist) else."""
-    from app.catalogue.collections import validate_collection_name
-
     validate_collection_name(name)
     if principal is not None and not principal.sees(name):
         raise absent_collection(name)

@@ -95,18 +95,39 @@ SELECT chronos_revoke_public_temp();
 -- Every view the analyst role can read runs with its reader's rights (security_invoker), so the policies
 -- apply inside the views too; views owned by the service would otherwise read past them.
 
--- The collections `who` may see (NULL: every one). SECURITY DEFINER: analysts cannot read
--- analyst_collections; asking for a role one is not a member of answers '{}' (nothing), so a reader
--- learns only their own grants.
+-- The collections a role is limited to: those granted to it or to any role it is a member of (NULL: none
+-- granted, every collection).
+CREATE OR REPLACE FUNCTION chronos_role_collections(who name) RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN count(*) = 0 THEN NULL ELSE array_agg(DISTINCT a.collection) END
+    FROM public.analyst_collections a JOIN pg_roles r ON r.rolname = a.role_name
+    WHERE pg_has_role(who, r.oid, 'MEMBER')
+$$;
+REVOKE ALL ON FUNCTION chronos_role_collections(name) FROM PUBLIC;
+
+-- The collections a reader acting as `who` (the policies pass current_user) may see; NULL: every one.
+-- The limits of the logged-in role (session_user) apply too, so a limited role cannot shed them with
+-- SET ROLE chronos_analyst (a superuser's session has none: it bypasses row-level security anyway).
+-- SECURITY DEFINER: analysts cannot read analyst_collections; asking for a role one is not a member of
+-- answers '{}' (nothing), so a reader learns only their own grants.
 CREATE OR REPLACE FUNCTION chronos_analyst_collections(who name) RETURNS text[]
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE
-        WHEN NOT pg_has_role(session_user, who, 'MEMBER') THEN '{}'::text[]
-        WHEN NOT EXISTS (SELECT 1 FROM public.analyst_collections a JOIN pg_roles r ON r.rolname = a.role_name
-                         WHERE pg_has_role(who, r.oid, 'MEMBER')) THEN NULL
-        ELSE ARRAY(SELECT DISTINCT a.collection FROM public.analyst_collections a
-                   JOIN pg_roles r ON r.rolname = a.role_name WHERE pg_has_role(who, r.oid, 'MEMBER'))
-    END
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    mine text[];
+    logged_in text[];
+BEGIN
+    IF NOT pg_has_role(session_user, who, 'MEMBER') THEN
+        RETURN '{}'::text[];
+    END IF;
+    mine := public.chronos_role_collections(who);
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+        logged_in := public.chronos_role_collections(session_user);
+    END IF;
+    IF mine IS NULL OR logged_in IS NULL THEN
+        RETURN coalesce(mine, logged_in);
+    END IF;
+    RETURN ARRAY(SELECT unnest(mine) INTERSECT SELECT unnest(logged_in));
+END;
 $$;
 GRANT EXECUTE ON FUNCTION chronos_analyst_collections(name) TO PUBLIC;
 
@@ -118,7 +139,7 @@ DECLARE
     t text;
     by_collection constant text :=
         '(SELECT chronos_analyst_collections(current_user)) IS NULL '
-        'OR collection = ANY ((SELECT chronos_analyst_collections(current_user)))';
+        'OR collection = ANY ((SELECT chronos_analyst_collections(current_user))::text[])';
     by_document constant text :=
         '(SELECT chronos_analyst_collections(current_user)) IS NULL '
         'OR document_id IN (SELECT d.document_id FROM documents d)';
@@ -139,7 +160,7 @@ BEGIN
         DROP POLICY IF EXISTS chronos_collections ON collections;
         CREATE POLICY chronos_collections ON collections FOR SELECT USING (
             (SELECT chronos_analyst_collections(current_user)) IS NULL
-            OR name = ANY ((SELECT chronos_analyst_collections(current_user))));
+            OR name = ANY ((SELECT chronos_analyst_collections(current_user))::text[]));
     END IF;
 END;
 $$;
@@ -152,7 +173,7 @@ DROP POLICY IF EXISTS chronos_collections ON events;
 CREATE POLICY chronos_collections ON events FOR SELECT USING (
     (SELECT chronos_analyst_collections(current_user)) IS NULL
     OR (stream_id LIKE 'document-%' AND substr(stream_id, 10) IN (SELECT d.document_id::text FROM documents d))
-    OR (stream_id LIKE 'collection-%' AND substr(stream_id, 12) = ANY ((SELECT chronos_analyst_collections(current_user)))));
+    OR (stream_id LIKE 'collection-%' AND substr(stream_id, 12) = ANY ((SELECT chronos_analyst_collections(current_user))::text[])));
 DROP POLICY IF EXISTS chronos_writers ON events;
 CREATE POLICY chronos_writers ON events FOR INSERT WITH CHECK (true);
 
