@@ -196,7 +196,7 @@ async def sse_case(w: World) -> None:
 
 async def search_case(w: World) -> None:
     c = w.client
-    q = {"q": WORD, "mode": "text", "k": 20}
+    q: dict[str, str | int] = {"q": WORD, "mode": "text", "k": 20}
     r = await c.get("/search", params=q, headers=w.read)
     assert r.status_code == 200, r.text
     docs = {h["document_id"] for h in r.json()["hits"]}

@@ -19,6 +19,7 @@ from app.errors import InvalidRequest
 from app.services import analysts
 from events import EventStore, PgBlobStore
 from events.migrations import migrate
+from events.types import DbConn
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument, random_unit_vectors
 from tests.test_analyst import with_user
@@ -63,7 +64,7 @@ async def analyst_relations(pool: asyncpg.Pool) -> list[str]:
     return [r["relname"] for r in rows]
 
 
-async def rows_as(conn: asyncpg.Connection, relation: str, role: str | None) -> list[str]:
+async def rows_as(conn: DbConn, relation: str, role: str | None) -> list[str]:
     async with conn.transaction():
         if role is not None:
             await conn.execute(f"SET LOCAL ROLE {role}")
@@ -179,7 +180,7 @@ async def test_policies_survive_a_replay(
             assert any(b.document_id in row for row in await rows_as(conn, relation, "chronos_analyst")), relation
 
 
-async def test_a_changed_view_file_re_applies_the_ones_after_it(pool: asyncpg.Pool, tmp_path: Path) -> None:
+async def test_a_changed_view_file_re_applies_the_ones_after_it(dsn: str, tmp_path: Path) -> None:
     """A view file's DROP … CASCADE drops what later files built on it (grants, security_invoker): so
     every view file after a re-applied one is applied again."""
     schema = f"mig_{uuid.uuid4().hex[:8]}"
@@ -189,7 +190,8 @@ async def test_a_changed_view_file_re_applies_the_ones_after_it(pool: asyncpg.Po
     view = f"DROP VIEW IF EXISTS {schema}.v CASCADE; CREATE VIEW {schema}.v AS SELECT n{{}} FROM {schema}.t;"
     (root / "views" / "010_v.sql").write_text(view.format(""))
     (root / "views" / "090_opts.sql").write_text(f"ALTER VIEW {schema}.v SET (security_invoker = true);")
-    async with pool.acquire() as conn:  # (a database of this test's own: its migrations table is ours)
+    conn = await asyncpg.connect(dsn)  # (a database of this test's own: its migrations table is ours)
+    try:
         await conn.execute("DELETE FROM schema_migrations")
         assert await migrate(conn, root) == ["001_t.sql", "views/010_v.sql", "views/090_opts.sql"]
         (root / "views" / "010_v.sql").write_text(view.format(", 1 AS one"))
@@ -197,3 +199,5 @@ async def test_a_changed_view_file_re_applies_the_ones_after_it(pool: asyncpg.Po
         options = await conn.fetchval(f"SELECT reloptions FROM pg_class WHERE oid = '{schema}.v'::regclass")
         assert options == ["security_invoker=true"]
         assert await migrate(conn, root) == []
+    finally:
+        await conn.close()

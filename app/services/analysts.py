@@ -15,12 +15,13 @@ import asyncpg
 
 from app.errors import InvalidRequest
 from events.sqlfiles import query
+from events.types import DbConn
 
 logger = logging.getLogger(__name__)
 ANALYST_ROLE = "chronos_analyst"
 
 
-async def _role(conn: asyncpg.Connection, role: str) -> str:
+async def _role(conn: DbConn, role: str) -> str:
     row = await conn.fetchrow(query("analysts", "role"), role)
     if row is None:
         raise InvalidRequest(
