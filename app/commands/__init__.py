@@ -19,5 +19,6 @@ COMMAND_MODULES: list[str] = [
     "sync",
     "history",
     "documents",
+    "collections",
     "sample",
 ]
