@@ -205,6 +205,12 @@ class Settings:
     directus_sync_s: float = 300.0
     """``CHRONOS_DIRECTUS_SYNC_S``: seconds between the periodic Directus syncs under ``chronos serve``
     (when Directus is configured); ``off`` turns it off."""
+    directus_collection_field: str | None = None
+    """``CHRONOS_DIRECTUS_COLLECTION_FIELD``: a directus_files field naming each file's collection
+    (unset: the name of the file's folder; docs/collections.md)."""
+    directus_default_collection: str = "default"
+    """``CHRONOS_DIRECTUS_DEFAULT_COLLECTION``: the collection of a Directus file whose folder (or field)
+    names no existing collection."""
     embed_jobs: int = 4
     """``CHRONOS_EMBED_JOBS``: embed jobs one worker slot takes at once and runs side by side, so the
     embedder's threads are kept busy by several (often small) documents instead of one."""
@@ -242,6 +248,8 @@ class Settings:
             directus_sync_s=0.0
             if (e.get("CHRONOS_DIRECTUS_SYNC_S") or "").strip().lower() in ("off", "0")
             else _float(e, "CHRONOS_DIRECTUS_SYNC_S", cls.directus_sync_s),
+            directus_collection_field=(e.get("CHRONOS_DIRECTUS_COLLECTION_FIELD") or "").strip() or None,
+            directus_default_collection=(e.get("CHRONOS_DIRECTUS_DEFAULT_COLLECTION") or "").strip() or "default",
             embed_jobs=_int(e, "CHRONOS_EMBED_JOBS", cls.embed_jobs),
             openai_api_key=e.get("OPENAI_API_KEY") or None,
             openai_base_url=e.get("OPENAI_BASE_URL") or None,

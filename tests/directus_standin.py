@@ -3,7 +3,10 @@
 * ``GET /assets/<id>`` with ``Authorization: Bearer <static token>`` streams the file; a missing,
   deleted or forbidden file answers **403** (``FORBIDDEN``), never 404; a wrong token 401
   (``INVALID_CREDENTIALS``);
-* ``GET /files/<id>`` answers ``{"data": {...}}`` or 403 like the assets;
+* ``GET /files/<id>?fields=…`` answers ``{"data": {...}}`` (only the fields asked for, as Directus 10/11/12
+  do; ``title``, ``description``, ``tags`` (a JSON array or null), ``folder`` (a folder id or null) and any
+  custom field an operator added to directus_files) or 403 like the assets;
+* ``GET /folders/<id>`` answers ``{"data": {"id", "name", "parent"}}``, or 403 for a missing folder;
 * ``GET /files?fields=…&filter=<json>&sort=…&limit=…&page=…`` lists files as ``{"data": [...]}``
   (the ``_gt`` / ``_or`` filter operators on ``uploaded_on`` / ``modified_on``, ascending sort);
 * a Flow's Event Hook + Webhook operation with body ``{{$trigger}}`` POSTs the trigger as JSON:
@@ -39,13 +42,24 @@ class File:
     modified_on: str | None = None
     folder: str | None = None
     title: str | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    custom: dict[str, Any] = field(default_factory=dict)  # fields an operator added to directus_files
 
     def record(self) -> dict[str, Any]:
         return {
             "id": self.id, "filename_download": self.filename_download, "type": self.type,
             "filesize": len(self.content), "uploaded_on": self.uploaded_on, "modified_on": self.modified_on,
-            "folder": self.folder, "title": self.title,
+            "folder": self.folder, "title": self.title, "description": self.description, "tags": self.tags,
+            **self.custom,
         }  # fmt: skip
+
+
+@dataclass
+class Folder:
+    id: str
+    name: str
+    parent: str | None = None
 
 
 @dataclass
@@ -54,6 +68,7 @@ class Directus:
 
     url: str = ""
     files: dict[str, File] = field(default_factory=dict)
+    folders: dict[str, Folder] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     clock: dt.datetime = field(default_factory=lambda: dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC))
     down: bool = False  # answers 503 to everything (an outage on the Directus side)
@@ -62,9 +77,16 @@ class Directus:
         self.clock += dt.timedelta(seconds=1)
         return self.clock.isoformat().replace("+00:00", "Z")
 
-    def upload(self, file_id: str, content: bytes, filename: str, media_type: str = "text/markdown") -> dict[str, Any]:
-        self.files[file_id] = File(file_id, content, filename, media_type, self._tick())
+    def upload(
+        self, file_id: str, content: bytes, filename: str, media_type: str = "text/markdown", **fields: Any
+    ) -> dict[str, Any]:
+        """A new file (``fields``: title, description, tags, folder, custom={...})."""
+        self.files[file_id] = File(file_id, content, filename, media_type, self._tick(), **fields)
         return self.trigger("files.upload", file_id)
+
+    def folder(self, folder_id: str, name: str, parent: str | None = None) -> str:
+        self.folders[folder_id] = Folder(folder_id, name, parent)
+        return folder_id
 
     def replace(self, file_id: str, content: bytes) -> dict[str, Any]:
         """ "Replace file": same id, new bytes, ``files.upload`` again."""
@@ -73,9 +95,13 @@ class Directus:
         return self.trigger("files.upload", file_id)
 
     def update(self, file_id: str, **fields: Any) -> dict[str, Any]:
+        """An edit in the file's detail page (its fields, not its bytes): ``files.update``."""
         f = self.files[file_id]
         for k, v in fields.items():
-            setattr(f, k, v)
+            if hasattr(f, k):
+                setattr(f, k, v)
+            else:
+                f.custom[k] = v
         f.modified_on = self._tick()
         return {"event": "files.update", "keys": [file_id], "payload": fields, "collection": "directus_files"}
 
@@ -136,7 +162,17 @@ def _handler(directus: Directus) -> type[BaseHTTPRequestHandler]:
                 f = directus.files.get(parts[1])
                 if f is None:
                     return self._send(403, FORBIDDEN)
-                return self._send(200, json.dumps({"data": f.record()}).encode())
+                record = f.record()
+                q = parse_qs(url.query)
+                if "fields" in q:
+                    record = {k: record.get(k) for k in q["fields"][0].split(",")}
+                return self._send(200, json.dumps({"data": record}).encode())
+            if len(parts) == 2 and parts[0] == "folders":
+                folder = directus.folders.get(parts[1])
+                if folder is None:
+                    return self._send(403, FORBIDDEN)
+                data = {"id": folder.id, "name": folder.name, "parent": folder.parent}
+                return self._send(200, json.dumps({"data": data}).encode())
             return self._send(403, FORBIDDEN)  # Directus answers unknown routes with 403 too
 
         def _files(self, q: dict[str, list[str]]) -> None:

@@ -93,7 +93,7 @@ def test_routes_that_delete_need_admin() -> None:
     app = create_app(Settings(api_tokens=(TOKEN,)))
     admin = {(m, r.path) for r in app.routes if isinstance(r, Route)
              and getattr(r.endpoint, "chronos_access", None) == "admin" for m in r.methods or ()}  # fmt: skip
-    assert admin == {("DELETE", "/documents/{document_id}")}
+    assert admin == {("DELETE", "/documents/{document_id}"), ("POST", "/collections")}
 
 
 async def test_cli_creates_lists_and_revokes(dsn: str, tmp_path: object) -> None:

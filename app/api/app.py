@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from app.api import dashboard, directus, metrics, routes_documents, routes_events, routes_ops
+from app.api import dashboard, directus, metrics, routes_collections, routes_documents, routes_events, routes_ops
 from app.api.auth import public
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.limits import LimitsMiddleware
@@ -43,6 +43,7 @@ async def openapi_json(request: Request) -> Response:
 def all_routes() -> list[BaseRoute]:
     return [
         *routes_documents.routes,
+        *routes_collections.routes,
         *routes_events.routes,
         *routes_ops.routes,
         *metrics.routes,

@@ -142,7 +142,16 @@ class Intake(Body):
     position: int
     revision: int = 1
     key: str | None = None
+    collection: str = "default"
+    metadata_updated: bool = False  # the same content again: its new metadata was recorded
     links: dict[str, str] = {}
+
+
+class MetadataChange(Body):
+    document_id: str
+    metadata: Json
+    changed: bool  # False: the document had that metadata already (nothing recorded)
+    position: int | None
 
 
 class Revision(Body):
@@ -365,10 +374,43 @@ class DeleteRequest(Body):
     reason: str | None = None
 
 
+# --- collections (docs/collections.md) ----------------------------------------------------------------
+
+
+class Collection(Body):
+    name: str
+    description: str
+    monthly_budget_usd: float | None
+    created_at: dt.datetime | None  # None: `default`, which exists from the start
+    documents: int = 0  # live documents
+
+
+class CollectionList(Body):
+    collections: list[Collection]
+
+
+class CollectionCreate(Body):
+    name: str
+    description: str = ""
+    monthly_budget_usd: float | None = None
+
+
+class CollectionStats(Body):
+    name: str
+    documents: int  # live documents
+    by_status: dict[str, int]
+    chunks: int  # chunks search serves
+    vectors: int
+    bytes: int  # of live documents
+    spent_this_month_usd: float  # UTC calendar month
+    monthly_budget_usd: float | None
+
+
 BODIES: tuple[type[Body], ...] = (
     Error, Health, Ready, Document, DocumentList, DocumentDetail, Intake, Revision, DocumentRevisions, Chunk,
     ChunkList, Deleted, Reprocess, Event, EventList, DocumentEvents, SearchResult, Costs, DirectusWebhook,
-    DirectusResult, ReprocessRequest, DeleteRequest,
+    DirectusResult, ReprocessRequest, DeleteRequest, MetadataChange, Collection, CollectionList, CollectionCreate,
+    CollectionStats,
 )  # fmt: skip
 
 

@@ -91,7 +91,7 @@ async def directus_hook(request: Request) -> Response:
     keys = _keys(body)
     actor = f"directus via {actor_of(request)}"
     if event in DELETE_EVENTS:
-        deleted = [service.document_of(key) for key in keys if await service.delete_file(rt, key, actor=actor)]
+        deleted = [doc for key in keys for doc in await service.delete_file(rt, key, actor=actor)]
         return json_response(typed(bodies.DirectusResult, {"ignored": False, "deleted": deleted, "documents": []}))
     documents: list[dict[str, Any]] = []
     async with service.client_for(rt) as client:

@@ -94,12 +94,20 @@ PATHS: S = {
                     "schema": string(),
                     "description": "Display name for a raw-body upload (percent-encoded)",
                 },
+                qparam(
+                    "collection",
+                    string(pattern="^[a-z0-9][a-z0-9_-]{0,62}$"),
+                    "An existing collection (default: default); or the form field before `file`",
+                ),
+                qparam("metadata", string(), "A JSON object (at most 16 KB); or the form field before `file`"),
             ],
             "requestBody": {
                 "required": True,
                 "content": {
                     "multipart/form-data": {
-                        "schema": obj({"file": string(format="binary")}, ["file"]),
+                        "schema": obj(
+                            {"collection": string(), "metadata": string(), "file": string(format="binary")}, ["file"]
+                        ),
                     },
                     "application/octet-stream": {"schema": string(format="binary")},
                 },
@@ -111,9 +119,11 @@ PATHS: S = {
                 },
                 "401",
                 "403",
+                "404",
                 "409",
                 "413",
                 "415",
+                "422",
             ),
         },
         "get": {
@@ -207,6 +217,43 @@ PATHS: S = {
             "parameters": [DOC_ID],
             "requestBody": {"required": False, "content": {"application/json": {"schema": ref("ReprocessRequest")}}},
             "responses": responses({"202": json_ok("Requested", ref("Reprocess"))}, "401", "403", "404", "409"),
+        }
+    },
+    "/documents/{document_id}/metadata": {
+        "patch": {
+            "operationId": "updateDocumentMetadata",
+            "summary": "New metadata (merge: top-level keys replace, null removes; replace: the whole object); "
+            "no re-conversion, no model call",
+            "security": WRITE,
+            "parameters": [DOC_ID, qparam("mode", string(enum=["merge", "replace"]), "merge (default) or replace")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": responses(
+                {"200": json_ok("Recorded", ref("MetadataChange"))}, "401", "403", "404", "409", "422"
+            ),
+        }
+    },
+    "/collections": {
+        "get": {
+            "operationId": "listCollections",
+            "summary": "Collections with their live document counts",
+            "security": READ,
+            "responses": responses({"200": json_ok("Collections", ref("CollectionList"))}, "401", "403"),
+        },
+        "post": {
+            "operationId": "createCollection",
+            "summary": "Create a collection (admin)",
+            "security": WRITE,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("CollectionCreate")}}},
+            "responses": responses({"201": json_ok("Created", ref("Collection"))}, "401", "403", "409"),
+        },
+    },
+    "/collections/{name}/stats": {
+        "get": {
+            "operationId": "collectionStats",
+            "summary": "Documents by status, chunks, vectors, bytes and this month's spend of a collection",
+            "security": READ,
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": string()}],
+            "responses": responses({"200": json_ok("Figures", ref("CollectionStats"))}, "401", "403", "404"),
         }
     },
     "/events": {

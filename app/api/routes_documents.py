@@ -19,6 +19,7 @@ from app.api.common import document_id, event_json, int_param, json_body, runtim
 from app.api.errors import ApiError
 from app.api.responses import json_response
 from app.api.uploads import open_upload
+from app.catalogue.collections import DEFAULT, parse_metadata
 from app.catalogue.content import full_chunks
 from app.catalogue.events import STAGES
 from app.catalogue.ids import chunk_id_for, stream_for
@@ -29,6 +30,7 @@ from app.services import visibility
 from app.services.delete import delete_document as delete_service
 from app.services.documents import DocumentDeleted, document_view, read_document
 from app.services.documents import history as history_service
+from app.services.metadata import update_metadata
 from app.services.selection import Selection
 from app.services.upload import IntakeResult, ingest_stream
 from events.errors import BlobNotFound
@@ -49,6 +51,8 @@ def intake_json(result: IntakeResult) -> dict[str, Any]:
         "position": result.position,
         "revision": result.revision,
         "key": result.key,
+        "collection": result.collection,
+        "metadata_updated": result.metadata_updated,
         "links": links(result.document_id),
     }
 
@@ -87,6 +91,9 @@ async def upload(request: Request) -> Response:
     key = idempotency_key(request)
     external = external_id(request)
     body = await open_upload(request)
+    collection = _one_of(request, body.fields, "collection") or DEFAULT
+    raw_metadata = _one_of(request, body.fields, "metadata")
+    metadata = parse_metadata(raw_metadata) if raw_metadata is not None else None
     result = await ingest_stream(
         rt.store,
         rt.blobs,
@@ -99,8 +106,19 @@ async def upload(request: Request) -> Response:
         reject_unsupported=True,
         idempotency_key=key,
         key=f"api:{external}" if external else None,
+        collection=collection,
+        metadata=metadata,
     )
     return intake_response(result)
+
+
+def _one_of(request: Request, fields: dict[str, str], name: str) -> str | None:
+    """A parameter given as a query parameter or a form field (both: they must agree)."""
+    in_query = request.query_params.get(name)
+    in_form = fields.get(name)
+    if in_query is not None and in_form is not None and in_query != in_form:
+        raise ApiError(400, "invalid_parameter", f"{name} is given both in the query and as a form field, differently")
+    return in_query if in_query is not None else in_form
 
 
 def external_id(request: Request) -> str | None:
@@ -324,6 +342,20 @@ def _opt_int(body: dict[str, Any], key: str) -> int | None:
     return value
 
 
+@writes
+async def patch_metadata(request: Request) -> Response:
+    """The body is metadata (a JSON object): merged into the document's (``?mode=merge``, the default: its
+    top-level keys replace the document's, a null removes one) or the whole of it (``?mode=replace``)."""
+    rt = runtime(request)
+    doc = document_id(request)
+    raw = await request.body()
+    metadata = parse_metadata(raw.decode("utf-8", "replace") if raw.strip() else "", what="the body")
+    change = await update_metadata(
+        rt.store, doc, metadata, request.query_params.get("mode", "merge"), actor=actor_of(request)
+    )
+    return json_response(typed(bodies.MetadataChange, change.to_json()))
+
+
 @admin
 async def delete_document(request: Request) -> Response:
     rt = runtime(request)
@@ -346,4 +378,5 @@ routes = [
     Route("/documents/{document_id}/markdown", document_markdown, methods=["GET"]),
     Route("/documents/{document_id}/chunks", document_chunks, methods=["GET"]),
     Route("/documents/{document_id}/reprocess", reprocess, methods=["POST"]),
+    Route("/documents/{document_id}/metadata", patch_metadata, methods=["PATCH"]),
 ]

@@ -3,11 +3,15 @@
 Multipart is parsed incrementally (python-multipart's push parser): bytes of the ``file`` part are
 handed on as they arrive, so an upload of any size passes through in pieces of at most the
 client's chunk size and lands in the blob store without ever being held whole, in memory or on disk.
+The form fields ``collection`` and ``metadata`` (docs/collections.md) are read when they come before the
+``file`` part (the file is streamed, so what follows it is known only once it is stored): one that comes
+after it refuses the upload.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import Message
@@ -21,7 +25,9 @@ from starlette.requests import Request
 from app.api.errors import ApiError
 
 FILE_FIELD = "file"
+FORM_FIELDS = ("collection", "metadata")  # read from parts before the file part
 MAX_PART_HEADER_BYTES = 16 * 1024
+MAX_FIELD_BYTES = 64 * 1024  # a form field's value (metadata is limited to 16 KB after parsing)
 
 
 @dataclass
@@ -29,6 +35,7 @@ class UploadBody:
     filename: str | None
     declared_media_type: str | None
     chunks: AsyncIterator[bytes]
+    fields: dict[str, str] = dataclasses.field(default_factory=dict)  # FORM_FIELDS given before the file
 
 
 def filename_from_headers(request: Request) -> str | None:
@@ -78,7 +85,7 @@ async def open_upload(request: Request) -> UploadBody:
             raise ApiError(400, "bad_request", "multipart/form-data without a boundary")
         part = _MultipartFile(request, boundary)
         await part.start()
-        return UploadBody(part.filename, part.content_type, part.chunks())
+        return UploadBody(part.filename, part.content_type, part.chunks(), part.fields)
     declared = content_type.decode("latin-1") or None
     if declared in ("application/octet-stream", "application/x-www-form-urlencoded"):
         declared = None
@@ -98,6 +105,9 @@ class _MultipartFile:
         self._headers: dict[bytes, bytes] = {}
         self._header_bytes = 0
         self._in_file = False
+        self._field_name: str | None = None  # a FORM_FIELDS part being read
+        self._field_value = bytearray()
+        self.fields: dict[str, str] = {}
         self._found = False
         self._file_done = False
         self._ended = False
@@ -141,6 +151,14 @@ class _MultipartFile:
     def _headers_finished(self) -> None:
         _kind, params = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = params.get(b"name", b"").decode("latin-1")
+        if name in FORM_FIELDS:
+            if self._found:
+                raise ApiError(400, "bad_request", f"the form field {name!r} must come before the {FILE_FIELD!r} "
+                               "part (the file is streamed as it arrives); nothing was recorded")  # fmt: skip
+            if name in self.fields:
+                raise ApiError(400, "bad_request", f"the form field {name!r} is given twice")
+            self._field_name = name
+            self._field_value = bytearray()
         if name == FILE_FIELD and not self._found:
             self._found = self._in_file = True
             self.filename = disposition_filename(self._headers.get(b"content-disposition", b""))
@@ -152,8 +170,22 @@ class _MultipartFile:
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
             self._pending.append(bytes(data[start:end]))
+        elif self._field_name is not None:
+            self._field_value.extend(data[start:end])
+            if len(self._field_value) > MAX_FIELD_BYTES:
+                raise ApiError(
+                    413,
+                    "payload_too_large",
+                    f"the form field {self._field_name!r} is larger than {MAX_FIELD_BYTES} bytes",
+                )
 
     def _part_end(self) -> None:
+        if self._field_name is not None:
+            try:
+                self.fields[self._field_name] = self._field_value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError(400, "bad_request", f"the form field {self._field_name!r} is not UTF-8 text") from None
+            self._field_name = None
         if self._in_file:
             self._in_file = False
             self._file_done = True

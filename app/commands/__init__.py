@@ -20,5 +20,6 @@ COMMAND_MODULES: list[str] = [
     "sync",
     "history",
     "documents",
+    "collections",
     "sample",
 ]

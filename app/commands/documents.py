@@ -3,7 +3,9 @@
 
 ``list`` reads the ``documents`` projection (brought up to date first, so documents just uploaded by
 ``chronos ingest`` without ``--wait`` are there); ``show`` reads the document's own stream (stage
-timeline, costs, every failure), like ``GET /documents/{id}``.
+timeline, costs, every failure), like ``GET /documents/{id}``. ``chronos documents meta ID k=v …
+[--replace] [--json]`` records new metadata (``PATCH /documents/{id}/metadata``): no re-conversion and
+no model call.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Any
 
 import orjson
 
+from app.catalogue.collections import parse_metadata, parse_pairs
+from app.errors import InvalidRequest
 from app.runtime import open_runtime
 from app.services.documents import STATUSES, document_view, list_documents, parse_statuses
+from app.services.metadata import update_metadata
 from projections.runner import catch_up_all
 
 
@@ -30,6 +35,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("document_id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=showing)
+    meta = actions.add_parser("meta", help="set a document's metadata (no re-conversion, no model call)")
+    meta.add_argument("document_id")
+    meta.add_argument("pairs", nargs="*", metavar="KEY=VALUE", help="values are text; KEY= sets an empty text")
+    meta.add_argument("--json-object", metavar="JSON", help="metadata as a JSON object (typed values, null removes)")
+    meta.add_argument("--replace", action="store_true", help="the metadata given is the whole of it (default: merge)")
+    meta.add_argument("--json", action="store_true")
+    meta.set_defaults(func=set_meta)
 
 
 async def listing(args: argparse.Namespace) -> int:
@@ -66,11 +78,30 @@ async def showing(args: argparse.Namespace) -> int:
     return 0
 
 
+async def set_meta(args: argparse.Namespace) -> int:
+    metadata: dict[str, Any] = parse_metadata(args.json_object, what="--json-object") if args.json_object else {}
+    metadata.update(parse_pairs(args.pairs, what="KEY=VALUE"))
+    if not metadata and not args.replace:
+        raise InvalidRequest("give metadata: KEY=VALUE pairs or --json-object (with --replace, none clears it)")
+    async with open_runtime() as rt:
+        change = await update_metadata(
+            rt.store, args.document_id, metadata, "replace" if args.replace else "merge", actor="cli"
+        )
+    if args.json:
+        print(orjson.dumps(change.to_json()).decode())
+    else:
+        what = "recorded" if change.changed else "unchanged (it had that metadata already)"
+        print(f"metadata of {change.document_id} {what}: {orjson.dumps(change.metadata).decode()}")
+    return 0
+
+
 def _human(v: dict[str, Any]) -> str:
     lines = [
         f"{v['filename']}  ({v['document_id']})",
         f"  status      {v['status']}" + (f" (stage {v['current_stage']})" if v.get("current_stage") else ""),
         f"  content     {v.get('media_type')}, {v.get('size')} bytes, sha256 {v.get('sha256')}",
+        f"  collection  {v.get('collection', 'default')}",
+        f"  metadata    {orjson.dumps(v.get('metadata') or {}).decode()}",
     ]
     if v.get("page_count") is not None:
         lines.append(f"  pages       {v['page_count']}")

@@ -7,6 +7,11 @@ revision of its document (docs/revisions.md). A single file is its content unles
 ``--sync`` makes Chronos match the folder: new files uploaded, changed ones revised, vanished ones
 deleted (``--dry-run`` prints the plan; a sync that would delete more than 15 % of the folder's
 documents deletes nothing unless ``--force``).
+
+``--collection NAME`` uploads into an existing collection (``default`` when not given; an unknown one
+is refused before anything is uploaded, naming ``chronos collections create``); ``--meta k=v``
+(repeatable, values are text) and ``--meta-json FILE|JSON`` give every file's metadata
+(docs/collections.md). With ``--sync`` the folder is matched within that collection.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from app.catalogue.collections import DEFAULT, parse_metadata, parse_pairs, validate_metadata
 from app.catalogue.state import DocumentState, Status
 from app.errors import InvalidRequest
 from app.pipeline.backend import backend_services
 from app.pipeline.worker import Worker
 from app.runtime import Runtime, open_runtime
+from app.services.collections import require as require_collection
 from app.services.delete import delete_document
 from app.services.documents import Watch, document_states
 from app.services.sync import MAX_DELETE_SHARE, SyncPlan
@@ -57,6 +64,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=MAX_DELETE_SHARE,
         help="with --sync: refuse to delete more than this share of the folder's documents (0.15)",
     )
+    p.add_argument("--collection", default=DEFAULT, help="the collection to upload into (default: default)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata of every file uploaded (repeatable; the value is text)")  # fmt: skip
+    p.add_argument("--meta-json", metavar="FILE|JSON", help="metadata as a JSON object, or a file holding one")
     p.add_argument("--concurrency", type=int, default=2, help="in-process worker slots (default 2)")
     p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print one JSON list of documents at the end")
@@ -93,8 +104,28 @@ def collect(paths: list[Path], *, key: str | None = None, source: str | None = N
     return files
 
 
+def metadata_of(args: argparse.Namespace) -> dict[str, Any]:
+    """``--meta-json`` (a JSON object, or a file holding one) with ``--meta`` pairs over it."""
+    out: dict[str, Any] = {}
+    if args.meta_json:
+        raw = args.meta_json
+        if not raw.lstrip().startswith("{"):
+            path = Path(raw)
+            if not path.is_file():
+                raise InvalidRequest(f"--meta-json {raw!r} is neither a JSON object nor a file")
+            raw = path.read_text(encoding="utf-8")
+        out.update(parse_metadata(raw, what="--meta-json"))
+    out.update(parse_pairs(args.meta))
+    return validate_metadata(out)
+
+
 async def upload_all(
-    rt: Runtime, files: list[Item], force: bool, quiet: bool
+    rt: Runtime,
+    files: list[Item],
+    force: bool,
+    quiet: bool,
+    collection: str = DEFAULT,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[list[IntakeResult], list[dict[str, Any]]]:
     results: list[IntakeResult] = []
     rejected: list[dict[str, Any]] = []
@@ -113,6 +144,8 @@ async def upload_all(
                         actor="cli",
                         force=force and item.key is None,
                         key=item.key,
+                        collection=collection,
+                        metadata=metadata,
                     )
                 )
             except UploadRejected as exc:
@@ -179,20 +212,22 @@ async def run(args: argparse.Namespace) -> int:
     if args.dry_run and not args.sync:
         raise InvalidRequest("--dry-run goes with --sync")
     files = collect(args.paths, key=args.key, source=args.source)
+    metadata = metadata_of(args)
     if not files and not args.sync:
         print("nothing to ingest: no files found", file=sys.stderr)
         return 1
     quiet = args.json
     async with open_runtime(max_size=max(10, args.concurrency * 3 + 6)) as rt:
+        collection = await require_collection(rt.store, args.collection)  # before anything is uploaded
         started = time.monotonic()
         deleted: list[str] = []
         if args.sync:
             prefix = folder_prefix(args.paths[0], args.source)
-            files, deleted, plan = await _sync_plan(rt, files, prefix, args)
+            files, deleted, plan = await _sync_plan(rt, files, prefix, args, collection)
             if args.dry_run:
                 print(orjson.dumps(plan.to_json()).decode() if quiet else _plan_text(plan))
                 return 0
-        results, rejected = await upload_all(rt, files, args.force, quiet)
+        results, rejected = await upload_all(rt, files, args.force, quiet, collection, metadata)
         if deleted:
             for doc in deleted:
                 await delete_document(rt.store, doc, "gone from the synced folder", "cli")
@@ -219,11 +254,11 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _sync_plan(
-    rt: Runtime, files: list[Item], prefix: str, args: argparse.Namespace
+    rt: Runtime, files: list[Item], prefix: str, args: argparse.Namespace, collection: str
 ) -> tuple[list[Item], list[str], SyncPlan]:
     """What to upload and delete so the folder's documents match it (the guard raised when too many go)."""
     hashes = {item.key: await asyncio.to_thread(_sha256_of, item.path) for item in files if item.key}
-    plan = await sync_plan(rt.pool, prefix, hashes)
+    plan = await sync_plan(rt.pool, prefix, hashes, collection=collection)
     if not args.dry_run:
         plan.check_deletions(max_share=args.max_delete_share, force=args.force)
     wanted = set(plan.new) | set(plan.changed)
@@ -265,6 +300,8 @@ def _summary(
                 "media_type": r.media_type,
                 "size": r.size,
                 "created": r.created,
+                "collection": r.collection,
+                "metadata_updated": r.metadata_updated,
                 "status": str(p.status) if p else "uploaded",
                 "reason": p.failure if p else None,
             }

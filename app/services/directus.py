@@ -12,6 +12,14 @@
   retries a failed Flow run, so an upload made while Chronos was down arrives with the next sync.
 
 Directus answers **403** (not 404) for a missing, deleted or forbidden file; the message says all three.
+
+Collections and metadata (docs/collections.md): a file goes into the collection its folder is named after
+(``GET /folders/<id>``), or the one a configured file field names (``CHRONOS_DIRECTUS_COLLECTION_FIELD``);
+a folder or value that is not an existing collection's name sends it to
+``CHRONOS_DIRECTUS_DEFAULT_COLLECTION`` (``default``), logged. Its ``title``, ``description``, ``tags`` and
+folder name are its metadata, so an edit of those in Directus (``files.update``, same bytes) records a
+``DocumentMetadataUpdated``. A file moved to a folder of another collection becomes a document there and
+its document in the old collection is deleted.
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ import httpx
 
 from app.catalogue import events as ev
 from app.catalogue.codec import decode_as, new_event
+from app.catalogue.collections import DEFAULT, InvalidMetadata, validate_metadata
 from app.catalogue.ids import document_id_for_key
 from app.errors import InvalidRequest, NotFound, Unavailable
 from app.runtime import Runtime
+from app.services.collections import require as require_collection
 from app.services.delete import delete_document
 from app.services.documents import DocumentNotFound
 from app.services.sync import MAX_DELETE_SHARE, DeletionGuard, SyncPlan, source_documents
@@ -43,7 +53,8 @@ logger = logging.getLogger(__name__)
 PREFIX = "directus:"
 SYNC_STREAM = "sync-directus"
 PAGE = 100
-FIELDS = "id,filename_download,type,filesize,uploaded_on,modified_on,folder,title"
+FIELDS = "id,filename_download,type,filesize,uploaded_on,modified_on,folder,title,description,tags"
+METADATA_FIELDS = ("title", "description", "tags")  # carried as the document's metadata (with "folder")
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -88,9 +99,9 @@ def document_key(file_id: str) -> str:
     return f"{PREFIX}{file_id}"
 
 
-def document_of(file_id: str) -> str:
-    """The document id of a Directus file (whether or not it was ingested)."""
-    return str(document_id_for_key(document_key(file_id)))
+def document_of(file_id: str, collection: str = DEFAULT) -> str:
+    """The document id of a Directus file in a collection (whether or not it was ingested)."""
+    return str(document_id_for_key(document_key(file_id), collection))
 
 
 @dataclass(frozen=True)
@@ -101,10 +112,15 @@ class DirectusFile:
     filesize: int | None = None
     uploaded_on: str | None = None
     modified_on: str | None = None
+    folder: str | None = None  # the folder's id
+    fields: dict[str, Any] = field(default_factory=dict)  # title, description, tags and the collection field
 
     @classmethod
-    def of(cls, record: dict[str, Any]) -> DirectusFile:
+    def of(cls, record: dict[str, Any], extra: tuple[str, ...] = ()) -> DirectusFile:
         size = record.get("filesize")
+        folder = record.get("folder")
+        if isinstance(folder, dict):  # fields=folder.* expands it
+            folder = folder.get("id")
         return cls(
             id=str(record["id"]),
             filename_download=record.get("filename_download") if isinstance(record.get("filename_download"), str)
@@ -113,6 +129,8 @@ class DirectusFile:
             filesize=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
             uploaded_on=str(record["uploaded_on"]) if record.get("uploaded_on") else None,
             modified_on=str(record["modified_on"]) if record.get("modified_on") else None,
+            folder=str(folder) if isinstance(folder, str | int) and folder != "" else None,
+            fields={k: record.get(k) for k in (*METADATA_FIELDS, *extra)},
         )  # fmt: skip
 
     @property
@@ -128,9 +146,13 @@ class DirectusFile:
 class DirectusClient:
     """The two Directus endpoints Chronos uses, with the static token; errors say what to do."""
 
-    def __init__(self, base_url: str, token: str, *, download_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, download_timeout_s: float = 600.0, extra_fields: tuple[str, ...] = ()
+    ) -> None:
         self.base = base_url.rstrip("/")
         self.token = token
+        self.extra_fields = extra_fields  # e.g. the CHRONOS_DIRECTUS_COLLECTION_FIELD
+        self.fields = ",".join([FIELDS, *extra_fields])
         self.download_timeout_s = download_timeout_s
         self.http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
 
@@ -193,7 +215,7 @@ class DirectusClient:
         """One file's record (its name, type and version)."""
         path = f"/files/{file_id}"
         try:
-            response = await self.http.get(self.base + path, params={"fields": FIELDS}, headers=self._headers())
+            response = await self.http.get(self.base + path, params={"fields": self.fields}, headers=self._headers())
         except httpx.HTTPError as exc:
             raise DirectusUnavailable(f"could not reach Directus at {self._where(path)}: {exc}") from None
         if response.status_code != 200:
@@ -201,11 +223,28 @@ class DirectusClient:
         data = response.json().get("data")
         if not isinstance(data, dict) or "id" not in data:
             raise DirectusUnavailable(f"Directus answered {self._where(path)} without a file record")
-        return DirectusFile.of(data)
+        return DirectusFile.of(data, self.extra_fields)
 
-    async def files(self, changed_after: str | None = None, fields: str = FIELDS) -> AsyncIterator[DirectusFile]:
+    async def folder_name(self, folder_id: str) -> str | None:
+        """The name of a folder; None when Directus has no such folder for this token (403, as for files)."""
+        path = f"/folders/{folder_id}"
+        try:
+            response = await self.http.get(self.base + path, params={"fields": "id,name"}, headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise DirectusUnavailable(f"could not reach Directus at {self._where(path)}: {exc}") from None
+        if response.status_code in (403, 404):
+            return None
+        if response.status_code != 200:
+            self._raise_for(response.status_code, path)
+        data = response.json().get("data")
+        name = data.get("name") if isinstance(data, dict) else None
+        return name if isinstance(name, str) else None
+
+    async def files(self, changed_after: str | None = None, fields: str | None = None) -> AsyncIterator[DirectusFile]:
         """Every file (changed after ``changed_after``, when given), oldest change first, page by page."""
-        params: dict[str, str] = {"fields": fields, "sort": "uploaded_on,modified_on,id", "limit": str(PAGE)}
+        params: dict[str, str] = {
+            "fields": fields or self.fields, "sort": "uploaded_on,modified_on,id", "limit": str(PAGE)
+        }  # fmt: skip
         if changed_after:
             params["filter"] = json.dumps(
                 {"_or": [{"uploaded_on": {"_gt": changed_after}}, {"modified_on": {"_gt": changed_after}}]}
@@ -222,7 +261,7 @@ class DirectusClient:
                 self._raise_for(response.status_code, "/files")
             data = response.json().get("data") or []
             for record in data:
-                yield DirectusFile.of(record)
+                yield DirectusFile.of(record, self.extra_fields)
             if len(data) < PAGE:
                 return
             page += 1
@@ -232,30 +271,87 @@ def client_for(rt: Runtime) -> DirectusClient:
     settings = rt.settings
     if not settings.directus_url or not settings.directus_token:
         raise DirectusNotConfigured("set DIRECTUS_URL and DIRECTUS_TOKEN to take files from Directus")
-    return DirectusClient(settings.directus_url, settings.directus_token)
+    extra = (settings.directus_collection_field,) if settings.directus_collection_field else ()
+    return DirectusClient(settings.directus_url, settings.directus_token, extra_fields=extra)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a Directus file goes: its collection and its metadata."""
+
+    collection: str
+    metadata: dict[str, Any]
+    folder_name: str | None
+
+
+async def placement(rt: Runtime, client: DirectusClient, file: DirectusFile) -> Placement:
+    """The file's collection (its folder's name, or the configured field's value, when that names an
+    existing collection; else the configured default, logged) and its metadata."""
+    settings = rt.settings
+    folder_name = await client.folder_name(file.folder) if file.folder else None
+    field_name = settings.directus_collection_field
+    wanted = file.fields.get(field_name) if field_name else folder_name
+    fallback = settings.directus_default_collection
+    collection = fallback
+    if wanted is not None:
+        try:
+            collection = await require_collection(rt.store, wanted)
+        except (InvalidRequest, NotFound) as exc:
+            source = f"field {field_name}" if field_name else f"folder {file.folder}"
+            logger.warning("Directus file %s: its %s (%r) is not a collection; it goes into %s", file.id, source,
+                           wanted, fallback, extra={"action": "directus_collection", "directus_file_id": file.id,
+                                                    "wanted": str(wanted)[:100], "collection": fallback,
+                                                    "reason": str(exc)})  # fmt: skip
+    metadata: dict[str, Any] = {k: file.fields.get(k) for k in METADATA_FIELDS}
+    metadata["folder"] = folder_name
+    try:
+        metadata = validate_metadata(metadata, what=f"the metadata of Directus file {file.id}")
+    except InvalidMetadata as exc:  # a huge description: the file still comes in, without what does not fit
+        logger.warning("Directus file %s: %s; only its title and folder are kept", file.id, exc,
+                       extra={"action": "directus_metadata", "directus_file_id": file.id})  # fmt: skip
+        metadata = {"title": str(metadata.get("title") or "")[:1000] or None, "folder": folder_name}
+    return Placement(collection, metadata, folder_name)
 
 
 async def ingest_file(
     rt: Runtime, client: DirectusClient, file: DirectusFile, *, actor: str = "directus"
 ) -> IntakeResult:
-    """The file's current content as its document (a new revision when it changed)."""
+    """The file's current content and metadata as its document (a new revision when the content changed, a
+    DocumentMetadataUpdated when only its fields did)."""
+    where = await placement(rt, client, file)
     response, chunks = await client.open(file.id)
     filename = file.filename_download or _filename_from(response) or file.id
-    return await ingest_stream(
+    result = await ingest_stream(
         rt.store, rt.blobs, chunks, filename=filename, source="directus", source_ref=file.id, actor=actor,
         declared_media_type=file.type or response.headers.get("content-type"),
         max_bytes=rt.settings.max_upload_bytes, reject_unsupported=True,
-        idempotency_key=f"directus:{file.id}:{file.version}", correlation_id=f"directus:{file.id}",
-        key=document_key(file.id),
+        idempotency_key=f"directus:{file.id}:{where.collection}:{file.version}",
+        correlation_id=f"directus:{file.id}", key=document_key(file.id), collection=where.collection,
+        metadata=where.metadata,
     )  # fmt: skip
+    # Moved to a folder of another collection: the document in the old collection goes.
+    for document_id in await _live_documents(rt, file.id, keep=result.document_id):
+        await delete_document(rt.store, document_id, f"moved to collection {where.collection} in Directus", actor)
+    return result
 
 
-async def delete_file(rt: Runtime, file_id: str, *, actor: str = "directus", reason: str = "") -> bool:
-    """Delete the document of a Directus file; False when it was deleted already or never ingested."""
-    try:
-        return await delete_document(rt.store, document_of(file_id), reason or "deleted in Directus", actor)
-    except DocumentNotFound:
-        return False
+async def _live_documents(rt: Runtime, file_id: str, keep: str | None = None) -> list[str]:
+    """The live documents of a Directus file, in any collection (``keep``: leave that one out)."""
+    key = document_key(file_id)
+    found = await source_documents(rt.pool, key)
+    return [s.document_id for k, s in found.items() if k == key and s.document_id != keep]
+
+
+async def delete_file(rt: Runtime, file_id: str, *, actor: str = "directus", reason: str = "") -> list[str]:
+    """Delete the documents of a Directus file (in whatever collection); [] when none is live."""
+    deleted = []
+    for document_id in await _live_documents(rt, file_id):
+        try:
+            if await delete_document(rt.store, document_id, reason or "deleted in Directus", actor):
+                deleted.append(document_id)
+        except DocumentNotFound:
+            continue
+    return deleted
 
 
 def _filename_from(response: httpx.Response) -> str | None:

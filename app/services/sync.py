@@ -62,16 +62,21 @@ class SyncPlan:
         )
 
 
-async def source_documents(pool: asyncpg.Pool, prefix: str) -> dict[str, DocumentState]:
-    """Live documents whose key starts with ``prefix``, by key, from the log (not the projection)."""
+async def source_documents(pool: asyncpg.Pool, prefix: str, collection: str | None = None) -> dict[str, DocumentState]:
+    """Live documents whose key starts with ``prefix``, by key, from the log (not the projection);
+    ``collection``: only those in it (the same key in two collections is two documents)."""
     rows = await pool.fetch(query("sync", "streams_with_key_prefix"), prefix)
     states = await document_states(pool, [str(r["document_id"]) for r in rows])
-    return {s.document_key: s for s in states.values() if s.document_key and not s.deleted}
+    return {
+        s.document_key: s
+        for s in states.values()
+        if s.document_key and not s.deleted and (collection is None or s.collection == collection)
+    }
 
 
-async def plan(pool: asyncpg.Pool, prefix: str, files: dict[str, str]) -> SyncPlan:
+async def plan(pool: asyncpg.Pool, prefix: str, files: dict[str, str], *, collection: str | None = None) -> SyncPlan:
     """The plan for a source whose files are ``files`` (key → sha256 of the content)."""
-    live = await source_documents(pool, prefix)
+    live = await source_documents(pool, prefix, collection)
     out = SyncPlan(prefix, live=len(live))
     for key, sha in files.items():
         state = live.get(key)

@@ -5,19 +5,27 @@ filename. The same content is the same document (its id derives from the sha256)
 ``force``: uploading it again is a no-op while the document lives, and brings the same stream back
 after a deletion (concurrent re-uploads race on the stream version: one appends, the others see it).
 A retried upload with the same idempotency key appends nothing new.
+
+Collections and metadata (docs/collections.md): an upload goes into an existing collection (``default``
+unless given; an unknown one is refused before any byte is read) and the same content is the same
+document only within a collection. Its metadata is checked first too; the same content uploaded again
+with metadata the document does not have yet records a ``DocumentMetadataUpdated`` (merge), not a
+second document.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import Any
 
 from app.catalogue import events as ev
 from app.catalogue import ids
 from app.catalogue.codec import new_event
+from app.catalogue.collections import DEFAULT, apply_metadata, validate_metadata
 from app.catalogue.state import fold
 from events.blobs import BlobStore
 from events.errors import ChronosError, WrongExpectedVersion
@@ -66,6 +74,8 @@ class IntakeResult:
     position: int
     revision: int = 1  # the document's revision that holds this content
     key: str | None = None
+    collection: str = DEFAULT
+    metadata_updated: bool = False  # the same content again, with new metadata: a DocumentMetadataUpdated
 
 
 def safe_filename(name: str | None) -> str:
@@ -128,6 +138,8 @@ async def ingest_stream(
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
     key: str | None = None,
+    collection: str = DEFAULT,
+    metadata: Mapping[str, Any] | None = None,
 ) -> IntakeResult:
     """Store the bytes and record the upload. Raises UploadRejected subclasses for refused input.
 
@@ -141,7 +153,11 @@ async def ingest_stream(
     """
     from app.convert import sniff_media_type
     from app.convert.sniff import unsupported
+    from app.services.collections import require as require_collection
 
+    # Refused before any byte is read or stored: an unknown collection, metadata out of bounds.
+    collection = await require_collection(store, collection)
+    given = validate_metadata(metadata or {})
     name = safe_filename(filename)
     sniffer = _Sniffer(chunks, max_bytes)
     # The media type is decided from the first bytes before anything is stored: a refused upload
@@ -155,10 +171,10 @@ async def ingest_stream(
     ref = await blobs.put_stream(sniffer)
     event_id = ids.upload_event_id(idempotency_key) if idempotency_key else uuid.uuid4()
     if key is not None:
-        document_id = str(ids.document_id_for_key(key))
+        document_id = str(ids.document_id_for_key(key, collection))
     else:
-        document_id = str(uuid.uuid4() if force else ids.document_id_for_content(ref.sha256))
-    metadata = {"actor": actor, "correlation_id": correlation_id or str(event_id)}
+        document_id = str(uuid.uuid4() if force else ids.document_id_for_content(ref.sha256, collection))
+    event_meta = {"actor": actor, "correlation_id": correlation_id or str(event_id)}
     stream = ids.stream_for(document_id)
     for _attempt in range(5):
         existing = await store.read_stream_all(stream)
@@ -166,12 +182,25 @@ async def ingest_stream(
             # An idempotent retry of this very upload.
             first = next(e for e in existing if e.event_id == event_id)
             return IntakeResult(document_id, False, first.data["filename"], first.data["media_type"], ref.size,
-                                ref.sha256, first.position, int(first.data.get("revision") or 1), key)  # fmt: skip
+                                ref.sha256, first.position, int(first.data.get("revision") or 1), key,
+                                collection)  # fmt: skip
         state = fold(existing)
         if state is not None and not state.deleted and (key is None or state.sha256 == ref.sha256):
-            # The same content is the same live document (or its current revision): nothing to record.
+            # The same content is the same live document (or its current revision): nothing to record,
+            # unless it comes with metadata the document does not have yet.
+            position, updated = state.last_position, False
+            if apply_metadata(state.metadata, given, "merge") != state.metadata:
+                update = ev.DocumentMetadataUpdated(document_id=document_id, metadata=given, mode="merge")
+                try:
+                    appended = await store.append(stream, [new_event(update, event_meta)], existing[-1].stream_version)
+                except WrongExpectedVersion:
+                    continue
+                position, updated = appended.last_position, True
+                logger.info("same content as document %s: recorded its new metadata", document_id,
+                            extra={"action": "metadata_update", "document_id": document_id, "source": source,
+                                   "keys": sorted(given)})  # fmt: skip
             return IntakeResult(document_id, False, state.filename, state.media_type or media_type, ref.size,
-                                ref.sha256, state.last_position, state.revision, key)  # fmt: skip
+                                ref.sha256, position, state.revision, key, collection, updated)  # fmt: skip
         # A new document, a new revision under the key, or content again after a deletion: the same
         # stream goes on (a concurrent upload to it makes the append fail; then look again).
         revision = state.revision + 1 if state is not None else 1
@@ -179,15 +208,16 @@ async def ingest_stream(
             document_id=document_id, filename=name, media_type=media_type, size=ref.size, sha256=ref.sha256,
             blob=ev.BlobRef(sha256=ref.sha256, size=ref.size, media_type=media_type), source=source,
             source_ref=source_ref, declared_media_type=declared_media_type, key=key, revision=revision,
+            collection=collection, metadata=given,
         )  # fmt: skip
         expected = existing[-1].stream_version if existing else NO_STREAM
         try:
-            result = await store.append(stream, [new_event(uploaded, metadata, event_id)], expected)
+            result = await store.append(stream, [new_event(uploaded, event_meta, event_id)], expected)
         except WrongExpectedVersion:
             continue
         logger.info("recorded upload %s as %s revision %d", name, document_id, revision,
                     extra={"action": "upload", "document_id": document_id, "media_type": media_type,
-                           "revision": revision})  # fmt: skip
+                           "revision": revision, "collection": collection})  # fmt: skip
         return IntakeResult(document_id, not result.duplicate, name, media_type, ref.size, ref.sha256,
-                            result.last_position, revision, key)  # fmt: skip
+                            result.last_position, revision, key, collection)  # fmt: skip
     raise ChronosError(f"{name}: could not record the upload after 5 attempts (the document is being changed)")

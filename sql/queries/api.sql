@@ -6,7 +6,7 @@
 SELECT document_id, filename, media_type, size, source, source_ref, status, current_stage, page_count,
        chunk_count, embedding_model, backend, pipeline, attempts, last_error, error_class, failed_stage,
        total_cost_usd, uploaded_at, requested_at, converted_at, chunked_at, embedded_at, failed_at, deleted_at,
-       updated_at, last_position
+       updated_at, last_position, collection, metadata
 FROM documents
 WHERE ($1::text[] IS NULL OR status = ANY ($1::text[]))
   AND ($5::text[] IS NULL OR collection = ANY ($5::text[]))
