@@ -247,12 +247,12 @@ PATHS: S = {
             "responses": responses({"201": json_ok("Created", ref("Collection"))}, "401", "403", "409"),
         },
     },
-    "/collections/{name}/stats": {
+    "/collections/{collection}/stats": {
         "get": {
             "operationId": "collectionStats",
             "summary": "Documents by status, chunks, vectors, bytes and this month's spend of a collection",
             "security": READ,
-            "parameters": [{"name": "name", "in": "path", "required": True, "schema": string()}],
+            "parameters": [{"name": "collection", "in": "path", "required": True, "schema": string()}],
             "responses": responses({"200": json_ok("Figures", ref("CollectionStats"))}, "401", "403", "404"),
         }
     },

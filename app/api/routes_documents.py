@@ -19,7 +19,7 @@ from app.api.common import document_id, event_json, int_param, json_body, runtim
 from app.api.errors import ApiError
 from app.api.responses import json_response
 from app.api.uploads import open_upload
-from app.catalogue.collections import DEFAULT, parse_metadata
+from app.catalogue.collections import parse_metadata
 from app.catalogue.content import full_chunks
 from app.catalogue.events import STAGES
 from app.catalogue.ids import chunk_id_for, stream_for
@@ -91,7 +91,10 @@ async def upload(request: Request) -> Response:
     key = idempotency_key(request)
     external = external_id(request)
     body = await open_upload(request)
-    collection = _one_of(request, body.fields, "collection") or DEFAULT
+    # A token of some collections uploads into one of them (404 for another, as if it did not exist).
+    collection = visibility.upload_collection(
+        principal_of_request(request), _one_of(request, body.fields, "collection")
+    )
     raw_metadata = _one_of(request, body.fields, "metadata")
     metadata = parse_metadata(raw_metadata) if raw_metadata is not None else None
     result = await ingest_stream(
