@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,24 @@ class Report:
         self.findings.append(Finding(severity, check, message, examples or []))
 
 
+async def _rows_check(
+    pool: asyncpg.Pool,
+    report: Report,
+    name: str,
+    severity: str,
+    message: Callable[[list[asyncpg.Record]], str],
+    example: Callable[[asyncpg.Record], Any],
+    *args: Any,
+    check: str | None = None,
+) -> list[asyncpg.Record]:
+    """Run the named check query (``sql/queries/check.sql``); each row it returns is one problem,
+    reported under ``check`` (default: the query's name)."""
+    rows = await pool.fetch(query("check", name), *args)
+    if rows:
+        report.add(severity, check or name, message(rows), [example(r) for r in rows])
+    return rows
+
+
 async def _table_exists(pool: asyncpg.Pool, name: str) -> bool:
     return bool(await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
 
@@ -49,30 +68,21 @@ async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
     report.stats["events"] = await pool.fetchval("SELECT count(*) FROM events")
     report.stats["streams"] = await pool.fetchval("SELECT count(DISTINCT stream_id) FROM events")
 
-    gaps = await pool.fetch(query("check", "stream_gaps"))
-    if gaps:
-        report.add(
-            "error",
-            "stream_versions",
-            f"{len(gaps)} stream(s) have gaps in their versions",
-            [f"{r['stream_id']}: {r['events']} events, max version {r['max_version']}" for r in gaps],
-        )
-    dups = await pool.fetch(query("check", "duplicate_results"))
-    if dups:
-        report.add(
-            "error",
-            "duplicate_results",
-            f"{len(dups)} job(s) recorded a result more than once",
-            [f"job {r['job_id']}: {r['n']}× {r['type']}" for r in dups],
-        )
-    cost_dups = await pool.fetch(query("check", "duplicate_costs"))
-    if cost_dups:
-        report.add(
-            "error",
-            "duplicate_costs",
-            f"{len(cost_dups)} result(s) have duplicated cost entries",
-            [f"{r['caused_by']} {r['resource']}: {r['n']}" for r in cost_dups],
-        )
+    await _rows_check(
+        pool, report, "stream_gaps", "error",
+        lambda rows: f"{len(rows)} stream(s) have gaps in their versions",
+        lambda r: f"{r['stream_id']}: {r['events']} events, max version {r['max_version']}", check="stream_versions",
+    )  # fmt: skip
+    await _rows_check(
+        pool, report, "duplicate_results", "error",
+        lambda rows: f"{len(rows)} job(s) recorded a result more than once",
+        lambda r: f"job {r['job_id']}: {r['n']}× {r['type']}",
+    )  # fmt: skip
+    await _rows_check(
+        pool, report, "duplicate_costs", "error",
+        lambda rows: f"{len(rows)} result(s) have duplicated cost entries",
+        lambda r: f"{r['caused_by']} {r['resource']}: {r['n']}",
+    )  # fmt: skip
     undelivered = [a for a in await recent_alerts(pool) if a.status == "failed"]
     if undelivered:
         report.add(
@@ -85,23 +95,16 @@ async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
 
     refs = [r["ref"] for r in await pool.fetch(query("check", "referenced_blobs"))]
     report.stats["referenced_blobs"] = len(refs)
-    missing = [r["ref"] for r in await pool.fetch(query("check", "missing_blobs"), refs)]
-    if missing:
-        report.add(
-            "error",
-            "missing_blobs",
-            f"{len(missing)} blob(s) referenced by events are missing (replay would fail for them)",
-            missing,
-        )
-    unreferenced = await pool.fetch(query("check", "unreferenced_blobs"), refs)
-    if unreferenced:
-        size = sum(r["size"] for r in unreferenced)
-        report.add(
-            "warning",
-            "unreferenced_blobs",
-            f"{len(unreferenced)} blob(s) ({size} bytes) are referenced by no event (garbage)",
-            [r["sha256"] for r in unreferenced],
-        )
+    await _rows_check(
+        pool, report, "missing_blobs", "error",
+        lambda rows: f"{len(rows)} blob(s) referenced by events are missing (replay would fail for them)",
+        lambda r: r["ref"], refs,
+    )  # fmt: skip
+    await _rows_check(
+        pool, report, "unreferenced_blobs", "warning",
+        lambda rows: f"{len(rows)} blob(s) ({sum(r['size'] for r in rows)} bytes) are referenced by no event (garbage)",
+        lambda r: r["sha256"], refs,
+    )  # fmt: skip
     orphans = await pool.fetchval(query("check", "orphan_chunks"))
     if orphans:
         report.add(
@@ -119,14 +122,11 @@ async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
     report.stats["subscriptions_behind"] = behind
 
     if await _table_exists(pool, "jobs"):
-        stale = await pool.fetch(query("check", "stale_jobs"))
-        if stale:
-            report.add(
-                "warning",
-                "stale_jobs",
-                f"{len(stale)} job(s) hold a lease that expired over 10 minutes ago (no worker is running?)",
-                [f"{r['stage']} {r['document_id']}" for r in stale],
-            )
+        await _rows_check(
+            pool, report, "stale_jobs", "warning",
+            lambda rows: f"{len(rows)} job(s) hold a lease that expired over 10 minutes ago (no worker is running?)",
+            lambda r: f"{r['stage']} {r['document_id']}",
+        )  # fmt: skip
     if await _table_exists(pool, "documents"):
         absent = await pool.fetch(query("check", "documents_missing"))
         projectors = [name for name in behind if name not in ("dispatcher", "budget-alerts")]  # not projections
@@ -147,24 +147,18 @@ async def _check_vectors(pool: asyncpg.Pool, report: Report, behind: dict[str, i
     """Searchable documents search cannot find, and vectors the projector refused."""
     if not await _table_exists(pool, "vector_problems"):
         return
-    problems = await pool.fetch(query("check", "vector_problems"))
-    if problems:
-        report.add(
-            "error",
-            "vector_problems",
-            f"{len(problems)} embedding result(s) could not be projected (the documents keep earlier vectors)",
-            [f"{r['document_id']} {r['model']}: {r['problem']}" for r in problems],
-        )
+    await _rows_check(
+        pool, report, "vector_problems", "error",
+        lambda rows: f"{len(rows)} embedding result(s) could not be projected (the documents keep earlier vectors)",
+        lambda r: f"{r['document_id']} {r['model']}: {r['problem']}",
+    )  # fmt: skip
     caught_up = all(behind.get(f"projection:{name}", 1) == 0 for name in ("documents", "index"))
     if not caught_up:
         return
-    blind = await pool.fetch(query("check", "searchable_without_vectors"))
-    if blind:
-        report.add(
-            "error",
-            "searchable_without_vectors",
-            f"{len(blind)} searchable document(s) have no vectors for their current chunk set: search cannot "
-            "find them (chronos replay --projection vectors rebuilds them from the log; "
-            "chronos reprocess --stage embed re-embeds)",
-            [r["document_id"] for r in blind],
-        )
+    await _rows_check(
+        pool, report, "searchable_without_vectors", "error",
+        lambda rows: f"{len(rows)} searchable document(s) have no vectors for their current chunk set: search "
+        "cannot find them (chronos replay --projection vectors rebuilds them from the log; "
+        "chronos reprocess --stage embed re-embeds)",
+        lambda r: r["document_id"],
+    )  # fmt: skip

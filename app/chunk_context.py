@@ -25,6 +25,7 @@ from pathlib import PurePath
 import orjson
 
 from app.catalogue.content import embed_input
+from app.errors import InvalidRequest
 
 __all__ = ["embed_input"]  # re-exported: the one definition is the catalogue's
 
@@ -37,7 +38,7 @@ _FIELD = re.compile(r"\{([a-z_]*)\}")
 CountTokens = Callable[[Sequence[str]], list[int]]
 
 
-class ContextTemplateError(ValueError):
+class ContextTemplateError(InvalidRequest, ValueError):
     """The context template names a field there is no value for."""
 
 

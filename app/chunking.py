@@ -36,6 +36,7 @@ import orjson
 from app import chunk_context
 from app.catalogue import events as ev
 from app.embedders.base import text_sha256
+from app.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class HasCountTokens(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
 
-class ChunkingError(ValueError):
+class ChunkingError(InvalidRequest, ValueError):
     """The converted document or the chunk parameters cannot be chunked."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
@@ -72,6 +73,42 @@ async def ensure_database(admin_dsn: str, database: str) -> None:
                 await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def throwaway_database(
+    admin_dsn: str,
+    name: str,
+    *,
+    template: str | None = None,
+    prepare: Callable[[asyncpg.Connection], Awaitable[object]] | None = None,
+) -> AsyncIterator[str]:
+    """A database of its own for a test or a benchmark: created (empty, or cloned from ``template``),
+    set up by ``prepare`` (e.g. ``events.migrations.migrate``), yielded as a DSN, dropped afterwards
+    even when sessions are still connected. A database of the same name left by a crashed run is
+    dropped first."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        clone = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{clone}')
+    finally:
+        await admin.close()
+    dsn = with_database(admin_dsn, name)
+    try:
+        if prepare is not None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await prepare(conn)
+            finally:
+                await conn.close()
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 async def resolve_dsn(settings: Settings) -> str:

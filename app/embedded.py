@@ -46,7 +46,7 @@ class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
 
 
-class CommandFailed(RuntimeError):
+class CommandFailed(Unavailable, RuntimeError):
     """One of the server's programs (initdb, pg_ctl, psql) exited with an error; the message has its output."""
 
 

@@ -23,6 +23,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from events.errors import Unavailable
+
 logger = logging.getLogger(__name__)
 
 SERVICE_USER = "postgres"
@@ -46,7 +48,7 @@ host    replication     all             ::1/128                 scram-sha-256
 _OPEN_METHODS = frozenset({"trust"})
 
 
-class CredentialsError(RuntimeError):
+class CredentialsError(Unavailable, RuntimeError):
     """The embedded server's credentials file cannot be used."""
 
 

@@ -15,6 +15,9 @@ ANY = None
 """``expected_version`` that accepts any current version."""
 NO_STREAM = 0
 """``expected_version`` that requires the stream not to exist yet."""
+ANY_RETRIES = 20
+"""How often an ``ANY`` append outside a transaction tries again after a concurrent writer took its
+version (each retry is one more round trip; twenty writers racing for one stream still all land)."""
 
 _ERRORS: dict[str, type[EventStoreError]] = {
     "CH001": WrongExpectedVersion,
@@ -74,14 +77,27 @@ class EventStore:
             return AppendResult([], await self.stream_version(stream_id, conn=conn))
         if conn is not None:
             in_transaction = conn.is_in_transaction()
-            result = await self._append_on(conn, stream_id, events, expected_version)
-            if not in_transaction:  # committed already (autocommit): wake listeners now
-                self.notifier.poke(result.last_position)
+            if in_transaction:  # the caller's transaction: a conflict aborts it, the caller decides
+                return await self._append_on(conn, stream_id, events, expected_version)
+            result = await self._append_retrying(conn, stream_id, events, expected_version)
         else:
             async with self.pool.acquire() as own:
-                result = await self._append_on(own, stream_id, events, expected_version)
-            self.notifier.poke(result.last_position)
+                result = await self._append_retrying(own, stream_id, events, expected_version)
+        self.notifier.poke(result.last_position)  # committed already: wake listeners now
         return result
+
+    async def _append_retrying(
+        self, conn: DbConn, stream_id: str, events: Sequence[NewEvent], expected: int | None
+    ) -> AppendResult:
+        """An append that commits on its own. With ``ANY`` a concurrent writer that took the next
+        version is no conflict (nothing was expected of the version): append again after it."""
+        for attempt in range(ANY_RETRIES + 1):
+            try:
+                return await self._append_on(conn, stream_id, events, expected)
+            except WrongExpectedVersion:
+                if expected is not ANY or attempt == ANY_RETRIES:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _append_on(
         self, conn: DbConn, stream_id: str, events: Sequence[NewEvent], expected: int | None

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app.db import with_database
+from app.db import throwaway_database
 from events.blobs import PgBlobStore
 from events.connection import create_pool
 from events.migrations import migrate
@@ -32,38 +32,16 @@ def pg_admin_dsn() -> Iterator[str]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def template_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     name = f"chronos_tpl_{os.getpid()}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    conn = await asyncpg.connect(with_database(pg_admin_dsn, name))
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    try:
+    async with throwaway_database(pg_admin_dsn, name, prepare=migrate):
         yield name
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
     """A freshly migrated database of its own for one test."""
     name = f"chronos_t{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await admin.close()
-    try:
-        yield with_database(pg_admin_dsn, name)
-    finally:
-        admin = await asyncpg.connect(pg_admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with throwaway_database(pg_admin_dsn, name, template=template_db) as db:
+        yield db
 
 
 @pytest_asyncio.fixture(loop_scope="session")

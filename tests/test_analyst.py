@@ -175,3 +175,32 @@ async def test_analyst_login_over_the_embedded_socket(tmp_path: Path) -> None:
             await alice.close()
     finally:
         await asyncio.to_thread(stop_embedded, settings.pgdata)
+
+
+async def test_analyst_views_carry_collection_and_metadata(
+    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str
+) -> None:
+    from app.catalogue import events as ev
+    from app.catalogue.codec import new_event
+    from app.catalogue.ids import collection_stream
+
+    created = ev.CollectionCreated(name="finance", monthly_budget_usd=10.0)
+    await store.append(collection_stream("finance"), [new_event(created, {"actor": "test"})])
+    doc = SyntheticDocument(store, blobs)
+    await doc.upload(collection="finance", metadata={"dept": "finance"})
+    await doc.convert(seconds=2.0)
+    await doc.chunk(["a", "b"])
+    await doc.embed(random_unit_vectors(np.random.default_rng(0), 2, 8), "local:m8")
+    await doc.update_metadata({"quarter": "q3"})
+    await catch_up_all(pool, dsn)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE chronos_analyst")
+        row = await conn.fetchrow("SELECT collection, metadata FROM v_documents")
+        assert row is not None and tuple(row) == ("finance", {"dept": "finance", "quarter": "q3"})
+        chunks = await conn.fetch('SELECT collection, metadata FROM v_chunks WHERE metadata @> \'{"quarter": "q3"}\'')
+        assert [r["collection"] for r in chunks] == ["finance", "finance"]
+        assert await conn.fetchval("SELECT collection FROM v_document_revisions") == "finance"
+        assert await conn.fetchval("SELECT collection FROM v_cost_by_document") == "finance"
+        spent = await conn.fetch("SELECT collection, documents, spent_this_month_usd > 0 AS paid FROM v_collections "
+                                 "ORDER BY collection")  # fmt: skip
+        assert [tuple(r) for r in spent] == [("default", 0, False), ("finance", 1, True)]

@@ -59,6 +59,7 @@ async def test_a_worker_process_listens_on_exactly_one_connection(dsn: str, tmp_
                 "projection:cost_ledger",
                 "projection:embedding_cache",
                 "projection:tokens",
+                "projection:collections",
                 "budget-alerts",
                 "jobs",
             ]

@@ -150,9 +150,7 @@ async def test_cli_collections_ingest_with_metadata_and_documents_meta(dsn: str,
     made = (await cli("collections", "create", "hr", "--description", "People", "--budget", "12.5", "--json")).json()
     assert (made["name"], made["monthly_budget_usd"]) == ("hr", 12.5)
     dup = await cli("collections", "create", "hr", ok=False)
-    assert dup.code == 4 and "exists already" in dup.err
-    bad = await cli("collections", "create", "H R", ok=False)
-    assert bad.code == 2 and "lowercase letter or digit" in bad.err
+    assert dup.code == 4 and "exists already" in dup.err and "Traceback" not in dup.err
     badmeta = await cli("ingest", str(folder / "a.md"), "--meta", "novalue", ok=False)
     assert badmeta.code == 2 and "is not KEY=VALUE" in badmeta.err
     rows = (await cli("ingest", str(folder / "a.md"), "--collection", "hr", "--meta", "dept=people",

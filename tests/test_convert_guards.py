@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ from typing import Any
 import pytest
 
 from app.convert import ConversionFailure, ConvertOptions, convert_with_recovery, guards
-from app.convert.local import ConverterPool
-from app.convert.options import ConversionOutput
 from app.convert.sniff import HTML, MARKDOWN, PDF, sniff_media_type, sniff_path
 from tests.conftest import CORPUS
+from tests.convert_support import intercept_conversions
 
 MULTI = CORPUS / "pdf" / "multi_page.pdf"  # 5 pages
 LOCAL = ConvertOptions(backend="local")
@@ -31,20 +29,14 @@ def nested(tag: str, depth: int, close: bool = True) -> bytes:
 def converter_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int, int] | None, float]]:
     """Every conversion a converter process is asked for: (media type, page range, time limit)."""
     calls: list[tuple[str, tuple[int, int] | None, float]] = []
-    real = ConverterPool.convert
 
-    def convert(
-        self: ConverterPool,
-        path: Path,
-        media_type: str,
-        options: ConvertOptions,
-        page_range: tuple[int, int] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> ConversionOutput:
+    def record(
+        path: Path, media_type: str, options: ConvertOptions, page_range: tuple[int, int] | None, cancel: object
+    ) -> ConvertOptions:
         calls.append((media_type, page_range, options.timeout_s))
-        return real(self, path, media_type, options, page_range, cancel)
+        return options
 
-    monkeypatch.setattr(ConverterPool, "convert", convert)
+    intercept_conversions(monkeypatch, record)
     return calls
 
 
@@ -117,20 +109,14 @@ def test_an_office_package_that_expands_past_its_limit_is_refused(tmp_path: Path
 def every_attempt_times_out(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Real local conversions that all time out at once; records the limit each attempt was given."""
     limits: list[float] = []
-    real = ConverterPool.convert
 
-    def convert(
-        self: ConverterPool,
-        path: Path,
-        media_type: str,
-        options: ConvertOptions,
-        page_range: tuple[int, int] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> ConversionOutput:
+    def tiny(
+        path: Path, media_type: str, options: ConvertOptions, page_range: tuple[int, int] | None, cancel: object
+    ) -> ConvertOptions:
         limits.append(options.timeout_s)
-        return real(self, path, media_type, dataclasses.replace(options, timeout_s=0.02), page_range, cancel)
+        return dataclasses.replace(options, timeout_s=0.02)
 
-    monkeypatch.setattr(ConverterPool, "convert", convert)
+    intercept_conversions(monkeypatch, tiny)
     return limits
 
 

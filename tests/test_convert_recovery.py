@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.convert import ConversionFailure, ConvertOptions, convert_file, convert_with_recovery
 from app.convert.backends import modal_breaker
-from app.convert.local import ConverterPool
-from app.convert.options import ConversionOutput
 from app.convert.sniff import PDF
 from tests.conftest import CORPUS
+from tests.convert_support import timeout_above
 from tests.modal_standin import deploy
 
 __all__ = ["deploy"]  # the fixture
@@ -30,28 +26,7 @@ TINY = 0.02  # seconds: no conversion finishes in time
 @pytest.fixture
 def tiny_timeout_above(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Inject a tiny timeout into real local conversions of more than ``pages`` pages (or whole files)."""
-
-    def install(pages: int) -> list[tuple[int, int] | None]:
-        seen: list[tuple[int, int] | None] = []
-        real = ConverterPool.convert
-
-        def convert(
-            self: ConverterPool,
-            path: Path,
-            media_type: str,
-            options: ConvertOptions,
-            page_range: tuple[int, int] | None = None,
-            cancel: threading.Event | None = None,
-        ) -> ConversionOutput:
-            seen.append(page_range)
-            if page_range is None or page_range[1] - page_range[0] + 1 > pages:
-                options = dataclasses.replace(options, timeout_s=TINY)
-            return real(self, path, media_type, options, page_range, cancel)
-
-        monkeypatch.setattr(ConverterPool, "convert", convert)
-        return seen
-
-    return install
+    return timeout_above(monkeypatch, TINY)
 
 
 async def test_time_failure_is_retried_in_page_slices(tiny_timeout_above: Any) -> None:

@@ -28,11 +28,11 @@ from app.config import Settings
 from app.convert import ConvertOptions
 from app.convert.errors import ConversionFailure
 from app.convert.local import Cancelled, ConverterPool
-from app.convert.options import ConversionOutput
 from app.convert.sniff import HTML, MARKDOWN
 from app.runtime import Runtime
 from app.services.documents import document_states
 from events import EventStore, PgBlobStore
+from tests.convert_support import intercept_conversions
 from tests.test_pipeline import drive, put_bytes
 
 pytestmark = pytest.mark.local_models
@@ -91,24 +91,19 @@ def slow_conversion(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("CHRONOS_CONVERT_SLOW_S", "0.5")
     release = threading.Event()
     calls: list[str] = []
-    real = ConverterPool.convert
 
-    def convert(
-        self: ConverterPool,
-        path: Path,
-        media_type: str,
-        options: ConvertOptions,
-        page_range: tuple[int, int] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> ConversionOutput:
+    def hold(
+        path: Path, media_type: str, options: ConvertOptions, page_range: tuple[int, int] | None,
+        cancel: threading.Event | None,
+    ) -> ConvertOptions:  # fmt: skip
         data = path.read_bytes()
         calls.append("slow" if b"SLOW" in data else media_type)
         if b"SLOW" in data:
             while not release.is_set() and not (cancel is not None and cancel.is_set()):
                 release.wait(0.05)
-        return real(self, path, media_type, options, page_range, cancel)
+        return options
 
-    monkeypatch.setattr(ConverterPool, "convert", convert)
+    intercept_conversions(monkeypatch, hold)
     yield release, calls
     release.set()
 

@@ -12,6 +12,7 @@ import pytest
 from app.catalogue import events as ev
 from app.catalogue.codec import new_event
 from app.catalogue.ids import collection_stream, document_id_for_key, stream_for
+from app.services import directus as service
 from events.store import EventStore
 from projections.runner import catch_up_all
 from tests import directus_standin
@@ -45,7 +46,7 @@ async def test_folder_name_is_the_collection_and_a_metadata_edit_records_only_me
     hook = directus.upload(FILE_ID, CONTENT, "q3.md", title="Q3 report", tags=["q3", "board"], folder=finance)
     other = directus.upload(OTHER_ID, CONTENT, "flyer.md", folder=elsewhere)
     settings = {"directus_url": directus.url, "directus_token": directus_standin.TOKEN}
-    async with asgi_client(dsn, pool, store, **settings) as (client, _, _rt):
+    async with asgi_client(dsn, pool, store, **settings) as (client, _, rt):
         r = await client.post("/hooks/directus", json=hook, headers=AUTH)
         assert r.status_code == 202, r.text
         (doc,) = r.json()["documents"]
@@ -92,6 +93,10 @@ async def test_folder_name_is_the_collection_and_a_metadata_edit_records_only_me
         live = await pool.fetch("SELECT collection FROM documents WHERE source_ref = $1 AND status <> 'deleted'",
                                 OTHER_ID)  # fmt: skip
         assert [x["collection"] for x in live] == ["marketing"]
+        # A sync finds every file where the webhooks put it: nothing to upload, nothing to delete.
+        async with service.client_for(rt) as directus_client:
+            report = await service.sync(rt, directus_client)
+        assert (report.uploaded, report.deleted, report.unchanged) == ([], [], 2)
         # Deleting the file in Directus deletes its document in whatever collection it is.
         r = await client.post("/hooks/directus", json=directus.delete(FILE_ID), headers=AUTH)
         assert r.json()["deleted"] == [doc["document_id"]]

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from events import NO_STREAM, EventStore, IdempotencyConflict, NewEvent, WrongExpectedVersion
+from tests.api_support import wait_until
 
 
 def ev(n: int, kind: str = "Thing") -> NewEvent:
@@ -70,6 +71,31 @@ async def test_conflict_with_open_transaction_waits_then_fails(store: EventStore
         with pytest.raises(WrongExpectedVersion, match="concurrent append"):
             await racer
     assert [e.data["n"] for e in await store.read_stream("doc-1")] == [0, 1]
+
+
+async def test_any_version_append_racing_an_open_transaction_lands_after_it(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """With ANY nothing is expected of the version: a writer that lost the race for the next version
+    appends after the winner (two `chronos reprocess` at once used to fail with WrongExpectedVersion)."""
+    await store.append("doc-1", [ev(0)], NO_STREAM)
+    async with pool.acquire() as holder:
+        tx = holder.transaction()
+        await tx.start()
+        await store.append("doc-1", [ev(1)], 1, conn=holder)
+        racers = [asyncio.create_task(store.append("doc-1", batch)) for batch in ([ev(2)], [ev(3), ev(4)])]
+        waiting = "SELECT count(*) = 2 FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+        await wait_until(lambda: pool.fetchval(waiting), timeout=30, interval=0.02)  # both wait on its unique key
+        await tx.commit()
+        results = await asyncio.gather(*racers)
+    assert sorted(r.stream_version for r in results) == [3, 5]
+    assert sorted(e.data["n"] for e in await store.read_stream("doc-1")) == [0, 1, 2, 3, 4]
+
+
+async def test_many_concurrent_any_version_appends_all_land(store: EventStore, pool: asyncpg.Pool) -> None:
+    results = await asyncio.gather(*(store.append("doc-1", [ev(i)]) for i in range(20)))
+    assert sorted(r.stream_version for r in results) == list(range(1, 21))
+    assert await count(pool) == 20
 
 
 async def test_idempotent_reappend_returns_original_positions(store: EventStore, pool: asyncpg.Pool) -> None:

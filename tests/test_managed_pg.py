@@ -12,7 +12,7 @@ import numpy as np
 import pytest_asyncio
 
 from app.config import Settings
-from app.db import open_pool, with_database
+from app.db import open_pool, throwaway_database
 from app.services.search import search_vector
 from events import EventStore, PgBlobStore
 from projections.runner import catch_up_all
@@ -22,19 +22,12 @@ from projections.synthetic import SyntheticDocument, random_unit_vectors
 @pytest_asyncio.fixture(loop_scope="session")
 async def extensions_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     """An empty database with pgvector installed WITH SCHEMA extensions, before any migration."""
-    name = f"chronos_ext_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        conn = await asyncpg.connect(with_database(pg_admin_dsn, name))
-        try:
-            await conn.execute("CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions")
-        finally:
-            await conn.close()
-        yield with_database(pg_admin_dsn, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+
+    async def install(conn: asyncpg.Connection) -> None:
+        await conn.execute("CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions")
+
+    async with throwaway_database(pg_admin_dsn, f"chronos_ext_{uuid.uuid4().hex[:10]}", prepare=install) as dsn:
+        yield dsn
 
 
 async def test_pgvector_in_another_schema(extensions_db: str) -> None:

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app.db import with_database
+from app.db import throwaway_database
 from events.errors import MigrationError
 from events.migrations import discover, migrate
 from events.sqlfiles import sql_dir
@@ -33,13 +33,8 @@ def sql_copy(tmp_path: Path) -> Path:
 async def empty_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database with nothing in it (not cloned from the migrated template)."""
     name = f"chronos_empty_{os.getpid()}_{next(_fresh)}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(pg_admin_dsn, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with throwaway_database(pg_admin_dsn, name) as dsn:
+        yield dsn
 
 
 async def recorded(conn: asyncpg.Connection) -> dict[str, str]:

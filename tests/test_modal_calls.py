@@ -7,8 +7,6 @@ body behind a stand-in with Modal's call semantics (tests/modal_standin.py)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +21,6 @@ from app.catalogue.ids import stream_for
 from app.config import Settings
 from app.convert import ConversionFailure, ConvertOptions, container, convert_batch, convert_with_recovery
 from app.convert import batcher as batching
-from app.convert.local import ConverterPool
 from app.convert.modal_client import ModalItem, ModalUnavailable, call_modal
 from app.convert.options import ConversionOutput
 from app.convert.sniff import PDF, sniff_path
@@ -33,6 +30,7 @@ from app.runtime import Runtime
 from app.supervisor import Supervisor
 from events import EventStore, PgBlobStore
 from tests.conftest import CORPUS
+from tests.convert_support import timeout_above
 from tests.modal_standin import deploy
 from tests.test_pipeline import put_file
 
@@ -174,6 +172,7 @@ async def test_a_call_past_its_timeout_is_cancelled_and_its_cost_recorded(
     up = await put_file(rt, MULTI)
     spawned_at = time.time()
     done = await run_convert_worker(rt, [up.document_id], concurrency=2)
+    elapsed = time.time() - spawned_at
     data = done[up.document_id]
     assert data["type"] == ev.DocumentConverted.TYPE and data["backend"] == "local"
     assert data["fallback"]["reason"] == "timeout" and "cancelled" in data["fallback"]["message"]
@@ -186,7 +185,9 @@ async def test_a_call_past_its_timeout_is_cancelled_and_its_cost_recorded(
     assert set(lines) == {"gpu_seconds", "cpu_core_seconds", "memory_gib_seconds", "cpu_seconds"}
     gpu = lines["gpu_seconds"]
     assert gpu["provider"] == "modal" and gpu["details"]["cancelled"] == 1
-    assert gpu["quantity"] >= 1.0  # held from spawn until the cancel, one second at least
+    # held from the spawn until the cancel: the timeout's second less what passed before the spawn (a
+    # moment, or more on a loaded machine), never more than the test waited
+    assert 0 < gpu["quantity"] <= elapsed
     assert lines["cpu_seconds"]["provider"] == "local"  # and the local conversion that replaced it
 
 
@@ -272,28 +273,7 @@ async def test_documents_a_call_had_no_time_for_are_sent_again(deploy: Any) -> N
 @pytest.fixture
 def tiny_local_timeout_above(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Real local conversions of more than ``pages`` pages (or whole files) get a tiny timeout."""
-
-    def install(pages: int) -> list[tuple[int, int] | None]:
-        seen: list[tuple[int, int] | None] = []
-        real = ConverterPool.convert
-
-        def convert(
-            self: ConverterPool,
-            path: Path,
-            media_type: str,
-            options: ConvertOptions,
-            page_range: tuple[int, int] | None = None,
-            cancel: threading.Event | None = None,
-        ) -> ConversionOutput:
-            seen.append(page_range)
-            if page_range is None or page_range[1] - page_range[0] + 1 > pages:
-                options = dataclasses.replace(options, timeout_s=0.02)
-            return real(self, path, media_type, options, page_range, cancel)
-
-        monkeypatch.setattr(ConverterPool, "convert", convert)
-        return seen
-
-    return install
+    return timeout_above(monkeypatch, 0.02)
 
 
 async def test_doclings_document_timeout_on_modal_goes_down_the_ladder(

@@ -5,8 +5,6 @@ Modal outages fall back to local Docling and the events say so. Real local Docli
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +16,10 @@ import pytest_asyncio
 from app.catalogue import events as ev
 from app.catalogue.ids import stream_for
 from app.config import Settings
-from app.convert import ConvertOptions
 from app.convert.backends import modal_breaker
-from app.convert.local import ConverterPool
-from app.convert.options import ConversionOutput
 from app.runtime import Runtime
 from events import EventStore, PgBlobStore
+from tests.convert_support import timeout_above
 from tests.test_pipeline import drive, put_bytes, put_file
 
 pytestmark = pytest.mark.local_models
@@ -39,28 +35,7 @@ async def rt(dsn: str, pool: asyncpg.Pool, store: EventStore) -> AsyncIterator[R
 @pytest.fixture
 def tiny_timeout_above(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Real local conversions of more than ``pages`` pages (or whole files) get a tiny timeout."""
-
-    def install(pages: int) -> list[tuple[int, int] | None]:
-        seen: list[tuple[int, int] | None] = []
-        real = ConverterPool.convert
-
-        def convert(
-            self: ConverterPool,
-            path: Path,
-            media_type: str,
-            options: ConvertOptions,
-            page_range: tuple[int, int] | None = None,
-            cancel: threading.Event | None = None,
-        ) -> ConversionOutput:
-            seen.append(page_range)
-            if page_range is None or page_range[1] - page_range[0] + 1 > pages:
-                options = dataclasses.replace(options, timeout_s=TINY)
-            return real(self, path, media_type, options, page_range, cancel)
-
-        monkeypatch.setattr(ConverterPool, "convert", convert)
-        return seen
-
-    return install
+    return timeout_above(monkeypatch, TINY)
 
 
 @pytest.fixture

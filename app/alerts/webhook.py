@@ -13,12 +13,14 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
+from app.errors import Unavailable
+
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 
 
-class WebhookError(Exception):
+class WebhookError(Unavailable):
     """The webhook did not accept the alert."""
 
     def __init__(self, message: str, *, status_code: int | None = None, retryable: bool = True,

@@ -39,37 +39,22 @@ from app.bench.memory import TreeSampler
 from app.bench.scratch import scratch_database
 from app.commands.ingest import collect
 from app.config import Settings
-from app.db import resolve_dsn, with_database
+from app.db import resolve_dsn, throwaway_database
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent.parent / "shared" / "corpus"
 SIDES = ("chronos", "llamaindex")
+
+
+async def _install_pgvector(conn: asyncpg.Connection) -> None:
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
 @asynccontextmanager
 async def vector_database(prefix: str = "llamaindex_bench") -> AsyncIterator[str]:
     """An empty database with pgvector on the configured server for the PGVectorStore; dropped after."""
     base = await resolve_dsn(Settings.from_env())
-    name = f"{prefix}_{os.getpid()}"
-    admin = await asyncpg.connect(base)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(base, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    finally:
-        await conn.close()
-    try:
+    async with throwaway_database(base, f"{prefix}_{os.getpid()}", prepare=_install_pgvector) as dsn:
         yield dsn
-    finally:
-        admin = await asyncpg.connect(base)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def run_side(module: str, args: list[str], quiet: bool) -> tuple[dict[str, Any], dict[str, object]]:

@@ -22,21 +22,10 @@ from tqdm import tqdm
 
 from app.bench.scratch import scratch_database
 from events.connection import create_pool
+from events.sqlfiles import query
 from events.store import EventStore
 from events.types import NewEvent
 
-PLAIN = """
-CREATE TABLE bench_plain (
-    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id uuid NOT NULL, stream_id text NOT NULL, stream_version integer NOT NULL,
-    type text NOT NULL, schema_version integer NOT NULL DEFAULT 1, data jsonb NOT NULL,
-    metadata jsonb NOT NULL DEFAULT '{}'::jsonb, recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
-)
-"""
-RAW_INSERT = (
-    "INSERT INTO bench_plain (event_id, stream_id, stream_version, type, data, metadata) "
-    "VALUES ($1, $2, $3, $4, $5, $6)"
-)
 COLUMNS = ["event_id", "stream_id", "stream_version", "type", "data", "metadata"]
 
 
@@ -66,7 +55,7 @@ async def run_bench(
     async with scratch_database() as dsn:
         pool = await create_pool(dsn, min_size=writers, max_size=writers + 1)
         store = EventStore(pool)
-        await pool.execute(PLAIN)
+        await pool.execute(query("bench", "plain_event_table"))
         meta = {"actor": "bench"}
         try:
 
@@ -75,7 +64,13 @@ async def run_bench(
                     async with pool.acquire() as conn:
                         for k in range(per_writer):
                             await conn.execute(
-                                RAW_INSERT, uuid.uuid4(), f"raw-{w}", k + 1, "BenchEvent", _payload(k), meta
+                                query("bench", "plain_event_insert"),
+                                uuid.uuid4(),
+                                f"raw-{w}",
+                                k + 1,
+                                "BenchEvent",
+                                _payload(k),
+                                meta,
                             )
                             bar.update(1)
 

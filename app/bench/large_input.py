@@ -33,9 +33,11 @@ from tqdm import tqdm
 from app.bench import docgen
 from app.bench.memory import TreeSampler
 from app.bench.scratch import scratch_database
+from app.catalogue.ids import stream_for
 from app.catalogue.state import DocumentState
 from app.services.documents import Watch
 from events.connection import create_pool
+from events.sqlfiles import query
 
 KINDS = ("pdf", "md")
 
@@ -84,9 +86,7 @@ async def wait_final(pool: asyncpg.Pool, document_id: str, timeout: float, bar: 
 
 
 async def _events(pool: asyncpg.Pool, document_id: str) -> list[dict[str, Any]]:
-    rows = await pool.fetch(
-        "SELECT type, data FROM events WHERE stream_id = $1 ORDER BY stream_version", f"document-{document_id}"
-    )
+    rows = await pool.fetch(query("bench", "stream_events"), stream_for(document_id))
     return [{"type": r["type"], "data": r["data"]} for r in rows]
 
 

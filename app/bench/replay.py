@@ -46,8 +46,7 @@ async def run_bench(documents: int, chunks: int, dims: int, quiet: bool) -> dict
                 await doc.chunk([f"document {i} chunk {j} " + "lorem ipsum " * 40 for j in range(chunks)])
                 await doc.embed(random_unit_vectors(rng, chunks, dims), "local:bench")
                 docs.append(doc)
-            await pool.execute("CREATE TABLE plain_chunks (LIKE chunk_rows INCLUDING ALL)")
-            await pool.execute("CREATE TABLE plain_vectors (LIKE vectors INCLUDING ALL)")
+            await pool.execute(query("bench", "plain_index_tables"))
             # Baseline: COPY the rows replay writes to chunk_rows and vectors, built from the same events
             # (chunk texts read from their content blobs, as replay reads them).
             from projections.index import CHUNK_COLUMNS, SetRows, chunk_records

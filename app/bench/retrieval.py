@@ -29,6 +29,7 @@ import orjson
 from app.bench.retrieval_corpus import Corpus, Question, generate
 from app.bench.retrieval_score import RankedHit, misses, score
 from app.services.search import MODES, search_rows
+from events.sqlfiles import query
 
 MODEL = "local:all-MiniLM-L6-v2"
 DEPTH = 10  # hits fetched per question (MRR is over these)
@@ -98,7 +99,7 @@ async def run_on(dsn: str, corpus: Corpus, *, llamaindex: bool, quiet: bool) -> 
         out["failed"] = [p.failure for p in state.values() if p.status != "searchable"] + [
             r["reason"] for r in rejected
         ]
-        out["chunks"] = await rt.pool.fetchval("SELECT count(*) FROM chunks")
+        out["chunks"] = await rt.pool.fetchval(query("bench", "chunk_count"))
         for mode in MODES:
             ranked: list[list[RankedHit]] = []
             t0 = time.perf_counter()

@@ -6,10 +6,8 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
-
 from app.config import Settings
-from app.db import resolve_dsn, with_database
+from app.db import resolve_dsn, throwaway_database
 from events.migrations import migrate
 
 
@@ -17,24 +15,5 @@ from events.migrations import migrate
 async def scratch_database(prefix: str = "chronos_bench") -> AsyncIterator[str]:
     """Create ``<prefix>_<pid>``, migrate it, yield its DSN, drop it afterwards."""
     base = await resolve_dsn(Settings.from_env())
-    name = f"{prefix}_{os.getpid()}"
-    admin = await asyncpg.connect(base)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(base, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    try:
+    async with throwaway_database(base, f"{prefix}_{os.getpid()}", prepare=migrate) as dsn:
         yield dsn
-    finally:
-        admin = await asyncpg.connect(base)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()

@@ -15,7 +15,6 @@ import orjson
 
 from app.catalogue import events as ev
 from app.catalogue.codec import decode_payload, payload
-from app.embedders.batch_jobs import poll_embedding_batches
 from app.runtime import open_runtime
 from events.sqlfiles import query
 
@@ -66,6 +65,8 @@ async def list_main(args: argparse.Namespace) -> int:
 
 
 async def poll_main(args: argparse.Namespace) -> int:
+    from app.embedders.batch_jobs import poll_embedding_batches  # imports the OpenAI SDK (seconds)
+
     async with open_runtime() as rt:
         while True:
             states = await poll_embedding_batches(rt, actor="cli")

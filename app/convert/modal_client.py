@@ -20,6 +20,7 @@ from typing import Any
 from app import config
 from app.convert.errors import ConversionFailure
 from app.convert.options import ConversionOutput, ModalUsage
+from app.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,15 @@ NOT_STARTED_ROUNDS = 3  # documents a call had no time for are sent again, at mo
 Result = ConversionOutput | ConversionFailure
 
 
-class ModalUnavailable(Exception):
+class ModalUnavailable(Unavailable):
     """The Modal call failed as a whole; ``reason`` is one of unreachable|unauthenticated|timeout|error.
 
     ``usage``: container time each document of a cancelled call is billed for (an upper bound: the
     time from spawn to cancel), so the documents' cost lines include it."""
 
     def __init__(self, reason: str, message: str, usage: ModalUsage | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message)  # .message is the root's: the message as given
         self.reason = reason
-        self.message = message
         self.usage = usage
 
     def fallback(self) -> dict[str, str]:

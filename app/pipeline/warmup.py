@@ -5,12 +5,19 @@ imports), then LlamaIndex's node parsers, then the embedding model, one after th
 seconds on a small machine before the first document is searchable. Started together when a worker
 starts (while ``chronos ingest`` is still uploading), they overlap. A failure here is only logged:
 the stage itself reports it, as a failure event, when it runs.
+
+Each part runs in a daemon thread, not in asyncio's default executor: ``asyncio.run`` joins the
+executor's threads before it returns, so a worker stopped (SIGTERM) while the model still loads used to
+linger until the loading finished (80 s on a loaded two-core machine). A daemon thread is left behind
+instead; a converter process it was starting exits by itself when its parent goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -74,6 +81,29 @@ async def warm_up(stages: Iterable[str], settings: Settings) -> dict[str, float]
         parts["chunker"] = warm_chunker
     if wanted & {"chunk", "embed"}:  # chunking counts tokens with the embedder's tokenizer
         parts["embedder"] = lambda: warm_embedder(settings)
+    return await warm_parts(parts)
+
+
+async def warm_parts(parts: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """Run each part in a daemon thread of its own, concurrently; seconds each took. Cancelled (the
+    worker stops), it returns at once and leaves the threads to finish or die with the process."""
     names = list(parts)
-    took = await asyncio.gather(*(asyncio.to_thread(_timed, n, parts[n]) for n in names))
+    took = await asyncio.gather(*(_in_daemon_thread(n, parts[n]) for n in names))
     return dict(zip(names, took, strict=True))
+
+
+async def _in_daemon_thread(name: str, fn: Callable[[], None]) -> float:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[float] = loop.create_future()
+
+    def deliver(seconds: float) -> None:
+        if not done.done():  # not cancelled meanwhile
+            done.set_result(seconds)
+
+    def run() -> None:
+        seconds = _timed(name, fn)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(deliver, seconds)
+
+    threading.Thread(target=run, name=f"warm-up:{name}", daemon=True).start()
+    return await done

@@ -153,6 +153,7 @@ class DirectusClient:
         self.token = token
         self.extra_fields = extra_fields  # e.g. the CHRONOS_DIRECTUS_COLLECTION_FIELD
         self.fields = ",".join([FIELDS, *extra_fields])
+        self._folders: dict[str, str | None] = {}  # folder id -> name, for one client's life (a sync, a webhook)
         self.download_timeout_s = download_timeout_s
         self.http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
 
@@ -227,18 +228,22 @@ class DirectusClient:
 
     async def folder_name(self, folder_id: str) -> str | None:
         """The name of a folder; None when Directus has no such folder for this token (403, as for files)."""
+        if folder_id in self._folders:
+            return self._folders[folder_id]
         path = f"/folders/{folder_id}"
         try:
             response = await self.http.get(self.base + path, params={"fields": "id,name"}, headers=self._headers())
         except httpx.HTTPError as exc:
             raise DirectusUnavailable(f"could not reach Directus at {self._where(path)}: {exc}") from None
         if response.status_code in (403, 404):
+            self._folders[folder_id] = None
             return None
         if response.status_code != 200:
             self._raise_for(response.status_code, path)
         data = response.json().get("data")
         name = data.get("name") if isinstance(data, dict) else None
-        return name if isinstance(name, str) else None
+        self._folders[folder_id] = name if isinstance(name, str) else None
+        return self._folders[folder_id]
 
     async def files(self, changed_after: str | None = None, fields: str | None = None) -> AsyncIterator[DirectusFile]:
         """Every file (changed after ``changed_after``, when given), oldest change first, page by page."""

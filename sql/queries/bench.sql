@@ -21,3 +21,28 @@ WHERE d.document_id = ANY ($1::uuid[]);
 
 -- name: log_totals
 SELECT count(*) AS events, count(*) FILTER (WHERE type = 'CostIncurred') AS cost_events FROM events;
+
+-- name: plain_event_table
+-- bench events: the baseline, a plain table shaped like events (no trigger, no NOTIFY, no version check).
+CREATE TABLE bench_plain (
+    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id uuid NOT NULL, stream_id text NOT NULL, stream_version integer NOT NULL,
+    type text NOT NULL, schema_version integer NOT NULL DEFAULT 1, data jsonb NOT NULL,
+    metadata jsonb NOT NULL DEFAULT '{}'::jsonb, recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- name: plain_event_insert
+INSERT INTO bench_plain (event_id, stream_id, stream_version, type, data, metadata)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: plain_index_tables
+-- bench replay: the COPY baseline's tables, shaped like the ones replay writes.
+CREATE TABLE plain_chunks (LIKE chunk_rows INCLUDING ALL);
+CREATE TABLE plain_vectors (LIKE vectors INCLUDING ALL);
+
+-- name: chunk_count
+SELECT count(*) FROM chunks;
+
+-- name: stream_events
+-- bench large-input: one document's events in order.
+SELECT type, data FROM events WHERE stream_id = $1 ORDER BY stream_version;

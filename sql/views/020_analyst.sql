@@ -4,8 +4,29 @@ DROP VIEW IF EXISTS v_documents CASCADE;
 CREATE VIEW v_documents AS
 SELECT document_id, filename, media_type, status, current_stage, page_count, chunk_count, backend, pipeline,
        docling_version, embedding_model, total_cost_usd, last_error, error_class, failed_stage,
-       uploaded_at, converted_at, chunked_at, embedded_at, failed_at, deleted_at, updated_at
+       uploaded_at, converted_at, chunked_at, embedded_at, failed_at, deleted_at, updated_at,
+       collection, metadata
 FROM documents;
+
+-- The chunks search answers from now, with their document's collection and current metadata (copied onto
+-- the chunk rows by the index projection, docs/collections.md).
+DROP VIEW IF EXISTS v_chunks CASCADE;
+CREATE VIEW v_chunks AS
+SELECT c.chunk_id, c.document_id, d.filename, c.ordinal, c.text, c.pages, c.heading_path, c.token_count,
+       c.collection, c.metadata
+FROM chunk_rows c LEFT JOIN documents d USING (document_id)
+WHERE c.serving;
+
+-- Every collection (docs/collections.md) with its live documents and this month's spend (UTC).
+DROP VIEW IF EXISTS v_collections CASCADE;
+CREATE VIEW v_collections AS
+SELECT c.name AS collection, c.description, c.monthly_budget_usd, c.created_at,
+       (SELECT count(*) FROM documents d WHERE d.collection = c.name AND d.status <> 'deleted') AS documents,
+       coalesce((SELECT sum(l.amount_usd) FROM cost_ledger l JOIN documents d USING (document_id)
+                 WHERE d.collection = c.name
+                   AND l.recorded_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)
+           AS spent_this_month_usd
+FROM collections c;
 
 -- One row per stage result or failure, from the log: every conversion, chunk set and embedding
 -- ever made (older versions included), with the time since the event that started the stage.
@@ -53,9 +74,10 @@ DROP VIEW IF EXISTS v_cost_by_document CASCADE;
 CREATE VIEW v_cost_by_document AS
 SELECT c.document_id, d.filename, d.status, sum(c.amount_usd) AS amount_usd,
        sum(c.amount_usd) FILTER (WHERE c.stage = 'convert') AS convert_usd,
-       sum(c.amount_usd) FILTER (WHERE c.stage = 'embed') AS embed_usd
+       sum(c.amount_usd) FILTER (WHERE c.stage = 'embed') AS embed_usd,
+       d.collection
 FROM cost_ledger c LEFT JOIN documents d USING (document_id)
-GROUP BY c.document_id, d.filename, d.status;
+GROUP BY c.document_id, d.filename, d.status, d.collection;
 
 DROP VIEW IF EXISTS v_budget_month CASCADE;
 CREATE VIEW v_budget_month AS
@@ -66,7 +88,7 @@ SELECT date_trunc('month', now())::date AS month,
 
 DROP VIEW IF EXISTS v_failures CASCADE;
 CREATE VIEW v_failures AS
-SELECT document_id, filename, failed_stage, error_class, last_error, attempts, failed_at
+SELECT document_id, filename, failed_stage, error_class, last_error, attempts, failed_at, collection
 FROM documents WHERE status = 'failed';
 
 -- One row per revision of every document, from the log (docs/revisions.md): where its content came
@@ -80,7 +102,8 @@ WITH uploads AS (
            coalesce((e.data ->> 'revision')::int, 1) AS revision, e.position, e.recorded_at AS uploaded_at,
            e.data ->> 'key' AS key, e.data ->> 'filename' AS filename, e.data ->> 'media_type' AS media_type,
            (e.data ->> 'size')::bigint AS size, e.data ->> 'sha256' AS sha256, e.data ->> 'source' AS source,
-           e.data ->> 'source_ref' AS source_ref, e.metadata ->> 'actor' AS actor
+           e.data ->> 'source_ref' AS source_ref, e.metadata ->> 'actor' AS actor,
+           coalesce(e.data ->> 'collection', 'default') AS collection
     FROM events e WHERE e.type = 'DocumentUploaded'
 ), results AS (
     SELECT e.stream_id, e.position, e.event_id, e.type, e.recorded_at, e.data,
@@ -96,7 +119,7 @@ SELECT u.document_id, u.revision, u.key, u.uploaded_at, u.filename, u.media_type
        u.source_ref, u.actor, s.converted_at, s.chunked_at, s.embedded_at, last.failed_stage, last.failure,
        coalesce(c.cost_usd, 0) AS cost_usd,
        (d.serving_revision = u.revision AND d.deleted_at IS NULL) AS serving,
-       d.revision = u.revision AS latest, d.deleted_at
+       d.revision = u.revision AS latest, d.deleted_at, u.collection
 FROM uploads u
 LEFT JOIN LATERAL (
     SELECT max(r.recorded_at) FILTER (WHERE r.type = 'DocumentConverted') AS converted_at,
