@@ -1,5 +1,5 @@
 """Analyst roles limited to some collections: ``analyst_collections`` (migration 085), read by the
-row-level security policies of ``sql/views/090_analyst_role.sql``. A role granted some collections sees
+row-level security policies of ``sql/views/099_analyst_collections.sql``. A role granted some collections sees
 only their rows in the projections, the log and the analyst views; a role granted none sees every row.
 
 Granting also makes the role a member of ``chronos_analyst`` (the SELECT privileges) when it is not yet.
