@@ -19,11 +19,11 @@ $$;
 DROP FUNCTION IF EXISTS chronos_snippet(text, tsquery[], double precision[], tsquery);
 CREATE FUNCTION chronos_snippet(body text, words tsquery[], weights double precision[], q tsquery) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    WITH s AS (
+    WITH s AS (  -- each sentence's tsvector made once (not once per word)
         SELECT t.ord, regexp_replace(t.sentence, '\s+', ' ', 'g') AS sentence,
-               (SELECT coalesce(sum(weights[i]), 0) FROM generate_subscripts(words, 1) i
-                WHERE to_tsvector('english'::regconfig, t.sentence) @@ words[i]) AS w
+               (SELECT coalesce(sum(weights[i]), 0) FROM generate_subscripts(words, 1) i WHERE v.tv @@ words[i]) AS w
         FROM regexp_split_to_table(body, '(?<=[.!?])\s+|\n\s*\n') WITH ORDINALITY AS t(sentence, ord)
+        CROSS JOIN LATERAL (SELECT to_tsvector('english'::regconfig, t.sentence) AS tv OFFSET 0) v  -- OFFSET 0: not inlined
         WHERE t.sentence ~ '[[:alnum:]]'
     ), best AS (
         SELECT s.ord, s.sentence FROM s WHERE s.w > 0 ORDER BY s.w DESC, s.ord LIMIT 2
@@ -51,7 +51,9 @@ CREATE FUNCTION search_chunks_hybrid(
 RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, title text, ordinal integer, text text,
                pages integer[], heading_path text[], char_start integer, char_end integer, score double precision,
                similarity double precision, vector_rank integer, text_rank integer, snippet text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan  -- every statement inside planned for its values (docs/search.md)
+AS $$
 #variable_conflict use_column
 DECLARE
     m text := search_chunks_hybrid.model;
@@ -69,17 +71,20 @@ DECLARE
     txt_exact boolean[] := '{}';
     reachable bigint;
     total bigint;
-    lex text;
-    lex_q tsquery[] := '{}';
+    words text[];  -- the question's distinct lexemes
+    lex_q tsquery[];  -- each of them as a query
+    word_df bigint[];  -- their document frequencies, when known before the candidates are taken
+    counted_df bigint[];
     idf double precision[] := '{}';
     rare boolean[] := '{}';  -- an identifier or figure (has a digit) that few chunks hold
     df bigint;
     gen tsquery;  -- the candidate query: the words that are not in most chunks
-    candidates integer := 20000;
+    candidates integer;  -- at most this many chunks are scored (2,000 when every word is common)
+    found bigint;
+    counted boolean := false;
     common bigint;  -- a word in more chunks than this is common: it scores but makes no candidates
     mce text[];  -- ANALYZE's most common lexemes of chunk_rows.tsv and their frequencies
     mcf real[];
-    at integer;  -- at most this many chunks are scored (2,000 when every word is common)
 BEGIN
     IF mode NOT IN ('hybrid', 'vector', 'text') THEN
         RAISE EXCEPTION 'mode must be hybrid, vector or text, not %', mode;
@@ -132,10 +137,14 @@ BEGIN
                   WHERE allowed IS NULL OR a.document_id = ANY (allowed)
                   ORDER BY a.embedding <=> query_vector LIMIT n) s;
         ELSE
-            IF allowed IS NOT NULL THEN
-                SELECT count(*) INTO reachable FROM vectors v WHERE v.model = m AND v.document_id = ANY (allowed);
+            IF allowed IS NOT NULL THEN  -- how many vectors the filter leaves (one row per document)
+                SELECT coalesce(sum(vs.vector_count), 0), max(total_vectors.n) INTO reachable, total
+                FROM (SELECT coalesce(sum(a.vector_count), 0) AS n FROM vector_sets a WHERE a.model = m) total_vectors
+                LEFT JOIN vector_sets vs ON vs.model = m AND vs.document_id = ANY (allowed);
             END IF;
-            IF allowed IS NOT NULL AND reachable <= 20000 THEN  -- a selective filter: an exact scan
+            IF allowed IS NOT NULL AND reachable <= coalesce(
+                    (SELECT value::bigint FROM settings WHERE key = 'search_exact_limit'), 20000) THEN
+                -- a selective filter: an exact scan
                 SELECT coalesce(array_agg(s.chunk_id ORDER BY s.distance), '{}'),
                        coalesce(array_agg(1 - s.distance ORDER BY s.distance), '{}')
                 INTO vec_ids, vec_sim
@@ -144,11 +153,16 @@ BEGIN
                       ORDER BY v.embedding <=> query_vector LIMIT n) s;
             ELSE
                 ef := greatest(n, coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_ef_search'), 40));
-                PERFORM set_config('hnsw.ef_search', ef::text, true);
                 IF allowed IS NOT NULL THEN
+                    -- A filter passing a share s of the vectors keeps about s * ef_search of each pass of
+                    -- the graph; ef_search / s keeps the first pass as wide, in allowed vectors, as an
+                    -- unfiltered search (at ef_search alone a 30 % filter found 0.63 of the true top 10).
+                    -- The iterative scan goes on past that pass until n allowed vectors are found.
+                    ef := least(1000, ceil(ef * total::double precision / greatest(reachable, 1)))::integer;
                     PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
                     PERFORM set_config('hnsw.max_scan_tuples', '200000', true);
                 END IF;
+                PERFORM set_config('hnsw.ef_search', ef::text, true);
                 EXECUTE format(
                     'SELECT coalesce(array_agg(s.chunk_id ORDER BY s.distance), ''{}''),
                             coalesce(array_agg(1 - s.distance ORDER BY s.distance), ''{}'')
@@ -163,64 +177,94 @@ BEGIN
     -- the text side: rows of the sets serving now (or then) holding any query word, ranked by the sum
     -- of the inverse document frequencies of the words they hold (BM25's idf; PostgreSQL's ts_rank has
     -- none, so "permit" would weigh as much as "zx-5803-p"), ts_rank breaking ties. Words in more than
-    -- 5 % of the chunks (and over 50) still score but do not make a chunk a candidate; common words'
-    -- frequencies come from ANALYZE's statistics, the others are counted through the GIN index.
+    -- 5 % of the chunks (and over 50) still score but do not make a chunk a candidate. A common word's
+    -- frequency comes from ANALYZE's statistics (its most common lexemes); any other word makes
+    -- candidates, so every chunk holding it is a candidate and its frequency is counted among them in
+    -- the same pass (one visit of each candidate row, no query per word). Under a filter or as of a
+    -- moment, and when the candidates reach their bound (stale or missing statistics), the words are
+    -- counted through the GIN index over every serving chunk instead (up to "common").
     IF tq IS NOT NULL THEN  -- the question's words and their idf (the text side ranks, snippets weigh)
         SELECT coalesce(sum(vs.vector_count), 0) INTO total FROM vector_sets vs WHERE vs.model = m;
         common := greatest((0.05 * total)::bigint, 50);
-        IF mode <> 'vector' THEN
+        words := ARRAY(SELECT DISTINCT t.lexeme FROM unnest(to_tsvector('english'::regconfig, query)) t
+                       WHERE strpos(t.lexeme, '\') = 0 ORDER BY t.lexeme);
+        lex_q := ARRAY(SELECT quote_literal(w)::tsquery FROM unnest(words) WITH ORDINALITY u(w, o) ORDER BY u.o);
+        IF mode = 'vector' THEN  -- only snippets weigh the words: no counting
+            idf := array_fill(ln(1 + (total + 0.5) / 0.5), ARRAY[cardinality(words)]);
+            rare := array_fill(false, ARRAY[cardinality(words)]);
+        ELSE
             SELECT st.most_common_elems::text::text[], st.most_common_elem_freqs INTO mce, mcf FROM pg_stats st
             WHERE st.schemaname = current_schema() AND st.tablename = 'chunk_rows' AND st.attname = 'tsv';
-        END IF;
-        FOR lex IN SELECT DISTINCT t.lexeme FROM unnest(to_tsvector('english'::regconfig, query)) t
-                   WHERE strpos(t.lexeme, '\') = 0 LOOP
-            at := array_position(mce, lex);
-            IF mode = 'vector' THEN  -- only snippets weigh the words: no counting
-                df := 0;
-            ELSIF at IS NOT NULL THEN  -- a common lexeme: its frequency from the statistics
-                df := ceil(mcf[at] * total);
-            ELSE  -- counted up to "common": beyond it the exact count changes little and costs much
-                SELECT count(*) INTO df FROM (SELECT 1 FROM chunk_rows c
-                                              WHERE c.serving AND c.tsv @@ quote_literal(lex)::tsquery
-                                              LIMIT common + 1) x;
-            END IF;
-            lex_q := lex_q || quote_literal(lex)::tsquery;
-            idf := idf || ln(1 + (total - df + 0.5) / (df + 0.5));
-            rare := rare || (lex ~ '[0-9]' AND df BETWEEN 1 AND 5);
-            IF df <= common AND mode <> 'vector' THEN
-                gen := CASE WHEN gen IS NULL THEN quote_literal(lex)::tsquery ELSE gen || quote_literal(lex)::tsquery END;
-            END IF;
-        END LOOP;
-        IF gen IS NULL THEN  -- every word is common: they all make candidates, fewer of them are scored
-            gen := tq;
-            candidates := 2000;
+            word_df := ARRAY(SELECT ceil(mcf[array_position(mce, u.w)] * total)::bigint
+                             FROM unnest(words) WITH ORDINALITY u(w, o) ORDER BY u.o);
         END IF;
     END IF;
     IF mode <> 'vector' AND tq IS NOT NULL THEN
-        WITH cand AS (
-            SELECT c.chunk_id, c.tsv FROM chunk_rows c
-            WHERE c.tsv @@ gen AND (allowed IS NULL OR c.document_id = ANY (allowed))
-              AND CASE WHEN at_position IS NULL THEN
-                       c.serving AND EXISTS (SELECT 1 FROM vector_sets vs WHERE vs.document_id = c.document_id
-                                             AND vs.chunk_set_id = c.chunk_set_id AND vs.model = m)
-                  ELSE c.chunk_id IN (SELECT v.chunk_id FROM vectors v
-                                      WHERE v.model = m AND v.valid_from <= at_position
-                                      UNION ALL
-                                      SELECT h.chunk_id FROM vectors_history h
-                                      WHERE h.model = m AND h.valid_from <= at_position AND h.valid_to > at_position)
-                  END
-            LIMIT candidates  -- bounds the work (exhaustive unless that many chunks match)
-        ), ranked AS (
-            SELECT cand.chunk_id,
-                   (SELECT coalesce(sum(idf[i]), 0) FROM generate_subscripts(lex_q, 1) i WHERE cand.tsv @@ lex_q[i])
-                   + ts_rank(cand.tsv, tq) AS r,
-                   EXISTS (SELECT 1 FROM generate_subscripts(lex_q, 1) i WHERE rare[i] AND cand.tsv @@ lex_q[i]) AS x
-            FROM cand ORDER BY r DESC, cand.chunk_id LIMIT n
-        )
-        SELECT coalesce(array_agg(ranked.chunk_id ORDER BY ranked.r DESC, ranked.chunk_id), '{}'),
-               coalesce(array_agg(ranked.r ORDER BY ranked.r DESC, ranked.chunk_id), '{}'),
-               coalesce(array_agg(ranked.x ORDER BY ranked.r DESC, ranked.chunk_id), '{}')
-        INTO txt_ids, txt_rank, txt_exact FROM ranked;
+        counted := allowed IS NOT NULL OR at_position IS NOT NULL;  -- candidates are not every chunk then
+        LOOP
+            IF counted THEN  -- each word counted through the GIN index (up to "common")
+                FOR i IN 1 .. cardinality(words) LOOP
+                    IF word_df[i] IS NULL THEN
+                        SELECT count(*) INTO df FROM (SELECT 1 FROM chunk_rows c
+                                                      WHERE c.serving AND c.tsv @@ lex_q[i] LIMIT common + 1) x;
+                        word_df[i] := df;
+                    END IF;
+                END LOOP;
+            END IF;
+            gen := NULL;
+            FOR i IN 1 .. cardinality(words) LOOP
+                IF word_df[i] IS NULL OR word_df[i] <= common THEN
+                    gen := CASE WHEN gen IS NULL THEN lex_q[i] ELSE gen || lex_q[i] END;
+                END IF;
+            END LOOP;
+            candidates := 20000;
+            IF gen IS NULL THEN  -- every word is common: they all make candidates, fewer of them are scored
+                gen := tq;
+                candidates := 2000;
+            END IF;
+            WITH cand AS MATERIALIZED (
+                SELECT c.chunk_id, c.tsv FROM chunk_rows c
+                WHERE c.tsv @@ gen AND (allowed IS NULL OR c.document_id = ANY (allowed))
+                  AND CASE WHEN at_position IS NULL THEN
+                           c.serving AND EXISTS (SELECT 1 FROM vector_sets vs WHERE vs.document_id = c.document_id
+                                                 AND vs.chunk_set_id = c.chunk_set_id AND vs.model = m)
+                      ELSE c.chunk_id IN (SELECT v.chunk_id FROM vectors v
+                                          WHERE v.model = m AND v.valid_from <= at_position
+                                          UNION ALL
+                                          SELECT h.chunk_id FROM vectors_history h
+                                          WHERE h.model = m AND h.valid_from <= at_position AND h.valid_to > at_position)
+                      END
+                LIMIT candidates  -- bounds the work (exhaustive unless that many chunks match)
+            ), hit AS MATERIALIZED (  -- which of the question's words each candidate holds
+                SELECT cand.chunk_id, w.i FROM cand CROSS JOIN generate_subscripts(lex_q, 1) w(i)
+                WHERE cand.tsv @@ lex_q[w.i]
+            ), wt AS MATERIALIZED (
+                SELECT w.i, f.df, ln(1 + (total - f.df + 0.5) / (f.df + 0.5)) AS idf,
+                       words[w.i] ~ '[0-9]' AND f.df BETWEEN 1 AND 5 AS rare
+                FROM generate_subscripts(lex_q, 1) w(i)
+                CROSS JOIN LATERAL (SELECT coalesce(word_df[w.i], (SELECT count(*) FROM hit WHERE hit.i = w.i)) AS df) f
+            ), scored AS (
+                SELECT hit.chunk_id, sum(wt.idf) AS s, bool_or(wt.rare) AS x FROM hit JOIN wt ON wt.i = hit.i
+                GROUP BY hit.chunk_id
+            ), ranked AS (
+                SELECT scored.chunk_id, scored.s + ts_rank(cand.tsv, tq) AS r, scored.x
+                FROM scored JOIN cand ON cand.chunk_id = scored.chunk_id
+                ORDER BY r DESC, scored.chunk_id LIMIT n
+            )
+            SELECT (SELECT count(*) FROM cand),
+                   (SELECT coalesce(array_agg(ranked.chunk_id ORDER BY ranked.r DESC, ranked.chunk_id), '{}') FROM ranked),
+                   (SELECT coalesce(array_agg(ranked.r ORDER BY ranked.r DESC, ranked.chunk_id), '{}') FROM ranked),
+                   (SELECT coalesce(array_agg(ranked.x ORDER BY ranked.r DESC, ranked.chunk_id), '{}') FROM ranked),
+                   (SELECT array_agg(wt.df ORDER BY wt.i) FROM wt),
+                   (SELECT array_agg(wt.idf ORDER BY wt.i) FROM wt),
+                   (SELECT array_agg(wt.rare ORDER BY wt.i) FROM wt)
+            INTO found, txt_ids, txt_rank, txt_exact, counted_df, idf, rare;
+            EXIT WHEN found < candidates OR counted;
+            counted := true;  -- the bound cut the candidates: their counts are not the words' frequencies
+        END LOOP;
+    END IF;
+    IF lex_q IS NULL THEN
+        lex_q := '{}';
     END IF;
 
     RETURN QUERY
