@@ -32,6 +32,7 @@ import numpy as np
 
 from app.catalogue import events as ev
 from app.catalogue.codec import decode, decode_payload
+from app.catalogue.collections import DEFAULT, apply_metadata
 from app.catalogue.content import load_content
 from app.catalogue.ids import chunk_id_for, stream_for
 from events.blobs import BlobStore
@@ -43,14 +44,16 @@ from projections.base import Conn, Projector, as_uuid, document_id_of, in_own_st
 from projections.lineage import DeletionTimeline
 
 logger = logging.getLogger(__name__)
-HANDLED = frozenset(
-    {ev.DocumentUploaded.TYPE, ev.DocumentChunked.TYPE, ev.ChunksEmbedded.TYPE, ev.DocumentDeleted.TYPE}
-)
+HANDLED = frozenset({
+    ev.DocumentUploaded.TYPE, ev.DocumentChunked.TYPE, ev.ChunksEmbedded.TYPE, ev.DocumentDeleted.TYPE,
+    ev.DocumentMetadataUpdated.TYPE,
+})  # fmt: skip
 BLOB_READS = 8  # concurrent blob reads per batch
 MAX_INDEXED_DIMENSIONS = 4000  # pgvector HNSW: vector up to 2000, halfvec up to 4000 (sql/040_halfvec_vector_index.sql)
 CHUNK_COLUMNS = (
     "chunk_id", "document_id", "chunk_set_id", "ordinal", "text", "text_sha256", "pages", "heading_path",
     "char_start", "char_end", "token_count", "serving", "served_from", "title", "context", "embed_sha256",
+    "collection", "metadata",
 )  # fmt: skip
 VECTOR_COLUMNS = ["chunk_id", "model", "document_id", "embedding", "valid_from"]
 HISTORY_COLUMNS = ["chunk_id", "model", "document_id", "embedding", "valid_from", "valid_to"]
@@ -87,6 +90,7 @@ class Batch:
     purged: set[str] = field(default_factory=set)
     dropped: list[Switch] = field(default_factory=list)  # switches a later deletion in this batch undid
     touched: set[str] = field(default_factory=set)
+    relabelled: set[str] = field(default_factory=set)  # documents whose metadata changed (chunk rows rewritten)
 
 
 class IndexProjector(Projector):
@@ -113,7 +117,7 @@ class IndexProjector(Projector):
             state = batch.docs.get(doc)
             if state is not None and recorded.stream_version <= state["stream_version"]:
                 continue  # applied already
-            state = dict(state or {"document_id": doc, "deleted": False})
+            state = dict(state or {"document_id": doc, "deleted": False, "collection": DEFAULT, "metadata": {}})
             state.update(stream_version=recorded.stream_version, position=recorded.position)
             batch.docs[doc] = state
             batch.touched.add(doc)
@@ -133,9 +137,15 @@ class IndexProjector(Projector):
     def _gather(self, batch: Batch, state: dict[str, Any], doc: str, recorded: RecordedEvent) -> None:
         event = decode(recorded)
         if isinstance(event, ev.DocumentUploaded):
-            state["deleted"] = False
+            before = {} if state["deleted"] else state["metadata"]
+            state.update(deleted=False, collection=event.collection,
+                         metadata=apply_metadata(before, event.metadata, "merge"))  # fmt: skip
+            batch.relabelled.add(doc)
         elif state["deleted"]:
             return
+        elif isinstance(event, ev.DocumentMetadataUpdated):
+            state["metadata"] = apply_metadata(state["metadata"], event.metadata, event.mode)
+            batch.relabelled.add(doc)
         elif isinstance(event, ev.DocumentChunked):
             batch.new_sets[event.chunk_set_id] = (event, recorded)
             batch.order[event.chunk_set_id] = recorded.position
@@ -185,7 +195,19 @@ class IndexProjector(Projector):
             [d["deleted"] for d in docs],
             [d["stream_version"] for d in docs],
             [d["position"] for d in docs],
+            [d["collection"] for d in docs],
+            [d["metadata"] for d in docs],
         )
+        # Chunk rows carry their document's current collection and metadata (search filters on them):
+        # rows written above already do; rows of earlier batches are rewritten here, in this transaction.
+        relabel = [batch.docs[d] for d in batch.relabelled if not batch.docs[d]["deleted"]]
+        if relabel:
+            await conn.execute(
+                query("index", "chunk_rows_relabel"),
+                [d["document_id"] for d in relabel],
+                [d["collection"] for d in relabel],
+                [d["metadata"] for d in relabel],
+            )
 
     async def _switch(self, conn: Conn, batch: Batch) -> None:
         items = [s for chain in batch.switches.values() for s in chain if s.problem is None]
@@ -273,7 +295,11 @@ class IndexProjector(Projector):
         }
         wanted = [sid for sid in first_served if sid not in present]
         texts = await self._texts(conn, [sets[sid] for sid in wanted])
-        records = [rec for sid in wanted for rec in chunk_records(sets[sid], texts[sid], first_served[sid])]
+        records = [
+            rec
+            for sid in wanted
+            for rec in chunk_records(sets[sid], texts[sid], first_served[sid], batch.docs.get(sets[sid].document_id))
+        ]
         if records:
             await conn.copy_records_to_table("chunk_rows", records=records, columns=CHUNK_COLUMNS)
         docs = sorted({k[0] for k in chains})
@@ -443,12 +469,17 @@ def _vector_rows(s: Switch, rows: SetRows, valid_to: int | None = None) -> bytes
     return copy.encode_rows(n, fields)
 
 
-def chunk_records(rows: SetRows, texts: list[ev.ChunkContent], served_from: int) -> list[tuple[Any, ...]]:
+def chunk_records(
+    rows: SetRows, texts: list[ev.ChunkContent], served_from: int, document: dict[str, Any] | None = None
+) -> list[tuple[Any, ...]]:
+    """``chunk_rows`` records of a set (``document``: its index_documents state, for collection and metadata)."""
     doc = as_uuid(rows.document_id)
     set_id = as_uuid(rows.chunk_set_id)
+    collection = document["collection"] if document else DEFAULT
+    metadata = document["metadata"] if document else {}
     return [
         (chunk_id_for(rows.chunk_set_id, c.ordinal), doc, set_id, c.ordinal, x.text, c.text_sha256, list(c.pages),
          list(x.heading_path), c.char_start, c.char_end, c.token_count, False, served_from, x.title, x.context,
-         c.embed_sha256)
+         c.embed_sha256, collection, metadata)
         for c, x in zip(rows.chunks, texts, strict=True)
     ]  # fmt: skip

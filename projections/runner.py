@@ -19,6 +19,7 @@ from events.hub import Hub
 from events.store import EventStore
 from events.subscription import Subscription
 from projections.base import Projector
+from projections.collections import CollectionsProjector
 from projections.cost_ledger import CostLedgerProjector
 from projections.documents import DocumentsProjector
 from projections.embedding_cache import EmbeddingCacheProjector
@@ -36,11 +37,13 @@ def all_projectors(blobs: BlobStore, *, bulk: bool = False) -> list[Projector]:
         CostLedgerProjector(),
         EmbeddingCacheProjector(blobs),
         TokensProjector(),
+        CollectionsProjector(),
     ]
 
 
 PROJECTOR_CLASSES: tuple[type[Projector], ...] = (
     DocumentsProjector, IndexProjector, CostLedgerProjector, EmbeddingCacheProjector, TokensProjector,
+    CollectionsProjector,
 )  # fmt: skip
 
 

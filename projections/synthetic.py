@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -48,12 +49,22 @@ class SyntheticDocument:
     def event(self, event: ev.Event) -> NewEvent:
         return new_event(event, META)
 
-    async def upload(self, content: bytes = b"%PDF-1.7 synthetic") -> None:
+    async def upload(
+        self,
+        content: bytes = b"%PDF-1.7 synthetic",
+        *,
+        collection: str = "default",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         ref = await self.blobs.put_bytes(content, "application/pdf")
         await self.append(ev.DocumentUploaded(
             document_id=self.document_id, filename=self.filename, media_type="application/pdf",
-            size=ref.size, sha256=ref.sha256, blob=ev.BlobRef.of(ref), source="cli",
+            size=ref.size, sha256=ref.sha256, blob=ev.BlobRef.of(ref), source="cli", collection=collection,
+            metadata=metadata or {},
         ))  # fmt: skip
+
+    async def update_metadata(self, metadata: dict[str, Any], mode: ev.MetadataMode = "merge") -> None:
+        await self.append(ev.DocumentMetadataUpdated(document_id=self.document_id, metadata=metadata, mode=mode))
 
     async def convert(self, pages: int = 3, backend: str = "local", seconds: float = 1.5) -> str:
         self.conversion_id = str(uuid.uuid4())

@@ -18,6 +18,7 @@ HASHED = {
     "vector_problems": "event_id",
     "cost_ledger": "position",
     "embedding_cache": "model, dimensions, text_sha256, document_id",
+    "collections": "name",
 }
 
 
@@ -34,14 +35,24 @@ async def projection_hashes(pool: asyncpg.Pool) -> dict[str, str]:
 async def build_history(store, blobs, pool, dsn):  # type: ignore[no-untyped-def]
     import numpy as np
 
+    from app.catalogue import events as ev
+    from app.catalogue.codec import new_event
+    from app.catalogue.ids import collection_stream
     from projections.runner import catch_up_all
     from projections.synthetic import SyntheticDocument, random_unit_vectors
 
     rng = np.random.default_rng(3)
     docs = []
+    created = ev.CollectionCreated(name="finance", description="Finance", monthly_budget_usd=5.0)
+    await store.append(collection_stream("finance"), [new_event(created, {"actor": "test"})])
+    budget = ev.CollectionBudgetSet(name="default", monthly_budget_usd=7.5)  # default has no CollectionCreated
+    await store.append(collection_stream("default"), [new_event(budget, {"actor": "test"})])
     for i in range(4):
         doc = SyntheticDocument(store, blobs, filename=f"d{i}.pdf")
-        await doc.upload(doc.document_id.encode())
+        if i == 1:
+            await doc.upload(doc.document_id.encode(), collection="finance", metadata={"dept": "finance", "n": 1})
+        else:
+            await doc.upload(doc.document_id.encode())
         await doc.convert()
         await doc.chunk([f"doc {i} chunk {j}" for j in range(6)])
         await doc.embed(random_unit_vectors(rng, 6, 32), "local:m32")
@@ -52,12 +63,16 @@ async def build_history(store, blobs, pool, dsn):  # type: ignore[no-untyped-def
     await docs[1].embed(random_unit_vectors(rng, 6, 48), "openai:m48", tokens=100, price=2e-8)
     await docs[2].fail("embed", "Timeout", "too slow", final=True)
     await docs[3].delete()
+    await docs[0].update_metadata({"dept": "hr", "tags": ["a", "b"]})  # after its chunk rows are in
+    await docs[1].update_metadata({"n": None, "year": "2026"})
     await catch_up_all(pool, dsn)
     return docs
 
 
 async def test_replay_is_deterministic_and_makes_no_external_calls(store, blobs, pool, dsn, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import sys
+
+    import orjson
 
     from projections.replay import replay
 
@@ -73,6 +88,17 @@ async def test_replay_is_deterministic_and_makes_no_external_calls(store, blobs,
     assert await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'chronos_re%'") == 1  # shadow only
     # Views point at the swapped-in tables, and the live projectors carry on from the replay's checkpoint.
     assert await pool.fetchval("SELECT count(*) FROM v_documents") == 4
+    # Collections and metadata are rebuilt too (the hashes cover them; these say what they hold).
+    rows = await pool.fetch("SELECT DISTINCT collection, metadata::text AS m FROM chunk_rows ORDER BY 1, 2")
+    assert [(r["collection"], orjson.loads(r["m"])) for r in rows] == [
+        ("default", {"dept": "hr", "tags": ["a", "b"]}),
+        ("default", {}),
+        ("finance", {"dept": "finance", "year": "2026"}),
+    ]
+    budgets = await pool.fetch(
+        "SELECT name, monthly_budget_usd, created_at IS NULL AS implicit FROM collections ORDER BY name"
+    )
+    assert [tuple(r) for r in budgets] == [("default", 7.5, True), ("finance", 5, False)]
     from projections.runner import catch_up_all
 
     assert await catch_up_all(pool, dsn) == 0

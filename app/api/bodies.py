@@ -68,7 +68,12 @@ def _document_type() -> type[Body]:
             continue
         kind = float if hints[f.name] is Decimal else hints[f.name]
         default = float(f.default) if isinstance(f.default, Decimal) else f.default
-        fields.append((f.name, kind) if f.default is dataclasses.MISSING else (f.name, kind, default))
+        if f.default_factory is not dataclasses.MISSING:  # metadata: {}
+            default = field(default_factory=f.default_factory)
+        elif f.default is dataclasses.MISSING:
+            fields.append((f.name, kind))
+            continue
+        fields.append((f.name, kind, default))
     fields.append(("searchable", bool | None, None))  # in a document's own view, not in listings
     return typing.cast(type[Body], msgspec.defstruct("Document", fields, bases=(Body,), module=__name__))
 

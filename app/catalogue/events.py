@@ -64,6 +64,21 @@ class DocumentUploaded(DocumentEvent, frozen=True):
     declared_media_type: str | None = None  # what the uploader or the extension claimed
     key: str | None = None  # the logical document's key ("directus:<id>", "api:<id>", "folder:<src>:<path>")
     revision: int = 1  # 1, 2, ... within the document
+    collection: str = "default"  # docs/collections.md; part of the document id outside ``default``
+    metadata: dict[str, Any] = {}  # merged into the document's metadata (app.catalogue.collections.apply_metadata)
+
+
+MetadataMode = Literal["merge", "replace"]
+
+
+class DocumentMetadataUpdated(DocumentEvent, frozen=True):
+    """New metadata for a document: no re-conversion, no model call. ``merge``: the top-level keys given
+    replace the document's (a key given as null is removed); ``replace``: the object given is the whole
+    metadata."""
+
+    TYPE: ClassVar[str] = "DocumentMetadataUpdated"
+    metadata: dict[str, Any]
+    mode: MetadataMode = "merge"
 
 
 class DocumentDeleted(DocumentEvent, frozen=True):
@@ -398,6 +413,26 @@ class ApiTokenRevoked(Event, frozen=True):
     reason: str = ""
 
 
+# --- collections (stream ``collection-<name>``, docs/collections.md) ------------------------------
+
+
+class CollectionCreated(Event, frozen=True):
+    """A collection documents can be uploaded into (``default`` always exists and has no event)."""
+
+    TYPE: ClassVar[str] = "CollectionCreated"
+    name: str  # app.catalogue.collections.validate_collection_name
+    description: str = ""
+    monthly_budget_usd: float | None = None  # None: only the global budget applies
+
+
+class CollectionBudgetSet(Event, frozen=True):
+    """A collection's monthly budget changed (None: removed)."""
+
+    TYPE: ClassVar[str] = "CollectionBudgetSet"
+    name: str
+    monthly_budget_usd: float | None = None
+
+
 class SourceSynced(Event, frozen=True):
     """A sync with an external source finished (stream ``sync-<source>``): ``high_water`` is the newest
     change time it took in (the next sync lists files changed after it); the counts are what it did."""
@@ -416,10 +451,12 @@ class SourceSynced(Event, frozen=True):
 
 
 ALL: tuple[type[Event], ...] = (
-    DocumentUploaded, DocumentDeleted, ConversionRequested, ChunkingRequested, EmbeddingRequested,
+    DocumentUploaded, DocumentMetadataUpdated, DocumentDeleted, ConversionRequested, ChunkingRequested,
+    EmbeddingRequested,
     DocumentConverted, DocumentChunked, ChunkingUnchanged, ChunksEmbedded, EmbeddingsCached,
     ConversionFailed, ChunkingFailed, EmbeddingFailed, CostIncurred,
     EmbeddingBatchSubmitted, EmbeddingBatchFinished, ApiTokenCreated, ApiTokenRevoked,
     BudgetThresholdCrossed, BudgetAlertDelivered, BudgetAlertDeliveryFailed, SourceSynced,
+    CollectionCreated, CollectionBudgetSet,
 )  # fmt: skip
 BY_TYPE: dict[str, type[Event]] = {cls.TYPE: cls for cls in ALL}

@@ -31,15 +31,32 @@ def token_stream(token_id: str | uuid.UUID) -> str:
     return f"{TOKEN_STREAM_PREFIX}{token_id}"
 
 
-def document_id_for_content(sha256: str) -> uuid.UUID:
-    """Same content, same document: the id of a document without a key is its content hash's."""
-    return uuid.uuid5(DOCUMENT_NAMESPACE, sha256)
+DEFAULT_COLLECTION = "default"
+COLLECTION_STREAM_PREFIX = "collection-"
 
 
-def document_id_for_key(key: str) -> uuid.UUID:
-    """A logical document: the same key (a Directus file id, an external id, a path in a source) is the
-    same document whatever its content; new content under it is a new revision."""
-    return uuid.uuid5(DOCUMENT_NAMESPACE, f"key:{key}")
+def collection_stream(name: str) -> str:
+    """The stream of one collection's events (CollectionCreated, CollectionBudgetSet)."""
+    return f"{COLLECTION_STREAM_PREFIX}{name}"
+
+
+def _in_collection(name: str, collection: str) -> str:
+    """The uuid5 name of a document in ``collection``: ``default`` keeps the derivation documents had
+    before collections (their ids do not change); any other collection is part of the name, so the
+    same bytes or key in two collections are two documents. A sha256 or ``key:`` name never starts
+    with ``collection:``, so the two forms cannot meet."""
+    return name if collection == DEFAULT_COLLECTION else f"collection:{collection}:{name}"
+
+
+def document_id_for_content(sha256: str, collection: str = DEFAULT_COLLECTION) -> uuid.UUID:
+    """Same content in the same collection, same document: the id of a document without a key."""
+    return uuid.uuid5(DOCUMENT_NAMESPACE, _in_collection(sha256, collection))
+
+
+def document_id_for_key(key: str, collection: str = DEFAULT_COLLECTION) -> uuid.UUID:
+    """A logical document: the same key (a Directus file id, an external id, a path in a source) in the
+    same collection is the same document whatever its content; new content under it is a new revision."""
+    return uuid.uuid5(DOCUMENT_NAMESPACE, _in_collection(f"key:{key}", collection))
 
 
 def upload_event_id(idempotency_key: str) -> uuid.UUID:

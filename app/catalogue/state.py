@@ -24,7 +24,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from app.catalogue import events as ev
+from app.catalogue.collections import apply_metadata
 from events.types import RecordedEvent
 
 COST_SCALE = Decimal("1e-8")  # documents.total_cost_usd is numeric(14, 8)
@@ -95,6 +98,8 @@ class DocumentState:
     document_key: str | None = None  # the logical document's key (None: identified by its content)
     revision: int = 1  # the latest revision; the status is about it
     serving_revision: int | None = None  # the revision search answers from
+    collection: str = "default"  # docs/collections.md (fixed for the document: it is part of its id)
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # current metadata (jsonb)
     # -- persisted in the ``state`` column --
     chunk_settings: tuple[int | None, int | None] = (None, None)  # sticky (chunk_size, overlap) of a request
     model: str | None = None  # sticky model of the latest embedding request
@@ -157,6 +162,9 @@ class DocumentState:
         values["status"] = Status(row["status"])
         values["total_cost_usd"] = Decimal(str(row.get("total_cost_usd") or 0))
         values["attempts"] = int(row.get("attempts") or 0)
+        values["collection"] = row.get("collection") or "default"
+        meta = row.get("metadata")
+        values["metadata"] = dict(orjson.loads(meta) if isinstance(meta, str | bytes) else meta or {})
         settings = extras.get("chunk_settings") or [None, None]
         return cls(
             **values,
@@ -200,12 +208,13 @@ def evolve(state: DocumentState | None, event: ev.Event, recorded: RecordedEvent
         elif state is not None:
             # A new revision: its pipeline starts over; search keeps answering from the serving one.
             base = dataclasses.replace(base, **_NEW_REVISION)
+        metadata = apply_metadata(base.metadata, event.metadata, "merge")
         return _touch(
             base, recorded, own, **_CLEARED,
             filename=event.filename, media_type=event.media_type, size=event.size, sha256=event.sha256,
             source=event.source, source_ref=event.source_ref, status=Status.UPLOADED, current_stage="convert",
             uploaded_at=recorded.recorded_at, deleted_at=None, last_error=None, error_class=None,
-            document_key=event.key, revision=event.revision,
+            document_key=event.key, revision=event.revision, collection=event.collection, metadata=metadata,
         )  # fmt: skip
     if state is None:
         return None
@@ -265,6 +274,8 @@ def _changes(s: DocumentState, event: ev.Event, recorded: RecordedEvent) -> dict
                 "serving_revision": s.chunk_set_revision or s.revision, "last_error": None, "error_class": None,
                 "halted": None,
             }  # fmt: skip
+        case ev.DocumentMetadataUpdated():
+            return {"metadata": apply_metadata(s.metadata, event.metadata, event.mode)}
         case ev.EmbeddingsCached():
             # Paid vectors kept for a retry (the embedding cache takes them in): where the document
             # stands is said by the failure recorded with them.

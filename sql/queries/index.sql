@@ -2,13 +2,21 @@
 -- replay runs the same queries with search_path = chronos_replay, public to build shadow tables.
 
 -- name: documents_get
-SELECT document_id, deleted, stream_version, position FROM index_documents WHERE document_id = ANY ($1::uuid[]);
+SELECT document_id, deleted, stream_version, position, collection, metadata
+FROM index_documents WHERE document_id = ANY ($1::uuid[]);
 
 -- name: documents_upsert
-INSERT INTO index_documents (document_id, deleted, stream_version, position)
-SELECT * FROM unnest($1::uuid[], $2::boolean[], $3::integer[], $4::bigint[])
+INSERT INTO index_documents (document_id, deleted, stream_version, position, collection, metadata)
+SELECT * FROM unnest($1::uuid[], $2::boolean[], $3::integer[], $4::bigint[], $5::text[], $6::jsonb[])
 ON CONFLICT (document_id) DO UPDATE
-SET deleted = EXCLUDED.deleted, stream_version = EXCLUDED.stream_version, position = EXCLUDED.position;
+SET deleted = EXCLUDED.deleted, stream_version = EXCLUDED.stream_version, position = EXCLUDED.position,
+    collection = EXCLUDED.collection, metadata = EXCLUDED.metadata;
+
+-- name: chunk_rows_relabel
+-- A document's collection and current metadata onto every chunk row of it (search filters without a join).
+UPDATE chunk_rows c SET collection = k.collection, metadata = k.metadata
+FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS k(document_id, collection, metadata)
+WHERE c.document_id = k.document_id AND (c.collection, c.metadata) IS DISTINCT FROM (k.collection, k.metadata);
 
 -- name: vector_sets_get
 SELECT document_id, model, chunk_set_id FROM vector_sets WHERE document_id = ANY ($1::uuid[]);

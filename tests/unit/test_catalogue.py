@@ -26,7 +26,11 @@ def sample(cls: type[ev.Event]) -> ev.Event:
               message="m"), "attempts": ["local whole document: Timeout"], "page_count": 7}  # fmt: skip
     values: dict[type[ev.Event], dict[str, Any]] = {
         ev.DocumentUploaded: {"filename": "a.pdf", "media_type": "application/pdf", "size": 3, "sha256": "a" * 64,
-                              "blob": BLOB, "source": "api", "source_ref": "ref", "declared_media_type": "x/y"},
+                              "blob": BLOB, "source": "api", "source_ref": "ref", "declared_media_type": "x/y",
+                              "collection": "finance", "metadata": {"dept": "finance", "tags": ["q1", "q2"]}},
+        ev.DocumentMetadataUpdated: {"metadata": {"dept": "hr", "gone": None}, "mode": "replace"},
+        ev.CollectionCreated: {"name": "finance", "description": "Finance team", "monthly_budget_usd": 12.5},
+        ev.CollectionBudgetSet: {"name": "finance", "monthly_budget_usd": 20.0},
         ev.DocumentDeleted: {"reason": "gone"},
         ev.ConversionRequested: {"request_id": "r", "backend": "modal", "pipeline": "standard", "reason": "why"},
         ev.ChunkingRequested: {"request_id": "r", "chunk_size": 64, "chunk_overlap": 8, "reason": "why"},
@@ -109,6 +113,23 @@ def test_optional_fields_take_their_defaults_and_unknown_fields_are_ignored() ->
     event = decode(recorded("DocumentUploaded", data))
     assert isinstance(event, ev.DocumentUploaded)
     assert event.source_ref is None and event.blob.media_type is None
+
+
+def test_uploads_written_before_collections_decode_into_default_with_no_metadata() -> None:
+    """A DocumentUploaded stored before issue 15 has neither field: it is in ``default`` with ``{}``, and a
+    metadata update without a mode merges."""
+    data = {"document_id": DOC, "filename": "a.md", "media_type": "text/markdown", "size": 1, "sha256": "s",
+            "blob": {"sha256": "s", "size": 1}, "source": "cli", "key": "api:x", "revision": 2}  # fmt: skip
+    event = decode(recorded("DocumentUploaded", data))
+    assert isinstance(event, ev.DocumentUploaded)
+    assert (event.collection, event.metadata, event.revision) == ("default", {}, 2)
+    update = decode(recorded("DocumentMetadataUpdated", {"document_id": DOC, "metadata": {"a": 1}}))
+    assert isinstance(update, ev.DocumentMetadataUpdated) and update.mode == "merge"
+    created = decode(recorded("CollectionCreated", {"name": "hr"}))
+    assert isinstance(created, ev.CollectionCreated)
+    assert (created.description, created.monthly_budget_usd) == ("", None)
+    with pytest.raises(InvalidEvent, match="DocumentMetadataUpdated"):
+        decode(recorded("DocumentMetadataUpdated", {"document_id": DOC, "metadata": {}, "mode": "upsert"}))
 
 
 def test_a_payload_that_does_not_match_its_type_is_refused_with_the_event_named() -> None:
