@@ -71,20 +71,19 @@ DECLARE
     txt_exact boolean[] := '{}';
     reachable bigint;
     total bigint;
-    words text[];  -- the question's distinct lexemes
-    lex_q tsquery[];  -- each of them as a query
-    word_df bigint[];  -- their document frequencies, when known before the candidates are taken
-    counted_df bigint[];
+    lex text;
+    lex_q tsquery[] := '{}';
     idf double precision[] := '{}';
     rare boolean[] := '{}';  -- an identifier or figure (has a digit) that few chunks hold
     df bigint;
     gen tsquery;  -- the candidate query: the words that are not in most chunks
-    candidates integer;  -- at most this many chunks are scored (2,000 when every word is common)
-    found bigint;
-    counted boolean := false;
+    candidates integer := 20000;
     common bigint;  -- a word in more chunks than this is common: it scores but makes no candidates
     mce text[];  -- ANALYZE's most common lexemes of chunk_rows.tsv and their frequencies
     mcf real[];
+    at integer;  -- at most this many chunks are scored (2,000 when every word is common)
+    score text;  -- the text side's scoring expression for this question's words
+    exact text;  -- holds an identifier or figure of the question that few chunks hold
 BEGIN
     IF mode NOT IN ('hybrid', 'vector', 'text') THEN
         RAISE EXCEPTION 'mode must be hybrid, vector or text, not %', mode;
@@ -177,94 +176,81 @@ BEGIN
     -- the text side: rows of the sets serving now (or then) holding any query word, ranked by the sum
     -- of the inverse document frequencies of the words they hold (BM25's idf; PostgreSQL's ts_rank has
     -- none, so "permit" would weigh as much as "zx-5803-p"), ts_rank breaking ties. Words in more than
-    -- 5 % of the chunks (and over 50) still score but do not make a chunk a candidate. A common word's
-    -- frequency comes from ANALYZE's statistics (its most common lexemes); any other word makes
-    -- candidates, so every chunk holding it is a candidate and its frequency is counted among them in
-    -- the same pass (one visit of each candidate row, no query per word). Under a filter or as of a
-    -- moment, and when the candidates reach their bound (stale or missing statistics), the words are
-    -- counted through the GIN index over every serving chunk instead (up to "common").
+    -- 5 % of the chunks (and over 50) still score but do not make a chunk a candidate; common words'
+    -- frequencies come from ANALYZE's statistics, the others are counted through the GIN index.
+    -- Each candidate's score is summed inline, one term per word, in a statement made for this question
+    -- (no subquery per row: that cost ~10 us a candidate, and a question's rarer words make thousands of
+    -- candidates at 100k chunks); ts_rank (at most 1) is added only for the candidates whose idf sum
+    -- comes within 1 of the n-th best, the only ones that can still reach the top n.
     IF tq IS NOT NULL THEN  -- the question's words and their idf (the text side ranks, snippets weigh)
         SELECT coalesce(sum(vs.vector_count), 0) INTO total FROM vector_sets vs WHERE vs.model = m;
         common := greatest((0.05 * total)::bigint, 50);
-        words := ARRAY(SELECT DISTINCT t.lexeme FROM unnest(to_tsvector('english'::regconfig, query)) t
-                       WHERE strpos(t.lexeme, '\') = 0 ORDER BY t.lexeme);
-        lex_q := ARRAY(SELECT quote_literal(w)::tsquery FROM unnest(words) WITH ORDINALITY u(w, o) ORDER BY u.o);
-        IF mode = 'vector' THEN  -- only snippets weigh the words: no counting
-            idf := array_fill(ln(1 + (total + 0.5) / 0.5), ARRAY[cardinality(words)]);
-            rare := array_fill(false, ARRAY[cardinality(words)]);
-        ELSE
+        IF mode <> 'vector' THEN
             SELECT st.most_common_elems::text::text[], st.most_common_elem_freqs INTO mce, mcf FROM pg_stats st
             WHERE st.schemaname = current_schema() AND st.tablename = 'chunk_rows' AND st.attname = 'tsv';
-            word_df := ARRAY(SELECT ceil(mcf[array_position(mce, u.w)] * total)::bigint
-                             FROM unnest(words) WITH ORDINALITY u(w, o) ORDER BY u.o);
+        END IF;
+        FOR lex IN SELECT DISTINCT t.lexeme FROM unnest(to_tsvector('english'::regconfig, query)) t
+                   WHERE strpos(t.lexeme, '\') = 0 LOOP
+            at := array_position(mce, lex);
+            IF mode = 'vector' THEN  -- only snippets weigh the words: no counting
+                df := 0;
+            ELSIF at IS NOT NULL THEN  -- a common lexeme: its frequency from the statistics
+                df := ceil(mcf[at] * total);
+            ELSE  -- counted up to "common": beyond it the exact count changes little and costs much
+                SELECT count(*) INTO df FROM (SELECT 1 FROM chunk_rows c
+                                              WHERE c.serving AND c.tsv @@ quote_literal(lex)::tsquery
+                                              LIMIT common + 1) x;
+            END IF;
+            lex_q := lex_q || quote_literal(lex)::tsquery;
+            idf := idf || ln(1 + (total - df + 0.5) / (df + 0.5));
+            rare := rare || (lex ~ '[0-9]' AND df BETWEEN 1 AND 5);
+            IF df <= common AND mode <> 'vector' THEN
+                gen := CASE WHEN gen IS NULL THEN quote_literal(lex)::tsquery ELSE gen || quote_literal(lex)::tsquery END;
+            END IF;
+        END LOOP;
+        IF gen IS NULL THEN  -- every word is common: they all make candidates, fewer of them are scored
+            gen := tq;
+            candidates := 2000;
         END IF;
     END IF;
     IF mode <> 'vector' AND tq IS NOT NULL THEN
-        counted := allowed IS NOT NULL OR at_position IS NOT NULL;  -- candidates are not every chunk then
-        LOOP
-            IF counted THEN  -- each word counted through the GIN index (up to "common")
-                FOR i IN 1 .. cardinality(words) LOOP
-                    IF word_df[i] IS NULL THEN
-                        SELECT count(*) INTO df FROM (SELECT 1 FROM chunk_rows c
-                                                      WHERE c.serving AND c.tsv @@ lex_q[i] LIMIT common + 1) x;
-                        word_df[i] := df;
-                    END IF;
-                END LOOP;
-            END IF;
-            gen := NULL;
-            FOR i IN 1 .. cardinality(words) LOOP
-                IF word_df[i] IS NULL OR word_df[i] <= common THEN
-                    gen := CASE WHEN gen IS NULL THEN lex_q[i] ELSE gen || lex_q[i] END;
-                END IF;
-            END LOOP;
-            candidates := 20000;
-            IF gen IS NULL THEN  -- every word is common: they all make candidates, fewer of them are scored
-                gen := tq;
-                candidates := 2000;
-            END IF;
-            WITH cand AS MATERIALIZED (
-                SELECT c.chunk_id, c.tsv FROM chunk_rows c
-                WHERE c.tsv @@ gen AND (allowed IS NULL OR c.document_id = ANY (allowed))
-                  AND CASE WHEN at_position IS NULL THEN
-                           c.serving AND EXISTS (SELECT 1 FROM vector_sets vs WHERE vs.document_id = c.document_id
-                                                 AND vs.chunk_set_id = c.chunk_set_id AND vs.model = m)
-                      ELSE c.chunk_id IN (SELECT v.chunk_id FROM vectors v
-                                          WHERE v.model = m AND v.valid_from <= at_position
-                                          UNION ALL
-                                          SELECT h.chunk_id FROM vectors_history h
-                                          WHERE h.model = m AND h.valid_from <= at_position AND h.valid_to > at_position)
-                      END
-                LIMIT candidates  -- bounds the work (exhaustive unless that many chunks match)
-            ), hit AS MATERIALIZED (  -- which of the question's words each candidate holds
-                SELECT cand.chunk_id, w.i FROM cand CROSS JOIN generate_subscripts(lex_q, 1) w(i)
-                WHERE cand.tsv @@ lex_q[w.i]
-            ), wt AS MATERIALIZED (
-                SELECT w.i, f.df, ln(1 + (total - f.df + 0.5) / (f.df + 0.5)) AS idf,
-                       words[w.i] ~ '[0-9]' AND f.df BETWEEN 1 AND 5 AS rare
-                FROM generate_subscripts(lex_q, 1) w(i)
-                CROSS JOIN LATERAL (SELECT coalesce(word_df[w.i], (SELECT count(*) FROM hit WHERE hit.i = w.i)) AS df) f
-            ), scored AS (
-                SELECT hit.chunk_id, sum(wt.idf) AS s, bool_or(wt.rare) AS x FROM hit JOIN wt ON wt.i = hit.i
-                GROUP BY hit.chunk_id
-            ), ranked AS (
-                SELECT scored.chunk_id, scored.s + ts_rank(cand.tsv, tq) AS r, scored.x
-                FROM scored JOIN cand ON cand.chunk_id = scored.chunk_id
-                ORDER BY r DESC, scored.chunk_id LIMIT n
-            )
-            SELECT (SELECT count(*) FROM cand),
-                   (SELECT coalesce(array_agg(ranked.chunk_id ORDER BY ranked.r DESC, ranked.chunk_id), '{}') FROM ranked),
-                   (SELECT coalesce(array_agg(ranked.r ORDER BY ranked.r DESC, ranked.chunk_id), '{}') FROM ranked),
-                   (SELECT coalesce(array_agg(ranked.x ORDER BY ranked.r DESC, ranked.chunk_id), '{}') FROM ranked),
-                   (SELECT array_agg(wt.df ORDER BY wt.i) FROM wt),
-                   (SELECT array_agg(wt.idf ORDER BY wt.i) FROM wt),
-                   (SELECT array_agg(wt.rare ORDER BY wt.i) FROM wt)
-            INTO found, txt_ids, txt_rank, txt_exact, counted_df, idf, rare;
-            EXIT WHEN found < candidates OR counted;
-            counted := true;  -- the bound cut the candidates: their counts are not the words' frequencies
-        END LOOP;
-    END IF;
-    IF lex_q IS NULL THEN
-        lex_q := '{}';
+        score := (SELECT string_agg(format('CASE WHEN c.tsv @@ $1[%1$s] THEN $2[%1$s] ELSE 0 END', i), ' + ')
+                  FROM generate_subscripts(lex_q, 1) i);
+        exact := (SELECT string_agg(format('c.tsv @@ $1[%s]', i), ' OR ')
+                  FROM generate_subscripts(lex_q, 1) i WHERE rare[i]);
+        EXECUTE format(
+            'WITH scored AS MATERIALIZED (
+                 SELECT c.chunk_id, c.s, c.x FROM (  -- OFFSET 0: the GIN index drives, not a join
+                     SELECT c.chunk_id, c.document_id, c.chunk_set_id, %1$s AS s, %2$s AS x FROM chunk_rows c
+                     WHERE c.tsv @@ $3 AND ($4::uuid[] IS NULL OR c.document_id = ANY ($4))
+                       AND (c.serving OR $9::bigint IS NOT NULL)
+                     OFFSET 0) c
+                 WHERE %3$s
+                 LIMIT $5  -- bounds the work (exhaustive unless that many chunks match)
+             ), bar AS (  -- below this idf sum, a candidate cannot reach the top n even with ts_rank 1
+                 SELECT coalesce((SELECT scored.s FROM scored ORDER BY scored.s DESC OFFSET $6 - 1 LIMIT 1), 0) - 1 AS s
+             ), ranked AS (
+                 SELECT scored.chunk_id, scored.s + ts_rank(c.tsv, $7) AS r, scored.x
+                 FROM scored JOIN chunk_rows c ON c.chunk_id = scored.chunk_id
+                 WHERE scored.s >= (SELECT bar.s FROM bar)
+                 ORDER BY r DESC, scored.chunk_id LIMIT $6
+             )
+             SELECT coalesce(array_agg(ranked.chunk_id ORDER BY ranked.r DESC, ranked.chunk_id), ''{}''),
+                    coalesce(array_agg(ranked.r ORDER BY ranked.r DESC, ranked.chunk_id), ''{}''),
+                    coalesce(array_agg(ranked.x ORDER BY ranked.r DESC, ranked.chunk_id), ''{}'')
+             FROM ranked',
+            score, coalesce(exact, 'false'),
+            CASE WHEN at_position IS NULL THEN
+                'EXISTS (SELECT 1 FROM vector_sets vs WHERE vs.document_id = c.document_id
+                                       AND vs.chunk_set_id = c.chunk_set_id AND vs.model = $8)'
+            ELSE
+                'c.chunk_id IN (SELECT v.chunk_id FROM vectors v WHERE v.model = $8 AND v.valid_from <= $9
+                                UNION ALL
+                                SELECT h.chunk_id FROM vectors_history h
+                                WHERE h.model = $8 AND h.valid_from <= $9 AND h.valid_to > $9)'
+            END)
+        INTO txt_ids, txt_rank, txt_exact
+        USING lex_q, idf, gen, allowed, candidates, n, tq, m, at_position;
     END IF;
 
     RETURN QUERY
