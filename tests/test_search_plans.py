@@ -17,6 +17,7 @@ import pytest_asyncio
 from app.services.search import SearchFilters, search_rows, search_vector
 from events import EventStore, PgBlobStore
 from events.connection import create_pool
+from events.types import DbConn
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument, random_unit_vectors
 
@@ -28,9 +29,7 @@ RUNS = 7  # more than the five custom plans PostgreSQL makes before it may choos
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def indexed(
-    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str
-) -> tuple[np.ndarray, list[str]]:
+async def indexed(store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str) -> tuple[np.ndarray, list[str]]:
     """3,000 vectors in 30 documents under one model, projected (HNSW index made by the projection)."""
     rng = np.random.default_rng(7)
     vectors = random_unit_vectors(rng, DOCUMENTS * PER_DOCUMENT, DIMS)
@@ -59,7 +58,7 @@ async def one_connection(dsn: str) -> AsyncIterator[asyncpg.Pool]:
         await p.close()
 
 
-async def hnsw_scans(conn: asyncpg.Connection) -> int:
+async def hnsw_scans(conn: DbConn) -> int:
     """Scans of the HNSW indexes in the current transaction (PostgreSQL's per-transaction counters:
     nothing outside this transaction can move them)."""
     return int(
@@ -71,7 +70,7 @@ async def hnsw_scans(conn: asyncpg.Connection) -> int:
     )
 
 
-Run = Callable[[asyncpg.Connection, np.ndarray], Awaitable[object]]
+Run = Callable[[DbConn, np.ndarray], Awaitable[object]]
 
 
 async def scans_per_run(pool: asyncpg.Pool, run: Run, queries: np.ndarray) -> list[int]:
@@ -105,9 +104,11 @@ async def test_hybrid_and_vector_modes_use_hnsw_every_time(
 ) -> None:
     queries = queries_near(indexed[0])
     for mode in ("vector", "hybrid"):
-        counts = await scans_per_run(
-            one_connection, lambda c, q: search_rows(c, "plan chunk word3", q, 10, MODEL, mode), queries
-        )
+
+        async def run(c: DbConn, q: np.ndarray, mode: str = mode) -> object:
+            return await search_rows(c, "plan chunk word3", q, 10, MODEL, mode)
+
+        counts = await scans_per_run(one_connection, run, queries)
         assert all(c >= 1 for c in counts), (mode, counts)
 
 

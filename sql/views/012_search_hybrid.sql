@@ -37,20 +37,27 @@ $$;
 
 -- mode: 'hybrid' (default), 'vector' or 'text'. query_vector may be NULL in text mode. model NULL: the
 -- active model. at_position: the chunks that served at that log position (NULL: now). Filters (NULL:
--- none): document ids, filename LIKE pattern (case-insensitive), media types, sources, upload range.
--- Under a filter the vector side is an exact scan when the filter leaves at most 20,000 vectors, else
--- an HNSW iterative scan (pgvector 0.8, strict order) — the true top candidates either way.
+-- none): document ids, filename LIKE pattern (case-insensitive), media types, sources, upload range,
+-- collections (an empty array: none), metadata objects that must all be contained (jsonb @>).
+-- Under a filter the vector side is an exact scan when the filter leaves at most settings
+-- 'search_exact_limit' vectors (counted from vector_sets, one row per document), else an HNSW
+-- iterative scan (pgvector 0.8, strict order, ef_search widened by the filter's share).
+-- Every statement is planned for its values (plan_cache_mode = force_custom_plan): a generic plan
+-- cannot use a model's partial expression index and would scan every vector.
 -- score: RRF (hybrid), cosine similarity (vector), ts_rank (text).
 DROP FUNCTION IF EXISTS search_chunks_hybrid(text, vector, integer, text, text, bigint, uuid[], text, text[], text[],
                                               timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS search_chunks_hybrid(text, vector, integer, text, text, bigint, uuid[], text, text[], text[],
+                                              timestamptz, timestamptz, text[], jsonb[]);
 CREATE FUNCTION search_chunks_hybrid(
     query text, query_vector vector, k integer DEFAULT 5, model text DEFAULT NULL, mode text DEFAULT 'hybrid',
     at_position bigint DEFAULT NULL, document_ids uuid[] DEFAULT NULL, filename_like text DEFAULT NULL,
     media_types text[] DEFAULT NULL, sources text[] DEFAULT NULL, uploaded_from timestamptz DEFAULT NULL,
-    uploaded_to timestamptz DEFAULT NULL)
+    uploaded_to timestamptz DEFAULT NULL, collections text[] DEFAULT NULL, metadata_filters jsonb[] DEFAULT NULL)
 RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, title text, ordinal integer, text text,
                pages integer[], heading_path text[], char_start integer, char_end integer, score double precision,
-               similarity double precision, vector_rank integer, text_rank integer, snippet text)
+               similarity double precision, vector_rank integer, text_rank integer, snippet text,
+               collection text, metadata jsonb)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan  -- every statement inside planned for its values (docs/search.md)
 AS $$
@@ -63,7 +70,8 @@ DECLARE
     tq tsquery := chronos_or_tsquery(search_chunks_hybrid.query);
     allowed uuid[];
     filtered boolean := document_ids IS NOT NULL OR filename_like IS NOT NULL OR media_types IS NOT NULL
-                        OR sources IS NOT NULL OR uploaded_from IS NOT NULL OR uploaded_to IS NOT NULL;
+                        OR sources IS NOT NULL OR uploaded_from IS NOT NULL OR uploaded_to IS NOT NULL
+                        OR collections IS NOT NULL OR metadata_filters IS NOT NULL;
     vec_ids uuid[] := '{}';
     vec_sim double precision[] := '{}';
     txt_ids uuid[] := '{}';
@@ -118,7 +126,11 @@ BEGIN
           AND (media_types IS NULL OR doc.media_type = ANY (media_types))
           AND (sources IS NULL OR doc.source = ANY (sources))
           AND (uploaded_from IS NULL OR doc.uploaded_at >= uploaded_from)
-          AND (uploaded_to IS NULL OR doc.uploaded_at < uploaded_to);
+          AND (uploaded_to IS NULL OR doc.uploaded_at < uploaded_to)
+          AND (collections IS NULL OR doc.collection = ANY (collections))
+          -- every object contained in the metadata; the first one alone lets the GIN index answer
+          AND (coalesce(cardinality(metadata_filters), 0) = 0 OR doc.metadata @> metadata_filters[1])
+          AND (metadata_filters IS NULL OR doc.metadata @> ALL (metadata_filters));
     END IF;
 
     -- the vector side
@@ -273,7 +285,7 @@ BEGIN
     )
     SELECT c.chunk_id, c.document_id, doc.filename, nullif(c.title, ''), c.ordinal, c.text, c.pages, c.heading_path,
            c.char_start, c.char_end, f.fused_score, f.sim, f.vrank, f.trank,
-           chronos_snippet(c.text, lex_q, idf, tq)
+           chronos_snippet(c.text, lex_q, idf, tq), doc.collection, doc.metadata
     FROM fused f
     JOIN chunk_rows c ON c.chunk_id = f.id
     JOIN documents doc ON doc.document_id = c.document_id
