@@ -99,6 +99,11 @@ async def test_metadata_equality_and_containment_and_updates(
     hits = await search_rows(pool, "ledger", q, 50, MODEL, "vector", filters=both)
     assert hits and {h.metadata["dept"] for h in hits} == {"ops"}
     assert await search_rows(pool, "ledger", q, 10, MODEL, "hybrid", filters=SearchFilters(collections=[])) == []
+    analyst = await pool.fetch(  # the SQL function by name, as docs/search.md shows it
+        "SELECT collection, metadata FROM search_chunks_hybrid('ledger audit', NULL, 5, NULL, 'text', "
+        """collections => ARRAY['hr'], metadata_filters => ARRAY['{"tags": ["policy"]}'::jsonb])"""
+    )
+    assert analyst and {(r["collection"], r["metadata"]["dept"]) for r in analyst} == {("hr", "hr")}
 
     await docs[2].update_metadata({"dept": "finance"})  # an ops document moves to finance: no re-embedding
     await catch_up_all(pool, dsn)
