@@ -148,3 +148,11 @@ async def test_api_filters_by_collection_and_meta_and_refuses_a_bad_filter_with_
             assert r.status_code == 422 and says in r.text, r.text
         r = await client.get("/search", params={"q": "ledger", "mode": "text", "collection": "No Such"}, headers=AUTH)
         assert r.status_code == 422 and "collection name" in r.text
+
+
+def test_cli_refuses_a_bad_meta_filter_with_its_reason_and_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    assert main(["search", "q", "--meta", "dept"]) == 2  # refused before any database or model is touched
+    err = capsys.readouterr().err
+    assert "neither KEY=VALUE" in err and "Traceback" not in err
