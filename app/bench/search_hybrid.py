@@ -118,6 +118,8 @@ async def hybrid_runs(
                  "AND ($3::text[] IS NULL OR d.collection = ANY ($3)) AND ($4::jsonb IS NULL OR d.metadata @> $4) "
                  "ORDER BY v.embedding <=> $5::vector LIMIT 10")  # exact: not the index's expression  # fmt: skip
 
+    doc_at = dict(enumerate(unique_docs))
+
     async def run(mode: str, chosen: list[uuid.UUID] | None = None, collections: list[str] | None = None,
                   meta: dict[str, Any] | None = None, exact: bool = False) -> dict[str, Any]:  # fmt: skip
         args = () if function.endswith("_before") else (collections, None if meta is None else [meta])
@@ -125,6 +127,10 @@ async def hybrid_runs(
             return {}
         times, recall, scans, outside = [], [], 0, 0
         allowed = None if chosen is None else set(chosen)
+        if collections is not None or meta is not None:  # what the bench's layout lets through
+            allowed = {d for n, d in doc_at.items()
+                       if (collections is None or collection_of(n, len(unique_docs)) in collections)
+                       and (meta is None or meta == {"dept": f"d{n % 10}"})}  # fmt: skip
         async with conn.transaction():  # the scan counters are per transaction
             for q, v in zip(questions, qs, strict=True):
                 truth = None
