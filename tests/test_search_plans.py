@@ -3,8 +3,8 @@ statement PostgreSQL may switch to a generic plan, and a generic plan for ``ORDE
 LIMIT k`` cannot use the model's partial expression index: an exact scan (recall 1.0, ~50 ms at 100k).
 Each product path is executed more than five times through the product's pool (one connection, so the
 prepared statement and PL/pgSQL's cached plans are reused), and after each execution the HNSW index's
-scan counter (``pg_stat_user_indexes``, this test's own database) must have grown: a plan check, not a
-timing."""
+scan counter (``pg_stat_get_xact_numscans``: this transaction's own, nothing else can move it) must have
+grown: a plan check, not a timing."""
 
 from __future__ import annotations
 
