@@ -203,7 +203,7 @@ async def test_as_of_answers_text_and_hybrid_with_what_served_then(rt: Runtime) 
 async def test_analysts_may_call_the_hybrid_function(pool: asyncpg.Pool) -> None:
     assert await pool.fetchval(
         "SELECT has_function_privilege('chronos_analyst', 'search_chunks_hybrid(text, vector, integer, text, text, "
-        "bigint, uuid[], text, text[], text[], timestamptz, timestamptz)', 'EXECUTE')"
+        "bigint, uuid[], text, text[], text[], timestamptz, timestamptz, text[], jsonb[])', 'EXECUTE')"
     )
     # codes and figures stay searchable lexemes (the parser reads "CHRONOS-495" as "chrono" and "-495"
     # in questions and in chunks alike); stop words go

@@ -264,6 +264,8 @@ class SearchHit(Body):
     similarity: float | None = None
     vector_rank: int | None = None
     text_rank: int | None = None
+    collection: str = "default"
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class SearchResult(Body):

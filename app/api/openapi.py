@@ -327,8 +327,15 @@ PATHS: S = {
                 qparam("source", {"type": "array", "items": string()}, "Only these sources (repeatable)"),
                 qparam("uploaded_from", string(), "Only documents uploaded at or after (ISO date or timestamp)"),
                 qparam("uploaded_to", string(), "Only documents uploaded before (ISO date or timestamp)"),
+                qparam("collection", {"type": "array", "items": string()}, "Only these collections (repeatable)"),
+                qparam(
+                    "meta",
+                    {"type": "array", "items": string()},
+                    "Metadata filter, repeatable, all must hold: KEY=VALUE (text equality) or a JSON object the "
+                    'metadata must contain ({"tags": ["hr"]})',
+                ),
             ],
-            "responses": responses({"200": json_ok("Hits, best first", ref("SearchResult"))}, "401", "403"),
+            "responses": responses({"200": json_ok("Hits, best first", ref("SearchResult"))}, "401", "403", "422"),
         }
     },
     "/costs": {

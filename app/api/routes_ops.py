@@ -30,9 +30,10 @@ MAX_COST_DAYS = 3660
 @reads
 async def search(request: Request) -> Response:
     """``GET /search?q=&k=&mode=hybrid|vector|text&as_of=&document_id=&filename=&media_type=&source=
-    &uploaded_from=&uploaded_to=`` (document_id, media_type and source repeatable)."""
+    &uploaded_from=&uploaded_to=&collection=&meta=`` (document_id, media_type, source, collection and meta
+    repeatable; meta is ``KEY=VALUE`` or a JSON object to contain; a bad collection or meta is a 422)."""
     from app.errors import InvalidRequest
-    from app.services.search import MODES, SearchFilters, parse_when
+    from app.services.search import MODES, InvalidFilter, SearchFilters, parse_meta_filter, parse_when
     from app.services.search import search as run_search
 
     rt = runtime(request)
@@ -52,8 +53,12 @@ async def search(request: Request) -> Response:
             media_types=params.getlist("media_type") or None, sources=params.getlist("source") or None,
             uploaded_from=parse_when(params["uploaded_from"]) if params.get("uploaded_from") else None,
             uploaded_to=parse_when(params["uploaded_to"]) if params.get("uploaded_to") else None,
+            collections=params.getlist("collection") or None,
+            metadata=[parse_meta_filter(m) for m in params.getlist("meta")] or None,
         )  # fmt: skip
-        filters.uuids()
+        filters.uuids(), filters.collection_names(), filters.metadata_objects()
+    except InvalidFilter as exc:
+        raise ApiError(422, "invalid_filter", str(exc)) from None
     except InvalidRequest as exc:
         raise ApiError(400, "invalid_parameter", str(exc)) from None
     collections = visibility.narrowed(principal_of_request(request), params.get("collection") or None)

@@ -32,15 +32,16 @@ def clustered(rng: np.random.Generator, n: int, dims: int, clusters: int) -> np.
 
 
 async def run_bench(
-    n: int, dims: int, queries: int, ef_values: list[int], m: int, efc: int, quiet: bool, hybrid: bool = True
-) -> dict[str, Any]:
+    n: int, dims: int, queries: int, ef_values: list[int], m: int, efc: int, quiet: bool, hybrid: bool = True,
+    before_sql: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     rng = np.random.default_rng(0)
     data = clustered(rng, n, dims, max(16, n // 1000))
     async with scratch_database("chronos_bench_search") as dsn:
         pool = await create_pool(dsn, min_size=1, max_size=2)
         try:
             ids = [uuid.uuid4() for _ in range(n)]
-            from app.bench.search_hybrid import document_of
+            from app.bench.search_hybrid import document_of, hnsw_scans
 
             docs = document_of(ids)  # documents of 100 chunks (filters select documents)
             async with pool.acquire() as conn:
@@ -75,20 +76,27 @@ async def run_bench(
                 await conn.execute(f"SET hnsw.ef_search = {int(max(ef_values))}")
                 for q in tqdm(qs, desc="warm-up", disable=quiet):
                     await conn.fetch(sql, q)
+                # asyncpg prepares the statement: after five executions PostgreSQL may plan it generically,
+                # and a generic plan cannot use the partial expression index (an exact scan, recall 1.0).
+                # Custom plans every time, and the index's own scan counter says what each query did.
+                await conn.execute("SET plan_cache_mode = force_custom_plan")
                 results = []
                 for ef in ef_values:
                     await conn.execute(f"SET hnsw.ef_search = {int(ef)}")
-                    plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, qs[0]))
-                    times, recall = [], []
-                    for q, truth in zip(qs, exact, strict=True):
-                        t = time.perf_counter()
-                        got = {r[0] for r in await conn.fetch(sql, q)}
-                        times.append((time.perf_counter() - t) * 1000)
-                        recall.append(len(got & truth) / 10)
+                    times, recall, scans = [], [], 0
+                    async with conn.transaction():  # the scan counters are per transaction
+                        for q, truth in zip(qs, exact, strict=True):
+                            before = await hnsw_scans(conn)
+                            t = time.perf_counter()
+                            got = {r[0] for r in await conn.fetch(sql, q)}
+                            times.append((time.perf_counter() - t) * 1000)
+                            scans += (await hnsw_scans(conn)) - before
+                            recall.append(len(got & truth) / 10)
                     results.append({
                         "ef_search": ef, "p50_ms": round(float(np.percentile(times, 50)), 2),
                         "p95_ms": round(float(np.percentile(times, 95)), 2),
-                        "recall_at_10": round(float(np.mean(recall)), 4), "uses_hnsw": "vectors_hnsw_" in plan,
+                        "recall_at_10": round(float(np.mean(recall)), 4), "uses_hnsw": scans == len(qs),
+                        "hnsw_scans": scans,
                     })  # fmt: skip
                 hybrid_figures: dict[str, Any] | None = None
                 if hybrid:
@@ -96,6 +104,11 @@ async def run_bench(
 
                     texts = await load_rows(conn, ids, MODEL, dims)
                     hybrid_figures = await hybrid_runs(conn, ids, texts, data, picks, qs, MODEL, 40)
+                    if before_sql:  # the same runs through an earlier search_chunks_hybrid, same data
+                        await conn.execute(before_sql)
+                        earlier = await hybrid_runs(conn, ids, texts, data, picks, qs, MODEL, 40,
+                                                   "search_chunks_hybrid_before")  # fmt: skip
+                        hybrid_figures |= {f"before_{k}": v for k, v in earlier.items()}
             return {"vectors": n, "dimensions": dims, "queries": queries, "m": m, "ef_construction": efc,
                     "index_build_s": round(build_s, 1), "runs": results, "hybrid": hybrid_figures}  # fmt: skip
         finally:
@@ -111,8 +124,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--ef-construction", type=int, default=64)
     p.add_argument("--no-hybrid", action="store_true", help="skip search_chunks_hybrid latency and filtered recall")
+    p.add_argument("--before", metavar="GIT_REV",
+                   help="also run the hybrid figures through search_chunks_hybrid as it was at this revision "
+                        "(sql/views/012_search_hybrid.sql from git), same data, same run")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=main)
+
+
+def before_function(rev: str) -> str:
+    """search_chunks_hybrid (and its snippet helper) at ``rev``, renamed ``search_chunks_hybrid_before``."""
+    import subprocess
+
+    sql = subprocess.run(["git", "show", f"{rev}:sql/views/012_search_hybrid.sql"], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    return (
+        sql.replace("search_chunks_hybrid(", "search_chunks_hybrid_before(")
+        .replace("search_chunks_hybrid.", "search_chunks_hybrid_before.")
+        .replace("chronos_snippet(", "chronos_snippet_before(")
+        .replace("chronos_or_tsquery(", "chronos_or_tsquery_before(")
+    )
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -125,6 +155,7 @@ async def main(args: argparse.Namespace) -> int:
         args.ef_construction,
         args.json,
         not args.no_hybrid,
+        before_function(args.before) if args.before else None,
     )
     if args.json:
         print(orjson.dumps(r).decode())

@@ -9,7 +9,7 @@ import textwrap
 import orjson
 
 from app.runtime import open_runtime
-from app.services.search import MODES, SearchFilters, SearchHit, parse_when, search
+from app.services.search import MODES, SearchFilters, SearchHit, parse_meta_filter, parse_when, search
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--source", dest="sources", action="append", help="only this source: cli, api, directus")
     p.add_argument("--uploaded-from", dest="uploaded_from", metavar="DATE", help="uploaded at or after")
     p.add_argument("--uploaded-to", dest="uploaded_to", metavar="DATE", help="uploaded before")
+    p.add_argument("--collection", dest="collections", action="append", metavar="NAME",
+                   help="only this collection (repeatable)")  # fmt: skip
+    p.add_argument("--meta", dest="meta", action="append", metavar="KEY=VALUE|JSON",
+                   help='only documents whose metadata has KEY=VALUE, or contains a JSON object such as '
+                        '\'{"tags": ["hr"]}\' (repeatable: all must hold)')  # fmt: skip
     p.add_argument("--json", action="store_true", help="a JSON list of hits")
     p.set_defaults(func=main)
 
@@ -47,6 +52,7 @@ def filters_of(args: argparse.Namespace) -> SearchFilters:
         document_ids=args.document_ids, filename=args.filename, media_types=args.media_types, sources=args.sources,
         uploaded_from=parse_when(args.uploaded_from) if args.uploaded_from else None,
         uploaded_to=parse_when(args.uploaded_to) if args.uploaded_to else None,
+        collections=args.collections, metadata=[parse_meta_filter(m) for m in args.meta or []] or None,
     )  # fmt: skip
 
 
@@ -81,4 +87,5 @@ def render_hit(i: int, h: SearchHit) -> str:
     head = f"{i}. {h.score:.3f}  {h.title or h.filename}" + (f"  ({h.filename})" if h.title else "")
     snippet = (h.snippet or h.text[:300]).replace("\n", " ")
     body = textwrap.fill(snippet, width=100, initial_indent="   ", subsequent_indent="   ")
-    return f"{head}\n   p.{pages}  [{where}]\n{body}"
+    place = "" if h.collection == "default" else f"  collection {h.collection}"
+    return f"{head}\n   p.{pages}  [{where}]{place}\n{body}"

@@ -10,15 +10,17 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import asyncpg
 import numpy as np
 
+from app.catalogue.collections import InvalidMetadata, parse_metadata, validate_collection_name, validate_metadata
 from app.config import Settings
 from app.errors import InvalidRequest, NotFound
 from events.store import EventStore
+from events.types import DbConn
 
 logger = logging.getLogger(__name__)
 Mode = Literal["hybrid", "vector", "text"]
@@ -50,9 +52,36 @@ class SearchHit:
     similarity: float | None = None  # cosine similarity (None: found by text only)
     vector_rank: int | None = None
     text_rank: int | None = None
+    collection: str = "default"
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class InvalidFilter(InvalidMetadata):
+    """A search filter that cannot be read (docs/search.md, "Collections and metadata"); nothing was searched."""
+
+    code = "invalid_filter"
+
+
+def parse_meta_filter(text: str) -> dict[str, Any]:
+    """One metadata filter: ``KEY=VALUE`` (the top-level key equals the text VALUE) or a JSON object that
+    the document's metadata must contain (``{"tags": ["hr"]}``, ``{"year": 2024}``)."""
+    raw = text.strip()
+    try:
+        if raw.startswith("{"):
+            return parse_metadata(raw, what=f"metadata filter {raw!r}")
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            raise InvalidFilter(
+                f'metadata filter {text!r} is neither KEY=VALUE (dept=finance) nor a JSON object ({{"tags": ["hr"]}})'
+            )
+        return validate_metadata({key.strip(): value}, what=f"metadata filter {raw!r}")
+    except InvalidFilter:
+        raise
+    except InvalidMetadata as exc:
+        raise InvalidFilter(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,27 @@ class SearchFilters:
     sources: list[str] | None = None
     uploaded_from: dt.datetime | None = None
     uploaded_to: dt.datetime | None = None
+    collections: list[str] | None = None  # only these collections ([]: none at all)
+    metadata: list[dict[str, Any]] | None = None  # objects the document's metadata must all contain
+
+    def collection_names(self) -> list[str] | None:
+        if self.collections is None:
+            return None
+        try:
+            return [validate_collection_name(name) for name in self.collections]
+        except InvalidRequest as exc:
+            raise InvalidFilter(str(exc)) from None
+
+    def metadata_objects(self) -> list[dict[str, Any]] | None:
+        if not self.metadata:
+            return None
+        out = []
+        for item in self.metadata:
+            try:
+                out.append(validate_metadata(item, what="metadata filter"))
+            except InvalidMetadata as exc:
+                raise InvalidFilter(str(exc)) from None
+        return out
 
     def like_pattern(self) -> str | None:
         if not self.filename:
@@ -112,7 +162,7 @@ async def active_model(pool: asyncpg.Pool) -> tuple[str, int] | None:
     return (row["model"], row["dimensions"]) if row else None
 
 
-async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: str) -> list[SearchHit]:
+async def search_vector(pool: asyncpg.Pool | DbConn, vector: np.ndarray, k: int, model: str) -> list[SearchHit]:
     rows = await pool.fetch("SELECT * FROM search_chunks($1::vector, $2, $3)", np.asarray(vector, np.float32), k, model)
     return [
         SearchHit(
@@ -132,7 +182,7 @@ async def search_vector(pool: asyncpg.Pool, vector: np.ndarray, k: int, model: s
 
 
 async def search_rows(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | DbConn,
     question: str,
     vector: np.ndarray | None,
     k: int,
@@ -144,9 +194,10 @@ async def search_rows(
     """``search_chunks_hybrid()`` for an embedded (or, in text mode, unembedded) question."""
     f = filters or SearchFilters()
     rows = await pool.fetch(
-        "SELECT * FROM search_chunks_hybrid($1, $2::vector, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "SELECT * FROM search_chunks_hybrid($1, $2::vector, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         question, None if vector is None else np.asarray(vector, np.float32), k, model, mode, at_position,
         f.uuids(), f.like_pattern(), f.media_types, f.sources, f.uploaded_from, f.uploaded_to,
+        f.collection_names(), f.metadata_objects(),
     )  # fmt: skip
     return [
         SearchHit(
@@ -167,6 +218,8 @@ async def search_rows(
             similarity=None if r["similarity"] is None else float(r["similarity"]),
             vector_rank=r["vector_rank"],
             text_rank=r["text_rank"],
+            collection=r["collection"],
+            metadata=r["metadata"],
         )
         for r in rows
     ]
@@ -208,6 +261,8 @@ async def search(
         raise InvalidRequest(f"k must be between 1 and 1000, not {k}")
     if mode not in MODES:
         raise InvalidRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if filters is not None:  # a bad filter is refused before a query embedding is paid for
+        filters.collection_names(), filters.metadata_objects(), filters.uuids()
     at_position = await resolve_as_of(pool, as_of)
     if collections is not None:  # only documents of these collections (a collection token's search)
         filters = await _within_collections(pool, filters or SearchFilters(), collections)
@@ -236,5 +291,6 @@ async def search(
     except asyncpg.RaiseError as exc:
         raise InvalidRequest(str(exc)) from exc
     logger.info("searched", extra={"action": "search", "model": model, "k": k, "hits": len(hits), "mode": mode,
-                                   "as_of": at_position, "query_id": str(query_id), "tokens": tokens})  # fmt: skip
+                                   "as_of": at_position, "query_id": str(query_id), "tokens": tokens,
+                                   "collections": filters.collections if filters else None})  # fmt: skip
     return hits

@@ -75,7 +75,9 @@ DROP FUNCTION IF EXISTS search_chunks(vector, integer, text);
 CREATE FUNCTION search_chunks(query vector, k integer DEFAULT 5, model text DEFAULT NULL)
 RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, ordinal integer, text text, pages integer[],
                heading_path text[], score double precision)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan  -- every statement inside planned for its values (docs/search.md)
+AS $$
 #variable_conflict use_column
 DECLARE
     s record;
@@ -93,7 +95,9 @@ $$;
 DROP FUNCTION IF EXISTS explain_search_chunks(vector, integer, text);
 CREATE FUNCTION explain_search_chunks(query vector, k integer DEFAULT 5, model text DEFAULT NULL)
 RETURNS SETOF text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
 DECLARE
     s record;
 BEGIN
@@ -115,7 +119,9 @@ DROP FUNCTION IF EXISTS search_chunks_as_of(vector, integer, text, bigint);
 CREATE FUNCTION search_chunks_as_of(query vector, k integer, model text, at_position bigint)
 RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, ordinal integer, text text, pages integer[],
                heading_path text[], score double precision)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
 #variable_conflict use_column
 DECLARE
     d integer;

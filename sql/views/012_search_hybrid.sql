@@ -19,11 +19,11 @@ $$;
 DROP FUNCTION IF EXISTS chronos_snippet(text, tsquery[], double precision[], tsquery);
 CREATE FUNCTION chronos_snippet(body text, words tsquery[], weights double precision[], q tsquery) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    WITH s AS (
+    WITH s AS (  -- each sentence's tsvector made once (not once per word)
         SELECT t.ord, regexp_replace(t.sentence, '\s+', ' ', 'g') AS sentence,
-               (SELECT coalesce(sum(weights[i]), 0) FROM generate_subscripts(words, 1) i
-                WHERE to_tsvector('english'::regconfig, t.sentence) @@ words[i]) AS w
+               (SELECT coalesce(sum(weights[i]), 0) FROM generate_subscripts(words, 1) i WHERE v.tv @@ words[i]) AS w
         FROM regexp_split_to_table(body, '(?<=[.!?])\s+|\n\s*\n') WITH ORDINALITY AS t(sentence, ord)
+        CROSS JOIN LATERAL (SELECT to_tsvector('english'::regconfig, t.sentence) AS tv OFFSET 0) v  -- OFFSET 0: not inlined
         WHERE t.sentence ~ '[[:alnum:]]'
     ), best AS (
         SELECT s.ord, s.sentence FROM s WHERE s.w > 0 ORDER BY s.w DESC, s.ord LIMIT 2
@@ -37,21 +37,30 @@ $$;
 
 -- mode: 'hybrid' (default), 'vector' or 'text'. query_vector may be NULL in text mode. model NULL: the
 -- active model. at_position: the chunks that served at that log position (NULL: now). Filters (NULL:
--- none): document ids, filename LIKE pattern (case-insensitive), media types, sources, upload range.
--- Under a filter the vector side is an exact scan when the filter leaves at most 20,000 vectors, else
--- an HNSW iterative scan (pgvector 0.8, strict order) — the true top candidates either way.
+-- none): document ids, filename LIKE pattern (case-insensitive), media types, sources, upload range,
+-- collections (an empty array: none), metadata objects that must all be contained (jsonb @>).
+-- Under a filter the vector side is an exact scan when the filter leaves at most settings
+-- 'search_exact_limit' vectors (counted from vector_sets, one row per document), else an HNSW
+-- iterative scan (pgvector 0.8, strict order, ef_search widened by the filter's share).
+-- Every statement is planned for its values (plan_cache_mode = force_custom_plan): a generic plan
+-- cannot use a model's partial expression index and would scan every vector.
 -- score: RRF (hybrid), cosine similarity (vector), ts_rank (text).
 DROP FUNCTION IF EXISTS search_chunks_hybrid(text, vector, integer, text, text, bigint, uuid[], text, text[], text[],
                                               timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS search_chunks_hybrid(text, vector, integer, text, text, bigint, uuid[], text, text[], text[],
+                                              timestamptz, timestamptz, text[], jsonb[]);
 CREATE FUNCTION search_chunks_hybrid(
     query text, query_vector vector, k integer DEFAULT 5, model text DEFAULT NULL, mode text DEFAULT 'hybrid',
     at_position bigint DEFAULT NULL, document_ids uuid[] DEFAULT NULL, filename_like text DEFAULT NULL,
     media_types text[] DEFAULT NULL, sources text[] DEFAULT NULL, uploaded_from timestamptz DEFAULT NULL,
-    uploaded_to timestamptz DEFAULT NULL)
+    uploaded_to timestamptz DEFAULT NULL, collections text[] DEFAULT NULL, metadata_filters jsonb[] DEFAULT NULL)
 RETURNS TABLE (chunk_id uuid, document_id uuid, filename text, title text, ordinal integer, text text,
                pages integer[], heading_path text[], char_start integer, char_end integer, score double precision,
-               similarity double precision, vector_rank integer, text_rank integer, snippet text)
-LANGUAGE plpgsql AS $$
+               similarity double precision, vector_rank integer, text_rank integer, snippet text,
+               collection text, metadata jsonb)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan  -- every statement inside planned for its values (docs/search.md)
+AS $$
 #variable_conflict use_column
 DECLARE
     m text := search_chunks_hybrid.model;
@@ -61,7 +70,8 @@ DECLARE
     tq tsquery := chronos_or_tsquery(search_chunks_hybrid.query);
     allowed uuid[];
     filtered boolean := document_ids IS NOT NULL OR filename_like IS NOT NULL OR media_types IS NOT NULL
-                        OR sources IS NOT NULL OR uploaded_from IS NOT NULL OR uploaded_to IS NOT NULL;
+                        OR sources IS NOT NULL OR uploaded_from IS NOT NULL OR uploaded_to IS NOT NULL
+                        OR collections IS NOT NULL OR metadata_filters IS NOT NULL;
     vec_ids uuid[] := '{}';
     vec_sim double precision[] := '{}';
     txt_ids uuid[] := '{}';
@@ -80,6 +90,8 @@ DECLARE
     mce text[];  -- ANALYZE's most common lexemes of chunk_rows.tsv and their frequencies
     mcf real[];
     at integer;  -- at most this many chunks are scored (2,000 when every word is common)
+    score text;  -- the text side's scoring expression for this question's words
+    exact text;  -- holds an identifier or figure of the question that few chunks hold
 BEGIN
     IF mode NOT IN ('hybrid', 'vector', 'text') THEN
         RAISE EXCEPTION 'mode must be hybrid, vector or text, not %', mode;
@@ -114,7 +126,11 @@ BEGIN
           AND (media_types IS NULL OR doc.media_type = ANY (media_types))
           AND (sources IS NULL OR doc.source = ANY (sources))
           AND (uploaded_from IS NULL OR doc.uploaded_at >= uploaded_from)
-          AND (uploaded_to IS NULL OR doc.uploaded_at < uploaded_to);
+          AND (uploaded_to IS NULL OR doc.uploaded_at < uploaded_to)
+          AND (collections IS NULL OR doc.collection = ANY (collections))
+          -- every object contained in the metadata; the first one alone lets the GIN index answer
+          AND (coalesce(cardinality(metadata_filters), 0) = 0 OR doc.metadata @> metadata_filters[1])
+          AND (metadata_filters IS NULL OR doc.metadata @> ALL (metadata_filters));
     END IF;
 
     -- the vector side
@@ -132,10 +148,14 @@ BEGIN
                   WHERE allowed IS NULL OR a.document_id = ANY (allowed)
                   ORDER BY a.embedding <=> query_vector LIMIT n) s;
         ELSE
-            IF allowed IS NOT NULL THEN
-                SELECT count(*) INTO reachable FROM vectors v WHERE v.model = m AND v.document_id = ANY (allowed);
+            IF allowed IS NOT NULL THEN  -- how many vectors the filter leaves (one row per document)
+                SELECT coalesce(sum(vs.vector_count), 0), max(total_vectors.n) INTO reachable, total
+                FROM (SELECT coalesce(sum(a.vector_count), 0) AS n FROM vector_sets a WHERE a.model = m) total_vectors
+                LEFT JOIN vector_sets vs ON vs.model = m AND vs.document_id = ANY (allowed);
             END IF;
-            IF allowed IS NOT NULL AND reachable <= 20000 THEN  -- a selective filter: an exact scan
+            IF allowed IS NOT NULL AND reachable <= coalesce(
+                    (SELECT value::bigint FROM settings WHERE key = 'search_exact_limit'), 20000) THEN
+                -- a selective filter: an exact scan
                 SELECT coalesce(array_agg(s.chunk_id ORDER BY s.distance), '{}'),
                        coalesce(array_agg(1 - s.distance ORDER BY s.distance), '{}')
                 INTO vec_ids, vec_sim
@@ -144,11 +164,16 @@ BEGIN
                       ORDER BY v.embedding <=> query_vector LIMIT n) s;
             ELSE
                 ef := greatest(n, coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_ef_search'), 40));
-                PERFORM set_config('hnsw.ef_search', ef::text, true);
                 IF allowed IS NOT NULL THEN
+                    -- A filter passing a share s of the vectors keeps about s * ef_search of each pass of
+                    -- the graph; ef_search / s keeps the first pass as wide, in allowed vectors, as an
+                    -- unfiltered search (at ef_search alone a 30 % filter found 0.63 of the true top 10).
+                    -- The iterative scan goes on past that pass until n allowed vectors are found.
+                    ef := least(1000, ceil(ef * total::double precision / greatest(reachable, 1)))::integer;
                     PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
                     PERFORM set_config('hnsw.max_scan_tuples', '200000', true);
                 END IF;
+                PERFORM set_config('hnsw.ef_search', ef::text, true);
                 EXECUTE format(
                     'SELECT coalesce(array_agg(s.chunk_id ORDER BY s.distance), ''{}''),
                             coalesce(array_agg(1 - s.distance ORDER BY s.distance), ''{}'')
@@ -165,6 +190,10 @@ BEGIN
     -- none, so "permit" would weigh as much as "zx-5803-p"), ts_rank breaking ties. Words in more than
     -- 5 % of the chunks (and over 50) still score but do not make a chunk a candidate; common words'
     -- frequencies come from ANALYZE's statistics, the others are counted through the GIN index.
+    -- Each candidate's score is summed inline, one term per word, in a statement made for this question
+    -- (no subquery per row: that cost ~10 us a candidate, and a question's rarer words make thousands of
+    -- candidates at 100k chunks); ts_rank (at most 1) is added only for the candidates whose idf sum
+    -- comes within 1 of the n-th best, the only ones that can still reach the top n.
     IF tq IS NOT NULL THEN  -- the question's words and their idf (the text side ranks, snippets weigh)
         SELECT coalesce(sum(vs.vector_count), 0) INTO total FROM vector_sets vs WHERE vs.model = m;
         common := greatest((0.05 * total)::bigint, 50);
@@ -197,30 +226,43 @@ BEGIN
         END IF;
     END IF;
     IF mode <> 'vector' AND tq IS NOT NULL THEN
-        WITH cand AS (
-            SELECT c.chunk_id, c.tsv FROM chunk_rows c
-            WHERE c.tsv @@ gen AND (allowed IS NULL OR c.document_id = ANY (allowed))
-              AND CASE WHEN at_position IS NULL THEN
-                       c.serving AND EXISTS (SELECT 1 FROM vector_sets vs WHERE vs.document_id = c.document_id
-                                             AND vs.chunk_set_id = c.chunk_set_id AND vs.model = m)
-                  ELSE c.chunk_id IN (SELECT v.chunk_id FROM vectors v
-                                      WHERE v.model = m AND v.valid_from <= at_position
-                                      UNION ALL
-                                      SELECT h.chunk_id FROM vectors_history h
-                                      WHERE h.model = m AND h.valid_from <= at_position AND h.valid_to > at_position)
-                  END
-            LIMIT candidates  -- bounds the work (exhaustive unless that many chunks match)
-        ), ranked AS (
-            SELECT cand.chunk_id,
-                   (SELECT coalesce(sum(idf[i]), 0) FROM generate_subscripts(lex_q, 1) i WHERE cand.tsv @@ lex_q[i])
-                   + ts_rank(cand.tsv, tq) AS r,
-                   EXISTS (SELECT 1 FROM generate_subscripts(lex_q, 1) i WHERE rare[i] AND cand.tsv @@ lex_q[i]) AS x
-            FROM cand ORDER BY r DESC, cand.chunk_id LIMIT n
-        )
-        SELECT coalesce(array_agg(ranked.chunk_id ORDER BY ranked.r DESC, ranked.chunk_id), '{}'),
-               coalesce(array_agg(ranked.r ORDER BY ranked.r DESC, ranked.chunk_id), '{}'),
-               coalesce(array_agg(ranked.x ORDER BY ranked.r DESC, ranked.chunk_id), '{}')
-        INTO txt_ids, txt_rank, txt_exact FROM ranked;
+        score := (SELECT string_agg(format('CASE WHEN c.tsv @@ $1[%1$s] THEN $2[%1$s] ELSE 0 END', i), ' + ')
+                  FROM generate_subscripts(lex_q, 1) i);
+        exact := (SELECT string_agg(format('c.tsv @@ $1[%s]', i), ' OR ')
+                  FROM generate_subscripts(lex_q, 1) i WHERE rare[i]);
+        EXECUTE format(
+            'WITH scored AS MATERIALIZED (
+                 SELECT c.chunk_id, c.s, c.x FROM (  -- OFFSET 0: the GIN index drives, not a join
+                     SELECT c.chunk_id, c.document_id, c.chunk_set_id, %1$s AS s, %2$s AS x FROM chunk_rows c
+                     WHERE c.tsv @@ $3 AND ($4::uuid[] IS NULL OR c.document_id = ANY ($4))
+                       AND (c.serving OR $9::bigint IS NOT NULL)
+                     OFFSET 0) c
+                 WHERE %3$s
+                 LIMIT $5  -- bounds the work (exhaustive unless that many chunks match)
+             ), bar AS (  -- below this idf sum, a candidate cannot reach the top n even with ts_rank 1
+                 SELECT coalesce((SELECT scored.s FROM scored ORDER BY scored.s DESC OFFSET $6 - 1 LIMIT 1), 0) - 1 AS s
+             ), ranked AS (
+                 SELECT scored.chunk_id, scored.s + ts_rank(c.tsv, $7) AS r, scored.x
+                 FROM scored JOIN chunk_rows c ON c.chunk_id = scored.chunk_id
+                 WHERE scored.s >= (SELECT bar.s FROM bar)
+                 ORDER BY r DESC, scored.chunk_id LIMIT $6
+             )
+             SELECT coalesce(array_agg(ranked.chunk_id ORDER BY ranked.r DESC, ranked.chunk_id), ''{}''),
+                    coalesce(array_agg(ranked.r ORDER BY ranked.r DESC, ranked.chunk_id), ''{}''),
+                    coalesce(array_agg(ranked.x ORDER BY ranked.r DESC, ranked.chunk_id), ''{}'')
+             FROM ranked',
+            score, coalesce(exact, 'false'),
+            CASE WHEN at_position IS NULL THEN
+                'EXISTS (SELECT 1 FROM vector_sets vs WHERE vs.document_id = c.document_id
+                                       AND vs.chunk_set_id = c.chunk_set_id AND vs.model = $8)'
+            ELSE
+                'c.chunk_id IN (SELECT v.chunk_id FROM vectors v WHERE v.model = $8 AND v.valid_from <= $9
+                                UNION ALL
+                                SELECT h.chunk_id FROM vectors_history h
+                                WHERE h.model = $8 AND h.valid_from <= $9 AND h.valid_to > $9)'
+            END)
+        INTO txt_ids, txt_rank, txt_exact
+        USING lex_q, idf, gen, allowed, candidates, n, tq, m, at_position;
     END IF;
 
     RETURN QUERY
@@ -243,7 +285,7 @@ BEGIN
     )
     SELECT c.chunk_id, c.document_id, doc.filename, nullif(c.title, ''), c.ordinal, c.text, c.pages, c.heading_path,
            c.char_start, c.char_end, f.fused_score, f.sim, f.vrank, f.trank,
-           chronos_snippet(c.text, lex_q, idf, tq)
+           chronos_snippet(c.text, lex_q, idf, tq), doc.collection, doc.metadata
     FROM fused f
     JOIN chunk_rows c ON c.chunk_id = f.id
     JOIN documents doc ON doc.document_id = c.document_id

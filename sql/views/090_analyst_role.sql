@@ -18,7 +18,7 @@ GRANT SELECT ON index_documents TO chronos_analyst;  -- v_search_models reads it
 GRANT EXECUTE ON FUNCTION search_chunks(vector, integer, text) TO chronos_analyst;
 GRANT EXECUTE ON FUNCTION search_chunks_as_of(vector, integer, text, bigint) TO chronos_analyst;
 GRANT EXECUTE ON FUNCTION search_chunks_hybrid(text, vector, integer, text, text, bigint, uuid[], text, text[], text[],
-                                               timestamptz, timestamptz) TO chronos_analyst;
+                                               timestamptz, timestamptz, text[], jsonb[]) TO chronos_analyst;
 GRANT EXECUTE ON FUNCTION chronos_or_tsquery(text) TO chronos_analyst;
 GRANT EXECUTE ON FUNCTION chronos_snippet(text, tsquery[], double precision[], tsquery) TO chronos_analyst;
 
