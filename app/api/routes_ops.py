@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -61,7 +62,9 @@ async def search(request: Request) -> Response:
         raise ApiError(422, "invalid_filter", str(exc)) from None
     except InvalidRequest as exc:
         raise ApiError(400, "invalid_parameter", str(exc)) from None
-    collections = visibility.narrowed(principal_of_request(request), params.get("collection") or None)
+    # Within the collections the token sees: each one asked for must be one of them (404 as if absent).
+    filters = dataclasses.replace(filters, collections=visibility.within(principal_of_request(request),
+                                                                         filters.collection_names()))  # fmt: skip
     as_of = params.get("as_of") or None
     found = await active_model(rt.pool)
     if found is None:
@@ -69,7 +72,7 @@ async def search(request: Request) -> Response:
                               "note": NothingSearchable.__doc__})  # fmt: skip
     model = found[0]
     hits = await run_search(rt.pool, rt.settings, q, k, model, store=rt.store, actor=actor_of(request), mode=mode,
-                            as_of=as_of, filters=filters, collections=collections)  # fmt: skip
+                            as_of=as_of, filters=filters)  # fmt: skip
     return json_response({"query": q, "k": k, "model": model, "mode": mode, "as_of": as_of,
                           "hits": [h.to_json() for h in hits]})  # fmt: skip
 

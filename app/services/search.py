@@ -6,7 +6,6 @@ vectors were made with (loaded with the runtime's settings); text mode loads no 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -225,18 +224,6 @@ async def search_rows(
     ]
 
 
-async def _within_collections(pool: asyncpg.Pool, filters: SearchFilters, collections: list[str]) -> SearchFilters:
-    """``filters`` narrowed to the documents of ``collections`` (through the document-id filter, so the
-    top-k is still the true top-k among them). Minimal form for isolation until the search branch's
-    collection filter lands."""
-    rows = await pool.fetch("SELECT document_id FROM documents WHERE collection = ANY ($1::text[])", collections)
-    allowed = {str(r["document_id"]) for r in rows}
-    if filters.document_ids is not None:
-        allowed &= {str(u) for u in (filters.uuids() or [])}
-    ids = sorted(allowed) or [str(uuid.UUID(int=0))]  # none allowed: a filter nothing matches
-    return dataclasses.replace(filters, document_ids=ids)
-
-
 async def search(
     pool: asyncpg.Pool,
     settings: Settings,
@@ -249,7 +236,6 @@ async def search(
     mode: str = "hybrid",
     as_of: str | int | None = None,
     filters: SearchFilters | None = None,
-    collections: list[str] | None = None,
 ) -> list[SearchHit]:
     """The ``k`` best chunks for ``question`` (``mode`` hybrid, vector or text; ``as_of`` a past moment;
     ``filters``); ``model`` defaults to the active search model. A paid query embedding is recorded as a
@@ -264,8 +250,6 @@ async def search(
     if filters is not None:  # a bad filter is refused before a query embedding is paid for
         filters.collection_names(), filters.metadata_objects(), filters.uuids()
     at_position = await resolve_as_of(pool, as_of)
-    if collections is not None:  # only documents of these collections (a collection token's search)
-        filters = await _within_collections(pool, filters or SearchFilters(), collections)
     if model is None:
         found = await active_model(pool)
         if found is None:

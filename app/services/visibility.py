@@ -56,6 +56,14 @@ def narrowed(principal: Principal | None, requested: str | None) -> list[str] | 
     return [visible_collection(principal, requested)]
 
 
+def within(principal: Principal | None, requested: list[str] | None) -> list[str] | None:
+    """The collections a request naming ``requested`` (None: all it may see) reads; NotFound for a name
+    it may not see."""
+    if requested is None:
+        return collections_filter(principal)
+    return [visible_collection(principal, name) for name in requested]
+
+
 def absent_document(document_id: str) -> DocumentNotFound:
     """The error for a document that does not exist — and, word for word, for one the principal may not see."""
     return DocumentNotFound(f"no document {document_id} (see `chronos documents list`)")
