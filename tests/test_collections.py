@@ -11,6 +11,7 @@ import orjson
 
 from events.blobs import PgBlobStore
 from events.store import EventStore
+from events.types import NewEvent
 from projections.runner import catch_up_all
 from projections.synthetic import SyntheticDocument, random_unit_vectors
 from tests.api_support import AUTH, asgi_client, event_count
@@ -173,3 +174,26 @@ async def test_cli_collections_ingest_with_metadata_and_documents_meta(dsn: str,
     assert "hr: 1 live documents" in (await cli("collections", "stats")).out
     missing = await cli("collections", "stats", "nope", ok=False)
     assert missing.code == 3 and "chronos collections create nope" in missing.err
+
+
+async def test_create_answers_from_the_log_when_the_projection_is_held_back(
+    dsn: str, pool: asyncpg.Pool, store: EventStore
+) -> None:
+    """An open transaction that appended to the log holds every projection's safe horizon back, so
+    the collections projection cannot have the new collection yet: the answer still is a 201 with the
+    collection (it was a 500, IndexError on an empty listing)."""
+    async with asgi_client(dsn, pool, store) as (client, _app, _rt), pool.acquire() as holder:
+        tx = holder.transaction()
+        await tx.start()
+        await store.append("held-open", [NewEvent("Held", {})], conn=holder)
+        try:
+            made = await client.post("/collections", json={"name": "legal", "monthly_budget_usd": 5}, headers=AUTH)
+            assert made.status_code == 201, made.text
+            body = made.json()
+            assert (body["name"], body["monthly_budget_usd"], body["documents"]) == ("legal", 5, 0)
+            assert body["created_at"] is not None
+        finally:
+            await tx.rollback()
+        await catch_up_all(pool, dsn)
+        names = (await client.get("/collections", headers=AUTH)).json()["collections"]
+        assert "legal" in [c["name"] for c in names]

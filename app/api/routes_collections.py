@@ -44,9 +44,9 @@ async def create_collection(request: Request) -> Response:
         monthly_budget_usd=body.get("monthly_budget_usd"),
         actor=actor_of(request),
     )
-    await service.catch_up(rt.store, CollectionsProjector())  # listed as soon as the answer is back
-    rows = await service.listing(rt.pool, [created.name])
-    return json_response(typed(bodies.Collection, rows[0]), status=201, headers={"Location": "/collections"})
+    await service.catch_up(rt.store, CollectionsProjector())  # listed as soon as the answer is back (usually)
+    body = await service.created_view(rt.store, created)
+    return json_response(typed(bodies.Collection, body), status=201, headers={"Location": "/collections"})
 
 
 @reads

@@ -86,6 +86,15 @@ async def create(
     return Created(valid, description, budget, result.last_position)
 
 
+async def created_view(store: EventStore, created: Created) -> dict[str, Any]:
+    """A collection just created, as ``listing`` shows it, read from its own event: the projection may
+    not have it yet (another process holds its checkpoint, or an open transaction holds the log's safe
+    horizon back), and the answer must not depend on that."""
+    [first] = await store.read_stream(collection_stream(created.name), 0, 1)
+    return {"name": created.name, "description": created.description, "documents": 0,
+            "monthly_budget_usd": created.monthly_budget_usd, "created_at": first.recorded_at}  # fmt: skip
+
+
 async def set_budget(store: EventStore, name: object, monthly_budget_usd: float | None, *, actor: str) -> int:
     """Record a collection's monthly budget (None removes it); returns the event's position."""
     valid = await require(store, name)
