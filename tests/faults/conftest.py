@@ -8,8 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import DOCS, Scenario
+from tests.faults.harness import DOCS, LONG, Scenario
 from tests.openai_standin import StandIn, openai_standin
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long form's scenarios take as long as their documents need: the suite-wide 600 s limit (a
+    hang guard for the quick form) would stop them half-way on a loaded machine (60 documents at load
+    15-23 took longer), so each gets ten minutes plus 40 s per document."""
+    if not LONG:
+        return
+    for item in items:
+        if item.path.parent.name == "faults" and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(600 + 40 * DOCS))
 
 
 @pytest.fixture
