@@ -174,6 +174,14 @@ async def test_cli_collections_ingest_with_metadata_and_documents_meta(dsn: str,
     assert "hr: 1 live documents" in (await cli("collections", "stats")).out
     missing = await cli("collections", "stats", "nope", ok=False)
     assert missing.code == 3 and "chronos collections create nope" in missing.err
+    assert "$40.00/month" in (await cli("collections", "budget", "hr", "40")).out
+    assert "no budget of its own" in (await cli("collections", "budget", "default", "none")).out
+    budgets = {c["name"]: c["monthly_budget_usd"] for c in (await cli("collections", "list", "--json")).json()}
+    assert budgets == {"default": None, "hr": 40.0}
+    unknown = await cli("collections", "budget", "nope", "5", ok=False)
+    assert unknown.code == 3 and "chronos collections create nope" in unknown.err and "Traceback" not in unknown.err
+    bad = await cli("collections", "budget", "hr", "lots", ok=False)
+    assert bad.code == 2 and "not an amount" in bad.err
 
 
 async def test_create_answers_from_the_log_when_the_projection_is_held_back(

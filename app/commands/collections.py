@@ -1,5 +1,6 @@
 """``chronos collections list [--json]``, ``chronos collections create NAME [--description TEXT]
-[--budget USD] [--json]`` and ``chronos collections stats [NAME] [--json]`` (docs/collections.md).
+[--budget USD] [--json]``, ``chronos collections budget NAME USD|none`` and ``chronos collections stats
+[NAME] [--json]`` (docs/collections.md).
 
 A collection is created before documents are uploaded into it (``default`` always exists), so a typo in
 ``chronos ingest --collection`` is refused instead of making a collection nobody asked for.
@@ -32,10 +33,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--budget", type=float, default=None, metavar="USD", help="monthly budget in USD")
     create.add_argument("--json", action="store_true")
     create.set_defaults(func=creating)
+    budget = actions.add_parser("budget", help="set (or with `none` remove) a collection's monthly budget")
+    budget.add_argument("name", help="the collection (`default` too)")
+    budget.add_argument("usd", type=_budget, metavar="USD|none", help="monthly budget in USD, or none")
+    budget.set_defaults(func=budgeting)
     stats = actions.add_parser("stats", help="documents by status, chunks, vectors, bytes, spend this month")
     stats.add_argument("name", nargs="?", help="one collection (default: every one)")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=statistics)
+
+
+def _budget(text: str) -> float | None:
+    if text.strip().lower() in ("none", "off", "-"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount in USD (or none)") from None
+
+
+async def budgeting(args: argparse.Namespace) -> int:
+    async with open_runtime() as rt:
+        await service.set_budget(rt.store, args.name, args.usd, actor="cli")
+        await service.catch_up(rt.store, CollectionsProjector())
+    shown = "no budget of its own" if args.usd is None else f"a budget of ${args.usd:.2f}/month"
+    print(f"collection {args.name} has {shown} (the global budget applies too)")
+    return 0
 
 
 def _json(value: Any) -> str:
