@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import pytest
 import pytest_asyncio
 
 from app.catalogue import events as ev
@@ -213,3 +214,14 @@ def test_urgent_texts_go_ahead_of_a_waiting_batch() -> None:
         future.result(30)
     assert seen[0] == ["a0", "a1", "a2", "a3"]
     assert seen[1][:2] == ["u0", "u1"]  # shorter than the batch's texts, yet first
+
+
+def test_the_lane_settings_are_read_and_checked() -> None:
+    from app.config import ConfigError
+
+    assert LaneSettings.from_env({"CHRONOS_LANES": "off"}).enabled is False
+    assert LaneSettings.from_env({}).enabled is True
+    with pytest.raises(ConfigError, match="CHRONOS_LANES"):
+        LaneSettings.from_env({"CHRONOS_LANES": "sometimes"})
+    turns = lanes.Turns(LaneSettings(enabled=False))
+    assert [turns.next() for _ in range(4)] == [None] * 4

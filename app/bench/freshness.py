@@ -6,8 +6,8 @@ For each lane mode (``CHRONOS_LANES=off`` first, the same-run baseline, then ``o
 1. **idle**: ``--probes`` small documents (a generated 2-page text PDF each, distinct content) uploaded
    one after another through ``POST /documents``; each is timed from the upload's start until
    ``GET /documents/{id}`` says ``searchable``;
-2. **under load**: a ``--batch``-document folder (generated Markdown, CSV and small PDFs,
-   ``app/bench/api.py``'s mix) is ingested with ``chronos ingest DIR`` (a folder: the batch lane), and
+2. **under load**: a ``--batch``-document folder (generated Markdown and CSV, ``app/bench/api.py``'s
+   mix, and a tenth small PDFs) is ingested with ``chronos ingest DIR`` (a folder: the batch lane), and
    once it is all queued a probe is uploaded every ``--interval`` seconds while the batch still has
    work queued (at most ``--probes``), each timed the same way. The batch's queue depth when each probe
    was uploaded is reported, so a probe that found the batch done is seen as such.
@@ -36,7 +36,8 @@ from typing import Any
 import httpx
 import orjson
 
-from app.bench.api import TOKEN, generate, make_pdf, serve
+from app.bench.api import TOKEN, generate, serve
+from app.bench.docgen import paragraph, sentence
 
 FINAL = ("searchable", "failed")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -54,12 +55,68 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=main)
 
 
+def text_pdf(pages: list[list[str]]) -> bytes:
+    """A minimal valid PDF: each page's lines in Helvetica (the bench extra's fpdf2 is not needed)."""
+
+    def escape(line: str) -> str:
+        return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]  # the page tree is filled in below
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")  # 3
+    kids = []
+    for lines in pages:
+        body = "BT /F1 11 Tf 14 TL 56 780 Td " + " ".join(f"({escape(t)}) Tj T*" for t in lines) + " ET"
+        stream = body.encode("latin-1", "replace")
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
+        content = len(objects)
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> "
+            b"/Contents %d 0 R >>" % content
+        )
+        kids.append(len(objects))
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, obj)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def small_pdf(rng: random.Random, number: int, pages: int = 2) -> bytes:
+    """A distinct text PDF of ``pages`` pages: a title and ~40 lines of prose each."""
+    out = []
+    for page in range(1, pages + 1):
+        words = " ".join(paragraph(rng, 6) for _ in range(4)).split()
+        lines = [f"Report {number}, part {page}: {sentence(rng, 3)[:-1]}", ""]
+        lines += [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)][:40]
+        out.append(lines)
+    return text_pdf(out)
+
+
 def stats(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"n": 0, "p50_s": None, "p90_s": None, "max_s": None}
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, max(0, round(0.9 * len(ordered)) - 1))]
     return {"n": len(ordered), "p50_s": statistics.median(ordered), "p90_s": p90, "max_s": ordered[-1]}
+
+
+async def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One call, tried again on a dropped connection (a loaded machine; an upload of the same bytes is
+    the same document, so trying it again records nothing twice)."""
+    for attempt in range(6):
+        try:
+            return await client.request(method, url, **kwargs)
+        except httpx.TransportError:
+            if attempt == 5:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class Prober:
@@ -72,15 +129,14 @@ class Prober:
 
     async def probe(self) -> dict[str, Any]:
         self.number += 1
-        body = make_pdf(self.rng, 90_000 + self.number, pages=2)
+        body = small_pdf(self.rng, 90_000 + self.number)
         t0 = time.perf_counter()
-        r = await self.client.post(
-            "/documents", files={"file": (f"probe-{self.number}.pdf", body, "application/pdf")}, headers=AUTH
-        )
+        files = {"file": (f"probe-{self.number}.pdf", body, "application/pdf")}
+        r = await request(self.client, "POST", "/documents", files=files, headers=AUTH)
         r.raise_for_status()
         doc = r.json()["document_id"]
         while True:
-            status = (await self.client.get(f"/documents/{doc}")).json()["status"]
+            status = (await request(self.client, "GET", f"/documents/{doc}")).json()["status"]
             if status in FINAL:
                 return {"document_id": doc, "status": status, "seconds": time.perf_counter() - t0}
             await asyncio.sleep(0.02)
@@ -88,7 +144,7 @@ class Prober:
 
 async def queued_jobs(client: httpx.AsyncClient) -> int:
     """Jobs queued or running (``chronos_jobs`` of /metrics)."""
-    text = (await client.get("/metrics")).text
+    text = (await request(client, "GET", "/metrics")).text
     return sum(
         int(float(m.group(2)))
         for m in re.finditer(r'^chronos_jobs\{[^}]*status="(queued|running)"[^}]*\} (\S+)$', text, re.M)
@@ -171,8 +227,12 @@ async def main(args: argparse.Namespace) -> int:
         return 2
     folder = Path(tempfile.mkdtemp(prefix="chronos-bench-fresh-batch-"))
     try:
-        for name, body, _type in generate(args.batch, pdf_share=0.1, seed=17):
+        pdfs = args.batch // 10
+        for name, body, _type in generate(args.batch - pdfs, pdf_share=0.0, seed=17):
             (folder / name).write_bytes(body)
+        rng = random.Random(23)
+        for j in range(pdfs):
+            (folder / f"batch-{j:04d}.pdf").write_bytes(small_pdf(rng, j, pages=rng.randint(1, 2)))
         uptime = os.getloadavg()
         runs = [await run_mode(mode, args, folder, quiet) for mode in modes]
         by_mode = {r["lanes"]: r for r in runs}

@@ -48,7 +48,7 @@ import orjson
 
 from events.sqlfiles import query
 
-XACTS = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1"
+XACTS = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
 FINAL_DOCUMENTS = "SELECT document_id::text AS d FROM documents WHERE status IN ('searchable', 'failed')"
 BANNER = (
     "*** STAND-INS: conversion and embedding are replaced by instant stand-ins in this benchmark; "
@@ -251,7 +251,6 @@ async def upload_and_watch(
 
 
 async def one_run(dsn: str, home: Path, processes: int, args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
-    database = dsn.rsplit("/", 1)[-1].split("?")[0]
     env = {k: v for k, v in os.environ.items()} | {"DATABASE_URL": dsn, "CHRONOS_HOME": str(home)}
     cmd = [sys.executable, "-m", "app.bench.pipeline", "--child", str(args.slots)]
     procs = [await asyncio.to_thread(subprocess.Popen, cmd, env=env) for _ in range(processes)]
@@ -261,7 +260,8 @@ async def one_run(dsn: str, home: Path, processes: int, args: argparse.Namespace
         await upload_and_watch(dsn, documents(4 * processes, seed=1000 + processes), args.uploaders, args.timeout)
         head = await admin.fetchval("SELECT coalesce(max(position), 0) FROM events")
         jobs_before = await admin.fetchval("SELECT count(*) FROM jobs WHERE status = 'done'")
-        xacts_before = await admin.fetchval(XACTS, database)
+        database = await admin.fetchval("SELECT current_database()")
+        xacts_before = await admin.fetchval(XACTS)
         sampler = Sampler(admin, database, [p.pid for p in procs], postmaster_pid(home))
         cpu0 = sampler.cpu()
         stop = asyncio.Event()
@@ -286,7 +286,7 @@ async def one_run(dsn: str, home: Path, processes: int, args: argparse.Namespace
         waits = {k: round(v / max(1, sampler.samples), 2) for k, v in sampler.waits.most_common(8)}
         gaps = await admin.fetchrow(query("bench", "pipeline_stage_gaps"), head)
         await asyncio.sleep(1.0)  # the statistics collector flushes about once a second
-        xacts = await admin.fetchval(XACTS, database) - xacts_before
+        xacts = await admin.fetchval(XACTS) - xacts_before
         result = {
             "worker_processes": processes,
             "slots_per_process": args.slots,
