@@ -181,6 +181,35 @@ def _prices(e: dict[str, str]) -> tuple[tuple[str, float], ...]:
 
 
 @dataclass(frozen=True)
+class LaneSettings:
+    """Priority lanes of the stage work queue (app/pipeline/lanes.py, docs/benchmarks.md)."""
+
+    enabled: bool = True
+    """``CHRONOS_LANES=off``: workers claim jobs oldest first whatever their lane (lanes are still
+    recorded and shown); the same-run baseline of ``chronos bench freshness``."""
+    interactive_max_bytes: int = 5 * 1024 * 1024
+    """``CHRONOS_INTERACTIVE_MAX_BYTES``: largest upload that may go into the interactive lane."""
+    interactive_depth: int = 8
+    """``CHRONOS_INTERACTIVE_DEPTH``: uploads waiting for conversion in the interactive lane; an upload
+    arriving while it is this deep goes to the batch lane (a loop of single uploads is a batch too)."""
+    batch_share: int = 4
+    """``CHRONOS_BATCH_SHARE``: one claim in this many prefers the batch lane, so a batch keeps moving
+    under a stream of interactive uploads (at least 1/N of the claims)."""
+
+    @classmethod
+    def from_env(cls, e: dict[str, str]) -> LaneSettings:
+        raw = (e.get("CHRONOS_LANES") or "on").strip().lower()
+        if raw not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"CHRONOS_LANES={raw!r}: use on or off")
+        return cls(
+            enabled=raw in ("on", "1", "true", "yes"),
+            interactive_max_bytes=_int(e, "CHRONOS_INTERACTIVE_MAX_BYTES", cls.interactive_max_bytes),
+            interactive_depth=_int(e, "CHRONOS_INTERACTIVE_DEPTH", cls.interactive_depth),
+            batch_share=_int(e, "CHRONOS_BATCH_SHARE", cls.batch_share),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
     """``DATABASE_URL``: any PostgreSQL >= 15 with pgvector; unset means the embedded server."""
@@ -222,6 +251,7 @@ class Settings:
     """``CHRONOS_EMBED_THREADS``: parallel encode threads of the local embedder (default: usable cores)."""
     convert: ConvertSettings = field(default_factory=ConvertSettings)
     modal: ModalSettings = field(default_factory=ModalSettings)
+    lanes: LaneSettings = field(default_factory=LaneSettings)
     price_overrides: tuple[tuple[str, float], ...] = ()
     """``CHRONOS_PRICE_<NAME>``: unit prices in USD that replace app/costs.py's defaults."""
     alert_webhook_url: str | None = None
@@ -257,6 +287,7 @@ class Settings:
             embed_threads=_opt_int(e, "CHRONOS_EMBED_THREADS"),
             convert=ConvertSettings.from_env(e),
             modal=ModalSettings.from_env(e),
+            lanes=LaneSettings.from_env(e),
             price_overrides=_prices(e),
             alert_webhook_url=_url(e, "CHRONOS_ALERT_WEBHOOK_URL"),
             alert_webhook_attempts=_int(e, "CHRONOS_ALERT_WEBHOOK_ATTEMPTS", cls.alert_webhook_attempts),

@@ -5,7 +5,9 @@ embedding model (all-MiniLM-L6-v2, offline), same Docling PDF pipeline. Each sid
 process (``app.bench.chronos_side``, ``app.bench.llamaindex_baseline``), one after the other, so
 neither shares warm caches with the other and memory is measured per side: the peak RSS (and PSS)
 of the side's whole process tree, converter children included, sampled every 0.2 s. The database
-server is outside both trees (shared, like the machine).
+server is outside both trees (shared, like the machine). CPU-seconds are reported per side: its
+process tree and the server's share, and the *floor* (CPU-seconds / cores) with wall / floor
+(``app/bench/cpu.py``; over each side's whole process, warm-up included).
 
 Both sides load their models before their clock starts (warm-up reported separately). Figures:
 documents/min (documents that reached a final state, per minute), chunks/s (chunks written with
@@ -35,6 +37,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app.bench.cpu import children_cpu_s, floor_figures, server_cpu_s
 from app.bench.memory import TreeSampler
 from app.bench.scratch import scratch_database
 from app.commands.ingest import collect
@@ -63,17 +66,22 @@ async def run_side(module: str, args: list[str], quiet: bool) -> tuple[dict[str,
         out = Path(tmp) / "result.json"
         argv = [sys.executable, "-m", module, *args, "--out", str(out)] + (["--quiet"] if quiet else [])
         started = time.perf_counter()
+        tree0, server0 = children_cpu_s(), server_cpu_s()
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE if quiet else None
         )
         with TreeSampler(proc.pid) as sampler:
             _out, err = await proc.communicate()
         wall = time.perf_counter() - started
+        server1 = server_cpu_s()
+        server_s = None if server0 is None or server1 is None else server1 - server0
+        cpu = floor_figures(children_cpu_s() - tree0, server_s, wall)
         if proc.returncode != 0 or not out.exists():
             tail = (err or b"").decode("utf-8", "replace")[-2000:]
             raise RuntimeError(f"{module} exited with status {proc.returncode}; {tail or 'see the output above'}")
         result: dict[str, Any] = orjson.loads(out.read_bytes())
     result["process_wall_s"] = round(wall, 3)
+    result["cpu"] = cpu  # the side's whole process (warm-up included) and the server's share
     return result, sampler.result.as_dict()
 
 
@@ -251,6 +259,10 @@ def print_table(result: dict[str, Any]) -> None:
     row("peak PSS MB (tree)", lambda r: r["memory"]["peak_pss_mb"])
     row("processes at peak", lambda r: r["memory"]["peak_processes"])
     row("warm-up s (not timed)", lambda r: r["warm_up_s"])
+    row("CPU-s: process tree", lambda r: r.get("cpu", {}).get("tree_cpu_s"))
+    row("CPU-s: PostgreSQL server", lambda r: r.get("cpu", {}).get("server_cpu_s"))
+    row("floor s (CPU-s / cores)", lambda r: r.get("cpu", {}).get("floor_s"))
+    row("process wall s / floor", lambda r: r.get("cpu", {}).get("wall_over_floor"))
     ratio = result.get("ratio", {})
     header = ["", *sides] + (["Chronos/LlamaIndex"] if ratio else [])
     ratio_of = {

@@ -5,7 +5,19 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ["events", "convert", "compare", "large_input", "replay", "search", "api", "revisions", "retrieval"]
+BENCHES = [
+    "events",
+    "convert",
+    "compare",
+    "large_input",
+    "replay",
+    "search",
+    "api",
+    "revisions",
+    "retrieval",
+    "freshness",
+    "pipeline",
+]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

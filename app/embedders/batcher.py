@@ -5,7 +5,9 @@ lengths mixed, so much of the work is padding and per-call overhead. Callers (on
 several jobs at once) put their texts into one queue; pool threads take batches from it, each
 batch the longest texts among the oldest waiting ones, and write the vectors back to their
 callers. The window (the oldest ``batch_size * threads`` texts) keeps a caller's short texts from
-waiting behind a stream of longer newcomers.
+waiting behind a stream of longer newcomers. Urgent texts (an interactive job's, ``URGENT`` set in
+its task: app/pipeline/lanes.py) join the queue ahead of every text that is not urgent, so a small
+upload's chunks never wait behind a batch's.
 
 CPU time is each batch's own thread time, shared among its texts by length, so a caller is
 charged for its own texts only. A batch that fails fails every caller with a text in it.
@@ -18,11 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
 
 Forward = Callable[[list[str]], np.ndarray]  # texts -> (len(texts), dimensions) float32 vectors
+URGENT: ContextVar[bool] = ContextVar("chronos_embed_urgent", default=False)
+"""Set by the worker in an interactive job's task: ``submit`` then puts the texts first."""
 
 
 @dataclass
@@ -40,6 +45,7 @@ class _Item:
     length: int
     request: _Request
     index: int
+    urgent: bool = False
 
 
 class Batcher:
@@ -65,16 +71,26 @@ class Batcher:
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=name)
         self.batches = 0  # batches run so far (for tests and figures)
 
-    def submit(self, texts: Sequence[str], lengths: Sequence[int]) -> Future[tuple[np.ndarray, float]]:
+    def submit(
+        self, texts: Sequence[str], lengths: Sequence[int], urgent: bool | None = None
+    ) -> Future[tuple[np.ndarray, float]]:
         """A future of the vectors for ``texts`` (in order) and the CPU seconds spent on them. Nothing
-        waits on a thread meanwhile (``asyncio.wrap_future`` it from the event loop)."""
+        waits on a thread meanwhile (``asyncio.wrap_future`` it from the event loop). ``urgent``
+        (default: ``URGENT`` of the calling context): the texts go ahead of every non-urgent one."""
+        urgent = URGENT.get() if urgent is None else urgent
         request = _Request(np.empty((len(texts), self.dimensions), dtype=np.float32), len(texts))
         if not texts:
             request.future.set_result((request.out, 0.0))
             return request.future
-        items = [_Item(t, max(1, int(n)), request, i) for i, (t, n) in enumerate(zip(texts, lengths, strict=True))]
+        items = [
+            _Item(t, max(1, int(n)), request, i, urgent) for i, (t, n) in enumerate(zip(texts, lengths, strict=True))
+        ]
         with self._lock:
-            self._pending.extend(items)
+            if urgent:  # after the urgent texts already waiting, before everything else
+                at = next((k for k, item in enumerate(self._pending) if not item.urgent), len(self._pending))
+                self._pending[at:at] = items
+            else:
+                self._pending.extend(items)
         for _ in range(min(self.threads, math.ceil(len(items) / self.min_batch))):
             self._pool.submit(self._drain)
         return request.future
@@ -89,7 +105,7 @@ class Batcher:
                 return []
             window = self._pending[: self.batch_size * self.threads]
             size = min(self.batch_size, max(self.min_batch, math.ceil(len(self._pending) / self.threads)))
-            batch = sorted(window, key=lambda item: -item.length)[:size]
+            batch = sorted(window, key=lambda item: (not item.urgent, -item.length))[:size]
             taken = {id(item) for item in batch}
             self._pending = [item for item in self._pending if id(item) not in taken]
             return batch

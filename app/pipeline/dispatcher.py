@@ -9,9 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from app import config
 from app.catalogue import events as ev
 from app.catalogue.codec import decode
-from app.pipeline import jobs
+from app.pipeline import jobs, lanes
 from events.sqlfiles import query
 from events.types import DbConn, RecordedEvent
 
@@ -50,8 +51,10 @@ def job_params(event: ev.Event) -> dict[str, Any]:
 
 
 async def dispatch(conn: DbConn, events: list[RecordedEvent]) -> None:
-    """Subscription handler: enqueue one job per work-asking event; cancel work of deleted documents."""
+    """Subscription handler: enqueue one job per work-asking event, each in its lane
+    (app/pipeline/lanes.py); cancel work of deleted documents."""
     enqueued = 0
+    settings = config.current().lanes
     for recorded in events:
         if recorded.type not in _TYPES:
             continue
@@ -75,6 +78,8 @@ async def dispatch(conn: DbConn, events: list[RecordedEvent]) -> None:
             trigger_event_id=recorded.event_id,
             trigger_position=recorded.position,
             params=params,
+            lane=lanes.requested_lane(event, settings),
+            interactive_depth=settings.interactive_depth,
         )
         enqueued += 1
     if enqueued:

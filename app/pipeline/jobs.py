@@ -25,6 +25,7 @@ class Job:
     params: dict[str, Any]
     attempts: int
     max_attempts: int
+    lane: str = "batch"  # "interactive" | "batch" (app/pipeline/lanes.py)
 
     @property
     def key(self) -> str:
@@ -48,7 +49,12 @@ async def enqueue(
     trigger_position: int,
     params: dict[str, Any] | None = None,
     max_attempts: int = 4,
+    lane: str | None = "batch",
+    interactive_depth: int = 8,
 ) -> uuid.UUID:
+    """Queue the job (once: its id is derived from the trigger). ``lane``: the lane asked for
+    (``interactive`` is granted while the interactive lane holds fewer than ``interactive_depth``
+    uploads waiting for conversion), or None: the lane of the document's latest job."""
     job_id = ids.job_id_for(trigger_event_id, stage)
     await conn.execute(
         query("jobs", "enqueue"),
@@ -59,6 +65,8 @@ async def enqueue(
         trigger_position,
         params or {},
         max_attempts,
+        lane,
+        interactive_depth,
     )
     return job_id
 
@@ -73,11 +81,26 @@ def _job(row: asyncpg.Record) -> Job:
         params=row["params"],
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
+        lane=row["lane"],
     )
 
 
-async def claim(pool: asyncpg.Pool, stages: list[str], owner: str, lease_s: float, limit: int = 1) -> list[Job]:
-    rows = await pool.fetch(query("jobs", "claim"), stages, owner, float(lease_s), limit)
+async def claim(
+    pool: asyncpg.Pool,
+    stages: list[str],
+    owner: str,
+    lease_s: float,
+    limit: int = 1,
+    *,
+    prefer: str | None = None,
+    several: list[str] | None = None,
+) -> list[Job]:
+    """Claim the best job among ``stages`` (in the order given: the first is preferred), the lane
+    ``prefer`` first (None: oldest first whatever the lane), and with it up to ``limit - 1`` more of
+    the same stage when that stage is one of ``several`` (default: any of ``stages``). One round trip."""
+    rows = await pool.fetch(
+        query("jobs", "claim"), stages, owner, float(lease_s), limit, prefer, stages if several is None else several
+    )
     return [_job(r) for r in rows]
 
 

@@ -14,6 +14,10 @@
   ``CHRONOS_CONVERT_SLOW_S`` stops counting against the convert stage's slots (the converter pool
   starts an extra process for the next one, ``app.convert.local``), and convert jobs for uploads
   that need no converter (empty, unsupported) are taken even while the convert slots are busy.
+* Fresh under load: every job is in a lane (``app/pipeline/lanes.py``); a claim takes the interactive
+  lane first across stages (a small upload's convert job goes before a batch's embed jobs), with a
+  bounded share for the batch lane, and an interactive job's texts go to the front of the embedder's
+  queue (``app.embedders.batcher.URGENT``).
 * Embed jobs are taken several at a time (``CHRONOS_EMBED_JOBS``) and run side by side in one slot:
   a document has a handful of chunks, too few to keep the embedder's threads busy on its own.
 * A ``Worker`` is the job runner only: claim, run the stage, heartbeat, record. It is woken by the
@@ -32,7 +36,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from app.pipeline import jobs
+from app.embedders.batcher import URGENT
+from app.pipeline import jobs, lanes
 from app.pipeline.jobs import Job
 from app.pipeline.stages import Outcome, run_stage
 from app.runtime import Runtime
@@ -72,7 +77,8 @@ class Worker:
         self.runner = runner
         self.processed = 0
         self.in_flight: dict[object, Job] = {}
-        self._claiming: dict[str, int] = {}
+        self._claim_lock = asyncio.Lock()
+        self._turns = lanes.Turns(rt.settings.lanes)
         self._busy_slots: dict[str, int] = {}  # slots working on each stage (a slot may hold several embed jobs)
         self._started: dict[object, float] = {}  # job id -> when this worker started running it (monotonic)
         from app.convert.local import slow_after_s
@@ -108,31 +114,36 @@ class Worker:
         one, so the other stages always have a slot."""
         return self.concurrency if len(self.stages) == 1 else max(1, self.concurrency - 1)
 
-    def _claim_size(self, stage: str) -> int:
-        return max(1, self.rt.settings.embed_jobs) if stage == "embed" else 1
-
     async def _claim(self) -> list[Job]:
-        """Jobs of one stage (one job, or several embed jobs): the stage furthest along that is below
-        its slot limit."""
-        limit = self._stage_limit()
-        for stage in sorted(self.stages, key=STAGE_PRIORITY.index):
-            busy = self._claiming.get(stage, 0) + self._busy_slots.get(stage, 0) - self._slow(stage)
-            if busy >= limit:
-                if stage == "convert" and (claimed := await self._claim_needing_no_converter()):
-                    return claimed
-                continue
-            self._claiming[stage] = self._claiming.get(stage, 0) + 1  # other slots see it while we wait
-            try:
-                claimed = await jobs.claim(self.rt.pool, [stage], self.owner, self.lease_s, self._claim_size(stage))
-                for job in claimed:
-                    self.in_flight[job.job_id] = job
-                if claimed:
-                    self._busy_slots[stage] = self._busy_slots.get(stage, 0) + 1
-            finally:
-                self._claiming[stage] -= 1
+        """Jobs of one stage (one job, or several embed jobs) in one round trip: among the stages below
+        their slot limit, the lane whose turn it is first (app/pipeline/lanes.py), then the stage
+        furthest along, then the oldest. Claims of one worker take turns (``_claim_lock``), so the
+        slot counts they read are never stale."""
+        async with self._claim_lock:
+            limit = self._stage_limit()
+            open_stages = [
+                stage
+                for stage in sorted(self.stages, key=STAGE_PRIORITY.index)
+                if self._busy_slots.get(stage, 0) - self._slow(stage) < limit
+            ]
+            claimed: list[Job] = []
+            if open_stages:
+                claimed = await jobs.claim(
+                    self.rt.pool,
+                    open_stages,
+                    self.owner,
+                    self.lease_s,
+                    max(1, self.rt.settings.embed_jobs),
+                    prefer=self._turns.next(),
+                    several=["embed"],
+                )
+            if not claimed and "convert" in self.stages and "convert" not in open_stages:
+                return await self._claim_needing_no_converter()
+            for job in claimed:
+                self.in_flight[job.job_id] = job
             if claimed:
-                return claimed
-        return []
+                self._busy_slots[claimed[0].stage] = self._busy_slots.get(claimed[0].stage, 0) + 1
+            return claimed
 
     def _slow(self, stage: str) -> int:
         """Convert jobs of this worker running for longer than ``slow_convert_s``: they step aside."""
@@ -182,6 +193,8 @@ class Worker:
     async def _work(self, job: Job) -> None:
         self.in_flight[job.job_id] = job
         self._started[job.job_id] = time.monotonic()
+        if self._turns.enabled and job.lane == lanes.INTERACTIVE:
+            URGENT.set(True)  # this job's task only: its texts go first in the embedder's queue
         heartbeat = asyncio.create_task(self._heartbeat(job))
         try:
             try:

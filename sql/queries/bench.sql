@@ -46,3 +46,19 @@ SELECT count(*) FROM chunks;
 -- name: stream_events
 -- bench large-input: one document's events in order.
 SELECT type, data FROM events WHERE stream_id = $1 ORDER BY stream_version;
+
+-- name: pipeline_stage_gaps
+-- `chronos bench pipeline`: median seconds between a document's stage events after position $1
+-- (upload -> converted -> chunked -> embedded), where its time to searchable goes.
+WITH t AS (
+    SELECT stream_id,
+           min(recorded_at) FILTER (WHERE type = 'DocumentUploaded') AS uploaded,
+           min(recorded_at) FILTER (WHERE type = 'DocumentConverted') AS converted,
+           min(recorded_at) FILTER (WHERE type = 'DocumentChunked') AS chunked,
+           min(recorded_at) FILTER (WHERE type = 'ChunksEmbedded') AS embedded
+    FROM events WHERE position > $1 GROUP BY stream_id
+)
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM converted - uploaded)) AS upload_to_converted,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM chunked - converted)) AS converted_to_chunked,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM embedded - chunked)) AS chunked_to_embedded
+FROM t WHERE uploaded IS NOT NULL;
