@@ -57,6 +57,14 @@ class SearchHit:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_row(cls, r: asyncpg.Record, model: str, **extra: Any) -> SearchHit:
+        """A hit from a row of ``search_chunks`` or ``search_chunks_hybrid`` (``extra``: what only the
+        latter returns)."""
+        return cls(chunk_id=str(r["chunk_id"]), document_id=str(r["document_id"]), filename=r["filename"],
+                   ordinal=r["ordinal"], text=r["text"], pages=list(r["pages"]), heading_path=list(r["heading_path"]),
+                   score=float(r["score"]), model=model, **extra)  # fmt: skip
+
 
 class InvalidFilter(InvalidMetadata):
     """A search filter that cannot be read (docs/search.md, "Collections and metadata"); nothing was searched."""
@@ -163,21 +171,7 @@ async def active_model(pool: asyncpg.Pool) -> tuple[str, int] | None:
 
 async def search_vector(pool: asyncpg.Pool | DbConn, vector: np.ndarray, k: int, model: str) -> list[SearchHit]:
     rows = await pool.fetch("SELECT * FROM search_chunks($1::vector, $2, $3)", np.asarray(vector, np.float32), k, model)
-    return [
-        SearchHit(
-            chunk_id=str(r["chunk_id"]),
-            document_id=str(r["document_id"]),
-            filename=r["filename"],
-            ordinal=r["ordinal"],
-            text=r["text"],
-            pages=list(r["pages"]),
-            heading_path=list(r["heading_path"]),
-            score=float(r["score"]),
-            model=model,
-            similarity=float(r["score"]),
-        )
-        for r in rows
-    ]
+    return [SearchHit.from_row(r, model, similarity=float(r["score"])) for r in rows]
 
 
 async def search_rows(
@@ -199,16 +193,9 @@ async def search_rows(
         f.collection_names(), f.metadata_objects(),
     )  # fmt: skip
     return [
-        SearchHit(
-            chunk_id=str(r["chunk_id"]),
-            document_id=str(r["document_id"]),
-            filename=r["filename"],
-            ordinal=r["ordinal"],
-            text=r["text"],
-            pages=list(r["pages"]),
-            heading_path=list(r["heading_path"]),
-            score=float(r["score"]),
-            model=model,
+        SearchHit.from_row(
+            r,
+            model,
             title=r["title"],
             char_start=r["char_start"],
             char_end=r["char_end"],
