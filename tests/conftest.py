@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +23,30 @@ from tests.pg import server_dsn
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 _counter = itertools.count()
+
+
+_TEMPROOT: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test session gets a temp root of its own. pytest makes ``/tmp/pytest-of-<user>`` private
+    (mode 0700) whenever a session starts, and the embedded servers of a session run as PostgreSQL's
+    own system user under it: a second session started on the same machine (a developer's quick run
+    beside the full suite) cut a running session's servers off their data directories ("could not
+    open file .../pg_control: Permission denied" during initdb). The root is short (socket paths
+    under it stay within the 107-byte limit) and removed at the end (``CHRONOS_KEEP_TEST_TMP=1``
+    keeps it)."""
+    global _TEMPROOT
+    if os.environ.get("PYTEST_DEBUG_TEMPROOT") or config.option.basetemp:
+        return
+    _TEMPROOT = Path(tempfile.mkdtemp(prefix="c", dir="/tmp" if Path("/tmp").is_dir() else None))
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = str(_TEMPROOT)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _TEMPROOT is not None and os.environ.get("CHRONOS_KEEP_TEST_TMP") != "1":
+        shutil.rmtree(_TEMPROOT, ignore_errors=True)
+        os.environ.pop("PYTEST_DEBUG_TEMPROOT", None)
 
 
 @pytest.fixture(scope="session")
