@@ -38,6 +38,7 @@ import orjson
 
 from app.bench.api import TOKEN, generate, serve
 from app.bench.docgen import paragraph, sentence
+from app.samples import pdf
 
 FINAL = ("searchable", "failed")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -55,38 +56,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=main)
 
 
-def text_pdf(pages: list[list[str]]) -> bytes:
-    """A minimal valid PDF: each page's lines in Helvetica (the bench extra's fpdf2 is not needed)."""
-
-    def escape(line: str) -> str:
-        return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]  # the page tree is filled in below
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")  # 3
-    kids = []
-    for lines in pages:
-        body = "BT /F1 11 Tf 14 TL 56 780 Td " + " ".join(f"({escape(t)}) Tj T*" for t in lines) + " ET"
-        stream = body.encode("latin-1", "replace")
-        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
-        content = len(objects)
-        objects.append(
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> "
-            b"/Contents %d 0 R >>" % content
-        )
-        kids.append(len(objects))
-    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, obj)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
 def small_pdf(rng: random.Random, number: int, pages: int = 2) -> bytes:
     """A distinct text PDF of ``pages`` pages: a title and ~40 lines of prose each."""
     out = []
@@ -95,7 +64,7 @@ def small_pdf(rng: random.Random, number: int, pages: int = 2) -> bytes:
         lines = [f"Report {number}, part {page}: {sentence(rng, 3)[:-1]}", ""]
         lines += [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)][:40]
         out.append(lines)
-    return text_pdf(out)
+    return pdf(out)  # app/samples.py's text PDF writer (the bench extra's fpdf2 is not needed)
 
 
 def stats(values: list[float]) -> dict[str, float | int | None]:
