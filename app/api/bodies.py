@@ -367,6 +367,7 @@ class ReprocessRequest(Body):
     backend: Literal["auto", "local", "modal"] | None = None
     chunk_size: int | None = None
     chunk_overlap: int | None = None
+    context_template: str | None = None  # stage chunk: {title}, {headings}, {table} (docs/search.md); "": bare
     model: str | None = None
     reason: str | None = None
     over_budget: bool = False

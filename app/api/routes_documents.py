@@ -311,6 +311,7 @@ async def reprocess(request: Request) -> Response:
         backend=_opt_str(body, "backend"),
         chunk_size=_opt_int(body, "chunk_size"),
         chunk_overlap=_opt_int(body, "chunk_overlap"),
+        context_template=_opt_str(body, "context_template"),
         model=_opt_str(body, "model") or (state.embedding_model if stage == "embed" else None),
     )
     if stage == "embed" and not wanted.model:

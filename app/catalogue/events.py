@@ -105,6 +105,7 @@ class ChunkingRequested(DocumentEvent, frozen=True):
     chunk_overlap: int | None = None
     reason: str = "reprocess"
     revision: int | None = None
+    context_template: str | None = None  # app/chunk_context.py; None: the document's own ("": embed bare)
 
 
 class EmbeddingRequested(DocumentEvent, frozen=True):

@@ -102,6 +102,7 @@ class DocumentState:
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # current metadata (jsonb)
     # -- persisted in the ``state`` column --
     chunk_settings: tuple[int | None, int | None] = (None, None)  # sticky (chunk_size, overlap) of a request
+    context_template: str | None = None  # sticky context template of a request (None: the default)
     model: str | None = None  # sticky model of the latest embedding request
     embedded: frozenset[tuple[str, str]] = frozenset()  # (chunk_set_id, model) pairs with vectors
     serving_chunk_set_id: str | None = None  # the newest chunk set search has vectors of
@@ -135,6 +136,7 @@ class DocumentState:
     def extras(self) -> dict[str, Any]:
         return {
             "chunk_settings": list(self.chunk_settings),
+            "context_template": self.context_template,
             "model": self.model,
             "embedded": sorted([s, m] for s, m in self.embedded),
             "serving_chunk_set_id": self.serving_chunk_set_id,
@@ -169,6 +171,7 @@ class DocumentState:
         return cls(
             **values,
             chunk_settings=(settings[0], settings[1]),
+            context_template=extras.get("context_template"),
             model=extras.get("model"),
             embedded=frozenset((str(s), str(m)) for s, m in extras.get("embedded") or ()),
             serving_chunk_set_id=extras.get("serving_chunk_set_id"),
@@ -177,7 +180,9 @@ class DocumentState:
         )
 
 
-_EXTRA = frozenset({"chunk_settings", "model", "embedded", "serving_chunk_set_id", "halted", "chunk_set_revision"})
+_EXTRA = frozenset(
+    {"chunk_settings", "context_template", "model", "embedded", "serving_chunk_set_id", "halted", "chunk_set_revision"}
+)
 EXTRA_FIELDS = _EXTRA  # kept in documents.state (jsonb), not in columns
 _ORDER = {"convert": 0, "chunk": 1, "embed": 2}
 
@@ -244,6 +249,8 @@ def _changes(s: DocumentState, event: ev.Event, recorded: RecordedEvent) -> dict
                 out["halted"] = None  # that stage (or an earlier one) is tried again
             if isinstance(event, ev.ChunkingRequested):
                 out["chunk_settings"] = (event.chunk_size, event.chunk_overlap)
+                if event.context_template is not None:
+                    out["context_template"] = event.context_template
             if isinstance(event, ev.EmbeddingRequested):
                 out["model"] = event.model
             return out

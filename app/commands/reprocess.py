@@ -31,10 +31,13 @@ def selection(args: argparse.Namespace) -> Selection:
 
 
 def stage_request(args: argparse.Namespace) -> reprocess.StageRequest:
+    template = args.context_template
+    if template is not None:
+        template = template.replace("\\n", "\n")  # a shell's '{title}\n{headings}': the two-character \n
     return reprocess.StageRequest(
         stage=args.stage, reason=args.reason, backend=args.backend, chunk_size=args.chunk_size,
-        chunk_overlap=args.chunk_overlap, model=args.model, switch=bool(args.all and args.stage == "embed"),
-        batch_api=bool(getattr(args, "batch_api", False)),
+        chunk_overlap=args.chunk_overlap, context_template=template, model=args.model,
+        switch=bool(args.all and args.stage == "embed"), batch_api=bool(getattr(args, "batch_api", False)),
     )  # fmt: skip
 
 
@@ -49,6 +52,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--backend", choices=reprocess.BACKENDS)
     p.add_argument("--chunk-size", type=int)
     p.add_argument("--chunk-overlap", type=int)
+    p.add_argument("--context-template", metavar="TEMPLATE",
+                   help="--stage chunk: what is embedded with each chunk, from {title}, {headings} and {table} "
+                        "(default \"{title}\\n{headings}\\n{table}\"; \"\" embeds chunks bare); quoted first: "
+                        "chunks whose embed input changes are embedded again; \\n is a line break")  # fmt: skip
     p.add_argument("--model")
     p.add_argument("--reason", default="reprocess")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation of the cost quote")
@@ -67,6 +74,7 @@ async def main(args: argparse.Namespace) -> int:
         q = plan.quote
         if not args.json:
             print(f"{len(plan.document_ids)} document(s); quote: ${q.usd:.4f} ({q.quantity} {q.resource or 'free'})")
+            _print_chunk_quote(q)
         await check_quote(rt.pool, rt.settings, q.usd, over_budget_ok=args.over_budget,
                           by_collection=plan.by_collection)  # fmt: skip
         if q.usd > 0 and not args.yes:
@@ -84,6 +92,17 @@ async def main(args: argparse.Namespace) -> int:
     else:
         print(f"requested {args.stage} for {plan.requested} document(s)")
     return 0
+
+
+def _print_chunk_quote(q: reprocess.Quote) -> None:
+    """What a re-chunk will embed again, per model (the rest is in the embedding cache: free)."""
+    for model, line in (q.details.get("models") or {}).items():
+        paid = f", {line['tokens']} tokens ${line['usd']:.4f}" if "tokens" in line else ""
+        print(f"  {model}: {line['embed_inputs']} chunk(s) to embed{paid}, {line['cached']} cached")
+    if q.details.get("not_converted"):
+        print(f"  {q.details['not_converted']} document(s) not converted yet: chunked and embedded when they are")
+    for doc, why in (q.details.get("cannot_chunk") or {}).items():
+        print(f"  cannot chunk {doc} (its request will fail with this reason): {why}", file=sys.stderr)
 
 
 def _print_batches(plan: reprocess.Plan, as_json: bool) -> int:

@@ -80,7 +80,7 @@ async def uncached_tokens(pool: asyncpg.Pool, document_ids: Sequence[str], spec:
         inputs = embed_inputs(await load_content(blobs, chunked))
         texts += [x for c, x in zip(chunked.chunks, inputs, strict=True) if wanted.pop(_key(c), None)]
     if texts:
-        counted += await asyncio.to_thread(_count, texts)
+        counted += await asyncio.to_thread(count_texts, texts)
     return counted
 
 
@@ -88,6 +88,7 @@ def _key(chunk: ev.Chunk) -> str:
     return chunk.embed_sha256 or chunk.text_sha256
 
 
-def _count(texts: list[str]) -> int:
+def count_texts(texts: list[str]) -> int:
+    """Tokens of ``texts`` with OpenAI's embedding tokenizer (what OpenAI bills)."""
     encoding = load_encoding(ENCODING)
     return sum(len(ids) for ids in encoding.encode_ordinary_batch(texts))

@@ -41,6 +41,7 @@ def job_params(event: ev.Event) -> dict[str, Any]:
             return {
                 "chunk_size": event.chunk_size,
                 "chunk_overlap": event.chunk_overlap,
+                "context_template": event.context_template,
                 "request_id": event.request_id,
             }
         case ev.DocumentChunked() | ev.ChunkingUnchanged():

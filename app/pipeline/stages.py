@@ -316,49 +316,28 @@ def _conversion_failure(exc: Any, options: Any) -> StageFailure:
 
 
 async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> Outcome:
-    from app.chunk_context import DEFAULT_TEMPLATE, ContextTemplateError
-    from app.chunking import ChunkingError, chunk_with_context
-    from app.embedders import EmbedderUnavailable, get_embedder
+    from app.chunk_context import ContextTemplateError
+    from app.chunking import ChunkingError
+    from app.embedders import EmbedderUnavailable
+    from app.pipeline.chunk_plan import ChunkRequest, chunk_conversion, sizing_embedder
 
     state = stream.state
     assert state is not None
     conversion = stream.conversions.get(job.params.get("conversion_id", "")) or stream.current_conversion
     if conversion is None:
         return _cannot_run(stream, job, "NoConversion", "conversion to chunk")
-    chunk_size = job.params.get("chunk_size", state.chunk_settings[0])
-    chunk_overlap = job.params.get("chunk_overlap", state.chunk_settings[1])
+    wanted = ChunkRequest.of(job.params, state)
     try:
-        embedder = await asyncio.to_thread(get_embedder, state.model, rt.settings)
+        embedder = await sizing_embedder(rt.pool, rt.settings, state.model)
     except EmbedderUnavailable as exc:
         raise StageFailure("UnknownModel", f"cannot size chunks for the embedder: {exc}", retryable=False) from exc
-    for target in await switch_targets(rt):
-        # These chunks will be embedded with the switch target(s) too: fit the smallest window.
-        try:
-            other = await asyncio.to_thread(get_embedder, target, rt.settings)
-        except EmbedderUnavailable:
-            continue
-        if other.max_tokens < embedder.max_tokens:
-            embedder = other
-    docling_json = await rt.blobs.get_bytes(conversion.docling_json.sha256)
-    markdown = (await rt.blobs.get_bytes(conversion.markdown.sha256)).decode("utf-8")
     try:
-        chunks, contents, parameters = await asyncio.to_thread(
-            chunk_with_context,
-            docling_json,
-            markdown,
-            embedder_max_tokens=embedder.max_tokens,
-            count_tokens=embedder.count_tokens,
-            tokenizer_name=embedder.tokenizer_name(),
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            filename=state.filename,
-            context_template=job.params.get("context_template") or DEFAULT_TEMPLATE,
-        )
+        chunks, contents, parameters = await chunk_conversion(rt.blobs, embedder, state, conversion, wanted)
     except (ChunkingError, ContextTemplateError) as exc:
         # Deterministic: the same settings and conversion fail the same way every time.
         raise StageFailure(
             "ChunkingError",
-            f"{exc} (chunk_size={chunk_size}, chunk_overlap={chunk_overlap}; "
+            f"{exc} (chunk_size={wanted.chunk_size}, chunk_overlap={wanted.chunk_overlap}; "
             "reprocess --stage chunk with other settings)",
             retryable=False,
             final=True,
@@ -402,10 +381,10 @@ async def _chunk(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> O
 
 
 async def switch_targets(rt: Runtime) -> list[str]:
-    """Models an ``--all`` embedding reprocess asked for (a model switch), newest first (at most two:
-    the one being rolled out and the one before it, which answers searches until the switch completes)."""
-    rows = await rt.pool.fetch(query("jobs", "embedding_switch_targets"))
-    return [r["model"] for r in rows if r["model"]]
+    """Models an ``--all`` embedding reprocess asked for (app/pipeline/chunk_plan.py)."""
+    from app.pipeline.chunk_plan import switch_targets as targets
+
+    return await targets(rt.pool)
 
 
 async def _embed(rt: Runtime, job: Job, actor: str, stream: DocumentStream) -> Outcome:

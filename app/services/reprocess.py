@@ -43,6 +43,7 @@ class StageRequest:
     pipeline: str | None = None
     chunk_size: int | None = None
     chunk_overlap: int | None = None
+    context_template: str | None = None  # chunk: what is embedded with each chunk (app/chunk_context.py)
     model: str | None = None
     switch: bool = False  # embed --all: a model switch (later documents are embedded with it too)
     batch_api: bool = False  # embed with OpenAI's Batch API (half price, within 24 h: app/embedders/batch_jobs.py)
@@ -83,6 +84,12 @@ def validated(request: StageRequest, settings: Settings) -> StageRequest:
         raise InvalidRequest(f"backend must be one of {', '.join(BACKENDS)}, not {request.backend!r}")
     if request.batch_api and request.stage != "embed":
         raise InvalidRequest("--batch-api is for --stage embed (OpenAI's Batch API)")
+    if request.context_template is not None:
+        if request.stage != "chunk":
+            raise InvalidRequest("--context-template is for --stage chunk (what is embedded with each chunk)")
+        from app.chunk_context import check_template
+
+        check_template(request.context_template)  # ContextTemplateError (an InvalidRequest) names the field
     if request.stage != "embed":
         return request
     if not request.model:
@@ -114,6 +121,12 @@ async def quote(pool: asyncpg.Pool, request: StageRequest, ids: list[str], setti
         from app.convert.quote import convert_quote
 
         q = await convert_quote(pool, ids, request.backend, request.pipeline)
+        rest = {k: v for k, v in q.items() if k not in ("resource", "quantity", "usd")}
+        return Quote(q["resource"], float(q["quantity"]), float(q["usd"]), rest)
+    if request.stage == "chunk":
+        from app.services.chunk_quote import quote_chunking
+
+        q = await quote_chunking(pool, request, ids, settings or Settings.from_env())
         rest = {k: v for k, v in q.items() if k not in ("resource", "quantity", "usd")}
         return Quote(q["resource"], float(q["quantity"]), float(q["usd"]), rest)
     return Quote(None, 0, 0.0)
@@ -195,7 +208,8 @@ def request_event(request: StageRequest, document_id: str) -> ev.DocumentEvent:
                                       reason=request.reason)  # fmt: skip
     if request.stage == "chunk":
         return ev.ChunkingRequested(document_id=document_id, request_id=request_id, chunk_size=request.chunk_size,
-                                    chunk_overlap=request.chunk_overlap, reason=request.reason)  # fmt: skip
+                                    chunk_overlap=request.chunk_overlap, reason=request.reason,
+                                    context_template=request.context_template)  # fmt: skip
     if not request.model:
         raise InvalidRequest(
             "--stage embed needs --model (e.g. local:all-MiniLM-L6-v2 or openai:text-embedding-3-small)"
