@@ -52,7 +52,10 @@ def serve(settings: Settings, options: ServeOptions, say: Callable[[str], None] 
     if generated:
         say(f"chronos serve: CHRONOS_API_TOKENS is unset; this run's token is {generated}")
         say(f"chronos serve: dashboard {url}#token={generated}")
-    server.run(sockets=[sock])
+    from app.services.running_serve import announce
+
+    with announce(settings, url):  # chronos search asks this process instead of loading the model
+        server.run(sockets=[sock])
     return 0 if server.started else 1
 
 
