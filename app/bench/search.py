@@ -58,10 +58,14 @@ async def run_bench(
                     )
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_m'", str(m))
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_ef_construction'", str(efc))
-                await conn.execute("SET maintenance_work_mem = '1GB'")
+                # The graph must fit in maintenance_work_mem or the build slows down many times over
+                # (pgvector: "hnsw graph no longer fits"); about 2.5x the raw vectors, at least 1 GB.
+                work_mem_mb = max(1024, int(n * dims * 4 * 2.5 / 2**20))
+                await conn.execute(f"SET maintenance_work_mem = '{work_mem_mb}MB'")
                 t0 = time.perf_counter()
                 await conn.fetchval("SELECT ensure_vector_index($1, $2)", MODEL, dims)
                 build_s = time.perf_counter() - t0
+                build = await build_memory(conn, work_mem_mb)
                 sql = (f"SELECT chunk_id FROM vectors WHERE model = '{MODEL}' "
                        f"ORDER BY embedding::vector({dims}) <=> $1::vector({dims}) LIMIT 10")  # fmt: skip
                 picks = rng.integers(0, n, queries)
@@ -110,9 +114,35 @@ async def run_bench(
                                                    "search_chunks_hybrid_before")  # fmt: skip
                         hybrid_figures |= {f"before_{k}": v for k, v in earlier.items()}
             return {"vectors": n, "dimensions": dims, "queries": queries, "m": m, "ef_construction": efc,
-                    "index_build_s": round(build_s, 1), "runs": results, "hybrid": hybrid_figures}  # fmt: skip
+                    "index_build_s": round(build_s, 1), "index_build": build, "runs": results,
+                    "hybrid": hybrid_figures}  # fmt: skip
         finally:
             await pool.close()
+
+
+async def build_memory(conn: Any, work_mem_mb: int) -> dict[str, Any]:
+    """Sizes of the table and the index, and the peak memory of the server process that built it
+    (VmHWM, readable when the server runs on this machine as here; parallel build workers not counted)."""
+    row = await conn.fetchrow(
+        "SELECT pg_backend_pid() AS pid, pg_total_relation_size('vectors') AS total, "
+        "(SELECT coalesce(sum(pg_relation_size(i.indexrelid)), 0) FROM pg_index i "
+        " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'vectors'::regclass AND c.relname LIKE '%hnsw%') "
+        "AS hnsw"
+    )
+    peak = _peak_rss_mb(int(row["pid"]))
+    return {"maintenance_work_mem_mb": work_mem_mb, "hnsw_index_mb": round(row["hnsw"] / 2**20, 1),
+            "vectors_table_total_mb": round(row["total"] / 2**20, 1), "backend_peak_rss_mb": peak}  # fmt: skip
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass  # another machine's server
+    return None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -162,6 +192,10 @@ async def main(args: argparse.Namespace) -> int:
         return 0
     print(f"{r['vectors']} vectors x {r['dimensions']} dims, m={r['m']} ef_construction={r['ef_construction']}, "
           f"index build {r['index_build_s']}s, {r['queries']} queries")  # fmt: skip
+    b = r["index_build"]
+    print(f"  index {b['hnsw_index_mb']} MB (table with indexes {b['vectors_table_total_mb']} MB), "
+          f"maintenance_work_mem {b['maintenance_work_mem_mb']} MB, building backend peak RSS "
+          f"{b['backend_peak_rss_mb']} MB")  # fmt: skip
     for run in r["runs"]:
         print(f"  ef_search={run['ef_search']:<4} p50 {run['p50_ms']} ms  p95 {run['p95_ms']} ms  "
               f"recall@10 {run['recall_at_10']}  hnsw={run['uses_hnsw']}")  # fmt: skip
