@@ -130,8 +130,8 @@ async def build_memory(conn: Any, work_mem_mb: int) -> dict[str, Any]:
         "AS hnsw"
     )
     peak = _peak_rss_mb(int(row["pid"]))
-    return {"maintenance_work_mem_mb": work_mem_mb, "hnsw_index_mb": round(row["hnsw"] / 2**20, 1),
-            "vectors_table_total_mb": round(row["total"] / 2**20, 1), "backend_peak_rss_mb": peak}  # fmt: skip
+    return {"maintenance_work_mem_mb": work_mem_mb, "hnsw_index_mb": round(float(row["hnsw"]) / 2**20, 1),
+            "vectors_table_total_mb": round(float(row["total"]) / 2**20, 1), "backend_peak_rss_mb": peak}  # fmt: skip
 
 
 def _peak_rss_mb(pid: int) -> float | None:
