@@ -160,3 +160,22 @@ async def test_the_cli_quotes_and_reads_a_line_break(
     assert f"{MODEL}: " in out and "chunk(s) to embed" in out and "tokens $" in out
     await drain(rt)
     assert (await latest_chunked(rt, doc)).parameters.context_template == "{title}\n{table}"
+
+
+async def test_documents_only_a_local_model_embeds_are_counted_not_chunked(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local model costs CPU time only: the quote counts such documents and does not chunk them."""
+    import app.services.chunk_quote as chunk_quote
+
+    [doc] = [(await put_bytes(rt, DOCS["orchid-notes.md"], "orchid-notes.md")).document_id]
+    await drain(rt)
+
+    async def refuse(*args: object, **kw: object) -> None:
+        raise AssertionError("a document embedded locally was chunked for a quote")
+
+    monkeypatch.setattr(chunk_quote, "chunk_conversion", refuse)
+    local = Settings(database_url=rt.dsn)  # no OpenAI key: the default model is the local one
+    wanted = reprocess.StageRequest(stage="chunk", context_template="{title}")
+    q = (await reprocess.plan(rt.pool, local, Selection(document_ids=(doc,)), wanted)).quote
+    assert q.usd == 0 and q.resource is None and q.details["local_documents"] == 1

@@ -70,6 +70,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 async def main(args: argparse.Namespace) -> int:
     async with open_runtime() as rt:
         chosen = selection(args)
+        if args.stage == "chunk" and not args.json:  # the quote chunks every selected document first
+            print("quoting: chunking the selected documents with the new settings…", file=sys.stderr, flush=True)
         plan = await reprocess.plan(rt.pool, rt.settings, chosen, stage_request(args))
         q = plan.quote
         if not args.json:
@@ -99,6 +101,8 @@ def _print_chunk_quote(q: reprocess.Quote) -> None:
     for model, line in (q.details.get("models") or {}).items():
         paid = f", {line['tokens']} tokens ${line['usd']:.4f}" if "tokens" in line else ""
         print(f"  {model}: {line['embed_inputs']} chunk(s) to embed{paid}, {line['cached']} cached")
+    if q.details.get("local_documents"):
+        print(f"  {q.details['local_documents']} document(s) embedded by a local model: CPU time only, not quoted")
     if q.details.get("not_converted"):
         print(f"  {q.details['not_converted']} document(s) not converted yet: chunked and embedded when they are")
     for doc, why in (q.details.get("cannot_chunk") or {}).items():

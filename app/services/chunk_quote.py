@@ -5,7 +5,8 @@ again with the document's model, and with an OpenAI model that is paid. The quot
 now, with the request's settings, through the chunk stage's own code (app/pipeline/chunk_plan.py), and
 prices the inputs the embedding cache lacks for each model that will embed the new set: the document's
 model and the target of a model switch in progress. Inputs that do not change (the same context and
-text) are in the cache and cost nothing, so going back to an earlier template is free.
+text) are in the cache and cost nothing, so going back to an earlier template is free. A document only
+local models embed costs CPU time, which is not quoted: it is counted, not chunked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from events.sqlfiles import query
 from events.store import EventStore
 
 if TYPE_CHECKING:
+    from app.embedders.models import ModelSpec
     from app.services.reprocess import StageRequest
 
 
@@ -48,20 +50,23 @@ async def quote_chunking(
     from app.chunk_context import ContextTemplateError, check_template
     from app.chunking import ChunkingError
     from app.embedders import EmbedderUnavailable
-    from app.embedders.models import resolve_model
 
     if request.context_template is not None:
         check_template(request.context_template)  # a bad template is refused before anything is asked
     store, blobs = EventStore(pool), PgBlobStore(pool)
     targets = await switch_targets(pool)
     tallies: dict[str, ModelTally] = {}
-    chunks = unconverted = 0
+    chunks = unconverted = free = 0
     failed: dict[str, str] = {}
     for doc in document_ids:
         stream = await DocumentStream.read(store, stream_for(doc))
         state, conversion = stream.state, stream.current_conversion
         if state is None or state.deleted or conversion is None:
             unconverted += 1  # chunked when its conversion lands, embedded then: quoted by nobody yet
+            continue
+        specs = _specs([state.model, *targets], settings)
+        if not any(spec.provider == "openai" for spec in specs):
+            free += 1  # embedded locally: CPU time only, nothing to price (and nothing chunked for the quote)
             continue
         wanted = ChunkRequest.asked(request.chunk_size, request.chunk_overlap, request.context_template, state)
         try:
@@ -73,11 +78,7 @@ async def quote_chunking(
         chunks += len(made)
         inputs = {c.embed_sha256 or c.text_sha256: embed_input(x.context or "", x.text)
                   for c, x in zip(made, contents, strict=True)}  # fmt: skip
-        for name in dict.fromkeys([state.model, *targets]):
-            try:
-                spec = resolve_model(name, settings)
-            except EmbedderUnavailable:
-                continue  # a switch target not usable here is skipped by the embed stage too
+        for spec in specs:
             held = {r["text_sha256"] for r in await pool.fetch(query("embeddings", "cached_text_hashes"), spec.stored,
                                                                spec.dimensions, list(inputs))}  # fmt: skip
             tally = tallies.setdefault(spec.stored, ModelTally())
@@ -86,7 +87,24 @@ async def quote_chunking(
             tally.inputs += len(missing)
             if spec.provider == "openai":
                 tally.texts += missing
-    return await _priced(tallies, settings, chunks=chunks, unconverted=unconverted, failed=failed)
+    priced = await _priced(tallies, settings, chunks=chunks, unconverted=unconverted, failed=failed)
+    return priced | {"local_documents": free}
+
+
+def _specs(names: list[str | None], settings: Settings) -> list[ModelSpec]:
+    """The models that will embed a document's new chunk set (a switch target not usable here is
+    skipped, as the embed stage skips it)."""
+    from app.embedders import EmbedderUnavailable
+    from app.embedders.models import resolve_model
+
+    out: dict[str, ModelSpec] = {}
+    for name in dict.fromkeys(names):
+        try:
+            spec = resolve_model(name, settings)
+        except EmbedderUnavailable:
+            continue
+        out.setdefault(spec.stored, spec)
+    return list(out.values())
 
 
 async def _priced(
