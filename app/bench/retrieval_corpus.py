@@ -5,6 +5,9 @@ worded differently from the text and the string a relevant chunk must contain. T
 
 * ``title_only``  the answer chunk does not name its subject, only the document's title does
                   ("the port throughput measure rose 8.8 percent" in "Saskatoon ... Brief, Q1 2025");
+* ``title_only_opaque_name``  the same, in a brief whose file name says nothing ("brief-0417.docx"):
+                  only the title inside the document names the city (a system that embeds the file name
+                  as the subject gets no help);
 * ``distractor``  two briefs of the same city (Q1, Q2) with the same indicators: only one is right;
 * ``table``       a value in a table row (housing starts by month; a workbook of indicators);
 * ``needle``      a sentence deep in a 40-page PDF (the right page is checked too);
@@ -97,9 +100,11 @@ def generate(directory: Path, *, cities: int = 8, long_pdfs: int = 2, pages: int
                 permits=[int(unique(lambda: rng.randint(1000, 4999))) for _ in range(3)],
             )  # fmt: skip
             fmt = formats[(i * 2 + q_index) % len(formats)]
-            path = _write_brief(directory, brief, fmt, rng)
+            opaque = i % 2 == 1  # every other city's briefs: a file name that names nothing
+            stem = f"brief-{unique(lambda: rng.randint(1000, 9999))}" if opaque else None
+            path = _write_brief(directory, brief, fmt, rng, stem)
             corpus.files.append(path)
-            corpus.questions += _brief_questions(brief, path.name, fmt, rng)
+            corpus.questions += _brief_questions(brief, path.name, fmt, rng, opaque)
     corpus.files.append(_write_workbook(directory, corpus, rng, cities))
     corpus.files.append(_write_register(directory, corpus, rng))
     for n in range(long_pdfs):
@@ -130,12 +135,13 @@ def _sections(b: _Brief, rng: random.Random) -> list[tuple[str, list[str] | list
     ]  # fmt: skip
 
 
-def _brief_questions(b: _Brief, filename: str, fmt: str, rng: random.Random) -> list[Question]:
+def _brief_questions(b: _Brief, filename: str, fmt: str, rng: random.Random, opaque: bool) -> list[Question]:
     qword = QUARTERS[b.quarter][3]
     month_i = rng.randrange(3)
     month = QUARTERS[b.quarter][month_i]
+    title_kind = "title_only_opaque_name" if opaque else "title_only"
     out = [
-        Question("title_only", f"How much did cargo volumes through the port grow in {b.city} in the {qword} of 2025?",
+        Question(title_kind, f"How much did cargo volumes through the port grow in {b.city} in the {qword} of 2025?",
                  filename, f"{b.port} percent"),
         Question("distractor", f"What was the jobless rate in {b.city} during the {qword} of 2025?",
                  filename, f"{b.unemployment} percent"),
@@ -147,8 +153,8 @@ def _brief_questions(b: _Brief, filename: str, fmt: str, rng: random.Random) -> 
     return out
 
 
-def _write_brief(directory: Path, b: _Brief, fmt: str, rng: random.Random) -> Path:
-    stem = f"{b.city.lower().replace(' ', '-')}-brief-{b.quarter.lower()}-2025"
+def _write_brief(directory: Path, b: _Brief, fmt: str, rng: random.Random, stem: str | None = None) -> Path:
+    stem = stem or f"{b.city.lower().replace(' ', '-')}-brief-{b.quarter.lower()}-2025"
     path = directory / f"{stem}.{fmt}"
     sections = _sections(b, rng)
     if fmt == "md":

@@ -45,15 +45,17 @@ def test_wrong_document_wrong_page_and_no_pages() -> None:
 def test_generated_corpus_plants_every_answer_in_its_document(tmp_path: Path) -> None:
     corpus = generate(tmp_path, cities=2, long_pdfs=0, formats=("md",))
     kinds = {q.kind for q in corpus.questions}
-    assert {"title_only", "distractor", "table", "exact"} <= kinds
+    assert {"title_only", "title_only_opaque_name", "distractor", "table", "exact"} <= kinds
     names = {p.name for p in corpus.files}
     for q in corpus.questions:
         assert q.filename in names
         if q.filename.endswith(".md"):
             text = (tmp_path / q.filename).read_text(encoding="utf-8")
             assert q.answer in text, q
-            if q.kind == "title_only":  # the answer's paragraph never names the city; the title does
+            if q.kind.startswith("title_only"):  # the answer's paragraph never names the city; the title does
                 city = next(c for c in CITIES if c in q.question)
                 para = next(p for p in text.split("\n\n") if q.answer in p)
                 assert city not in para and city in text.split("\n")[0]
+            if q.kind == "title_only_opaque_name":  # ... and the file name does not either
+                assert not any(c.lower().replace(" ", "-") in q.filename for c in CITIES), q.filename
     assert generate(tmp_path / "again", cities=2, long_pdfs=0, formats=("md",)).questions == corpus.questions
