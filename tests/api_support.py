@@ -99,14 +99,15 @@ def server_thread(settings: Settings, **app_kw: Any) -> Iterator[ServerThread]:
 
 
 @contextlib.contextmanager
-def server_process(dsn: str, **env: str) -> Iterator[str]:
-    """``chronos serve`` (no projections) as a process of its own; yields its URL. For tests that drive
-    the server from many threads of their own: nothing of the server shares this interpreter."""
+def server_process(dsn: str, serve_args: tuple[str, ...] = ("--no-projections",), **env: str) -> Iterator[str]:
+    """``chronos serve`` (default: no projections) as a process of its own, answering ``TOKEN``; yields its
+    URL. For tests that drive the server from many threads of their own, or that need a real serve
+    process beside them: nothing of the server shares this interpreter."""
     root = Path(__file__).resolve().parent.parent
     environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHRONOS_HOME")}
     environ.update(DATABASE_URL=dsn, CHRONOS_API_TOKENS=TOKEN, **env)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--no-projections"],
+        [sys.executable, "-m", "app.cli", "serve", "--port", "0", *serve_args],
         cwd=root, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

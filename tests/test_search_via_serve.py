@@ -18,6 +18,7 @@ import pytest
 
 from app.config import Settings
 from app.services import running_serve
+from tests.api_support import AUTH, server_process
 
 pytestmark = pytest.mark.local_models
 
@@ -43,37 +44,17 @@ def environment(dsn: str, home: Path) -> dict[str, str]:
 def served(dsn: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A ``chronos serve --with-workers 1`` with the two documents searchable: (url, environment)."""
     env = environment(dsn, tmp_path / "home")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", "0", "--with-workers", "1"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(2)]
-        url = re.search(r"listening on (http://\S+)/", lines[0]).group(1)  # type: ignore[union-attr]
-        token = re.search(r"token is (\S+)", lines[1]).group(1)  # type: ignore[union-attr]
-        auth = {"Authorization": f"Bearer {token}"}
-        deadline = time.monotonic() + 300
-        ids: list[str] = []
+    with server_process(dsn, ("--with-workers", "1"), CHRONOS_HOME=env["CHRONOS_HOME"]) as url:
+        ids = []
         for name, body in DOCS.items():
-            while True:
-                try:
-                    r = httpx.post(f"{url}/documents", content=body, headers={**auth, "X-Filename": name}, timeout=30)
-                    break
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline and proc.poll() is None, "serve did not come up"
-                    time.sleep(0.2)
+            r = httpx.post(f"{url}/documents", content=body, headers={**AUTH, "X-Filename": name}, timeout=30)
             assert r.status_code == 202, r.text
             ids.append(r.json()["document_id"])
+        deadline = time.monotonic() + 300
         while not all(httpx.get(f"{url}/documents/{d}", timeout=30).json()["status"] == "searchable" for d in ids):
-            assert time.monotonic() < deadline and proc.poll() is None, "documents did not become searchable"
+            assert time.monotonic() < deadline, "documents did not become searchable"
             time.sleep(0.3)
         yield url, env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def cli(env: dict[str, str], *argv: str) -> tuple[int, str, bool, float]:
