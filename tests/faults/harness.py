@@ -311,11 +311,14 @@ async def verify(scenario: Scenario, *, reworked: bool = False) -> dict[str, Any
             )
             assert not per_doc, [dict(r) for r in per_doc]
         # Documents reworked (reprocessed, revised, deleted and uploaded again) have several results per
-        # stage, but still one result per request, and a stream never holds the same chunk set twice.
+        # stage, but still one result per request (per model: a new chunk set embedded while a model
+        # switch is in progress gets one ChunksEmbedded for the document's model and one for the switch
+        # target, both caused by its one embed request), and a stream never holds the same chunk set twice.
         per_cause = await rt.pool.fetch(
-            """SELECT stream_id, type, metadata ->> 'causation_id' AS cause, count(*) AS n FROM events
+            """SELECT stream_id, type, metadata ->> 'causation_id' AS cause, data ->> 'model' AS model,
+                      count(*) AS n FROM events
                WHERE type IN ('DocumentConverted', 'DocumentChunked', 'ChunkingUnchanged', 'ChunksEmbedded')
-               GROUP BY 1, 2, 3 HAVING count(*) > 1"""
+               GROUP BY 1, 2, 3, 4 HAVING count(*) > 1"""
         )
         assert not per_cause, [dict(r) for r in per_cause]
         per_set = await rt.pool.fetch(
