@@ -5,8 +5,10 @@ is still found by a question about Saskatoon.
 The context is rendered from a template (a chunk-set parameter, so changing it is a reprocess of the
 chunk stage) with these fields:
 
-* ``{title}``     the document's title: its first Markdown heading, else the DoclingDocument's name,
-  else the file name without its extension;
+* ``{title}``     the document's title: its first Markdown heading; else (a PDF whose title Docling
+  did not mark as a heading, say) its first line when that line reads like a title — short, not a
+  sentence, not a table — with the file name after it when the name adds a word; else the file name
+  without its extension (else the DoclingDocument's name);
 * ``{headings}``  the chunk's heading path below the title, joined by " > ";
 * ``{table}``     for a chunk of table rows, the table's header row (its column names).
 
@@ -58,20 +60,55 @@ def context_budget(max_tokens: int) -> int:
 
 
 def document_title(docling_json: bytes, markdown: str, filename: str | None) -> str:
-    """First heading of the Markdown, else the DoclingDocument's name, else the file name's stem."""
+    """First heading of the Markdown; else its first line if it reads like a title (with the file
+    name's stem after it, when the stem adds a word); else the stem, else the DoclingDocument's name.
+    The stored file name comes before Docling's name: Docling names a document after the file it read,
+    and Chronos converts from a temporary file, so a PDF without headings was titled "document"."""
     for line in markdown.splitlines()[:200]:
         match = _HEADING.match(line.strip())
         if match and any(ch.isalnum() for ch in match.group(1)):
             return match.group(1).strip()
-    name = ""
-    if docling_json and docling_json.strip():
+    stem = _readable(PurePath(filename).stem) if filename else ""
+    if not stem and docling_json and docling_json.strip():
         try:
             raw = orjson.loads(docling_json)
-            name = str(raw.get("name") or "") if isinstance(raw, dict) else ""
+            stem = _readable(str(raw.get("name") or "")) if isinstance(raw, dict) else ""
         except orjson.JSONDecodeError:
-            name = ""
-    stem = PurePath(filename).stem if filename else ""
-    return _readable(name or stem)
+            stem = ""
+    first = title_line(markdown)
+    if not first:
+        return stem
+    if any(len(w) > 2 and w.isalpha() for w in _words(stem) - _words(first)):
+        return f"{first} ({stem})"
+    return first
+
+
+_MARKUP = re.compile(r"[*_`]+")
+_NOT_TITLE_START = ("|", "!", "<", "-", "+", ">", "```", "[")
+
+
+def title_line(markdown: str) -> str:
+    """The first non-empty line of ``markdown`` when it reads like a title: 2-20 words, at most 150
+    characters, mostly letters, not starting in lower case (a page that begins mid-sentence), not ending
+    like a sentence or a clause, not a table row, image, list item or comment. "" when it does not."""
+    for raw in markdown.splitlines()[:20]:
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith(_NOT_TITLE_START):
+            return ""
+        text = _MARKUP.sub("", line).strip()
+        words = text.split()
+        if not 2 <= len(words) <= 20 or len(text) > 150 or not any(ch.isalpha() for ch in text):
+            return ""
+        if text[-1] in ".,;:!?" or text[0].islower() or sum(ch.isalpha() for ch in text) < len(text) / 2:
+            return ""
+        return text
+    return ""
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.split(r"[^\w]+", text.casefold()) if w}
 
 
 def _readable(name: str) -> str:

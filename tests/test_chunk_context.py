@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.chunk_context import ContextTemplateError, document_title, embed_input, render
+from app.chunk_context import ContextTemplateError, document_title, embed_input, render, title_line
 from app.chunking import chunk_document, chunk_with_context
 from app.embedders import get_embedder, text_sha256
 from tests.test_chunking import converted
@@ -86,9 +86,22 @@ def test_template_is_a_chunk_parameter_and_unknown_fields_are_refused() -> None:
         chunk_with_context(b"", MARKDOWN, context_template="{author}", **kw)  # type: ignore[arg-type]
 
 
-def test_title_falls_back_to_docling_name_then_file_name() -> None:
-    assert document_title(b'{"name": "annual_report"}', "no headings here", "x.pdf") == "annual report"
+def test_title_falls_back_to_a_title_line_then_the_file_name_then_docling_name() -> None:
+    # Docling names a converted document after the temporary file it read ("document"): the stored
+    # file name comes first (every PDF without headings was titled "document")
+    assert document_title(b'{"name": "document"}', "no headings here", "annual_report.pdf") == "annual report"
+    assert document_title(b'{"name": "annual_report"}', "plain text", None) == "annual report"
     assert document_title(b"", "plain text", "saskatoon_brief_q1.pdf") == "saskatoon brief q1"
+    # a first line that reads like a title, with the file name after it when the name adds a word
+    body = "Saskatoon Regional Economic Brief\n\nThe port throughput measure rose 8.8 percent."
+    assert document_title(b'{"name": "document"}', body, "brief-4821.pdf") == "Saskatoon Regional Economic Brief"
+    assert document_title(b"", body, "q1_outlook.pdf") == "Saskatoon Regional Economic Brief (q1 outlook)"
+    # not a title: a sentence, a page that begins mid-sentence, a table, a number, one word
+    for first in ("The port throughput measure rose 8.8 percent.", "pulleys, provided the inner race is clamped",
+                  "| a | b |", "208", "Introduction", "<!-- image -->"):  # fmt: skip
+        assert title_line(f"{first}\n\nmore") == "", first
+        assert document_title(b"", f"{first}\n\nmore", "annual_report.pdf") == "annual report", first
+    assert title_line("\n\n**The Evolution of the Word Processor**\n\ntext") == "The Evolution of the Word Processor"
     assert render("{title}\n{headings}\n{table}", "Brief", ["Brief", "Housing"], "a | b") == "Brief\nHousing\na | b"
 
 
