@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -46,6 +47,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
+    from app.bench.retrieval_corpus import MAX_MANUALS
+
+    if args.long_pdfs > MAX_MANUALS:
+        print(f"chronos bench retrieval: --long-pdfs is at most {MAX_MANUALS} (each needle needs a depot of its own)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     result = await run_bench(cities=args.cities, long_pdfs=args.long_pdfs, pages=args.pages,

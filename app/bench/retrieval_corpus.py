@@ -32,7 +32,21 @@ CITIES = (
 QUARTERS = {"Q1": ("January", "February", "March", "first quarter"),
             "Q2": ("April", "May", "June", "second quarter")}  # fmt: skip
 FORMATS = ("md", "docx", "html", "pdf")
-DEPOTS = ("Hornepayne", "Capreol", "Foleyet", "Armstrong", "Sioux Lookout", "Nakina")
+# one depot per needle (three a manual): a depot named twice made two manuals answer one question
+DEPOTS = (
+    "Hornepayne",
+    "Capreol",
+    "Foleyet",
+    "Armstrong",
+    "Sioux Lookout",
+    "Nakina",
+    "Longlac",
+    "Gogama",
+    "Chapleau",
+    "White River",
+    "Geraldton",
+    "Redditt",
+)
 FILLER = (
     "Conditions were broadly in line with the provincial picture. Analysts cautioned that several series "
     "are revised when annual benchmarks arrive, and that single-quarter movements should be read with care."
@@ -74,6 +88,8 @@ class _Brief:
 def generate(directory: Path, *, cities: int = 8, long_pdfs: int = 2, pages: int = 40, formats: tuple[str, ...] =
              FORMATS, seed: int = 5) -> Corpus:  # fmt: skip
     """Write the corpus into ``directory``; returns its files and questions."""
+    if long_pdfs > MAX_MANUALS:
+        raise ValueError(f"at most {MAX_MANUALS} long PDFs (each needle needs a depot of its own), not {long_pdfs}")
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     corpus = Corpus()
@@ -259,13 +275,23 @@ def _write_register(directory: Path, corpus: Corpus, rng: random.Random) -> Path
     return path
 
 
+MAX_MANUALS = len(DEPOTS) // 3
+
+
+def depots_of(n: int) -> list[str]:
+    """The three depots whose needles manual ``n`` holds (no depot in two manuals)."""
+    if not 0 <= n < MAX_MANUALS:
+        raise ValueError(f"at most {MAX_MANUALS} long PDFs (each needle needs a depot of its own)")
+    return list(DEPOTS[n * 3 : n * 3 + 3])
+
+
 def _write_manual(directory: Path, corpus: Corpus, rng: random.Random, n: int, pages: int) -> Path:
     from fpdf import FPDF
 
     from app.bench.docgen import sentence
 
     path = directory / f"rail-maintenance-manual-{n + 1}.pdf"
-    needles = {rng.randint(pages // 3, pages): DEPOTS[(n * 3 + j) % len(DEPOTS)] for j in range(3)}
+    needles = {rng.randint(pages // 3, pages): depot for depot in depots_of(n)}
     pdf = FPDF(format="A4")
     pdf.set_auto_page_break(auto=False)
     pdf.set_margins(20, 20, 20)
