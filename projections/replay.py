@@ -18,6 +18,7 @@ the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -130,12 +131,36 @@ async def _replay_one(
             await _in_shadow(conn)
             await projector.finish_bulk_load(conn)
         t2 = time.perf_counter()
-        async with conn.transaction():
-            count += await _swap(conn, store, projector, name)
+        count += await _swap_again_on_deadlock(conn, store, projector, name)
     phases[f"{projector.name}:load"] = t1 - t0
     phases[f"{projector.name}:index"] = t2 - t1
     phases[f"{projector.name}:swap"] = time.perf_counter() - t2
     return count
+
+
+SWAP_ATTEMPTS = 5
+
+
+async def _swap_again_on_deadlock(conn: Conn, store: EventStore, projector: Projector, replay_name: str) -> int:
+    """The swap in a transaction of its own, run again when PostgreSQL breaks a deadlock (or a lock
+    timeout) by failing it. The swap re-grants and re-enables row-level security on every projection
+    table (``reapply_views``); an autovacuum that began analysing one of them waits for the swap's
+    catalog row updates while the swap waits for that table's lock -- seen at the end of a 300k-chunk
+    replay, which then failed after 13 minutes of work. The failed transaction rolled back and the
+    shadow tables are untouched, so running the swap again is the whole remedy."""
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        try:
+            async with conn.transaction():
+                return await _swap(conn, store, projector, replay_name)
+        except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError) as exc:
+            if attempt == SWAP_ATTEMPTS:
+                raise
+            logger.warning(
+                "replay of %s: swap attempt %d failed (%s); trying again", projector.name, attempt, exc,
+                extra={"action": "replay", "projection": projector.name},
+            )  # fmt: skip
+            await asyncio.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _swap(conn: Conn, store: EventStore, projector: Projector, replay_name: str) -> int:

@@ -131,3 +131,32 @@ async def test_replay_one_document_repairs_its_rows_and_leaves_the_rest(store, b
         await replay_documents(pool, ["nope"])
     with pytest.raises(NotFound, match="no events"):
         await replay_documents(pool, ["00000000-0000-0000-0000-000000000001"])
+
+
+async def test_a_swap_failed_by_a_deadlock_runs_again(store, blobs, pool, dsn, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """At the end of a 300k-chunk replay an autovacuum analysing a swapped-in table and the next swap's
+    re-grants deadlocked, and PostgreSQL failed the swap: the replay died after 13 minutes. The swap
+    now runs again (its transaction rolled back, the shadow tables are untouched). Here the first
+    attempt of two swaps is failed by PostgreSQL's own deadlock error, raised inside the transaction."""
+    import projections.replay as replay_module
+
+    await build_history(store, blobs, pool, dsn)
+    before = await projection_hashes(pool)
+    real = replay_module.reapply_views
+    failed: list[int] = []
+
+    async def deadlocking(conn: asyncpg.Connection) -> None:
+        await real(conn)  # the swap's changes are in the transaction when it fails
+        if len(failed) < 2:
+            failed.append(1)
+            await conn.execute("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
+
+    monkeypatch.setattr(replay_module, "reapply_views", deadlocking)
+    stats = await replay_module.replay(pool, dsn, progress=False)
+    assert len(failed) == 2 and stats.events > 0
+    assert await projection_hashes(pool) == before
+    assert await pool.fetchval("SELECT count(*) FROM v_documents") == 4
+    assert await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'chronos_re%'") == 1
+    from projections.runner import catch_up_all
+
+    assert await catch_up_all(pool, dsn) == 0
