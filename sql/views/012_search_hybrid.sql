@@ -38,6 +38,14 @@ AS $$
     FROM best;
 $$;
 
+-- BM25's inverse document frequency of a word `df` of `total` chunks hold (one definition for the text
+-- side's passes, its stopping bound and the snippets' weights; inlined by the planner).
+DROP FUNCTION IF EXISTS chronos_idf(double precision, double precision);
+CREATE FUNCTION chronos_idf(total double precision, df double precision) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ln(1 + (total - df + 0.5) / (df + 0.5));
+$$;
+
 -- One pass of the text side: the chunks holding any word of `q` (through the GIN index), of the sets
 -- serving now (at_position NULL) or then, of `model`, of the `allowed` documents (NULL: all), at most
 -- `lim` of them; for each, the sum of the idf of the question's words (`lexes`) it holds, and whether
@@ -73,7 +81,7 @@ BEGIN
            string_agg(format('m.h%s', i), ', ' ORDER BY i),
            string_agg(CASE WHEN dfs[i] IS NULL THEN format('count(*) FILTER (WHERE m.h%s)', i)
                            ELSE format('%s::bigint', dfs[i]) END || format(' AS d%s', i), ', ' ORDER BY i),
-           string_agg(format('ln(1 + (%1$s::double precision - d.d%2$s + 0.5) / (d.d%2$s + 0.5)) AS i%2$s', total, i),
+           string_agg(format('chronos_idf(%1$s, d.d%2$s) AS i%2$s', total, i),
                       ', ' ORDER BY i),
            string_agg(format('CASE WHEN m.h%1$s THEN w.i%1$s ELSE 0 END', i), ' + ' ORDER BY i),
            string_agg(format('(m.h%1$s AND d.d%1$s BETWEEN 1 AND 5)', i), ' OR ' ORDER BY i)
@@ -101,7 +109,7 @@ BEGIN
         ', held, hits, searchable);
     IF array_position(dfs, NULL) IS NULL THEN  -- every count known: the weights are constants
         SELECT string_agg(format('CASE WHEN m.h%s THEN %s::double precision ELSE 0 END', i,
-                                 ln(1 + (total - dfs[i] + 0.5) / (dfs[i] + 0.5))), ' + ' ORDER BY i),
+                                 chronos_idf(total, dfs[i])), ' + ' ORDER BY i),
                string_agg(format('m.h%s', i), ' OR ' ORDER BY i) FILTER (WHERE lexes[i] ~ '[0-9]' AND dfs[i] BETWEEN 1 AND 5)
         INTO score, x
         FROM generate_subscripts(lexes, 1) i;
@@ -370,7 +378,7 @@ BEGIN
                 -- the n-th best so far against the most a chunk holding none of the words read can reach:
                 -- the other words' idf, and ts_rank's share of them
                 theta := (SELECT u.s FROM unnest(all_s) u(s) ORDER BY u.s DESC OFFSET n - 1 LIMIT 1);
-                EXIT WHEN theta >= (SELECT coalesce(sum(ln(1 + (total::double precision - dfs[i] + 0.5) / (dfs[i] + 0.5))), 0)
+                EXIT WHEN theta >= (SELECT coalesce(sum(chronos_idf(total, dfs[i])), 0)
                                            + count(*)::double precision / cardinality(lexes)
                                     FROM generate_subscripts(lexes, 1) i WHERE i <> ALL (order_[1:done]));
                 upto := done + 1;
@@ -400,7 +408,7 @@ BEGIN
         INTO txt_ids, txt_rank, txt_exact FROM ranked;
     END IF;
     IF tq IS NOT NULL THEN  -- the words' weights, for the snippets
-        idf := (SELECT coalesce(array_agg(ln(1 + (total::double precision - u.d + 0.5) / (u.d + 0.5)) ORDER BY u.i), '{}')
+        idf := (SELECT coalesce(array_agg(chronos_idf(total, u.d) ORDER BY u.i), '{}')
                 FROM unnest(dfs) WITH ORDINALITY AS u(d, i));
     END IF;
 

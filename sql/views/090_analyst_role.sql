@@ -21,6 +21,7 @@ GRANT EXECUTE ON FUNCTION search_chunks_hybrid(text, vector, integer, text, text
                                                timestamptz, timestamptz, text[], jsonb[]) TO chronos_analyst;
 GRANT EXECUTE ON FUNCTION chronos_or_tsquery(text) TO chronos_analyst;
 GRANT EXECUTE ON FUNCTION chronos_snippet(text, tsquery[], double precision[], tsquery) TO chronos_analyst;
+GRANT EXECUTE ON FUNCTION chronos_idf(double precision, double precision) TO chronos_analyst;
 GRANT EXECUTE ON FUNCTION chronos_text_pass(text[], bigint[], tsquery, double precision, text, uuid[], bigint, integer,
                                             double precision) TO chronos_analyst;
 
