@@ -243,6 +243,12 @@ class Settings:
     embed_jobs: int = 4
     """``CHRONOS_EMBED_JOBS``: embed jobs one worker slot takes at once and runs side by side, so the
     embedder's threads are kept busy by several (often small) documents instead of one."""
+    index_build_memory_mb: int | None = None
+    """``CHRONOS_INDEX_BUILD_MEMORY_MB``: the most ``maintenance_work_mem`` an HNSW build after a bulk
+    load (``chronos replay``) asks PostgreSQL for; it asks for what the graph needs (about 2.5x the raw
+    vectors), at least 1 GB, at most this (default: half of this machine's RAM, which is the server's
+    for the embedded PostgreSQL; set it to what a managed server can give one session).
+    A graph larger than the setting still builds, many times slower."""
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     monthly_budget_usd: Decimal | None = None
@@ -281,6 +287,7 @@ class Settings:
             directus_collection_field=(e.get("CHRONOS_DIRECTUS_COLLECTION_FIELD") or "").strip() or None,
             directus_default_collection=(e.get("CHRONOS_DIRECTUS_DEFAULT_COLLECTION") or "").strip() or "default",
             embed_jobs=_int(e, "CHRONOS_EMBED_JOBS", cls.embed_jobs),
+            index_build_memory_mb=_opt_int(e, "CHRONOS_INDEX_BUILD_MEMORY_MB"),
             openai_api_key=e.get("OPENAI_API_KEY") or None,
             openai_base_url=e.get("OPENAI_BASE_URL") or None,
             monthly_budget_usd=_decimal(e, "CHRONOS_MONTHLY_BUDGET_USD"),

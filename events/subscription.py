@@ -37,6 +37,13 @@ when its batch is done (its own wake-up token was set), so the loser only takes 
 holder stops or dies. (Proved by
 tests/test_subscription.py::test_loser_holds_no_connection_while_another_process_applies.)
 
+A wake-up costs no transaction when there is nothing to read
+-----------------------------------------------------------
+Every append notifies every subscription of every process, and one batch often takes the events
+of several notifications. So a woken subscription first asks, in one read-only query and without
+the row lock, whether anything is readable after the checkpoint it last saw (``probe``), and only
+then opens the batch's transaction. (Measured by ``chronos bench pipeline``, docs/benchmarks.md.)
+
 NOTIFY is a wake-up only: the subscriber re-reads from its checkpoint after every reconnect of the
 process's hub (events/hub.py), and polls every ``poll_interval`` seconds in case a notification was
 lost.
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -68,7 +76,14 @@ class Subscription:
     """Feeds every event, once, in (tx_id, position) order, to ``handler`` in batches.
 
     ``catch_up()`` brings it to the committed head once; ``run(stop)`` keeps it there, woken by the
-    process's ``hub`` (needed only by ``run``)."""
+    process's ``hub`` (needed only by ``run``).
+
+    ``durable=False``: a batch's transaction commits without waiting for its WAL to reach the disk
+    (``synchronous_commit = off``), for handlers whose writes the log rebuilds (projections, the
+    dispatcher's jobs). A crash of the server can lose the last such commits (at most ~3 ×
+    ``wal_writer_delay``), each with its checkpoint, so the batch is applied again at the next start;
+    any later durable commit (an append to the log) makes them durable too. Never for a handler that
+    appends to the log or has effects outside the database."""
 
     def __init__(
         self,
@@ -79,8 +94,10 @@ class Subscription:
         hub: Hub | None = None,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        durable: bool = True,
     ) -> None:
         self.store = store
+        self.durable = durable
         self.name = name
         self.handler = handler
         self.hub = hub
@@ -89,6 +106,8 @@ class Subscription:
         self.last_error: str | None = None  # the handler error that stalls run(), if any
         self.busy = 0  # times the checkpoint was held by another process when this one looked
         self._created = False  # the checkpoint row is known to exist
+        self._seen: Cursor | None = None  # the checkpoint as this process last read or wrote it
+        self._seen_at = 0.0  # when (time.monotonic())
 
     async def checkpoint(self) -> Cursor:
         async with self.store.pool.acquire() as conn:
@@ -115,6 +134,8 @@ class Subscription:
                 await conn.execute(query("events", "checkpoint_ensure"), self.name)
                 self._created = True
             async with conn.transaction():
+                if not self.durable:
+                    await conn.execute(query("events", "commit_without_flush"))
                 row = await conn.fetchrow(query("events", "checkpoint_try_lock"), self.name)
                 if row is None:
                     if await conn.fetchval(query("events", "checkpoint_exists"), self.name):
@@ -122,13 +143,19 @@ class Subscription:
                     else:  # deleted meanwhile (replay drops its own): created again on the next try
                         self._created = False
                     return None
-                events = await self.store.read_safe(Cursor(row["tx_id"], row["position"]), self.batch_size, conn=conn)
+                cursor = Cursor(row["tx_id"], row["position"])
+                events = await self.store.read_safe(cursor, self.batch_size, conn=conn)
                 if not events:
+                    self._see(cursor)
                     return 0
                 await self.handler(conn, events)
                 last = events[-1]
                 await conn.execute(query("events", "checkpoint_set"), self.name, str(last.tx_id), last.position)
+        self._see(Cursor(last.tx_id, last.position))
         return len(events)
+
+    def _see(self, cursor: Cursor) -> None:
+        self._seen, self._seen_at = cursor, time.monotonic()
 
     async def catch_up_once(self) -> int | None:
         """Handle batches until no safe event is left; None when another process held the
@@ -160,6 +187,22 @@ class Subscription:
         cursor = await self.checkpoint()
         return bool(await self.store.pool.fetchval(_PENDING, str(cursor.tx_id), cursor.position))
 
+    async def probe(self) -> tuple[bool, bool]:
+        """(ready, held back): are there events this subscription can read after the checkpoint it
+        last saw, and committed ones still held back by an open transaction? One read-only round trip
+        and no lock: a wake-up for events an earlier batch already took costs no transaction. The
+        checkpoint it last saw may be behind one another process moved: then it reads a batch that
+        turns out empty, and knows the checkpoint again."""
+        if self._seen is None or time.monotonic() - self._seen_at > self.poll_interval:
+            # Read again at least once per poll interval: a checkpoint set back (reset) is seen.
+            self._see(await self.checkpoint())
+        assert self._seen is not None
+        row = await self.store.pool.fetchrow(
+            query("events", "subscription_probe"), str(self._seen.tx_id), self._seen.position
+        )
+        assert row is not None
+        return bool(row["ready"]), bool(row["committed"]) and not row["ready"]
+
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up, then wait for a wake-up from the hub or the poll interval; until ``stop`` is set."""
         hub = self.hub
@@ -168,8 +211,18 @@ class Subscription:
         async with hub.running():
             failures = 0
             while not stop.is_set():
-                woken: asyncio.Event | None = hub.wakeup(CHANNEL)
+                token = hub.wakeup(CHANNEL)
+                woken: asyncio.Event | None = token
                 try:
+                    ready, held_back = await self.probe()
+                    if not ready:
+                        # Nothing to read (a wake-up for events a batch already took, or a poll):
+                        # no transaction. Events held back by an open transaction: look again soon
+                        # rather than after a full poll interval (it may not notify when it commits).
+                        failures = 0
+                        self.last_error = None
+                        await wait_any(0.05 if held_back else self.poll_interval, stop, token)
+                        continue
                     handled = await self.catch_up_once()
                     failures = 0
                     if handled is None:
@@ -179,9 +232,7 @@ class Subscription:
                         woken, timeout = None, self.poll_interval
                     else:
                         self.last_error = None
-                        # Events held back by an open transaction: look again soon rather than after
-                        # a full poll interval (that transaction may not notify when it commits).
-                        timeout = 0.05 if await self.has_pending() else self.poll_interval
+                        continue  # probe again at once: more may have come, or be held back
                 except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                     failures += 1
                     timeout = min(self.poll_interval * 2**failures, 30.0)

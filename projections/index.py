@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from app import config
 from app.catalogue import events as ev
 from app.catalogue.codec import decode, decode_payload
 from app.catalogue.collections import DEFAULT, apply_metadata
@@ -41,6 +42,7 @@ from events.sqlfiles import query
 from events.types import RecordedEvent
 from projections import copy
 from projections.base import Conn, Projector, as_uuid, document_id_of, in_own_stream, unique_ids
+from projections.index_memory import build_memory_mb
 from projections.lineage import DeletionTimeline
 
 logger = logging.getLogger(__name__)
@@ -413,10 +415,22 @@ class IndexProjector(Projector):
         return known
 
     async def finish_bulk_load(self, conn: Conn) -> None:
-        await conn.execute(query("projections", "bulk_index_settings"))
+        hnsw = await conn.fetchrow(query("projections", "hnsw_parameters"))
+        assert hnsw is not None
+        cap = config.current().index_build_memory_mb
         for r in await conn.fetch(query("projections", "embedding_models_all")):
-            index = await conn.fetchval(query("projections", "ensure_vector_index"), r["model"], r["dimensions"])
-            await conn.execute(query("projections", "embedding_models_set_index"), r["model"], index)
+            model, dims = r["model"], r["dimensions"]
+            count = await conn.fetchval(query("projections", "vectors_per_model"), model)
+            mb, need = build_memory_mb(count, dims, hnsw["m"], cap)
+            if need > mb:
+                logger.warning(
+                    "the HNSW graph of %d %s vectors needs ~%d MB of maintenance_work_mem; building with %d MB "
+                    "(CHRONOS_INDEX_BUILD_MEMORY_MB), which is many times slower once the graph spills",
+                    count, model, need, mb, extra={"action": "index_build_memory", "model": model},
+                )  # fmt: skip
+            await conn.execute(query("projections", "bulk_index_settings"), mb)
+            index = await conn.fetchval(query("projections", "ensure_vector_index"), model, dims)
+            await conn.execute(query("projections", "embedding_models_set_index"), model, index)
 
 
 @dataclass

@@ -2,10 +2,12 @@
 
 Each projector is an ``events.Subscription`` named ``projection:<name>``; its handler writes the
 projection's rows on the connection whose transaction also moves the checkpoint, so every event
-is applied exactly once. Several processes may run the same projectors: the checkpoint row lock
-makes them take turns, never apply a batch twice, and a process that finds it taken waits on its
-hub without holding a connection (see events/subscription.py). Running them is the application's
-business: each subscription's ``run`` is a service of the process's supervisor.
+is applied exactly once. Its commit does not wait for the WAL flush: a crash of the server can undo
+the last batches together with their checkpoints, which are then applied again. Several processes
+may run the same projectors: the checkpoint row lock makes them take turns, never apply a batch
+twice, and a process that finds it taken waits on its hub without holding a connection (see
+events/subscription.py). Running them is the application's business: each subscription's ``run``
+is a service of the process's supervisor.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ def subscriptions(
 ) -> list[Subscription]:
     """One subscription per projector (``hub``: the process's wake-up hub, needed to ``run`` them)."""
     return [
-        Subscription(store, p.subscription, p.apply, hub=hub, batch_size=BATCH_SIZE, poll_interval=poll_interval)
+        Subscription(
+            store, p.subscription, p.apply, hub=hub, batch_size=BATCH_SIZE, poll_interval=poll_interval, durable=False
+        )
         for p in all_projectors(blobs)
     ]
 

@@ -8,6 +8,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
@@ -358,3 +359,33 @@ async def test_notify_wakes_subscriber_long_before_poll(store: EventStore, pool:
         took = await eventually(lambda: len(rec.seen) == 3, timeout=2)
         assert took < 2
     assert rec.ns == [1, 2, 3]
+
+
+async def test_only_rebuildable_handlers_commit_without_waiting_for_the_flush(
+    store: EventStore, pool: asyncpg.Pool, dsn: str
+) -> None:
+    """Projections and the dispatcher commit their batches with synchronous_commit off (the log
+    rebuilds them); a subscription is durable unless it says otherwise, and the setting stays in the
+    batch's own transaction."""
+    from app.pipeline.backend import dispatcher_service
+    from events.blobs import PgBlobStore
+    from projections.runner import subscriptions
+
+    seen: dict[str, str] = {}
+
+    def recording(name: str) -> Callable[[DbConn, list[RecordedEvent]], Awaitable[None]]:
+        async def handler(conn: DbConn, events: list[RecordedEvent]) -> None:
+            seen[name] = await conn.fetchval("SELECT current_setting('synchronous_commit')")
+
+        return handler
+
+    await store.append("s", [ev(1)])
+    await Subscription(store, "durable", recording("durable")).catch_up()
+    await Subscription(store, "rebuildable", recording("rebuildable"), durable=False).catch_up()
+    assert seen == {"durable": "on", "rebuildable": "off"}
+    assert await pool.fetchval("SELECT current_setting('synchronous_commit')") == "on"
+
+    assert all(not s.durable for s in subscriptions(store, PgBlobStore(pool)))
+    service = dispatcher_service(SimpleNamespace(store=store, hub=None))  # type: ignore[arg-type]
+    dispatcher = service.run.__self__  # type: ignore[attr-defined]
+    assert isinstance(dispatcher, Subscription) and not dispatcher.durable

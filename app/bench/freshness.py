@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ class Prober:
     async def probe(self) -> dict[str, Any]:
         self.number += 1
         body = small_pdf(self.rng, 90_000 + self.number)
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         files = {"file": (f"probe-{self.number}.pdf", body, "application/pdf")}
         r = await request(self.client, "POST", "/documents", files=files, headers=AUTH)
         r.raise_for_status()
@@ -107,8 +108,39 @@ class Prober:
         while True:
             status = (await request(self.client, "GET", f"/documents/{doc}")).json()["status"]
             if status in FINAL:
-                return {"document_id": doc, "status": status, "seconds": time.perf_counter() - t0}
+                seconds, wall1 = time.perf_counter() - t0, time.time()
+                events = (await request(self.client, "GET", f"/documents/{doc}/events")).json()["events"]
+                return {"document_id": doc, "status": status, "seconds": seconds,
+                        "stages": stage_gaps(events, wall0, wall1)}  # fmt: skip
             await asyncio.sleep(0.02)
+
+
+STAGE_EVENTS = ("DocumentUploaded", "DocumentConverted", "DocumentChunked", "ChunksEmbedded")
+
+
+def stage_gaps(events: list[dict[str, Any]], posted: float, seen: float) -> dict[str, float]:
+    """Where a probe's seconds went, from its events' ``recorded_at`` (the server's clock: the same
+    machine's): the upload request, each stage from the previous one's event (dispatch, claim and
+    the stage's work), Docling's own conversion time, and from the last event until the client saw
+    ``searchable`` (projection plus the 20 ms status poll)."""
+    at: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for e in events:
+        if e["type"] in STAGE_EVENTS and e["type"] not in at:
+            at[e["type"]] = datetime.fromisoformat(e["recorded_at"].replace("Z", "+00:00")).timestamp()
+        if e["type"] == "DocumentConverted":
+            out["docling_convert"] = float(e["data"]["durations"]["convert_s"])
+    if len(at) != len(STAGE_EVENTS):
+        return out
+    times = [posted, *(at[t] for t in STAGE_EVENTS), seen]
+    names = ["upload", "to_converted", "to_chunked", "to_embedded", "to_seen_searchable"]
+    out |= {n: round(b - a, 4) for n, a, b in zip(names, times, times[1:], strict=True)}
+    return out
+
+
+def median_stages(probes: list[dict[str, Any]]) -> dict[str, float]:
+    keys = sorted({k for p in probes for k in p["stages"]})
+    return {k: round(statistics.median(p["stages"][k] for p in probes if k in p["stages"]), 4) for k in keys}
 
 
 async def queued_jobs(client: httpx.AsyncClient) -> int:
@@ -140,9 +172,11 @@ async def run_mode(mode: str, args: argparse.Namespace, folder: Path, quiet: boo
             async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0)) as client:
                 prober = Prober(client, seed=11)
                 await prober.probe()  # warm: models loaded, converter process up (not counted)
-                idle = [(await prober.probe())["seconds"] for _ in range(args.probes)]
+                idle_probes = [await prober.probe() for _ in range(args.probes)]
+                idle = [p["seconds"] for p in idle_probes]
                 if not quiet:
-                    print(f"[lanes {mode}] idle: p50 {statistics.median(idle):.2f}s over {len(idle)} probes")
+                    print(f"[lanes {mode}] idle: p50 {statistics.median(idle):.2f}s over {len(idle)} probes; "
+                          f"median stages (s): {median_stages(idle_probes)}")  # fmt: skip
                 env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"CHRONOS_HOME": str(home)}
                 t_batch = time.perf_counter()
                 await asyncio.to_thread(
@@ -169,6 +203,7 @@ async def run_mode(mode: str, args: argparse.Namespace, folder: Path, quiet: boo
         result = {
             "lanes": mode,
             "idle": stats(idle),
+            "idle_stages_median_s": median_stages(idle_probes),
             "loaded": stats(loaded),
             "loaded_probes": [{"seconds": s, "queue_depth_at_upload": d} for s, d in zip(loaded, depths, strict=True)],
             "batch_documents": args.batch,

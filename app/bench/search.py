@@ -18,9 +18,11 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from app import config
 from app.bench.scratch import scratch_database
 from events.connection import create_pool
 from projections import copy
+from projections.index_memory import build_memory_mb
 
 MODEL = "local:bench"
 
@@ -59,8 +61,8 @@ async def run_bench(
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_m'", str(m))
                 await conn.execute("UPDATE settings SET value = $1 WHERE key = 'hnsw_ef_construction'", str(efc))
                 # The graph must fit in maintenance_work_mem or the build slows down many times over
-                # (pgvector: "hnsw graph no longer fits"); about 2.5x the raw vectors, at least 1 GB.
-                work_mem_mb = max(1024, int(n * dims * 4 * 2.5 / 2**20))
+                # (pgvector: "hnsw graph no longer fits"): the same sizing as replay's builds.
+                work_mem_mb, _ = build_memory_mb(n, dims, m, config.current().index_build_memory_mb)
                 await conn.execute(f"SET maintenance_work_mem = '{work_mem_mb}MB'")
                 t0 = time.perf_counter()
                 await conn.fetchval("SELECT ensure_vector_index($1, $2)", MODEL, dims)

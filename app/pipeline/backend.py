@@ -45,7 +45,10 @@ def budget_alert_services(rt: Runtime, *, poll_interval: float = 1.0) -> list[Se
 
 
 def dispatcher_service(rt: Runtime, *, poll_interval: float = 1.0) -> Service:
-    sub = Subscription(rt.store, dispatcher.NAME, dispatcher.dispatch, hub=rt.hub, poll_interval=poll_interval)
+    # Not durable: a job lost with its checkpoint in a crash of the server is enqueued again.
+    sub = Subscription(
+        rt.store, dispatcher.NAME, dispatcher.dispatch, hub=rt.hub, poll_interval=poll_interval, durable=False
+    )
     return Service(sub.name, sub.run)
 
 

@@ -76,6 +76,14 @@ WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
 ORDER BY tx_id, position
 LIMIT $3;
 
+-- name: subscription_probe
+-- After a subscription's cursor: is there an event read_safe would return (ready), and any committed
+-- one at all (committed but not ready: held back by an open transaction)? No lock, no transaction.
+SELECT EXISTS (SELECT 1 FROM events
+               WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
+                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())) AS ready,
+       EXISTS (SELECT 1 FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)) AS committed;
+
 -- name: stream_version
 SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1;
 
@@ -93,6 +101,10 @@ SELECT tx_id::text::bigint AS tx_id, position FROM subscriptions WHERE name = $1
 
 -- name: checkpoint_get
 SELECT tx_id::text::bigint AS tx_id, position FROM subscriptions WHERE name = $1;
+
+-- name: commit_without_flush
+-- This transaction's commit does not wait for its WAL flush (events/subscription.py, durable=False).
+SELECT set_config('synchronous_commit', 'off', true);
 
 -- name: checkpoint_set
 UPDATE subscriptions SET tx_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1;

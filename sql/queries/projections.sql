@@ -82,9 +82,16 @@ WHERE state.deleted
   AND EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = refs.sha256);
 
 -- name: bulk_index_settings
--- Before building HNSW indexes after a bulk load (replay): the whole graph in memory and a parallel
+-- Before building an HNSW index after a bulk load (replay): $1 MB of maintenance_work_mem, so the whole
+-- graph fits (projections/index_memory.py; never less than the server's own setting), and a parallel
 -- build (pgvector >= 0.6), for this transaction only.
-SELECT set_config('maintenance_work_mem', '1GB', true), set_config('max_parallel_maintenance_workers', '2', true);
+SELECT set_config('maintenance_work_mem',
+                  greatest($1::bigint, pg_size_bytes(current_setting('maintenance_work_mem')) / 1048576) || 'MB',
+                  true),
+       set_config('max_parallel_maintenance_workers', '2', true);
+
+-- name: vectors_per_model
+SELECT count(*) FROM vectors WHERE model = $1;
 
 -- name: hnsw_parameters
 SELECT coalesce((SELECT value::integer FROM settings WHERE key = 'hnsw_m'), 16) AS m,
