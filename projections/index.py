@@ -30,7 +30,6 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from app import config
 from app.catalogue import events as ev
 from app.catalogue.codec import decode, decode_payload
 from app.catalogue.collections import DEFAULT, apply_metadata
@@ -102,8 +101,11 @@ class IndexProjector(Projector):
         "embedding_models", "vector_problems",
     )  # fmt: skip
 
-    def __init__(self, blobs: BlobStore, *, defer_indexes: bool = False) -> None:
+    def __init__(
+        self, blobs: BlobStore, *, defer_indexes: bool = False, build_memory_cap_mb: int | None = None
+    ) -> None:
         self.blobs = blobs
+        self.build_memory_cap_mb = build_memory_cap_mb  # CHRONOS_INDEX_BUILD_MEMORY_MB (None: half the RAM)
         self.defer_indexes = defer_indexes  # replay: build HNSW indexes once, after the bulk load
 
     async def apply(self, conn: Conn, events: list[RecordedEvent]) -> None:
@@ -417,7 +419,7 @@ class IndexProjector(Projector):
     async def finish_bulk_load(self, conn: Conn) -> None:
         hnsw = await conn.fetchrow(query("projections", "hnsw_parameters"))
         assert hnsw is not None
-        cap = config.current().index_build_memory_mb
+        cap = self.build_memory_cap_mb
         for r in await conn.fetch(query("projections", "embedding_models_all")):
             model, dims = r["model"], r["dimensions"]
             count = await conn.fetchval(query("projections", "vectors_per_model"), model)

@@ -86,11 +86,22 @@ async def reapply_views(conn: Conn) -> None:
             await conn.execute(m.text)
 
 
-async def replay(pool: asyncpg.Pool, dsn: str, names: list[str] | None = None, *, progress: bool = True) -> ReplayStats:
+async def replay(
+    pool: asyncpg.Pool,
+    dsn: str,
+    names: list[str] | None = None,
+    *,
+    progress: bool = True,
+    build_memory_cap_mb: int | None = None,
+) -> ReplayStats:
     """Rebuild the named projections (all when None) and swap them in; returns throughput figures."""
     store = EventStore(pool)
     blobs = PgBlobStore(pool)
-    projectors = [p for p in all_projectors(blobs, bulk=True) if names is None or p.name in names]
+    projectors = [
+        p
+        for p in all_projectors(blobs, bulk=True, build_memory_cap_mb=build_memory_cap_mb)
+        if names is None or p.name in names
+    ]
     unknown = set(names or ()) - {p.name for p in projectors}
     if unknown:
         known = [p.name for p in all_projectors(blobs)]

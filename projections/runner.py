@@ -31,11 +31,11 @@ from projections.tokens import TokensProjector
 BATCH_SIZE = 500
 
 
-def all_projectors(blobs: BlobStore, *, bulk: bool = False) -> list[Projector]:
+def all_projectors(blobs: BlobStore, *, bulk: bool = False, build_memory_cap_mb: int | None = None) -> list[Projector]:
     """Every projector, in a fixed order. ``bulk``: replay mode (HNSW indexes built after loading)."""
     return [
         DocumentsProjector(),
-        IndexProjector(blobs, defer_indexes=bulk),
+        IndexProjector(blobs, defer_indexes=bulk, build_memory_cap_mb=build_memory_cap_mb),
         CostLedgerProjector(),
         EmbeddingCacheProjector(blobs),
         TokensProjector(),

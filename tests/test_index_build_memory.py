@@ -35,11 +35,11 @@ async def _vectors(store, blobs, pool) -> None:  # type: ignore[no-untyped-def]
     await catch_up_all(pool)
 
 
-async def _build_memory_seen(pool, blobs) -> int:  # type: ignore[no-untyped-def]
+async def _build_memory_seen(pool, blobs, cap: int | None = None) -> int:  # type: ignore[no-untyped-def]
     from projections.index import IndexProjector
 
     async with pool.acquire() as conn, conn.transaction():
-        await IndexProjector(blobs).finish_bulk_load(conn)
+        await IndexProjector(blobs, build_memory_cap_mb=cap).finish_bulk_load(conn)
         return int(await conn.fetchval(MWM))
 
 
@@ -62,9 +62,8 @@ async def test_the_build_gets_the_memory_of_its_graph(store, blobs, pool, monkey
 async def test_a_capped_build_says_it_will_be_slow(store, blobs, pool, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     await _vectors(store, blobs, pool)
     monkeypatch.setattr(index_memory, "graph_mb", lambda vectors, dimensions, m: 3000)
-    monkeypatch.setenv("CHRONOS_INDEX_BUILD_MEMORY_MB", "1500")
     with caplog.at_level(logging.WARNING, logger="projections.index"):
-        assert await _build_memory_seen(pool, blobs) == 1500
+        assert await _build_memory_seen(pool, blobs, cap=1500) == 1500
     assert any("needs ~3000 MB" in r.getMessage() and "1500 MB" in r.getMessage() for r in caplog.records)
 
 

@@ -73,7 +73,9 @@ async def run_bench(documents: int, chunks: int, dims: int, quiet: bool, baselin
                         await conn.copy_to_table("plain_vectors", source=copy.stream([body]), format="binary")
             copy_s = time.perf_counter() - start
             total_chunks = documents * chunks
-            stats = await replay(pool, dsn, progress=not quiet)
+            stats = await replay(
+                pool, dsn, progress=not quiet, build_memory_cap_mb=config.current().index_build_memory_mb
+            )
             log_events = stats.log_events
             # The same index replay builds: same parameters, same session settings.
             hnsw_s: float | None = None

@@ -33,7 +33,13 @@ async def main(args: argparse.Namespace) -> int:
     if args.document:
         return await _documents(args)
     async with open_runtime() as rt:
-        stats = await replay(rt.pool, rt.dsn, args.projection, progress=not args.json)
+        stats = await replay(
+            rt.pool,
+            rt.dsn,
+            args.projection,
+            progress=not args.json,
+            build_memory_cap_mb=rt.settings.index_build_memory_mb,
+        )
     figures = {
         "projections": stats.projections,
         "log_events": stats.log_events,
