@@ -32,6 +32,7 @@ from urllib.parse import quote
 from app import embedded_auth
 from app.errors import Unavailable
 from app.process_env import postgres_env
+from projections.index_memory import machine_ram_mb
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ def tune_embedded(pgdata: Path) -> None:
     initdb's shared_buffers (128 MB) does not hold the HNSW index of even 100k 384-dimension vectors
     (~200 MB), and searches then churn the buffer cache (~100 ms instead of ~5 ms per query).
     """
-    ram_mb = _ram_mb()
+    ram_mb = machine_ram_mb()
     shared = max(128, min(1024, ram_mb // 8))
     (pgdata / TUNING_FILE).write_text(
         "# Written by Chronos Ingest (app/embedded.py) at every start of the embedded server.\n"
@@ -325,13 +326,6 @@ def tune_embedded(pgdata: Path) -> None:
     if conf.is_file() and TUNING_INCLUDE not in conf.read_text():
         with conf.open("a") as f:
             f.write("\n" + TUNING_INCLUDE + "\n")
-
-
-def _ram_mb() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
-    except (ValueError, OSError, AttributeError):
-        return 4096
 
 
 def embedded_status(pgdata: Path) -> EmbeddedStatus:

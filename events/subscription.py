@@ -68,7 +68,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[DbConn, list[RecordedEvent]], Awaitable[None]]
 
-_PENDING = "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, position) > ($1::text::xid8, $2::bigint))"
 _BUSY_RETRY_MAX = 0.5  # catch_up(): longest pause between tries while another process holds the checkpoint
 
 
@@ -184,8 +183,8 @@ class Subscription:
 
     async def has_pending(self) -> bool:
         """Are there committed events after the checkpoint still held back by an open transaction?"""
-        cursor = await self.checkpoint()
-        return bool(await self.store.pool.fetchval(_PENDING, str(cursor.tx_id), cursor.position))
+        self._see(await self.checkpoint())
+        return (await self.probe())[1]
 
     async def probe(self) -> tuple[bool, bool]:
         """(ready, held back): are there events this subscription can read after the checkpoint it
