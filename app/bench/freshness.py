@@ -134,7 +134,7 @@ def stage_gaps(events: list[dict[str, Any]], posted: float, seen: float) -> dict
         return out
     times = [posted, *(at[t] for t in STAGE_EVENTS), seen]
     names = ["upload", "to_converted", "to_chunked", "to_embedded", "to_seen_searchable"]
-    out |= {n: round(b - a, 4) for n, a, b in zip(names, times, times[1:], strict=True)}
+    out |= {n: round(b - a, 4) for n, a, b in zip(names, times[:-1], times[1:], strict=True)}
     return out
 
 
