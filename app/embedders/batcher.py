@@ -58,7 +58,7 @@ class Batcher:
         dimensions: int,
         threads: int,
         batch_size: int,
-        min_batch: int = 4,
+        min_batch: int = 1,
         name: str = "chronos-embed",
     ) -> None:
         self.forward = forward
@@ -67,6 +67,7 @@ class Batcher:
         self.batch_size = max(1, batch_size)
         self.min_batch = max(1, min(min_batch, self.batch_size))
         self._pending: list[_Item] = []
+        self._running = 0  # pool threads running a batch now
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=name)
         self.batches = 0  # batches run so far (for tests and figures)
@@ -104,10 +105,14 @@ class Batcher:
             if not self._pending:
                 return []
             window = self._pending[: self.batch_size * self.threads]
-            size = min(self.batch_size, max(self.min_batch, math.ceil(len(self._pending) / self.threads)))
+            # Shared among the threads not busy yet: one small document's texts run on every idle core
+            # at once (its 5 chunks as 3 + 2 on two threads, not 4 + 1 or 5 + 0).
+            idle = max(1, self.threads - self._running)
+            size = min(self.batch_size, max(self.min_batch, math.ceil(len(self._pending) / idle)))
             batch = sorted(window, key=lambda item: (not item.urgent, -item.length))[:size]
             taken = {id(item) for item in batch}
             self._pending = [item for item in self._pending if id(item) not in taken]
+            self._running += 1
             return batch
 
     def _drain(self) -> None:
@@ -124,6 +129,7 @@ class Batcher:
             finished: list[_Request] = []
             with self._lock:
                 self.batches += 1
+                self._running -= 1
                 for row, item in enumerate(batch):
                     request = item.request
                     if error is not None:
