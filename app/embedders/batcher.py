@@ -59,6 +59,7 @@ class Batcher:
         threads: int,
         batch_size: int,
         min_batch: int = 1,
+        max_batch_tokens: int | None = None,
         name: str = "chronos-embed",
     ) -> None:
         self.forward = forward
@@ -66,6 +67,10 @@ class Batcher:
         self.threads = max(1, threads)
         self.batch_size = max(1, batch_size)
         self.min_batch = max(1, min(min_batch, self.batch_size))
+        self.max_batch_tokens = max_batch_tokens
+        """Padded tokens (texts x the longest) a batch holds at most (one text at least): a batch on a
+        CPU costs per token, so a long batch gains nothing and only keeps the next urgent text waiting
+        for a thread (bench freshness under load)."""
         self._pending: list[_Item] = []
         self._running = 0  # pool threads running a batch now
         self._lock = threading.Lock()
@@ -109,7 +114,16 @@ class Batcher:
             # at once (its 5 chunks as 3 + 2 on two threads, not 4 + 1 or 5 + 0).
             idle = max(1, self.threads - self._running)
             size = min(self.batch_size, max(self.min_batch, math.ceil(len(self._pending) / idle)))
-            batch = sorted(window, key=lambda item: (not item.urgent, -item.length))[:size]
+            batch: list[_Item] = []
+            longest = 0
+            for item in sorted(window, key=lambda item: (not item.urgent, -item.length)):
+                if len(batch) == size:
+                    break
+                padded = max(longest, item.length) * (len(batch) + 1)
+                if batch and self.max_batch_tokens is not None and padded > self.max_batch_tokens:
+                    break
+                batch.append(item)
+                longest = max(longest, item.length)
             taken = {id(item) for item in batch}
             self._pending = [item for item in self._pending if id(item) not in taken]
             self._running += 1
