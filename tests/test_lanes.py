@@ -191,6 +191,82 @@ async def test_a_worker_runs_the_upload_before_the_queued_batch(rt: Runtime, sto
     assert order == [small, *batch]
 
 
+async def _run_worker(worker: Worker, until: asyncio.Future[None]) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(until, 60)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_the_express_slot_runs_an_upload_while_the_only_slot_holds_a_batch_job(
+    rt: Runtime, store: EventStore
+) -> None:
+    """One slot, busy with a batch job that does not end until the upload is done: the express slot runs
+    the upload beside it (without it the upload waited for the batch job at every stage)."""
+    batch = await folder_batch(store, 2)
+    await dispatch_all(store)
+    batch_started = asyncio.Event()
+    small_done = asyncio.get_running_loop().create_future()
+    order: list[str] = []
+
+    async def runner(_rt: Runtime, job: Job, _owner: str) -> Outcome:
+        order.append(str(job.document_id))
+        if job.lane == lanes.BATCH:
+            batch_started.set()
+            await asyncio.wait_for(asyncio.shield(small_done), 30)  # held until the upload ran
+        elif not small_done.done():
+            small_done.set_result(None)
+        return Outcome("done")
+
+    worker = Worker(rt, stages=("convert",), concurrency=1, poll_interval=0.05, runner=runner)
+    assert worker.express
+
+    async def upload_once_batch_runs() -> None:
+        await batch_started.wait()
+        small = await upload(store)
+        await dispatch_all(store)
+        order.append(f"uploaded {small}")
+
+    uploader = asyncio.create_task(upload_once_batch_runs())
+    await _run_worker(worker, small_done)
+    await uploader
+    small = next(o.split()[1] for o in order if o.startswith("uploaded "))
+    assert order[0] == batch[0] and small in order  # the batch job was still held when the upload ran
+    assert worker.express_runs == 1
+
+
+async def test_interactive_work_alone_stays_within_the_slots(rt: Runtime, store: EventStore) -> None:
+    """Only uploads queued: the express slot never runs, so one slot means one job at a time."""
+    docs = [await upload(store) for _ in range(3)]
+    await dispatch_all(store)
+    running, most = 0, 0
+    finished = asyncio.get_running_loop().create_future()
+    seen: list[str] = []
+
+    async def runner(_rt: Runtime, job: Job, _owner: str) -> Outcome:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        seen.append(str(job.document_id))
+        if len(seen) == len(docs) and not finished.done():
+            finished.set_result(None)
+        return Outcome("done")
+
+    worker = Worker(rt, stages=("convert",), concurrency=1, poll_interval=0.05, runner=runner)
+    await _run_worker(worker, finished)
+    assert sorted(seen) == sorted(docs) and most == 1 and worker.express_runs == 0
+
+
+def test_with_lanes_off_there_is_no_express_slot(rt: Runtime) -> None:
+    off = Runtime(Settings(database_url=rt.dsn, lanes=LaneSettings(enabled=False)), rt.dsn, rt.pool, rt.store, rt.blobs)
+    assert not Worker(off).express and Worker(rt).express
+
+
 def test_urgent_texts_go_ahead_of_a_waiting_batch() -> None:
     """The embedder's queue: while one batch runs, a batch job's texts wait; an interactive job's texts
     submitted after them make up the next batch."""

@@ -104,6 +104,15 @@ async def claim(
     return [_job(r) for r in rows]
 
 
+async def claim_interactive(
+    pool: asyncpg.Pool, stages: list[str], owner: str, lease_s: float, limit: int = 1, *, several: list[str]
+) -> list[Job]:
+    """The oldest ready interactive-lane job among ``stages`` (the first preferred), with up to
+    ``limit - 1`` more of the same stage when it is one of ``several``: the express slot's claim."""
+    rows = await pool.fetch(query("jobs", "claim_interactive"), stages, owner, float(lease_s), limit, several)
+    return [_job(r) for r in rows]
+
+
 async def claim_needing_no_converter(
     pool: asyncpg.Pool, owner: str, lease_s: float, supported: list[str], limit: int = 1
 ) -> list[Job]:

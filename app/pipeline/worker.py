@@ -17,7 +17,11 @@
 * Fresh under load: every job is in a lane (``app/pipeline/lanes.py``); a claim takes the interactive
   lane first across stages (a small upload's convert job goes before a batch's embed jobs), with a
   bounded share for the batch lane, and an interactive job's texts go to the front of the embedder's
-  queue (``app.embedders.batcher.URGENT``).
+  queue (``app.embedders.batcher.URGENT``). While every slot holds a batch-lane job, one more, the
+  *express slot*, takes interactive jobs only, so a small upload never waits for a batch job to end
+  at any stage (its conversion waits at most for the converter process's current document, its
+  texts go first in the embedder's queue); it never runs beside a free slot, so interactive work alone
+  stays within ``concurrency``. ``CHRONOS_LANES=off`` has no express slot.
 * Embed jobs are taken several at a time (``CHRONOS_EMBED_JOBS``) and run side by side in one slot:
   a document has a handful of chunks, too few to keep the embedder's threads busy on its own.
 * A ``Worker`` is the job runner only: claim, run the stage, heartbeat, record. It is woken by the
@@ -66,6 +70,7 @@ class Worker:
         poll_interval: float = 1.0,
         grace_s: float = 30.0,
         runner: StageRunner = run_stage,
+        express: bool | None = None,
     ) -> None:
         self.rt = rt
         self.stages = list(stages)
@@ -80,6 +85,11 @@ class Worker:
         self._claim_lock = asyncio.Lock()
         self._turns = lanes.Turns(rt.settings.lanes)
         self._busy_slots: dict[str, int] = {}  # slots working on each stage (a slot may hold several embed jobs)
+        self.express = rt.settings.lanes.enabled if express is None else express
+        self._batch_slots = 0  # ordinary slots holding batch-lane jobs now
+        self._express_wake = asyncio.Event()  # set when the last ordinary slot took a batch job
+        self._express_jobs: set[object] = set()  # job ids the express slot runs now
+        self.express_runs = 0  # jobs the express slot ran (for tests and the bench)
         self._started: dict[object, float] = {}  # job id -> when this worker started running it (monotonic)
         from app.convert.local import slow_after_s
 
@@ -92,6 +102,8 @@ class Worker:
         self.rt.hub.rename(f"{HUB_PREFIX}{self.owner}")  # how /readyz sees a connected stage worker
         async with self.rt.hub.running():
             slots = [asyncio.create_task(self._slot(stop_claiming), name=f"slot-{i}") for i in range(self.concurrency)]
+            if self.express:
+                slots.append(asyncio.create_task(self._express_slot(stop_claiming), name="slot-express"))
             try:
                 await stop.wait()
             finally:
@@ -153,7 +165,7 @@ class Worker:
         return sum(
             1
             for job_id, job in self.in_flight.items()
-            if job.stage == "convert" and self._started.get(job_id, since) < since
+            if job.stage == "convert" and job_id not in self._express_jobs and self._started.get(job_id, since) < since
         )
 
     async def _claim_needing_no_converter(self) -> list[Job]:
@@ -180,15 +192,56 @@ class Worker:
             if not claimed:
                 await wait_any(self.poll_interval, woken, stop)
                 continue
+            batch = claimed[0].lane != lanes.INTERACTIVE
+            if batch:
+                self._batch_slots += 1
+                if self._batch_slots >= self.concurrency:
+                    self._express_wake.set()
             try:
-                results = await asyncio.gather(*(self._work(job) for job in claimed), return_exceptions=True)
+                await self._run_claimed(claimed)
             finally:
                 self._busy_slots[claimed[0].stage] -= 1
-            for job, result in zip(claimed, results, strict=True):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
-                if isinstance(result, BaseException):  # never let one job take a slot down
-                    logger.error("worker slot failed on job %s", job.job_id, exc_info=result)
+                if batch:
+                    self._batch_slots -= 1
+
+    async def _express_slot(self, stop: asyncio.Event) -> None:
+        """Interactive jobs only, and only while every ordinary slot holds a batch job."""
+        order = sorted(self.stages, key=STAGE_PRIORITY.index)
+        while not stop.is_set():
+            woken = self.rt.hub.wakeup(jobs.JOBS_CHANNEL)
+            self._express_wake.clear()
+            if self._batch_slots < self.concurrency:
+                # A slot is free or holds interactive work: the ordinary slots take the next upload.
+                await wait_any(self.poll_interval, self._express_wake, stop)
+                continue
+            try:
+                limit = max(1, self.rt.settings.embed_jobs)
+                claimed = await jobs.claim_interactive(
+                    self.rt.pool, order, self.owner, self.lease_s, limit, several=["embed"]
+                )
+            except Exception as exc:  # database down: wait and try again, never die
+                logger.warning("could not claim a job: %s", exc, extra={"action": "claim", "error": str(exc)})
+                await wait_any(min(self.poll_interval * 5, 10.0), stop)
+                continue
+            if not claimed:
+                await wait_any(self.poll_interval, woken, stop)
+                continue
+            for job in claimed:
+                self.in_flight[job.job_id] = job
+                self._express_jobs.add(job.job_id)
+            try:
+                await self._run_claimed(claimed)
+            finally:
+                self._express_jobs.difference_update(job.job_id for job in claimed)
+                self.express_runs += len(claimed)
+
+    async def _run_claimed(self, claimed: list[Job]) -> None:
+        results = await asyncio.gather(*(self._work(job) for job in claimed), return_exceptions=True)
+        for job, result in zip(claimed, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):  # never let one job take a slot down
+                logger.error("worker slot failed on job %s", job.job_id, exc_info=result)
 
     async def _work(self, job: Job) -> None:
         self.in_flight[job.job_id] = job

@@ -46,6 +46,31 @@ UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2,
 WHERE job_id IN (SELECT job_id FROM first UNION ALL SELECT job_id FROM more)
 RETURNING job_id, document_id, stage, trigger_event_id, trigger_position, params, attempts, max_attempts, lane;
 
+-- name: claim_interactive
+-- The express slot's claim (app/pipeline/worker.py: taken only while every ordinary slot holds a batch
+-- job): the oldest ready interactive-lane job among the stages $1 (furthest along first), with up to
+-- $4 - 1 more of the same stage when that stage is one of $5. Queued jobs only (an expired lease is the
+-- ordinary slots' to take over), so the partial index jobs_interactive_queued_idx answers it.
+WITH first AS (
+    SELECT job_id, stage FROM jobs
+    WHERE stage = ANY ($1::text[]) AND status = 'queued' AND lane = 'interactive' AND not_before <= now()
+    ORDER BY array_position($1::text[], stage), not_before, trigger_position
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1
+), more AS (
+    SELECT job_id FROM jobs
+    WHERE stage = (SELECT stage FROM first) AND stage = ANY ($5::text[])
+      AND job_id <> (SELECT job_id FROM first)
+      AND status = 'queued' AND lane = 'interactive' AND not_before <= now()
+    ORDER BY not_before, trigger_position
+    FOR UPDATE SKIP LOCKED
+    LIMIT greatest($4 - 1, 0)
+)
+UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2,
+       lease_until = now() + make_interval(secs => $3), updated_at = now()
+WHERE job_id IN (SELECT job_id FROM first UNION ALL SELECT job_id FROM more)
+RETURNING job_id, document_id, stage, trigger_event_id, trigger_position, params, attempts, max_attempts, lane;
+
 -- name: claim_needing_no_converter
 -- Convert jobs for uploads no converter is needed for (empty, or content Chronos cannot convert:
 -- $4 the supported media types, the rule of app.convert.sniff.unsupported): the stage fails them at
