@@ -201,6 +201,9 @@ async def sse_case(w: World) -> None:
 
 async def search_case(w: World) -> None:
     c = w.client
+    # The DELETE case deleted a_spare: its DocumentDeleted is committed, the server's projections apply
+    # it a moment later (search reads the projections). Bring them to the head before asking.
+    await catch_up_all(w.pool)
     q: dict[str, str | int] = {"q": WORD, "mode": "text", "k": 20}
     r = await c.get("/search", params=q, headers=w.read)
     assert r.status_code == 200, r.text
