@@ -218,6 +218,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=main)
 
 
+BASELINE_MODULES = (
+    "llama_index.core",
+    "llama_index.embeddings.huggingface",
+    "llama_index.readers.docling",
+    "llama_index.vector_stores.postgres",
+)
+
+
+def missing_baseline_modules() -> list[str]:
+    """The LlamaIndex packages the baseline imports that are not installed (the ``bench`` extra)."""
+    import importlib.util
+
+    missing = []
+    for name in BASELINE_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is absent
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 async def main(args: argparse.Namespace) -> int:
     if not args.folder.is_dir():
         print(f"{args.folder} is not a folder of documents (use --folder DIR)", file=sys.stderr)
@@ -225,6 +248,14 @@ async def main(args: argparse.Namespace) -> int:
     files = [item.path for item in collect([args.folder])][: args.limit]
     if not files:
         print(f"no files in {args.folder}", file=sys.stderr)
+        return 2
+    missing = missing_baseline_modules() if args.only != "chronos" else []
+    if missing:
+        print(
+            f"the LlamaIndex side needs the bench extra ({', '.join(missing)} not installed): run "
+            "`make install-bench`, or `--only chronos` for the Chronos side alone",
+            file=sys.stderr,
+        )
         return 2
     options = CompareOptions(
         concurrency=args.concurrency,
