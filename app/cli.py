@@ -10,6 +10,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from app import malloc
 from app.commands import COMMAND_MODULES
 from events.errors import ChronosError
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    malloc.tune()  # before the threads and the models (see app/malloc.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

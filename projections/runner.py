@@ -65,6 +65,30 @@ def subscriptions(
     ]
 
 
+async def catch_up_to_head(pool: asyncpg.Pool, timeout: float | None = None) -> int:
+    """Like ``catch_up_all``, and also wait for events held back by an open transaction: one that
+    started before they committed, in *any* database of the server, since the safe horizon
+    (``pg_snapshot_xmin``) is the cluster's. Returns the events handled; raises ``TimeoutError``
+    when some are still held back after ``timeout`` seconds."""
+    subs = subscriptions(EventStore(pool), PgBlobStore(pool))
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    total = 0
+    pause = 0.01
+    while True:
+        total += sum(await asyncio.gather(*(s.catch_up() for s in subs)))
+        held = await asyncio.gather(*(s.has_pending() for s in subs))
+        pending = [s.name for s, waits in zip(subs, held, strict=True) if waits]
+        if not pending:
+            return total
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            raise TimeoutError(
+                f"{', '.join(pending)} still wait for events an open transaction holds back after {timeout:.0f} s; "
+                "see pg_stat_activity for the oldest backend_xid"
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
 async def catch_up_all(pool: asyncpg.Pool, dsn: str | None = None) -> int:
     """Bring every projection up to the committed head once; returns the events handled in total
     (summed over projectors). ``dsn`` is not used (catching up needs no LISTEN connection)."""

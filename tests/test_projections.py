@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import numpy as np
 import pytest
@@ -198,3 +200,33 @@ async def test_applying_a_batch_twice_changes_nothing(
                 await projector.apply(conn, events)
                 await projector.apply(conn, events[3:7])
     assert await projection_hashes(pool) == before
+
+
+async def test_catch_up_to_head_waits_for_events_an_open_transaction_holds_back(
+    store: EventStore, blobs: PgBlobStore, pool: asyncpg.Pool, dsn: str
+) -> None:
+    """The safe horizon is the server's oldest open transaction, whatever it does (here one that only
+    took a transaction id: a bulk load, an index build, another database's job): ``catch_up_all``
+    returns with the upload held back, ``catch_up_to_head`` waits for it (the bench used the first
+    and reported documents searchable in the log with no rows in the projections)."""
+    from projections.runner import catch_up_to_head
+
+    blocker = await asyncpg.connect(dsn)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.fetchval("SELECT pg_current_xact_id()")
+        doc = SyntheticDocument(store, blobs, filename="held.pdf")
+        await doc.upload()
+        await catch_up_all(pool, dsn)
+        assert await pool.fetchval("SELECT count(*) FROM documents WHERE document_id = $1", doc.document_id) == 0
+        with pytest.raises(TimeoutError, match="open transaction"):
+            await catch_up_to_head(pool, timeout=0.3)
+        waiting = asyncio.create_task(catch_up_to_head(pool, timeout=30))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await tx.commit()
+        assert await asyncio.wait_for(waiting, 30) >= 1
+    finally:
+        await blocker.close()
+    assert (await doc_row(pool, doc))["status"] == "uploaded"

@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import orjson
 
+from app import malloc
 from app.catalogue.ids import document_id_from_stream, stream_for
 from app.commands.ingest import Item, upload_all, wait_until_final
 from app.config import Settings
@@ -37,7 +38,7 @@ from app.pipeline.worker import Worker
 from app.runtime import Runtime, open_runtime
 from app.supervisor import Supervisor
 from events.sqlfiles import query
-from projections.runner import catch_up_all
+from projections.runner import catch_up_to_head
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
             state = await wait_until_final(rt, ids, quiet, timeout)
             final_s = time.perf_counter() - started
             projected = False
-            await catch_up_all(rt.pool, rt.dsn)
+            await catch_up_to_head(rt.pool, timeout=600)
             projected = True
             total_s = time.perf_counter() - started
             cpu_s = time.process_time() - cpu_started
@@ -124,11 +125,13 @@ async def run(files: list[Path], dsn: str, *, concurrency: int, quiet: bool, tim
         "settings": {
             "concurrency": concurrency,
             "convert_processes": os.environ.get("CHRONOS_CONVERT_PROCESSES", "default"),
+            "malloc_tuning": os.environ.get("CHRONOS_MALLOC_TUNING", "on"),
         },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
+    malloc.tune()  # as the chronos command does
     p = argparse.ArgumentParser(prog="python -m app.bench.chronos_side")
     p.add_argument("--dsn", required=True, help="a migrated, empty Chronos database")
     p.add_argument("--files-from", type=Path, required=True, help="JSON list of file paths")

@@ -312,6 +312,10 @@ def print_table(result: dict[str, Any]) -> None:
         print("  ".join(cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(line)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    for s in sides:
+        parts = result[s]["memory"].get("pss_at_peak_mb") or {}
+        if len(parts) > 1:
+            print(f"{s} PSS at its peak: " + ", ".join(f"{role} {mb} MB" for role, mb in parts.items()))
     if "chronos" in result:
         c = result["chronos"]
         print(f"Chronos also wrote {c['events']} events ({c['cost_events']} cost entries) to its log")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -36,6 +36,8 @@ class TreeMemory:
     samples: int = 0
     root_peak_rss_mb: float = 0.0  # the sampled process itself
     largest_child_rss_mb: float = 0.0  # the largest single descendant (e.g. a Docling converter process)
+    # PSS by role at the sample where the tree's PSS peaked: where the footprint goes
+    pss_at_peak_mb: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +47,7 @@ class TreeMemory:
             "samples": self.samples,
             "root_peak_rss_mb": round(self.root_peak_rss_mb, 1),
             "largest_child_rss_mb": round(self.largest_child_rss_mb, 1),
+            "pss_at_peak_mb": {role: round(mb, 1) for role, mb in sorted(self.pss_at_peak_mb.items())},
         }
 
 
@@ -53,6 +56,26 @@ def tree(root: psutil.Process) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def role(proc: psutil.Process, is_root: bool) -> str:
+    """What a process of the tree is, for the breakdown: ``root``, ``fork server``, ``resource
+    tracker``, ``converter`` (a process forked from the fork server) or ``other``."""
+    if is_root:
+        return "root"
+    try:
+        cmdline = " ".join(proc.cmdline())
+        parent = proc.parent()
+        parent_cmdline = " ".join(parent.cmdline()) if parent is not None else ""
+    except (psutil.Error, OSError):
+        return "other"
+    if "forkserver" in parent_cmdline:  # a forked child keeps the fork server's command line
+        return "converter"
+    if "forkserver" in cmdline:
+        return "fork server"
+    if "resource_tracker" in cmdline:
+        return "resource tracker"
+    return "other"
 
 
 def _pss_mb(pid: int) -> float:
@@ -70,13 +93,17 @@ def sample_once(procs: list[psutil.Process], into: TreeMemory, with_pss: bool = 
     """Add one sample; ``procs[0]`` is the root, the rest its descendants."""
     rss = pss = 0.0
     alive = 0
+    by_role: dict[str, float] = {}
     for i, proc in enumerate(procs):
         try:
             this = float(proc.memory_info().rss) / MB
         except (psutil.Error, OSError):
             continue
         if with_pss:
-            pss += _pss_mb(proc.pid)
+            share = _pss_mb(proc.pid)
+            pss += share
+            name = role(proc, i == 0)
+            by_role[name] = by_role.get(name, 0.0) + share
         rss += this
         alive += 1
         if i == 0:
@@ -85,8 +112,9 @@ def sample_once(procs: list[psutil.Process], into: TreeMemory, with_pss: bool = 
             into.largest_child_rss_mb = max(into.largest_child_rss_mb, this)
     into.samples += 1
     into.peak_rss_mb = max(into.peak_rss_mb, rss)
-    if with_pss:
-        into.peak_pss_mb = max(into.peak_pss_mb, pss)
+    if with_pss and pss > into.peak_pss_mb:
+        into.peak_pss_mb = pss
+        into.pss_at_peak_mb = by_role
     into.peak_processes = max(into.peak_processes, alive)
 
 

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from app import malloc
 from app.convert import errors
 
 
@@ -31,6 +32,7 @@ def serve(conn: Connection, address_space_mb: int | None, log_path: str, worker_
     """Entry point of a converter process (runs in the child)."""
     _redirect_output(log_path)
     _die_with_worker(worker_pid)
+    malloc.tune()
     os.environ["HF_HUB_OFFLINE"] = "1"
     if address_space_mb:
         limit = address_space_mb * 1024 * 1024
@@ -72,6 +74,8 @@ def serve(conn: Connection, address_space_mb: int | None, log_path: str, worker_
             )
             return  # a process that ran out of memory is not trusted with another document
         conn.send(reply)
+        del reply
+        malloc.trim()  # the document's buffers go back to the OS while the worker reads the reply
 
 
 def _handle(engine: Any, conn: Connection, request: dict[str, Any]) -> dict[str, Any]:

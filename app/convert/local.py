@@ -1,8 +1,8 @@
 """Local Docling in child processes: a warm pool with a per-document timeout and a memory cap.
 
-Importing Docling (and torch) takes ~10 s, so a *fork server* imports it once
-(``multiprocessing`` forkserver with ``app.convert.engine`` preloaded) and every converter process is
-forked from it: starting or restarting one costs well under a second. Each converter process serves
+Importing Docling (and torch) takes ~10 s, so a *fork server* imports it once (``multiprocessing``
+forkserver with ``app.convert.preload`` preloaded: Docling, then ``gc.freeze``) and every converter
+process is forked from it: starting or restarting one costs well under a second. Each converter process serves
 documents one at a time and is reused; it is killed and replaced after a timeout, a memory overrun, a
 crash or a Docling error, and recycled after ``max_documents`` documents (Docling leaks memory).
 
@@ -87,7 +87,7 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
     with _context_lock:
         if _context is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["app.convert.engine"])
+            ctx.set_forkserver_preload(["app.convert.preload"])
             _context = ctx
         return _context
 

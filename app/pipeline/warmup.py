@@ -33,19 +33,44 @@ def warm_converter() -> None:
 
 
 WARM_UP_MARKDOWN = "# Warm-up\n\nOne sentence to split. Another one, so the splitter has work.\n\n## Part\n\nMore.\n"
+_BOX = {"l": 0.0, "t": 0.0, "r": 10.0, "b": 10.0, "coord_origin": "TOPLEFT"}
+_PROV = [{"page_no": 1, "bbox": _BOX, "charspan": [0, 10]}]
+_SENTENCES = "One sentence to split. Another one, so the splitter has work."
+# What DoclingDocument(name="warm-up") with a heading and a paragraph on page 1 exports (tested
+# against docling_core): written out so the worker never imports docling_core and pandas with it
+# (59 MB it does not otherwise need: the chunker walks the JSON as plain data).
+WARM_UP_DOCUMENT: dict[str, object] = {
+    "schema_name": "DoclingDocument",
+    "version": "1.10.0",
+    "name": "warm-up",
+    "furniture": {"self_ref": "#/furniture", "children": [], "content_layer": "furniture", "name": "_root_",
+                  "label": "unspecified"},
+    "body": {"self_ref": "#/body", "children": [{"$ref": "#/texts/0"}, {"$ref": "#/texts/1"}],
+             "content_layer": "body", "name": "_root_", "label": "unspecified"},
+    "groups": [],
+    "texts": [
+        {"self_ref": "#/texts/0", "parent": {"$ref": "#/body"}, "children": [], "content_layer": "body",
+         "label": "section_header", "prov": _PROV, "orig": "Warm-up", "text": "Warm-up", "level": 1},
+        {"self_ref": "#/texts/1", "parent": {"$ref": "#/body"}, "children": [], "content_layer": "body",
+         "label": "text", "prov": _PROV, "orig": _SENTENCES, "text": _SENTENCES},
+    ],
+    "pictures": [],
+    "tables": [],
+    "key_value_items": [],
+    "form_items": [],
+    "pages": {"1": {"size": {"width": 612.0, "height": 792.0}, "page_no": 1}},
+}  # fmt: skip
 
 
 def warm_chunker() -> None:
-    """Chunk a tiny document: imports LlamaIndex's node parsers and Docling's document model (the
-    chunker imports them lazily) and pays their first-call costs (sentence tokenizer, regexes)."""
+    """Chunk a tiny document: imports LlamaIndex's node parsers (the chunker imports them lazily)
+    and pays their first-call costs (sentence tokenizer, regexes)."""
     import orjson
-    from docling_core.types.doc import DoclingDocument
 
     from app.chunking import chunk_document
 
-    docling_json = orjson.dumps(DoclingDocument(name="warm-up").export_to_dict())
     chunk_document(
-        docling_json,
+        orjson.dumps(WARM_UP_DOCUMENT),
         WARM_UP_MARKDOWN,
         embedder_max_tokens=256,
         count_tokens=lambda texts: [len(t.split()) + 2 for t in texts],
