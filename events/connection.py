@@ -14,6 +14,8 @@ Managed servers are not always plain PostgreSQL:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -120,6 +122,18 @@ async def transaction_pooled(dsn: str) -> bool:
     finally:
         await a.close()
     return len(seen[0]) > 1 or len(seen[1]) > 1 or bool(seen[0] & seen[1])
+
+
+@contextlib.asynccontextmanager
+async def session_search_path(conn: DbConn, *schemas: str) -> AsyncIterator[None]:
+    """``search_path`` set to ``schemas`` (then pgvector's schema) for the session while the block
+    runs, outside any transaction; the server's default again afterwards."""
+    await conn.execute(query("connection", "set_session_search_path"), list(schemas))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await conn.execute(query("connection", "reset_search_path"))
 
 
 async def set_local_search_path(conn: DbConn, *schemas: str) -> None:

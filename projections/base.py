@@ -44,7 +44,8 @@ class Projector(ABC):
         """Write the effect of ``events`` (in delivery order) through ``conn``."""
 
     async def finish_bulk_load(self, conn: Conn) -> None:  # noqa: B027 (optional hook)
-        """Called by replay after the shadow tables are loaded (e.g. build deferred indexes)."""
+        """Called by replay after the shadow tables are loaded (e.g. build deferred indexes), on a
+        connection outside a transaction whose session ``search_path`` names the shadow tables."""
 
 
 def document_id_of(event: RecordedEvent) -> str | None:

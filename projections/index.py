@@ -22,11 +22,13 @@ when the document was deleted later (and its blobs collected); then the event is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import msgspec
 import numpy as np
 
@@ -417,22 +419,55 @@ class IndexProjector(Projector):
         return known
 
     async def finish_bulk_load(self, conn: Conn) -> None:
+        """Build each model's HNSW index CONCURRENTLY (``conn`` outside a transaction, its session
+        ``search_path`` on the shadow tables). A plain CREATE INDEX would hold a transaction id for
+        the whole build, and with it the log's safe horizon: every live subscriber on the server
+        would wait at the events committed meanwhile until the build ended (sql/097)."""
         hnsw = await conn.fetchrow(query("projections", "hnsw_parameters"))
         assert hnsw is not None
+        before = await conn.fetchrow(query("projections", "bulk_index_settings_current"))
+        assert before is not None
         cap = self.build_memory_cap_mb
-        for r in await conn.fetch(query("projections", "embedding_models_all")):
-            model, dims = r["model"], r["dimensions"]
-            count = await conn.fetchval(query("projections", "vectors_per_model"), model)
-            mb, need = build_memory_mb(count, dims, hnsw["m"], cap)
-            if need > mb:
-                logger.warning(
-                    "the HNSW graph of %d %s vectors needs ~%d MB of maintenance_work_mem; building with %d MB "
-                    "(CHRONOS_INDEX_BUILD_MEMORY_MB), which is many times slower once the graph spills",
-                    count, model, need, mb, extra={"action": "index_build_memory", "model": model},
+        try:
+            for r in await conn.fetch(query("projections", "embedding_models_all")):
+                model, dims = r["model"], r["dimensions"]
+                count = await conn.fetchval(query("projections", "vectors_per_model"), model)
+                mb, need = build_memory_mb(count, dims, hnsw["m"], cap)
+                if need > mb:
+                    logger.warning(
+                        "the HNSW graph of %d %s vectors needs ~%d MB of maintenance_work_mem; building with %d MB "
+                        "(CHRONOS_INDEX_BUILD_MEMORY_MB), which is many times slower once the graph spills",
+                        count, model, need, mb, extra={"action": "index_build_memory", "model": model},
+                    )  # fmt: skip
+                settings = await conn.fetchrow(query("projections", "bulk_index_settings"), mb)
+                assert settings is not None
+                row = await conn.fetchrow(query("projections", "vector_index_statement"), model, dims, True)
+                assert row is not None
+                index, statement = row["index_name"], row["statement"]
+                logger.info(
+                    "building the HNSW index of %d %s vectors concurrently with %d MB of maintenance_work_mem",
+                    count, model, settings["mb"],
+                    extra={"action": "index_build", "model": model, "vectors": count, "memory_mb": settings["mb"]},
                 )  # fmt: skip
-            await conn.execute(query("projections", "bulk_index_settings"), mb)
-            index = await conn.fetchval(query("projections", "ensure_vector_index"), model, dims)
-            await conn.execute(query("projections", "embedding_models_set_index"), model, index)
+                try:
+                    await conn.execute(statement)
+                except BaseException:
+                    # A failed concurrent build leaves an invalid index behind; the shadow table goes
+                    # with the failed replay, but the next run's "IF NOT EXISTS" must not keep it.
+                    with contextlib.suppress(*_CONNECTION_ERRORS):
+                        drop = await conn.fetchval(query("projections", "drop_vector_index_statement"), index)
+                        await conn.execute(drop)
+                    raise
+                await conn.execute(query("projections", "embedding_models_set_index"), model, index)
+        finally:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await conn.fetchrow(
+                    query("projections", "bulk_index_settings_reset"),
+                    before["maintenance_work_mem"], before["max_parallel_maintenance_workers"],
+                )  # fmt: skip
+
+
+_CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 @dataclass

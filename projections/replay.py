@@ -27,7 +27,7 @@ import asyncpg
 from tqdm import tqdm
 
 from events.blobs import PgBlobStore
-from events.connection import set_local_search_path
+from events.connection import session_search_path, set_local_search_path
 from events.errors import InvalidRequest
 from events.migrations import discover
 from events.sqlfiles import query
@@ -138,8 +138,9 @@ async def _replay_one(
     count = await sub.catch_up()
     t1 = time.perf_counter()
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            await _in_shadow(conn)
+        # Outside a transaction: the HNSW indexes are built CONCURRENTLY, holding no transaction id
+        # (a long one would hold back every live subscriber for the whole build).
+        async with session_search_path(conn, SHADOW, "public"):
             await projector.finish_bulk_load(conn)
         t2 = time.perf_counter()
         count += await _swap_again_on_deadlock(conn, store, projector, name)

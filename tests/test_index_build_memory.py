@@ -35,15 +35,27 @@ async def _vectors(store, blobs, pool) -> None:  # type: ignore[no-untyped-def]
     await catch_up_all(pool)
 
 
-async def _build_memory_seen(pool, blobs, cap: int | None = None) -> int:  # type: ignore[no-untyped-def]
+def _built_with(records: list[logging.LogRecord]) -> list[int]:
+    return [int(r.memory_mb) for r in records if getattr(r, "action", None) == "index_build"]  # type: ignore[attr-defined]
+
+
+async def _build_memory_seen(pool, blobs, caplog, cap: int | None = None) -> int:  # type: ignore[no-untyped-def]
+    """The maintenance_work_mem the build ran with (it runs CONCURRENTLY: outside a transaction)."""
     from projections.index import IndexProjector
 
-    async with pool.acquire() as conn, conn.transaction():
-        await IndexProjector(blobs, build_memory_cap_mb=cap).finish_bulk_load(conn)
-        return int(await conn.fetchval(MWM))
+    caplog.clear()
+    async with pool.acquire() as conn:
+        before = int(await conn.fetchval(MWM))
+        with caplog.at_level(logging.INFO, logger="projections.index"):
+            await IndexProjector(blobs, build_memory_cap_mb=cap).finish_bulk_load(conn)
+        assert int(await conn.fetchval(MWM)) == before  # the session's setting again afterwards
+        valid = "SELECT bool_and(indisvalid) FROM pg_index WHERE indexrelid::regclass::text LIKE 'vectors_hnsw_%'"
+        assert await conn.fetchval(valid)
+    (mb,) = _built_with(caplog.records)
+    return mb
 
 
-async def test_the_build_gets_the_memory_of_its_graph(store, blobs, pool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_the_build_gets_the_memory_of_its_graph(store, blobs, pool, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     await _vectors(store, blobs, pool)
     seen: list[tuple[int, int, int]] = []
 
@@ -53,27 +65,29 @@ async def test_the_build_gets_the_memory_of_its_graph(store, blobs, pool, monkey
 
     monkeypatch.setattr(index_memory, "graph_mb", graph_mb)
     monkeypatch.delenv("CHRONOS_INDEX_BUILD_MEMORY_MB", raising=False)
-    assert await _build_memory_seen(pool, blobs) == 3000  # was a fixed 1 GB
+    assert await _build_memory_seen(pool, blobs, caplog) == 3000  # was a fixed 1 GB
     m = await pool.fetchval("SELECT value::integer FROM settings WHERE key = 'hnsw_m'")
     assert seen == [(12, 32, m)]  # the model's vector count, its dimensions, the index's m
-    assert int(await pool.fetchval(MWM)) < 3000  # the transaction's setting only
+    assert int(await pool.fetchval(MWM)) < 3000  # the build's setting only
 
 
 async def test_a_capped_build_says_it_will_be_slow(store, blobs, pool, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     await _vectors(store, blobs, pool)
     monkeypatch.setattr(index_memory, "graph_mb", lambda vectors, dimensions, m: 3000)
     with caplog.at_level(logging.WARNING, logger="projections.index"):
-        assert await _build_memory_seen(pool, blobs, cap=1500) == 1500
+        assert await _build_memory_seen(pool, blobs, caplog, cap=1500) == 1500
     assert any("needs ~3000 MB" in r.getMessage() and "1500 MB" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_larger_server_setting_is_kept(store, blobs, pool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_a_larger_server_setting_is_kept(store, blobs, pool, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     await _vectors(store, blobs, pool)
     from projections.index import IndexProjector
 
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL maintenance_work_mem = '5000MB'")
-        await IndexProjector(blobs).finish_bulk_load(conn)
+    async with pool.acquire() as conn:
+        await conn.execute("SET maintenance_work_mem = '5000MB'")
+        with caplog.at_level(logging.INFO, logger="projections.index"):
+            await IndexProjector(blobs).finish_bulk_load(conn)
+        assert _built_with(caplog.records) == [5000]
         assert int(await conn.fetchval(MWM)) == 5000
 
 

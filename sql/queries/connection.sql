@@ -24,3 +24,14 @@ SELECT set_config('search_path', string_agg(quote_ident(s.name), ', ' ORDER BY s
 FROM unnest($1::text[] || ARRAY(
          SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
          WHERE e.extname = 'vector' AND n.nspname <> ALL ($1::text[]))) WITH ORDINALITY AS s(name, n);
+
+-- name: set_session_search_path
+-- Like set_local_search_path, for the session (a statement that cannot run in a transaction block,
+-- such as CREATE INDEX CONCURRENTLY, on replay's shadow tables); reset_search_path undoes it.
+SELECT set_config('search_path', string_agg(quote_ident(s.name), ', ' ORDER BY s.n), false)
+FROM unnest($1::text[] || ARRAY(
+         SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+         WHERE e.extname = 'vector' AND n.nspname <> ALL ($1::text[]))) WITH ORDINALITY AS s(name, n);
+
+-- name: reset_search_path
+RESET search_path;

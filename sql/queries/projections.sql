@@ -82,13 +82,33 @@ WHERE state.deleted
   AND EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = refs.sha256);
 
 -- name: bulk_index_settings
--- Before building an HNSW index after a bulk load (replay): $1 MB of maintenance_work_mem, so the whole
--- graph fits (projections/index_memory.py; never less than the server's own setting), and a parallel
--- build (pgvector >= 0.6), for this transaction only.
-SELECT set_config('maintenance_work_mem',
-                  greatest($1::bigint, pg_size_bytes(current_setting('maintenance_work_mem')) / 1048576) || 'MB',
-                  true),
-       set_config('max_parallel_maintenance_workers', '2', true);
+-- Before building an HNSW index after a bulk load (replay), for this session (the build runs
+-- CONCURRENTLY, outside a transaction): $1 MB of maintenance_work_mem, so the whole graph fits
+-- (projections/index_memory.py; never less than the session's own setting), and a parallel build
+-- (pgvector >= 0.6). Returns the MB set.
+SELECT set_config('maintenance_work_mem', v.mb || 'MB', false),
+       set_config('max_parallel_maintenance_workers', '2', false),
+       v.mb
+FROM (SELECT greatest($1::bigint, pg_size_bytes(current_setting('maintenance_work_mem')) / 1048576) AS mb) v;
+
+-- name: bulk_index_settings_reset
+-- After the build: the session's settings as they were (the pool hands the connection on).
+SELECT set_config('maintenance_work_mem', $1, false), set_config('max_parallel_maintenance_workers', $2, false);
+
+-- name: bulk_index_settings_current
+SELECT current_setting('maintenance_work_mem') AS maintenance_work_mem,
+       current_setting('max_parallel_maintenance_workers') AS max_parallel_maintenance_workers;
+
+-- name: vector_index_statement
+-- The CREATE INDEX of a model's HNSW index (sql/097), CONCURRENTLY when $3.
+SELECT index_name, statement FROM vector_index_statement($1, $2, $3);
+
+-- name: drop_vector_index_statement
+-- The DROP of index $1 beside the vectors table the search_path names: the invalid index a failed
+-- concurrent build leaves behind.
+SELECT format('DROP INDEX IF EXISTS %I.%I', n.nspname, $1::text)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = 'vectors'::regclass;
 
 -- name: vectors_per_model
 SELECT count(*) FROM vectors WHERE model = $1;
