@@ -2,7 +2,9 @@
 in atomically.
 
 1. Shadow tables ``chronos_replay.<table>`` are created ``LIKE`` the live ones (same columns,
-   constraints and index names; HNSW indexes are left out and built once after loading).
+   constraints and index names; HNSW indexes are left out and built once after loading, with
+   CREATE INDEX CONCURRENTLY outside a transaction: a plain build holds a transaction id, and with
+   it every live subscriber on the server, for as long as it runs).
 2. A subscription ``replay:<name>`` feeds the projector with ``search_path = chronos_replay,
    public``, so the same queries write the shadow tables. Each batch commits on its own (short
    write transactions: a long one would hold back every live subscriber).
