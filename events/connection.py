@@ -127,13 +127,14 @@ async def transaction_pooled(dsn: str) -> bool:
 @contextlib.asynccontextmanager
 async def session_search_path(conn: DbConn, *schemas: str) -> AsyncIterator[None]:
     """``search_path`` set to ``schemas`` (then pgvector's schema) for the session while the block
-    runs, outside any transaction; the server's default again afterwards."""
+    runs, outside any transaction; the connection's own setting again afterwards."""
+    before = await conn.fetchval(query("connection", "current_search_path"))
     await conn.execute(query("connection", "set_session_search_path"), list(schemas))
     try:
         yield
     finally:
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.execute(query("connection", "reset_search_path"))
+            await conn.execute(query("connection", "restore_search_path"), before)
 
 
 async def set_local_search_path(conn: DbConn, *schemas: str) -> None:

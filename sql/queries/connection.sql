@@ -27,11 +27,15 @@ FROM unnest($1::text[] || ARRAY(
 
 -- name: set_session_search_path
 -- Like set_local_search_path, for the session (a statement that cannot run in a transaction block,
--- such as CREATE INDEX CONCURRENTLY, on replay's shadow tables); reset_search_path undoes it.
+-- such as CREATE INDEX CONCURRENTLY, on replay's shadow tables); restore_search_path puts back what
+-- current_search_path returned before (the pool's own setting, e.g. an extensions schema).
 SELECT set_config('search_path', string_agg(quote_ident(s.name), ', ' ORDER BY s.n), false)
 FROM unnest($1::text[] || ARRAY(
          SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
          WHERE e.extname = 'vector' AND n.nspname <> ALL ($1::text[]))) WITH ORDINALITY AS s(name, n);
 
--- name: reset_search_path
-RESET search_path;
+-- name: current_search_path
+SELECT current_setting('search_path');
+
+-- name: restore_search_path
+SELECT set_config('search_path', $1, false);
