@@ -8,8 +8,10 @@ time (activations, page text, JSON) and free them a moment later. glibc's defaul
 * every thread that meets a locked arena gets an arena of its own (up to 8 per core), each holding
   its own free memory.
 
-Measured on ``chronos bench compare`` (92 files), the worker's peak PSS was 809 MB with the defaults
-and 640 MB with a fixed 128 kB mmap and trim threshold and two arenas (``docs/benchmarks.md``).
+Measured on ``chronos bench compare --only chronos`` (92 files, quiet machine, ``docs/benchmarks.md``):
+with the defaults the tree peaked at 1179-1198 MB PSS and 75-79 CPU-s; with fixed 4 MB mmap and trim
+thresholds and two arenas at 1093-1116 MB and 62-66 CPU-s; at 128 kB at 1040 MB but 84-94 CPU-s
+(every activation a fresh mmap: page faults and zeroing).
 ``tune()`` applies that with ``mallopt`` at run time (the same effect as the ``MALLOC_*_`` variables,
 which glibc reads only at start); a variable the operator set wins. ``trim()`` hands free heap memory
 back to the OS (``malloc_trim``): the converter calls it after each document, once the reply is sent.
@@ -32,7 +34,7 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
-THRESHOLD_BYTES = 128 * 1024
+THRESHOLD_BYTES = 4 * 1024 * 1024  # 128 kB gave 60 MB less but cost ~20 % more CPU (page faults)
 ARENAS = 2
 
 _SETTINGS = (
