@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
 
 import psutil
 
@@ -15,14 +17,24 @@ def _sleep() -> None:
     time.sleep(30)
 
 
-def test_the_peak_is_split_by_role_and_adds_up() -> None:
-    ctx = multiprocessing.get_context("fork")
-    child = ctx.Process(target=_sleep, daemon=True)
+@contextlib.contextmanager
+def _sleeping_child(method: str) -> Iterator[int]:
+    """A child process started with ``method`` that sleeps until the block ends; its pid."""
+    child = multiprocessing.get_context(method).Process(target=_sleep, daemon=True)  # type: ignore[attr-defined]
     child.start()
     try:
+        assert child.pid is not None
+        yield child.pid
+    finally:
+        child.kill()
+        child.join()
+
+
+def test_the_peak_is_split_by_role_and_adds_up() -> None:
+    with _sleeping_child("fork") as pid:
         me = psutil.Process(os.getpid())
         procs = tree(me)
-        assert any(p.pid == child.pid for p in procs)
+        assert any(p.pid == pid for p in procs)
         into = TreeMemory()
         sample_once(procs, into, with_pss=True)
         parts = into.pss_at_peak_mb
@@ -31,9 +43,6 @@ def test_the_peak_is_split_by_role_and_adds_up() -> None:
         assert abs(sum(parts.values()) - into.peak_pss_mb) < 0.01
         shown = into.as_dict()["pss_at_peak_mb"]
         assert isinstance(shown, dict) and set(shown) == set(parts)
-    finally:
-        child.kill()
-        child.join()
 
 
 def test_a_later_smaller_sample_keeps_the_breakdown_of_the_peak() -> None:
@@ -43,13 +52,7 @@ def test_a_later_smaller_sample_keeps_the_breakdown_of_the_peak() -> None:
 
 
 def test_roles_of_a_fork_server_tree() -> None:
-    ctx = multiprocessing.get_context("forkserver")
-    child = ctx.Process(target=_sleep, daemon=True)
-    child.start()
-    try:
+    with _sleeping_child("forkserver"):
         me = psutil.Process(os.getpid())
         roles = {role(p, p.pid == me.pid) for p in tree(me)}
         assert {"root", "fork server", "converter"} <= roles
-    finally:
-        child.kill()
-        child.join()
