@@ -157,15 +157,18 @@ async def test_parallel_batches_equal_sentence_transformers_encode() -> None:
         assert result.cpu_s > 0
 
 
-def test_the_loaded_model_does_not_import_sentence_transformers_or_scikit_learn() -> None:
+def test_the_loaded_model_does_not_import_sentence_transformers_scikit_learn_or_scipy() -> None:
     """The pipeline runs on transformers alone: sentence-transformers would bring scikit-learn, SciPy and
-    pandas into every worker (about 100 MB of its memory, issue 16.1)."""
+    pandas into every worker (about 100 MB of its memory, issue 16.1), and transformers' own loss modules
+    import SciPy whenever it is installed (36 MB). Afterwards transformers sees SciPy again."""
     import subprocess
     import sys
 
     probe = (
         "import sys; from app.embedders.local import LocalEmbedder; e = LocalEmbedder(); e.warm_up(); "
-        "print(sorted(m for m in ('sentence_transformers', 'sklearn', 'pandas') if m in sys.modules))"
+        "import transformers.utils as u, transformers.utils.import_utils as iu; "
+        "print(sorted(m for m in ('sentence_transformers', 'sklearn', 'pandas', 'scipy') if m in sys.modules), "
+        "u.is_scipy_available(), iu.is_scipy_available())"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
-    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[] True True", done.stdout + done.stderr

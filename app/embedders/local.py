@@ -6,7 +6,10 @@ is the sentence-transformers pipeline of its ``modules.json`` (BERT, mean poolin
 mask, L2 normalisation) run with transformers' ``AutoModel`` directly: importing sentence-transformers
 pulls scikit-learn, SciPy and pandas into the process (about 100 MB of the worker's memory, issue 16.1)
 for nothing this pipeline uses. ``tests/test_embed_local.py`` checks the vectors against
-sentence-transformers' own ``encode``.
+sentence-transformers' own ``encode``. Loading the model hides SciPy from transformers
+(``_transformers_without_scipy``): its model code imports ``scipy.optimize`` for object-detection
+training losses whenever SciPy is installed (Docling needs it in the converter), 36 MB of the
+worker's memory and 2–3 s of its start for nothing inference uses.
 
 Inference runs off the event loop, as independent batches on a small pool of threads (one per
 core, ``CHRONOS_EMBED_THREADS``), each batch on one torch thread. On few cores that beats one
@@ -25,7 +28,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,34 @@ def embed_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _scipy_unavailable() -> bool:
+    return False
+
+
+@contextmanager
+def _transformers_without_scipy() -> Iterator[None]:
+    """While loading the model, transformers' ``is_scipy_available`` answers False.
+
+    Its loss modules (imported by ``modeling_utils`` on the first ``from_pretrained``) import
+    ``scipy.optimize`` at import time if SciPy is installed, only for the Hungarian matching of
+    object-detection training. The check is read once, when a module is first imported; outside
+    this block it answers truthfully again. If transformers no longer has the function where it
+    had it, nothing is changed (SciPy is then merely imported).
+    """
+    import transformers.utils as utils
+    import transformers.utils.import_utils as import_utils
+
+    modules = [m for m in (utils, import_utils) if callable(m.__dict__.get("is_scipy_available"))]
+    saved = [(m, m.__dict__["is_scipy_available"]) for m in modules]
+    for module, _ in saved:
+        setattr(module, "is_scipy_available", _scipy_unavailable)  # noqa: B010  (mypy: not in the stubs)
+    try:
+        yield
+    finally:
+        for module, original in saved:
+            setattr(module, "is_scipy_available", original)  # noqa: B010
 
 
 def bundled_model_dir() -> Path:
@@ -128,7 +160,8 @@ class LocalEmbedder:
                 from transformers import AutoModel, AutoTokenizer
 
                 torch.set_num_threads(1)  # one core per batch; the pool runs batches side by side
-                model = AutoModel.from_pretrained(str(self._path), local_files_only=True)
+                with _transformers_without_scipy():
+                    model = AutoModel.from_pretrained(str(self._path), local_files_only=True)
                 if self._device:
                     model = model.to(self._device)
                 model.eval()
