@@ -63,7 +63,12 @@ async def _table_exists(pool: asyncpg.Pool, name: str) -> bool:
     return bool(await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
 
 
-async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
+HELD_BACK_WARN_S = 30.0
+"""Committed events unreadable for longer than this are reported (a concurrent append holds some back for
+milliseconds; a forgotten transaction, anywhere on the server, for as long as it stays open)."""
+
+
+async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0, held_back_warn_s: float = HELD_BACK_WARN_S) -> Report:
     report = Report()
     report.stats["events"] = await pool.fetchval("SELECT count(*) FROM events")
     report.stats["streams"] = await pool.fetchval("SELECT count(DISTINCT stream_id) FROM events")
@@ -120,6 +125,7 @@ async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
         if n > behind_warn:
             report.add("warning", "subscription_behind", f"subscription {sub['name']} is {n} event(s) behind the log")
     report.stats["subscriptions_behind"] = behind
+    await _check_held_back(pool, report, held_back_warn_s)
 
     if await _table_exists(pool, "jobs"):
         await _rows_check(
@@ -141,6 +147,45 @@ async def run_checks(pool: asyncpg.Pool, *, behind_warn: int = 0) -> Report:
             )
     await _check_vectors(pool, report, behind)
     return report
+
+
+async def _check_held_back(pool: asyncpg.Pool, report: Report, warn_s: float) -> None:
+    """Events committed but not yet readable by any subscriber, and the transactions they wait for.
+
+    Subscribers read the log below the server's oldest transaction in progress (``events/subscription.py``),
+    so one long transaction with an id, in any database of the server, stops every projection, the
+    dispatcher and search freshness until it ends (``docs/scaling.md``, shared servers).
+    """
+    held = await pool.fetchrow(query("check", "held_back"))
+    assert held is not None  # an aggregate: one row
+    report.stats["held_back_events"] = held["events"]
+    report.stats["held_back_oldest_s"] = round(held["oldest_s"], 1) if held["oldest_s"] is not None else None
+    if not held["events"] or held["oldest_s"] is None or held["oldest_s"] < warn_s:
+        return
+    holders = await pool.fetch(query("check", "horizon_holders"))
+    report.add(
+        "warning",
+        "held_back",
+        f"{held['events']} committed event(s) cannot be read by the projections, the oldest for "
+        f"{held['oldest_s']:.0f} s: they wait for a transaction still open on the server (oldest listed "
+        "first). End it (pg_terminate_backend(pid), or COMMIT/ROLLBACK PREPARED for a prepared one); set "
+        "idle_in_transaction_session_timeout so a forgotten one cannot do it again",
+        [_holder(h) for h in holders],
+    )
+
+
+def _holder(h: asyncpg.Record) -> str:
+    where = f"pid {h['pid']}" if h["pid"] is not None else f"prepared {h['application']!r}"
+    parts = [where, f"database {h['database']}", f"role {h['role']}"]
+    if h["kind"] == "session" and h["application"]:
+        parts.append(f"application {h['application']!r}")
+    parts.append(f"{h['state'] or 'state hidden'}")
+    if h["open_s"] is not None:
+        parts.append(f"open {h['open_s']:.0f} s")
+    parts.append(f"id age {h['xid_age']}")
+    if h["query"]:
+        parts.append(f"last query: {h['query']}")
+    return ", ".join(parts)
 
 
 async def _check_vectors(pool: asyncpg.Pool, report: Report, behind: dict[str, int]) -> None:

@@ -51,3 +51,32 @@ async def test_finds_gaps_duplicates_missing_and_garbage(
 
 async def _noop(conn: object, events: object) -> None:
     return None
+
+
+async def test_names_the_open_transaction_that_holds_committed_events_back(
+    store: EventStore, pool: asyncpg.Pool, dsn: str
+) -> None:
+    """The log is read below the server's oldest open transaction: one forgotten transaction with an id
+    (here in the same database; any database of the server does the same) stops every projection."""
+    await store.append("document-a", [NewEvent("Other", {})])
+    forgotten = await asyncpg.connect(dsn, server_settings={"application_name": "forgotten-report"})
+    try:
+        tx = forgotten.transaction()
+        await tx.start()
+        await forgotten.fetchval("SELECT pg_current_xact_id()")  # takes a transaction id, as any write does
+        await store.append("document-b", [NewEvent("Other", {}), NewEvent("Other", {})])  # committed
+
+        report = await run_checks(pool, held_back_warn_s=0)
+        (held,) = [f for f in report.findings if f.check == "held_back"]
+        assert held.severity == "warning" and held.message.startswith("2 committed event(s)")
+        assert "forgotten-report" in held.examples[0] and "idle in transaction" in held.examples[0]
+        assert report.stats["held_back_events"] == 2
+        # A moment's hold (a concurrent append) is not worth a warning.
+        report = await run_checks(pool)
+        assert not [f for f in report.findings if f.check == "held_back"]
+        assert report.stats["held_back_events"] == 2
+        await tx.rollback()
+    finally:
+        await forgotten.close()
+    report = await run_checks(pool, held_back_warn_s=0)
+    assert not [f for f in report.findings if f.check == "held_back"] and report.stats["held_back_events"] == 0

@@ -78,3 +78,32 @@ LIMIT 100;
 
 -- name: vector_problems
 SELECT document_id::text AS document_id, model, problem FROM vector_problems ORDER BY position LIMIT 100;
+
+-- name: held_back
+-- Committed events no subscriber can read yet: the log is read below the server's oldest transaction
+-- still in progress (pg_snapshot_xmin, any database), so every event at or above it waits for that
+-- transaction to end. Normal for a moment (a concurrent append); a problem when it lasts.
+SELECT count(*) AS events,
+       extract(epoch FROM clock_timestamp() - min(recorded_at))::float8 AS oldest_s,
+       pg_snapshot_xmin(pg_current_snapshot())::text AS horizon
+FROM events
+WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot());
+
+-- name: horizon_holders
+-- The transactions holding an id, oldest first: the first is what the log's readable head waits for.
+-- Sessions of any database on the server (the query text only where this role may read it) and
+-- prepared transactions. age() works on the 32-bit ids pg_stat_activity shows.
+SELECT kind, pid, database, role, application, state, xid_age, open_s, query FROM (
+  SELECT 'session' AS kind, pid, datname::text AS database, usename::text AS role,
+         application_name AS application, state, age(backend_xid) AS xid_age,
+         extract(epoch FROM clock_timestamp() - xact_start)::float8 AS open_s,
+         left(regexp_replace(query, '\s+', ' ', 'g'), 120) AS query
+  FROM pg_stat_activity
+  WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+  UNION ALL
+  SELECT 'prepared', NULL, database::text, owner::text, gid, 'prepared', age(transaction),
+         extract(epoch FROM clock_timestamp() - prepared)::float8, NULL
+  FROM pg_prepared_xacts
+) AS holders
+ORDER BY xid_age DESC
+LIMIT 5;
