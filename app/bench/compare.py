@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app.bench.busy import BusySampler
 from app.bench.cpu import children_cpu_s, floor_figures, server_cpu_s
 from app.bench.memory import TreeSampler
 from app.bench.scratch import scratch_database
@@ -70,7 +71,7 @@ async def run_side(module: str, args: list[str], quiet: bool) -> tuple[dict[str,
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE if quiet else None
         )
-        with TreeSampler(proc.pid) as sampler:
+        with TreeSampler(proc.pid) as sampler, BusySampler() as busy:
             _out, err = await proc.communicate()
         wall = time.perf_counter() - started
         server1 = server_cpu_s()
@@ -82,6 +83,7 @@ async def run_side(module: str, args: list[str], quiet: bool) -> tuple[dict[str,
         result: dict[str, Any] = orjson.loads(out.read_bytes())
     result["process_wall_s"] = round(wall, 3)
     result["cpu"] = cpu  # the side's whole process (warm-up included) and the server's share
+    result["busy"] = busy.profile(result.get("timed_window"))  # where the wall exceeds the floor
     return result, sampler.result.as_dict()
 
 
@@ -316,6 +318,10 @@ def print_table(result: dict[str, Any]) -> None:
         parts = result[s]["memory"].get("pss_at_peak_mb") or {}
         if len(parts) > 1:
             print(f"{s} PSS at its peak: " + ", ".join(f"{role} {mb} MB" for role, mb in parts.items()))
+    for s in sides:
+        busy = busy_line(result[s].get("busy") or {})
+        if busy:
+            print(f"{s} {busy}")
     if "chronos" in result:
         c = result["chronos"]
         print(f"Chronos also wrote {c['events']} events ({c['cost_events']} cost entries) to its log")
@@ -328,3 +334,16 @@ def print_table(result: dict[str, Any]) -> None:
     if ratio:
         median = " (median of the rounds' ratios)" if "rounds" in result else ""
         print(f"goal: Chronos >= 1.0x LlamaIndex (aim 1.5x); documents/min ratio {ratio['documents_per_min']}{median}")
+
+
+def busy_line(busy: dict[str, Any]) -> str:
+    """``cores busy …`` of a side's ``busy`` profile (app/bench/busy.py), or "" without one."""
+    if busy.get("process") is None:
+        return ""
+    parts = [f"cores busy of {busy['cores']} (machine-wide): whole process {busy['process']}"]
+    if busy.get("timed") is not None:
+        tenths = " ".join("-" if v is None else f"{v:.1f}" for v in busy.get("timed_parts") or [])
+        parts.append(f"timed phase {busy['timed']} (by tenth: {tenths})")
+    if busy.get("steal_share"):
+        parts.append(f"steal {busy['steal_share']:.1%}")
+    return "; ".join(parts)
