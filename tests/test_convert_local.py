@@ -308,3 +308,29 @@ async def test_killing_the_worker_kills_its_converters(tmp_path: Path, big_pdf: 
     await proc.wait()
     await asyncio.to_thread(wait_gone, child_pid, 1.0)  # it would need ~3 s more to finish
     assert gone(child_pid), "the converter outlived its worker"
+
+
+def test_shutdown_reaps_the_fork_server_so_its_cpu_time_is_counted() -> None:
+    """Unreaped, the fork server (Docling's imports, the converter processes it reaped) is an orphan
+    whose CPU-seconds no ancestor's getrusage(RUSAGE_CHILDREN) sees: bench compare under-counted
+    Chronos's CPU by ~20 s of ~108."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, resource\n"
+        "import multiprocessing.forkserver as fs\n"
+        "from app.convert.local import default_pool, shutdown\n"
+        "default_pool().warm()\n"
+        "pid = fs._forkserver._forkserver_pid\n"
+        "def cpu():\n"
+        "    u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "    return u.ru_utime + u.ru_stime\n"
+        "before = cpu()\n"
+        "stopped = shutdown()\n"
+        "print(stopped, round(cpu() - before, 2), os.path.exists(f'/proc/{pid}'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    stopped, cpu_s, alive = done.stdout.strip().splitlines()[-1].split()
+    assert stopped == "True" and alive == "False", done.stdout + done.stderr
+    assert float(cpu_s) > 0.5, done.stdout  # importing Docling and torch alone takes seconds of CPU

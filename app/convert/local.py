@@ -515,6 +515,35 @@ def default_pool() -> ConverterPool:
         return _pool
 
 
+def shutdown(timeout_s: float = 5.0) -> bool:
+    """Stop this process's converter processes and the fork server it started, and reap the fork
+    server; True if one was stopped.
+
+    Left alone, the fork server exits by itself when this process does (its "alive" pipe closes), but
+    unreaped: an orphan whose CPU time — Docling's imports, every converter process it reaped — no
+    ``getrusage(RUSAGE_CHILDREN)`` of an ancestor ever sees. The bench's Chronos side calls this before
+    it exits so its CPU-seconds are whole (``app/bench/cpu.py``). Uses multiprocessing's own
+    ``ForkServer._stop`` (close the pipe, then ``waitpid``), in a daemon thread so a fork server that
+    does not exit cannot hang the caller past ``timeout_s``.
+    """
+    with _pool_lock:
+        pool = _pool
+    if pool is not None:
+        pool.close()
+    import multiprocessing.forkserver
+
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is None or not hasattr(server, "_stop"):
+        return False
+    stopper = threading.Thread(target=server._stop, name="chronos-forkserver-stop", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
+    if stopper.is_alive():
+        log.warning("the converter fork server did not exit within %.0f s; left to exit by itself", timeout_s)
+        return False
+    return True
+
+
 async def convert_local(
     path: Path,
     media_type: str,
