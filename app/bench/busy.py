@@ -8,8 +8,10 @@ bounds, as every figure of these benches). *Steal* — time the hypervisor gave 
 this one wanted to run — is not counted as busy and is reported on its own: it slows a run without
 showing in its CPU-seconds.
 
-A side reports its timed phase as ``timed_window`` (``time.time()`` at its start and end); the profile
-gives the busy cores over the whole process, over the timed phase and over each tenth of it.
+A side reports its timed phase as ``timed_window`` (``time.monotonic()`` at its start and end: on Linux
+CLOCK_MONOTONIC is one clock for every process, and unlike ``time.time()`` it does not step — this
+machine's wall clock once jumped ~20 s forward inside a 40 s run); the profile gives the busy cores
+over the whole process, over the timed phase and over each tenth of it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import psutil
 
 @dataclass(frozen=True)
 class Sample:
-    at: float  # time.time()
+    at: float  # time.monotonic()
     busy_s: float  # CPU-seconds the machine spent working, all cores, since boot
     steal_s: float
 
@@ -43,7 +45,7 @@ def read_counters() -> tuple[float, float]:
 class BusySampler:
     interval: float = 0.5
     counters: Callable[[], tuple[float, float]] = read_counters
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.monotonic
     cores: int = field(default_factory=lambda: psutil.cpu_count() or 1)
     samples: list[Sample] = field(default_factory=list)
 

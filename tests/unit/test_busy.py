@@ -53,3 +53,17 @@ def test_the_real_sampler_reads_the_machine() -> None:
     assert len(sampler.samples) >= 2
     profile = sampler.profile(None)
     assert profile["process"] is not None and 0 <= profile["process"] <= sampler.cores + 0.5
+
+
+def test_the_clock_is_monotonic_and_shared_with_the_side_processes() -> None:
+    """The sides stamp their timed phase in another process: the clock must be one for every process
+    and must not step (the wall clock of this machine once jumped ~20 s forward inside a run, which
+    put whole tenths of the timed phase between two samples)."""
+    import subprocess
+    import sys
+
+    assert BusySampler().clock is time.monotonic
+    before = time.monotonic()
+    child = float(subprocess.check_output([sys.executable, "-c", "import time; print(time.monotonic())"]))
+    after = time.monotonic()
+    assert before <= child <= after
